@@ -1,0 +1,142 @@
+"""Assembles a running connector: store, identity, services, and the two listeners."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from connector.config import DSP_PATH, Settings
+from connector.dataplane.routes import DataPlaneRoutes
+from connector.dsp import messages as m
+from connector.dsp.auth import Authenticator
+from connector.dsp.client import DspClient
+from connector.dsp.negotiation import NegotiationService
+from connector.dsp.routes import DspRoutes, _error_type
+from connector.dsp.transfer import TransferService
+from connector.errors import ConnectorError
+from connector.identity import keys as keyfile
+from connector.management.problems import problem, problems
+from connector.management.routes import ManagementApi, api_key_middleware
+from connector.outbox import Outbox
+from connector.policy.decision import DecisionPoint, PermitAll
+from connector.runtime import Runtime, client_ssl_context
+from connector.store.sqlite import SqliteStore
+
+log = logging.getLogger(__name__)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def public_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """DSP paths answer with DSP error bodies; the data plane with problem documents."""
+    try:
+        return await handler(request)
+    except (ConnectorError, web.HTTPException) as exc:
+        if isinstance(exc, web.HTTPException):
+            if exc.status < 400:
+                raise
+            status, reasons = exc.status, [exc.reason]
+        else:
+            status, reasons = (exc.status if exc.status < 500 else 502), exc.reasons
+        if not request.path.startswith(DSP_PATH):
+            return problem(status, "; ".join(reasons), request.path)
+        body: dict[str, Any] = {
+            "@context": list(m.CONTEXT),
+            "@type": _error_type(request.path),
+            "code": str(status),
+            "reason": reasons,
+        }
+        pid = request.match_info.get("pid") if request.match_info else None
+        role = request.get("role")
+        if pid and role and body["@type"] != "CatalogError":
+            body["providerPid" if role == "provider" else "consumerPid"] = pid
+        return web.json_response(body, status=status)
+
+
+class Connector:
+    """One participant's connector; `start` binds both listeners, `stop` drains them."""
+
+    def __init__(self, settings: Settings, decisions: DecisionPoint | None = None) -> None:
+        self.settings = settings
+        self._decisions = decisions or PermitAll()
+        self._runners: list[web.AppRunner] = []
+        self._worker: asyncio.Task[None] | None = None
+        self.runtime: Runtime | None = None
+        self.public_port = settings.public_port
+        self.management_port = settings.management_port
+
+    async def start(self) -> None:
+        s = self.settings
+        s.data_dir.mkdir(parents=True, exist_ok=True)
+        pair = keyfile.load(s.private_key_path)
+        store = SqliteStore(s.db_path)
+        session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(ssl=client_ssl_context(s), limit=200),
+        )
+        rt = Runtime(settings=s, store=store, keys=pair, session=session, decisions=self._decisions)
+        self.runtime = rt
+        outbox = Outbox(rt)
+        client = DspClient(rt)
+        self.negotiations = NegotiationService(rt, outbox, client)
+        self.transfers = TransferService(rt, outbox, client)
+        self.outbox = outbox
+        auth = Authenticator(rt.verifier)
+        self.auth = auth
+
+        public = web.Application(middlewares=[public_errors], client_max_size=4 * 1024 * 1024)
+        DspRoutes(rt, auth, self.negotiations, self.transfers).add_to(public)
+        DataPlaneRoutes(rt).add_to(public)
+
+        management = web.Application(
+            middlewares=[problems, api_key_middleware(s.api_key.get_secret_value())]
+        )
+        ManagementApi(rt, client, self.negotiations, self.transfers).add_to(management)
+
+        ssl_ctx = None
+        if s.tls_cert and s.tls_key:
+            ssl_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            ssl_ctx.load_cert_chain(str(s.tls_cert), str(s.tls_key))
+        self.public_port = await self._listen(public, s.public_host, s.public_port, ssl_ctx)
+        self.management_port = await self._listen(
+            management, s.management_host, s.management_port, None
+        )
+        self._worker = asyncio.create_task(outbox.run())
+        log.info(
+            "connector %s (%s) listening: public %s, management %s:%s",
+            s.name,
+            rt.did,
+            s.base_url,
+            s.management_host,
+            self.management_port,
+        )
+
+    async def _listen(
+        self, app: web.Application, host: str, port: int, ssl_ctx: ssl.SSLContext | None
+    ) -> int:
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        site = web.TCPSite(runner, host, port, ssl_context=ssl_ctx)
+        await site.start()
+        self._runners.append(runner)
+        server = site._server
+        sockets = getattr(server, "sockets", None) or []
+        return int(sockets[0].getsockname()[1]) if sockets else port
+
+    async def stop(self) -> None:
+        if self.runtime is not None:
+            await self.outbox.stop()
+        if self._worker is not None:
+            self._worker.cancel()
+            await asyncio.gather(self._worker, return_exceptions=True)
+        for runner in reversed(self._runners):
+            await runner.cleanup()
+        self._runners.clear()
+        if self.runtime is not None:
+            await self.runtime.session.close()
+            self.runtime.store.close()

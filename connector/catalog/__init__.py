@@ -1,0 +1,1 @@
+"""Datasets and their offers, rendered as a DCAT catalog for DSP."""

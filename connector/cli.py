@@ -1,0 +1,434 @@
+"""The `connector` command: set up, serve, and operate a connector from the shell."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import secrets
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from connector.config import load_settings
+from connector.errors import ConfigError
+from connector.identity import keys as keyfile
+from connector.identity.did import did_from_url
+from connector.mgmt_client import ApiError, ManagementClient
+
+CONFIG_NAME = "connector.toml"
+
+
+def _config_path(value: str | None) -> Path | None:
+    value = value or os.environ.get("CONNECTOR_CONFIG")
+    return Path(value) if value else None
+
+
+def _client(ctx: click.Context) -> ManagementClient:
+    obj = ctx.obj or {}
+    api = obj.get("api") or os.environ.get("CONNECTOR_API_URL")
+    key = obj.get("api_key") or os.environ.get("CONNECTOR_API_KEY")
+    path = _config_path(obj.get("config"))
+    if (not api or not key) and path is not None:
+        try:
+            settings = load_settings(path)
+        except ConfigError as exc:
+            raise click.ClickException(str(exc)) from exc
+        api = api or f"http://{settings.management_host}:{settings.management_port}"
+        key = key or settings.api_key.get_secret_value()
+    if not api or not key:
+        raise click.UsageError("give --config (or CONNECTOR_CONFIG), or --api and --api-key")
+    return ManagementClient(api, key)
+
+
+def _emit(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, ensure_ascii=False))
+
+
+def _call(ctx: click.Context, method: str, path: str, body: Any = None) -> Any:
+    try:
+        return _client(ctx).call(method, path, body)
+    except ApiError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@click.group()
+@click.option("--config", "config", help="Connector config file (or CONNECTOR_CONFIG)")
+@click.option("--api", help="Management API base URL (or CONNECTOR_API_URL)")
+@click.option("--api-key", help="Management API key (or CONNECTOR_API_KEY)")
+@click.pass_context
+def main(ctx: click.Context, config: str | None, api: str | None, api_key: str | None) -> None:
+    """Trusted data space connector (Dataspace Protocol 2025-1)."""
+    ctx.obj = {"config": config, "api": api, "api_key": api_key}
+
+
+# set-up and serving ------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--dir", "directory", required=True, type=click.Path(path_type=Path))
+@click.option("--name", default="connector")
+@click.option("--public-host", default="127.0.0.1")
+@click.option("--public-port", default=8181, type=int)
+@click.option("--public-url", default=None, help="Default: http(s)://HOST:PORT")
+@click.option("--management-port", default=8182, type=int)
+@click.option("--tls-cert", type=click.Path(path_type=Path), default=None)
+@click.option("--tls-key", type=click.Path(path_type=Path), default=None)
+@click.option("--dev", is_flag=True, help="Allow plain-HTTP did:web (development only)")
+def init(
+    directory: Path,
+    name: str,
+    public_host: str,
+    public_port: int,
+    public_url: str | None,
+    management_port: int,
+    tls_cert: Path | None,
+    tls_key: Path | None,
+    dev: bool,
+) -> None:
+    """Create a config file, an Ed25519 key pair and the DID of a new connector."""
+    config = directory / CONFIG_NAME
+    if config.exists():
+        raise click.ClickException(f"{config} exists already; refusing to overwrite it")
+    scheme = "https" if tls_cert else "http"
+    if scheme == "http" and not dev:
+        raise click.ClickException("without --tls-cert/--tls-key, pass --dev for plain HTTP")
+    url = (public_url or f"{scheme}://{public_host}:{public_port}").rstrip("/")
+    directory.mkdir(parents=True, exist_ok=True)
+    keyfile.save(keyfile.generate(), directory / "keys" / "private.pem")
+    lines = [
+        f"name = {json.dumps(name)}",
+        'data_dir = "."',
+        f"public_host = {json.dumps(public_host)}",
+        f"public_port = {public_port}",
+        f"public_url = {json.dumps(url)}",
+        'management_host = "127.0.0.1"',
+        f"management_port = {management_port}",
+        f"api_key = {json.dumps(secrets.token_urlsafe(24))}",
+        f"dev_insecure_http = {'true' if dev else 'false'}",
+    ]
+    if tls_cert and tls_key:
+        lines += [
+            f"tls_cert = {json.dumps(str(tls_cert.resolve()))}",
+            f"tls_key = {json.dumps(str(tls_key.resolve()))}",
+        ]
+    config.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    config.chmod(0o600)
+    try:
+        load_settings(config)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"config: {config}\nDID:    {did_from_url(url)}")
+
+
+@main.command()
+@click.pass_context
+def serve(ctx: click.Context) -> None:
+    """Run the connector until SIGINT or SIGTERM."""
+    from connector.app import Connector
+
+    logging.basicConfig(
+        level=os.environ.get("CONNECTOR_LOG_LEVEL", "INFO"),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        settings = load_settings(_config_path(ctx.obj.get("config")))
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+    async def run() -> None:
+        node = Connector(settings)
+        try:
+            await node.start()
+        except ConfigError as exc:
+            await node.stop()
+            raise click.ClickException(str(exc)) from exc
+        except OSError as exc:
+            await node.stop()
+            raise click.ClickException(f"cannot listen: {exc}") from exc
+        click.echo(f"ready: {node.runtime.did if node.runtime else ''}", err=True)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        await node.stop()
+
+    asyncio.run(run())
+
+
+# datasets ----------------------------------------------------------------------------------
+
+
+@main.group()
+def datasets() -> None:
+    """Publish and list datasets."""
+
+
+@datasets.command("add")
+@click.option("--id", "dataset_id", default=None)
+@click.option("--title", default="")
+@click.option("--description", default="")
+@click.option("--file", "file_path", type=click.Path(exists=True, path_type=Path), default=None)
+@click.option("--url", default=None, help="Upstream HTTP source instead of a file")
+@click.option("--policy", type=click.File("r"), default=None, help="JSON: one ODRL offer or a list")
+@click.pass_context
+def datasets_add(
+    ctx: click.Context,
+    dataset_id: str | None,
+    title: str,
+    description: str,
+    file_path: Path | None,
+    url: str | None,
+    policy: Any,
+) -> None:
+    """Publish a dataset with its offers."""
+    if (file_path is None) == (url is None):
+        raise click.UsageError("give exactly one of --file or --url")
+    source = (
+        {"type": "file", "path": str(file_path.resolve())} if file_path else {"type": "http", "url": url}
+    )
+    body: dict[str, Any] = {"title": title, "description": description, "source": source}
+    if dataset_id:
+        body["id"] = dataset_id
+    if policy is not None:
+        try:
+            offers = json.load(policy)
+        except ValueError as exc:
+            raise click.ClickException(f"--policy is not valid JSON: {exc}") from exc
+        body["offers"] = offers if isinstance(offers, list) else [offers]
+    _emit(_call(ctx, "POST", "/api/v1/datasets", body))
+
+
+@datasets.command("list")
+@click.pass_context
+def datasets_list(ctx: click.Context) -> None:
+    for d in _call(ctx, "GET", "/api/v1/datasets"):
+        click.echo(f"{d['id']}\t{d['title']}\t{d.get('size')} bytes")
+
+
+@datasets.command("show")
+@click.argument("dataset_id")
+@click.pass_context
+def datasets_show(ctx: click.Context, dataset_id: str) -> None:
+    _emit(_call(ctx, "GET", f"/api/v1/datasets/{dataset_id}"))
+
+
+@datasets.command("delete")
+@click.argument("dataset_id")
+@click.pass_context
+def datasets_delete(ctx: click.Context, dataset_id: str) -> None:
+    _call(ctx, "DELETE", f"/api/v1/datasets/{dataset_id}")
+    click.echo(f"deleted {dataset_id}")
+
+
+# catalog -----------------------------------------------------------------------------------
+
+
+@main.group()
+def catalog() -> None:
+    """Browse other connectors' catalogs."""
+
+
+@catalog.command("fetch")
+@click.argument("address")
+@click.option("--id", "peer_id", default=None, help="Provider DID (default: did:web of ADDRESS)")
+@click.pass_context
+def catalog_fetch(ctx: click.Context, address: str, peer_id: str | None) -> None:
+    """Fetch the DSP catalog of the provider at ADDRESS (its DSP base URL)."""
+    body = {"counterPartyAddress": address}
+    if peer_id:
+        body["counterPartyId"] = peer_id
+    _emit(_call(ctx, "POST", "/api/v1/catalog/request", body))
+
+
+# negotiations ------------------------------------------------------------------------------
+
+
+def _timeline(record: dict[str, Any]) -> None:
+    click.echo(f"{record['id']}  {record['role']}  {record['state']}")
+    if record.get("reason"):
+        click.echo("reason: " + "; ".join(record["reason"]))
+    if record.get("pending"):
+        click.echo("waiting to send: " + ", ".join(record["pending"]))
+    for e in record.get("timeline", []):
+        status = f" [{e['status']}]" if e.get("status") else ""
+        detail = f" - {e['detail']}" if e.get("detail") else ""
+        click.echo(f"  {e['at']}  {e['direction']:<8} {e['message_type']}{status}{detail}")
+
+
+@main.group()
+def negotiations() -> None:
+    """Negotiate contracts and follow them."""
+
+
+@negotiations.command("start")
+@click.argument("address")
+@click.argument("dataset_id")
+@click.option("--offer-id", default=None, help="Which offer of the dataset (default: the first)")
+@click.option("--id", "peer_id", default=None, help="Provider DID (default: did:web of ADDRESS)")
+@click.pass_context
+def negotiations_start(
+    ctx: click.Context, address: str, dataset_id: str, offer_id: str | None, peer_id: str | None
+) -> None:
+    """Negotiate DATASET_ID with the provider at ADDRESS, using its catalog offer."""
+    query = {"counterPartyAddress": address, **({"counterPartyId": peer_id} if peer_id else {})}
+    remote = _call(ctx, "POST", "/api/v1/catalog/request", query)
+    ds = next((d for d in remote.get("dataset", []) if d.get("@id") == dataset_id), None)
+    if ds is None:
+        raise click.ClickException(f"dataset {dataset_id} is not in the provider's catalog")
+    offers = ds.get("hasPolicy", [])
+    offer = next((o for o in offers if offer_id in (None, o.get("@id"))), None)
+    if offer is None:
+        raise click.ClickException(f"offer {offer_id} not found for {dataset_id}")
+    record = _call(ctx, "POST", "/api/v1/negotiations", {**query, "datasetId": dataset_id, "offer": offer})
+    click.echo(record["id"])
+
+
+@negotiations.command("list")
+@click.pass_context
+def negotiations_list(ctx: click.Context) -> None:
+    for n in _call(ctx, "GET", "/api/v1/negotiations"):
+        click.echo(f"{n['id']}\t{n['role']}\t{n['state']}\t{n['dataset_id']}")
+
+
+@negotiations.command("show")
+@click.argument("pid")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def negotiations_show(ctx: click.Context, pid: str, as_json: bool) -> None:
+    """State, reason, pending messages and the timeline of every message."""
+    record = _call(ctx, "GET", f"/api/v1/negotiations/{pid}")
+    _emit(record) if as_json else _timeline(record)
+
+
+def _negotiation_action(name: str, help_text: str) -> None:
+    @negotiations.command(name, help=help_text)
+    @click.argument("pid")
+    @click.pass_context
+    def action(ctx: click.Context, pid: str) -> None:
+        record = _call(ctx, "POST", f"/api/v1/negotiations/{pid}/{name}")
+        click.echo(f"{record['id']}  {record['state']}")
+
+
+for _name, _help in [
+    ("accept", "Accept the provider's offer (consumer)."),
+    ("verify", "Countersign and verify the agreement (consumer)."),
+    ("agree", "Agree to the current offer (provider)."),
+    ("finalize", "Finalize a verified agreement (provider)."),
+]:
+    _negotiation_action(_name, _help)
+
+
+@negotiations.command("terminate")
+@click.argument("pid")
+@click.option("--reason", default="terminated by the operator")
+@click.pass_context
+def negotiations_terminate(ctx: click.Context, pid: str, reason: str) -> None:
+    record = _call(ctx, "POST", f"/api/v1/negotiations/{pid}/terminate", {"reason": reason})
+    click.echo(f"{record['id']}  {record['state']}")
+
+
+@negotiations.command("wait")
+@click.argument("pid")
+@click.option("--state", "state", default="FINALIZED")
+@click.option("--timeout", default=60.0)
+@click.pass_context
+def negotiations_wait(ctx: click.Context, pid: str, state: str, timeout: float) -> None:
+    """Wait until the negotiation reaches STATE; fail with the reason if it ends otherwise."""
+    try:
+        record = _client(ctx).wait_state("negotiations", pid, {state}, timeout)
+    except ApiError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"{pid}  {record['state']}  agreement {record.get('agreement_id')}")
+
+
+# agreements --------------------------------------------------------------------------------
+
+
+@main.group()
+def agreements() -> None:
+    """Signed agreements: what was agreed, provably."""
+
+
+@agreements.command("list")
+@click.pass_context
+def agreements_list(ctx: click.Context) -> None:
+    for a in _call(ctx, "GET", "/api/v1/agreements"):
+        click.echo(f"{a['id']}\t{a['dataset_id']}\t{a['provider_id']} -> {a['consumer_id']}")
+
+
+@agreements.command("show")
+@click.argument("agreement_id")
+@click.pass_context
+def agreements_show(ctx: click.Context, agreement_id: str) -> None:
+    _emit(_call(ctx, "GET", f"/api/v1/agreements/{agreement_id}"))
+
+
+# transfers ---------------------------------------------------------------------------------
+
+
+@main.group()
+def transfers() -> None:
+    """Move data under an agreement."""
+
+
+@transfers.command("start")
+@click.argument("agreement_id")
+@click.option("--push", is_flag=True, help="Provider pushes to us (default: we pull)")
+@click.pass_context
+def transfers_start(ctx: click.Context, agreement_id: str, push: bool) -> None:
+    body = {"agreementId": agreement_id, "format": "HttpData-PUSH" if push else "HttpData-PULL"}
+    click.echo(_call(ctx, "POST", "/api/v1/transfers", body)["id"])
+
+
+@transfers.command("list")
+@click.pass_context
+def transfers_list(ctx: click.Context) -> None:
+    for t in _call(ctx, "GET", "/api/v1/transfers"):
+        click.echo(f"{t['id']}\t{t['role']}\t{t['state']}\t{t['bytes']} bytes")
+
+
+@transfers.command("show")
+@click.argument("pid")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def transfers_show(ctx: click.Context, pid: str, as_json: bool) -> None:
+    record = _call(ctx, "GET", f"/api/v1/transfers/{pid}")
+    _emit(record) if as_json else _timeline(record)
+
+
+def _transfer_action(name: str, help_text: str) -> None:
+    @transfers.command(name, help=help_text)
+    @click.argument("pid")
+    @click.pass_context
+    def action(ctx: click.Context, pid: str) -> None:
+        record = _call(ctx, "POST", f"/api/v1/transfers/{pid}/{name}")
+        click.echo(f"{record['id']}  {record['state']}")
+
+
+for _name, _help in [
+    ("suspend", "Suspend a started transfer."),
+    ("resume", "Resume a suspended transfer."),
+    ("complete", "Complete a started transfer."),
+    ("terminate", "Terminate a transfer."),
+]:
+    _transfer_action(_name, _help)
+
+
+@transfers.command("wait")
+@click.argument("pid")
+@click.option("--state", "state", default="COMPLETED")
+@click.option("--timeout", default=120.0)
+@click.pass_context
+def transfers_wait(ctx: click.Context, pid: str, state: str, timeout: float) -> None:
+    try:
+        record = _client(ctx).wait_state("transfers", pid, {state}, timeout)
+    except ApiError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"{pid}  {record['state']}  {record['bytes']} bytes  sha256 {record.get('sha256')}")

@@ -1,0 +1,132 @@
+"""Settings: a TOML file, overridden by CONNECTOR_* environment variables, validated once."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from connector.errors import ConfigError
+
+DSP_PATH = "/dsp/2025-1"
+
+
+class Settings(BaseSettings):
+    """Everything a connector needs to run; see README 'Configuration'."""
+
+    model_config = SettingsConfigDict(env_prefix="CONNECTOR_", extra="forbid")
+
+    name: str = Field("connector", description="Human-readable participant name")
+    data_dir: Path = Field(description="Holds the SQLite file, keys and received data")
+    key_file: Path | None = Field(
+        None, description="Ed25519 private key (PEM); default data_dir/keys/"
+    )
+    public_host: str = "127.0.0.1"
+    public_port: int = Field(8181, ge=0, le=65535)
+    public_url: str | None = Field(None, description="Base URL peers use to reach this connector")
+    management_host: str = "127.0.0.1"
+    management_port: int = Field(8182, ge=0, le=65535)
+    api_key: SecretStr = Field(description="Key required in X-Api-Key on the management API")
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    ca_file: Path | None = Field(None, description="Extra CA bundle trusted for outgoing HTTPS")
+    dev_insecure_http: bool = Field(
+        False, description="Development only: resolve did:web over plain HTTP"
+    )
+    auto_accept_offers: bool = Field(
+        False, description="Consumer: accept a provider's offer without an operator"
+    )
+    retry_base_seconds: float = Field(0.5, gt=0)
+    retry_max_seconds: float = Field(30.0, gt=0)
+    retry_max_attempts: int = Field(12, ge=1)
+    token_ttl_seconds: int = Field(120, ge=5, le=300)
+    transfer_token_ttl_seconds: int = Field(900, ge=10)
+    chunk_size: int = Field(256 * 1024, ge=1024)
+    did_cache_seconds: int = Field(300, ge=0)
+
+    @field_validator("public_url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an absolute http(s) URL")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> Settings:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key must be set together")
+        if self.public_url and urlsplit(self.public_url).scheme == "http":
+            if not self.dev_insecure_http:
+                raise ValueError(
+                    "public_url uses plain http: set dev_insecure_http = true (development only)"
+                    " or configure tls_cert/tls_key and an https public_url"
+                )
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The environment wins over the file, which arrives as init arguments.
+        return (env_settings, init_settings)
+
+    @property
+    def base_url(self) -> str:
+        if self.public_url:
+            return self.public_url
+        scheme = "https" if self.tls_cert else "http"
+        return f"{scheme}://{self.public_host}:{self.public_port}"
+
+    @property
+    def dsp_url(self) -> str:
+        return self.base_url + DSP_PATH
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "connector.db"
+
+    @property
+    def private_key_path(self) -> Path:
+        return self.key_file or self.data_dir / "keys" / "private.pem"
+
+
+def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
+    """Read the file (if any), apply environment overrides, and fail with a readable message."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        try:
+            values = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError as exc:
+            raise ConfigError(f"configuration file not found: {path}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+        base = path.parent
+        for key in ("data_dir", "key_file", "tls_cert", "tls_key", "ca_file"):
+            if isinstance(values.get(key), str) and not Path(values[key]).is_absolute():
+                values[key] = str(base / values[key])
+    values.update(overrides)
+    try:
+        return Settings(**values)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err["loc"]) or "settings"
+            lines.append(f"  {where}: {err['msg']}")
+        source = f" in {path}" if path else ""
+        raise ConfigError("invalid configuration" + source + ":\n" + "\n".join(lines)) from exc

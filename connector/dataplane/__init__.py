@@ -1,0 +1,1 @@
+"""Moving the bytes: sources, transfer tokens, pull and push streams."""

@@ -1,0 +1,105 @@
+"""Pull (consumer downloads) and push (provider uploads) streams, hashed as they flow."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from connector.errors import PeerError
+from connector.runtime import Runtime
+
+STREAM_TIMEOUT = aiohttp.ClientTimeout(total=None, connect=10, sock_read=60)
+
+
+def received_path(rt: Runtime, transfer_id: str) -> Path:
+    safe = transfer_id.rsplit(":", 1)[-1]
+    return rt.settings.data_dir / "received" / f"{safe}.bin"
+
+
+class HashingWriter:
+    """Writes chunks to a file while counting and hashing them."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._fh = path.open("wb")
+        self._hash = hashlib.sha256()
+        self.size = 0
+
+    def write(self, chunk: bytes) -> None:
+        self._fh.write(chunk)
+        self._hash.update(chunk)
+        self.size += len(chunk)
+
+    def close(self) -> str:
+        self._fh.flush()
+        self._fh.close()
+        return self._hash.hexdigest()
+
+
+async def pull(
+    rt: Runtime, transfer_id: str, data_address: dict[str, Any]
+) -> tuple[int, str, Path]:
+    """Consumer: fetch the data at the provider's DataAddress into our store."""
+    endpoint = data_address.get("endpoint")
+    token = None
+    for prop in data_address.get("endpointProperties") or []:
+        if prop.get("name") == "authorization":
+            token = prop.get("value")
+    if not endpoint:
+        raise PeerError("the DataAddress has no endpoint", retry=False)
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    path = received_path(rt, transfer_id)
+    writer = HashingWriter(path)
+    try:
+        async with rt.session.get(endpoint, headers=headers, timeout=STREAM_TIMEOUT) as resp:
+            if resp.status != 200:
+                text = (await resp.text())[:300]
+                retry = resp.status >= 500
+                raise PeerError(f"pull answered {resp.status}: {text}", retry=retry)
+            async for chunk in resp.content.iter_chunked(rt.settings.chunk_size):
+                writer.write(chunk)
+    except aiohttp.ClientError as exc:
+        raise PeerError(f"pull from {endpoint} failed: {exc!r}", retry=True) from exc
+    finally:
+        digest = writer.close()
+    return writer.size, digest, path
+
+
+async def push(
+    rt: Runtime, data_address: dict[str, Any], chunks: AsyncIterator[bytes]
+) -> tuple[int, str]:
+    """Provider: stream the source into the consumer's endpoint."""
+    endpoint = data_address.get("endpoint")
+    token = None
+    for prop in data_address.get("endpointProperties") or []:
+        if prop.get("name") == "authorization":
+            token = prop.get("value")
+    if not endpoint:
+        raise PeerError("the consumer's DataAddress has no endpoint", retry=False)
+    counter = {"size": 0}
+    digest = hashlib.sha256()
+
+    async def body() -> AsyncIterator[bytes]:
+        async for chunk in chunks:
+            counter["size"] += len(chunk)
+            digest.update(chunk)
+            yield chunk
+
+    headers = {"Content-Type": "application/octet-stream"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    try:
+        async with rt.session.post(
+            endpoint, data=body(), headers=headers, timeout=STREAM_TIMEOUT
+        ) as resp:
+            if resp.status >= 300:
+                text = (await resp.text())[:300]
+                raise PeerError(f"push answered {resp.status}: {text}", retry=resp.status >= 500)
+    except aiohttp.ClientError as exc:
+        raise PeerError(f"push to {endpoint} failed: {exc!r}", retry=True) from exc
+    return counter["size"], digest.hexdigest()

@@ -1,0 +1,1 @@
+"""Dataspace Protocol 2025-1: messages, state machines, HTTPS routes and the client."""

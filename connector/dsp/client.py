@@ -1,0 +1,56 @@
+"""Outgoing DSP calls: signed with a fresh self-issued token, errors classified for retry."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aiohttp
+
+from connector.errors import PeerError
+from connector.runtime import Runtime
+
+TIMEOUT = aiohttp.ClientTimeout(total=30, connect=10)
+
+
+def _reason(body: Any) -> str:
+    if isinstance(body, dict):
+        reason = body.get("reason") or body.get("detail") or body.get("title")
+        if isinstance(reason, list):
+            return "; ".join(str(r) for r in reason)
+        if reason:
+            return str(reason)
+    return str(body)[:500] if body else "no body"
+
+
+class DspClient:
+    def __init__(self, runtime: Runtime) -> None:
+        self._rt = runtime
+
+    async def call(
+        self, method: str, url: str, audience: str, message: dict[str, Any] | None = None
+    ) -> tuple[int, Any]:
+        """Send one message; return (status, body) for 2xx, raise PeerError otherwise."""
+        headers = {"Authorization": self._rt.issuer.issue(audience)}
+        try:
+            async with self._rt.session.request(
+                method, url, json=message, headers=headers, timeout=TIMEOUT
+            ) as resp:
+                text = await resp.text()
+                body: Any
+                try:
+                    body = await resp.json(content_type=None) if text else None
+                except ValueError:
+                    body = text
+                if 200 <= resp.status < 300:
+                    return resp.status, body
+                retry = resp.status >= 500 or resp.status in (408, 425, 429)
+                raise PeerError(
+                    f"{method} {url} answered {resp.status}: {_reason(body)}",
+                    http_status=resp.status,
+                    body=body,
+                    retry=retry,
+                )
+        except aiohttp.ClientError as exc:
+            raise PeerError(f"{method} {url} failed: {exc!r}", retry=True) from exc
+        except TimeoutError as exc:
+            raise PeerError(f"{method} {url} timed out", retry=True) from exc

@@ -1,0 +1,269 @@
+"""Every DSP 2025-1 message as a pydantic model; compact JSON with exactly the DSP context."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from connector.errors import BadRequest
+
+DSP_CONTEXT = "https://w3id.org/dspace/2025/1/context.jsonld"
+CONTEXT = [DSP_CONTEXT]
+# Our profile namespace for terms DSP lacks (docs/profile.md); absolute IRIs keep the
+# messages valid JSON-LD under the DSP context alone.
+NS = "https://w3id.org/tdsc/v1/"
+PROVIDER_SIGNATURE = NS + "providerSignature"
+CONSUMER_SIGNATURE = NS + "consumerSignature"
+
+NonEmpty = Annotated[str, Field(min_length=1)]
+
+
+class Message(BaseModel):
+    """Base of every message: `@context` must contain the DSP 2025-1 context."""
+
+    model_config = ConfigDict(populate_by_name=True, extra="allow")
+    TYPE: ClassVar[str] = ""
+
+    context: list[str] = Field(default_factory=lambda: list(CONTEXT), alias="@context")
+    type: str = Field(alias="@type")
+
+    def __init__(self, **data: Any) -> None:
+        if "type" not in data and "@type" not in data:
+            data["@type"] = self.TYPE
+        super().__init__(**data)
+
+    @field_validator("context", mode="before")
+    @classmethod
+    def _context(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list) or DSP_CONTEXT not in value:
+            raise ValueError(f"@context must be an array containing {DSP_CONTEXT}")
+        return value
+
+    @field_validator("type")
+    @classmethod
+    def _type(cls, value: str) -> str:
+        if cls.TYPE and value != cls.TYPE:
+            raise ValueError(f"@type must be {cls.TYPE}")
+        return value
+
+    def dump(self) -> dict[str, Any]:
+        data = self.model_dump(by_alias=True, exclude_none=True)
+        data["@context"] = list(CONTEXT)
+        return data
+
+
+def parse(model: type[Message], body: Any) -> Any:
+    """Validate an incoming body or raise BadRequest naming every problem."""
+    if not isinstance(body, dict):
+        raise BadRequest("message body must be a JSON object")
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        problems = [
+            f"{'.'.join(str(p) for p in e['loc']) or 'message'}: {e['msg']}" for e in exc.errors()
+        ]
+        raise BadRequest(f"invalid {model.TYPE}: " + "; ".join(problems), reasons=problems) from exc
+
+
+class Policy(BaseModel):
+    """An ODRL Offer or Agreement as carried in DSP: rules kept as given."""
+
+    model_config = ConfigDict(populate_by_name=True, extra="allow")
+
+    id: NonEmpty = Field(alias="@id")
+    type: Literal["Offer", "Agreement"] = Field("Offer", alias="@type")
+    target: str | None = None
+    permission: list[dict[str, Any]] | None = None
+    prohibition: list[dict[str, Any]] | None = None
+    obligation: list[dict[str, Any]] | None = None
+    assigner: str | None = None
+    assignee: str | None = None
+    timestamp: str | None = None
+
+    def rules(self) -> dict[str, Any]:
+        """Only the rule lists: what two offers must share to be the same terms."""
+        data = self.model_dump(by_alias=True, exclude_none=True)
+        return {k: data[k] for k in ("permission", "prohibition", "obligation") if k in data}
+
+
+# Catalog -----------------------------------------------------------------------------------
+
+
+class CatalogRequestMessage(Message):
+    TYPE = "CatalogRequestMessage"
+    filter: list[Any] | None = None
+
+
+class DatasetRequestMessage(Message):
+    TYPE = "DatasetRequestMessage"
+    dataset: NonEmpty
+
+
+class CatalogError(Message):
+    TYPE = "CatalogError"
+    code: str | None = None
+    reason: list[str] | None = None
+
+
+# Contract negotiation ----------------------------------------------------------------------
+
+
+class ContractRequestMessage(Message):
+    TYPE = "ContractRequestMessage"
+    consumerPid: NonEmpty
+    providerPid: str | None = None
+    offer: Policy
+    callbackAddress: str | None = None
+
+    @field_validator("offer")
+    @classmethod
+    def _offer(cls, value: Policy) -> Policy:
+        if value.type != "Offer":
+            raise ValueError("offer must have @type Offer")
+        if not value.target:
+            raise ValueError("offer.target (the dataset id) is required")
+        return value
+
+
+class ContractOfferMessage(Message):
+    TYPE = "ContractOfferMessage"
+    providerPid: NonEmpty
+    consumerPid: str | None = None
+    offer: Policy
+    callbackAddress: str | None = None
+
+
+class ContractAgreementMessage(Message):
+    TYPE = "ContractAgreementMessage"
+    providerPid: NonEmpty
+    consumerPid: NonEmpty
+    agreement: Policy
+    callbackAddress: str | None = None
+
+    @field_validator("agreement")
+    @classmethod
+    def _agreement(cls, value: Policy) -> Policy:
+        missing = [f for f in ("target", "assigner", "assignee") if not getattr(value, f)]
+        if value.type != "Agreement" or missing:
+            raise ValueError("agreement needs @type Agreement, target, assigner and assignee")
+        return value
+
+
+class ContractAgreementVerificationMessage(Message):
+    TYPE = "ContractAgreementVerificationMessage"
+    providerPid: NonEmpty
+    consumerPid: NonEmpty
+
+
+class ContractNegotiationEventMessage(Message):
+    TYPE = "ContractNegotiationEventMessage"
+    providerPid: NonEmpty
+    consumerPid: NonEmpty
+    eventType: Literal["ACCEPTED", "FINALIZED"]
+
+
+class ContractNegotiationTerminationMessage(Message):
+    TYPE = "ContractNegotiationTerminationMessage"
+    providerPid: NonEmpty
+    consumerPid: NonEmpty
+    code: str | None = None
+    reason: list[Any] | None = None
+
+
+class ContractNegotiation(Message):
+    TYPE = "ContractNegotiation"
+    providerPid: str
+    consumerPid: str
+    state: str
+
+
+class ContractNegotiationError(Message):
+    TYPE = "ContractNegotiationError"
+    providerPid: str | None = None
+    consumerPid: str | None = None
+    code: str | None = None
+    reason: list[str] | None = None
+
+
+# Transfer process --------------------------------------------------------------------------
+
+
+class EndpointProperty(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+    type: str = Field("EndpointProperty", alias="@type")
+    name: NonEmpty
+    value: str
+
+
+class DataAddress(BaseModel):
+    model_config = ConfigDict(populate_by_name=True, extra="allow")
+    type: Literal["DataAddress"] = Field("DataAddress", alias="@type")
+    endpointType: NonEmpty
+    endpoint: str | None = None
+    endpointProperties: list[EndpointProperty] | None = None
+
+    def property(self, name: str) -> str | None:
+        for prop in self.endpointProperties or []:
+            if prop.name == name:
+                return prop.value
+        return None
+
+
+class TransferRequestMessage(Message):
+    TYPE = "TransferRequestMessage"
+    consumerPid: NonEmpty
+    agreementId: NonEmpty
+    format: NonEmpty
+    callbackAddress: NonEmpty
+    dataAddress: DataAddress | None = None
+
+
+class TransferStartMessage(Message):
+    TYPE = "TransferStartMessage"
+    providerPid: NonEmpty
+    consumerPid: NonEmpty
+    dataAddress: DataAddress | None = None
+
+
+class TransferCompletionMessage(Message):
+    TYPE = "TransferCompletionMessage"
+    providerPid: NonEmpty
+    consumerPid: NonEmpty
+
+
+class TransferSuspensionMessage(Message):
+    TYPE = "TransferSuspensionMessage"
+    providerPid: NonEmpty
+    consumerPid: NonEmpty
+    code: str | None = None
+    reason: list[Any] | None = None
+
+
+class TransferTerminationMessage(Message):
+    TYPE = "TransferTerminationMessage"
+    providerPid: NonEmpty
+    consumerPid: NonEmpty
+    code: str | None = None
+    reason: list[Any] | None = None
+
+
+class TransferProcess(Message):
+    TYPE = "TransferProcess"
+    providerPid: str
+    consumerPid: str
+    state: str
+
+
+class TransferError(Message):
+    TYPE = "TransferError"
+    providerPid: str | None = None
+    consumerPid: str | None = None
+    code: str | None = None
+    reason: list[str] | None = None
+
+
+class VersionResponse(BaseModel):
+    protocolVersions: list[dict[str, Any]]

@@ -1,0 +1,202 @@
+"""DSP 2025-1 HTTPS binding: the routes peers call, answering with DSP bodies and codes."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aiohttp import web
+
+from connector.catalog import render
+from connector.config import DSP_PATH
+from connector.dsp import messages as m
+from connector.dsp.auth import Authenticator
+from connector.dsp.negotiation import NegotiationService
+from connector.dsp.transfer import TransferService
+from connector.errors import BadRequest, NotFound
+from connector.policy.decision import DecisionInput, Party, Phase
+from connector.runtime import Runtime
+
+
+
+def _error_type(path: str) -> str:
+    if "/negotiations" in path:
+        return "ContractNegotiationError"
+    if "/transfers" in path:
+        return "TransferError"
+    return "CatalogError"
+
+
+async def read_json(request: web.Request) -> Any:
+    try:
+        return await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BadRequest(f"body is not valid JSON: {exc}") from exc
+
+
+class DspRoutes:
+    def __init__(
+        self,
+        runtime: Runtime,
+        auth: Authenticator,
+        negotiations: NegotiationService,
+        transfers: TransferService,
+    ) -> None:
+        self.rt = runtime
+        self.auth = auth
+        self.cn = negotiations
+        self.tp = transfers
+
+    def add_to(self, app: web.Application) -> None:
+        p = DSP_PATH
+        app.router.add_get("/.well-known/dspace-version", self.version)
+        app.router.add_get("/.well-known/did.json", self.did_document)
+        app.router.add_post(f"{p}/catalog/request", self.catalog)
+        app.router.add_get(p + "/catalog/datasets/{id}", self.dataset)
+        app.router.add_post(f"{p}/negotiations/request", self.cn_request)
+        app.router.add_post(f"{p}/negotiations/offers", self.cn_offer)
+        app.router.add_get(p + "/negotiations/{pid}", self.cn_get)
+        app.router.add_post(p + "/negotiations/{pid}/request", self.cn_request)
+        app.router.add_post(p + "/negotiations/{pid}/offers", self.cn_offer)
+        app.router.add_post(p + "/negotiations/{pid}/events", self.cn_event)
+        app.router.add_post(p + "/negotiations/{pid}/agreement", self.cn_agreement)
+        app.router.add_post(p + "/negotiations/{pid}/agreement/verification", self.cn_verify)
+        app.router.add_post(p + "/negotiations/{pid}/termination", self.cn_terminate)
+        app.router.add_post(f"{p}/transfers/request", self.tp_request)
+        app.router.add_get(p + "/transfers/{pid}", self.tp_get)
+        app.router.add_post(p + "/transfers/{pid}/{action}", self.tp_message)
+
+    # metadata --------------------------------------------------------------------------------
+
+    async def version(self, request: web.Request) -> web.Response:
+        return web.json_response(
+            {
+                "protocolVersions": [
+                    {
+                        "version": "2025-1",
+                        "path": DSP_PATH,
+                        "binding": "HTTPS",
+                        "identifierType": "did:web",
+                        "serviceId": render.service_id(self.rt.did),
+                    }
+                ]
+            }
+        )
+
+    async def did_document(self, request: web.Request) -> web.Response:
+        return web.json_response(self.rt.did_document)
+
+    # catalog ---------------------------------------------------------------------------------
+
+    async def _visible(self, caller: str, dataset: Any) -> bool:
+        decision = await self.rt.decisions.decide(
+            DecisionInput(
+                phase=Phase.CATALOG,
+                provider=Party(id=self.rt.did),
+                consumer=Party(id=caller),
+                dataset={"id": dataset.id},
+                policy={"offers": dataset.offers},
+            )
+        )
+        return decision.allow
+
+    async def catalog(self, request: web.Request) -> web.Response:
+        caller = await self.auth.caller(request)
+        msg = m.parse(m.CatalogRequestMessage, await read_json(request))
+        if msg.filter:
+            raise BadRequest("catalog filters are not supported by this connector")
+        visible = [d for d in self.rt.store.list_datasets() if await self._visible(caller, d)]
+        return web.json_response(render.catalog(visible, self.rt.did, self.rt.settings.dsp_url))
+
+    async def dataset(self, request: web.Request) -> web.Response:
+        caller = await self.auth.caller(request)
+        dataset = self.rt.store.get_dataset(request.match_info["id"])
+        if dataset is None or not await self._visible(caller, dataset):
+            raise NotFound(f"no dataset {request.match_info['id']}")
+        return web.json_response(render.dataset(dataset, self.rt.did, with_context=True))
+
+    # negotiations ----------------------------------------------------------------------------
+
+    def _role(self, request: web.Request, pid: str | None) -> None:
+        if pid:
+            neg = self.rt.store.get_negotiation(pid)
+            request["role"] = neg.role if neg else None
+
+    async def cn_get(self, request: web.Request) -> web.Response:
+        caller = await self.auth.caller(request)
+        return web.json_response(self.cn.ack(self.cn.owned(request.match_info["pid"], caller)))
+
+    async def cn_request(self, request: web.Request) -> web.Response:
+        caller = await self.auth.caller(request)
+        pid = request.match_info.get("pid")
+        self._role(request, pid)
+        msg = m.parse(m.ContractRequestMessage, await read_json(request))
+        neg, created = await self.cn.on_request(msg, caller, pid)
+        return web.json_response(self.cn.ack(neg), status=201 if pid is None else 200)
+
+    async def cn_offer(self, request: web.Request) -> web.Response:
+        caller = await self.auth.caller(request)
+        pid = request.match_info.get("pid")
+        self._role(request, pid)
+        msg = m.parse(m.ContractOfferMessage, await read_json(request))
+        neg, created = await self.cn.on_offer(msg, caller, pid)
+        return web.json_response(self.cn.ack(neg), status=201 if pid is None else 200)
+
+    async def cn_event(self, request: web.Request) -> web.Response:
+        caller = await self.auth.caller(request)
+        pid = request.match_info["pid"]
+        self._role(request, pid)
+        msg = m.parse(m.ContractNegotiationEventMessage, await read_json(request))
+        return web.json_response(self.cn.ack(await self.cn.on_event(msg, caller, pid)))
+
+    async def cn_agreement(self, request: web.Request) -> web.Response:
+        caller = await self.auth.caller(request)
+        pid = request.match_info["pid"]
+        self._role(request, pid)
+        msg = m.parse(m.ContractAgreementMessage, await read_json(request))
+        return web.json_response(self.cn.ack(await self.cn.on_agreement(msg, caller, pid)))
+
+    async def cn_verify(self, request: web.Request) -> web.Response:
+        caller = await self.auth.caller(request)
+        pid = request.match_info["pid"]
+        self._role(request, pid)
+        msg = m.parse(m.ContractAgreementVerificationMessage, await read_json(request))
+        return web.json_response(self.cn.ack(await self.cn.on_verification(msg, caller, pid)))
+
+    async def cn_terminate(self, request: web.Request) -> web.Response:
+        caller = await self.auth.caller(request)
+        pid = request.match_info["pid"]
+        self._role(request, pid)
+        msg = m.parse(m.ContractNegotiationTerminationMessage, await read_json(request))
+        return web.json_response(self.cn.ack(await self.cn.on_termination(msg, caller, pid)))
+
+    # transfers -------------------------------------------------------------------------------
+
+    async def tp_get(self, request: web.Request) -> web.Response:
+        caller = await self.auth.caller(request)
+        return web.json_response(self.tp.ack(self.tp.owned(request.match_info["pid"], caller)))
+
+    async def tp_request(self, request: web.Request) -> web.Response:
+        caller = await self.auth.caller(request)
+        request["role"] = "provider"
+        msg = m.parse(m.TransferRequestMessage, await read_json(request))
+        tp, created = await self.tp.on_request(msg, caller)
+        return web.json_response(self.tp.ack(tp), status=201)
+
+    _TP_MESSAGES: dict[str, type[m.Message]] = {
+        "start": m.TransferStartMessage,
+        "completion": m.TransferCompletionMessage,
+        "suspension": m.TransferSuspensionMessage,
+        "termination": m.TransferTerminationMessage,
+    }
+
+    async def tp_message(self, request: web.Request) -> web.Response:
+        caller = await self.auth.caller(request)
+        pid = request.match_info["pid"]
+        model = self._TP_MESSAGES.get(request.match_info["action"])
+        if model is None:
+            raise NotFound(f"no such transfer endpoint: {request.match_info['action']}")
+        tp = self.rt.store.get_transfer(pid)
+        request["role"] = tp.role if tp else None
+        msg = m.parse(model, await read_json(request))
+        return web.json_response(self.tp.ack(await self.tp.on_message(msg, caller, pid)))

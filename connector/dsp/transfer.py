@@ -1,0 +1,376 @@
+"""Transfer process in both roles, and the data-plane jobs that move the bytes."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from connector.catalog.render import FORMATS
+from connector.dataplane import sources, streams, tokens
+from connector.dsp import messages as m
+from connector.dsp.client import DspClient
+from connector.dsp.negotiation import new_pid
+from connector.dsp.states import CN, TP, TP_TERMINAL, transfer_next
+from connector.errors import BadRequest, NotFound, PeerError
+from connector.outbox import Outbox
+from connector.policy.decision import DecisionInput, Party, Phase
+from connector.runtime import Runtime
+from connector.store.records import Job, Transfer
+
+HTTP_ENDPOINT = "https://w3id.org/idsa/v4.1/HTTP"
+Reaction = Callable[[Transfer], Awaitable[bool]]
+
+
+def _address(endpoint: str, token: str) -> dict[str, Any]:
+    return m.DataAddress(
+        endpointType=HTTP_ENDPOINT,
+        endpoint=endpoint,
+        endpointProperties=[
+            m.EndpointProperty(name="authorization", value=token),
+            m.EndpointProperty(name="authType", value="bearer"),
+        ],
+    ).model_dump(by_alias=True, exclude_none=True)
+
+
+class TransferService:
+    def __init__(self, runtime: Runtime, outbox: Outbox, client: DspClient) -> None:
+        self.rt = runtime
+        self.outbox = outbox
+        self.client = client
+        self.script: Reaction | None = None
+        outbox.register("tp-send", self._send_job, self._send_failed)
+        outbox.register("tp-react", self._react_job, self._react_failed)
+        outbox.register("dp-pull", self._pull_job, self._data_failed)
+        outbox.register("dp-push", self._push_job, self._data_failed)
+
+    # lookups ---------------------------------------------------------------------------------
+
+    def owned(self, pid: str, caller: str) -> Transfer:
+        tp = self.rt.store.get_transfer(pid)
+        if tp is None or tp.counterparty_id != caller:
+            raise NotFound(f"no transfer process {pid}")
+        return tp
+
+    def get(self, pid: str) -> Transfer:
+        tp = self.rt.store.get_transfer(pid)
+        if tp is None:
+            raise NotFound(f"no transfer process {pid}")
+        return tp
+
+    @staticmethod
+    def ack(tp: Transfer) -> dict[str, Any]:
+        return m.TransferProcess(
+            providerPid=tp.provider_pid or "", consumerPid=tp.consumer_pid or "", state=tp.state
+        ).dump()
+
+    def _move(self, tp: Transfer, message: str, sender: str, **fields: Any) -> Transfer:
+        nxt = transfer_next(tp.state, message, sender)
+        return self.rt.store.update_transfer(tp.id, state=nxt.value, **fields)
+
+    def _received(self, tp: Transfer, msg: m.Message, **kw: Any) -> None:
+        self.rt.log(tp.id, "received", msg.type, state=tp.state, body=msg.dump(), **kw)
+
+    def _react(self, tp: Transfer) -> None:
+        self.outbox.enqueue(tp.id, "tp-react", {"state": tp.state})
+
+    # incoming --------------------------------------------------------------------------------
+
+    async def on_request(self, msg: m.TransferRequestMessage, caller: str) -> tuple[Transfer, bool]:
+        existing = self.rt.store.find_transfer(
+            role="provider", consumer_pid=msg.consumerPid, counterparty_id=caller
+        )
+        if existing is not None:
+            return existing, False
+        agreement = self.rt.store.get_agreement(msg.agreementId)
+        if agreement is None or agreement.provider_id != self.rt.did:
+            raise BadRequest(f"unknown agreement {msg.agreementId}")
+        if agreement.consumer_id != caller:
+            raise BadRequest(f"agreement {msg.agreementId} was not made with {caller}")
+        neg = self.rt.store.get_negotiation(agreement.negotiation_id)
+        if neg is not None and neg.state != CN.FINALIZED:
+            raise BadRequest(
+                f"agreement {msg.agreementId} is not finalized (negotiation {neg.state})"
+            )
+        if msg.format not in FORMATS:
+            raise BadRequest(f"unsupported format {msg.format}; supported: {', '.join(FORMATS)}")
+        if msg.format.endswith("PUSH") and msg.dataAddress is None:
+            raise BadRequest("a push transfer needs the consumer's dataAddress")
+        decision = await self.rt.decisions.decide(
+            DecisionInput(
+                phase=Phase.TRANSFER,
+                provider=Party(id=self.rt.did),
+                consumer=Party(id=caller),
+                dataset={"id": agreement.dataset_id},
+                policy=agreement.body,
+                request={"format": msg.format},
+            )
+        )
+        if not decision.allow:
+            raise BadRequest("transfer refused by policy", reasons=decision.reasons)
+        tp_id = new_pid()
+        tp = Transfer(
+            id=tp_id,
+            role="provider",
+            state=TP.REQUESTED.value,
+            provider_pid=tp_id,
+            consumer_pid=msg.consumerPid,
+            agreement_id=msg.agreementId,
+            dataset_id=agreement.dataset_id,
+            format=msg.format,
+            counterparty_id=caller,
+            counterparty_address=msg.callbackAddress,
+            data_address=msg.dataAddress.model_dump(by_alias=True, exclude_none=True)
+            if msg.dataAddress
+            else None,
+        )
+        with self.rt.store.transaction():
+            self.rt.store.insert_transfer(tp)
+            self._received(tp, msg)
+            self._react(tp)
+        return tp, True
+
+    async def on_message(self, msg: m.Message, caller: str, pid: str) -> Transfer:
+        """Start, completion, suspension or termination, in either role."""
+        tp = self.owned(pid, caller)
+        provider_pid = getattr(msg, "providerPid", None)
+        consumer_pid = getattr(msg, "consumerPid", None)
+        if tp.provider_pid and provider_pid != tp.provider_pid and tp.role == "provider":
+            raise BadRequest(f"providerPid {provider_pid} does not belong to this transfer")
+        if tp.consumer_pid and consumer_pid != tp.consumer_pid:
+            raise BadRequest(f"consumerPid {consumer_pid} does not belong to this transfer")
+        sender = "consumer" if tp.role == "provider" else "provider"
+        fields: dict[str, Any] = {}
+        if tp.role == "consumer" and not tp.provider_pid and provider_pid:
+            fields["provider_pid"] = provider_pid
+        if isinstance(msg, m.TransferStartMessage) and msg.dataAddress is not None:
+            fields["data_address"] = msg.dataAddress.model_dump(by_alias=True, exclude_none=True)
+        reason = getattr(msg, "reason", None)
+        if reason:
+            fields["reason"] = [str(r) for r in reason]
+        with self.rt.store.transaction():
+            tp = self._move(tp, msg.type, sender, **fields)
+            self._received(tp, msg, detail="; ".join(fields.get("reason", [])))
+            self._react(tp)
+        return tp
+
+    # operator actions ------------------------------------------------------------------------
+
+    def request(self, agreement_id: str, fmt: str) -> Transfer:
+        """Consumer: ask the provider to transfer the data of a finalized agreement."""
+        agreement = self.rt.store.get_agreement(agreement_id)
+        if agreement is None or agreement.consumer_id != self.rt.did:
+            raise NotFound(f"no agreement {agreement_id} with this connector as consumer")
+        neg = self.rt.store.get_negotiation(agreement.negotiation_id)
+        if neg is None or neg.state != CN.FINALIZED:
+            raise BadRequest(f"agreement {agreement_id} is not finalized")
+        if fmt not in FORMATS:
+            raise BadRequest(f"format must be one of {', '.join(FORMATS)}")
+        tp_id = new_pid()
+        data_address = None
+        if fmt.endswith("PUSH"):
+            token = tokens.issue(
+                self.rt.keys,
+                self.rt.did,
+                tp_id,
+                agreement.provider_id,
+                self.rt.settings.transfer_token_ttl_seconds,
+            )
+            data_address = _address(f"{self.rt.settings.base_url}/data/push/{tp_id}", token)
+        tp = Transfer(
+            id=tp_id,
+            role="consumer",
+            state=TP.REQUESTED.value,
+            consumer_pid=tp_id,
+            agreement_id=agreement_id,
+            dataset_id=agreement.dataset_id,
+            format=fmt,
+            counterparty_id=agreement.provider_id,
+            counterparty_address=neg.counterparty_address,
+            data_address=data_address,
+        )
+        msg = m.TransferRequestMessage(
+            consumerPid=tp_id,
+            agreementId=agreement_id,
+            format=fmt,
+            callbackAddress=self.rt.settings.dsp_url,
+            dataAddress=data_address,
+        )
+        with self.rt.store.transaction():
+            self.rt.store.insert_transfer(tp)
+            self._send(tp, msg, "/transfers/request")
+        return tp
+
+    def start(self, pid: str) -> Transfer:
+        """Provider: start (or resume) the transfer; pull gets a fresh token."""
+        tp = self.get(pid)
+        data_address = None
+        if tp.role == "provider" and tp.format.endswith("PULL"):
+            token = tokens.issue(
+                self.rt.keys,
+                self.rt.did,
+                tp.id,
+                tp.counterparty_id,
+                self.rt.settings.transfer_token_ttl_seconds,
+            )
+            data_address = _address(f"{self.rt.settings.base_url}/data/pull/{tp.id}", token)
+        msg = m.TransferStartMessage(
+            providerPid=tp.provider_pid or "",
+            consumerPid=tp.consumer_pid or "",
+            dataAddress=data_address,
+        )
+        with self.rt.store.transaction():
+            tp = self._move(tp, msg.type, tp.role)
+            self._send(tp, msg, "/transfers/{peer}/start")
+            if tp.role == "provider" and tp.format.endswith("PUSH"):
+                self.outbox.enqueue(tp.id, "dp-push", {})
+            if tp.role == "consumer" and tp.format.endswith("PULL"):
+                self.outbox.enqueue(tp.id, "dp-pull", {})
+        return tp
+
+    def complete(self, pid: str) -> Transfer:
+        tp = self.get(pid)
+        msg = m.TransferCompletionMessage(
+            providerPid=tp.provider_pid or "", consumerPid=tp.consumer_pid or ""
+        )
+        with self.rt.store.transaction():
+            tp = self._move(tp, msg.type, tp.role)
+            self._send(tp, msg, "/transfers/{peer}/completion")
+        return tp
+
+    def suspend(self, pid: str, reason: list[str]) -> Transfer:
+        tp = self.get(pid)
+        msg = m.TransferSuspensionMessage(
+            providerPid=tp.provider_pid or "", consumerPid=tp.consumer_pid or "", reason=reason
+        )
+        with self.rt.store.transaction():
+            tp = self._move(tp, msg.type, tp.role, reason=reason)
+            self._send(tp, msg, "/transfers/{peer}/suspension")
+        return tp
+
+    def terminate(self, pid: str, reason: list[str], code: str | None = None) -> Transfer:
+        tp = self.get(pid)
+        msg = m.TransferTerminationMessage(
+            providerPid=tp.provider_pid or "",
+            consumerPid=tp.consumer_pid or "",
+            code=code,
+            reason=reason,
+        )
+        with self.rt.store.transaction():
+            tp = self._move(tp, msg.type, tp.role, reason=reason)
+            self._send(tp, msg, "/transfers/{peer}/termination")
+        return tp
+
+    # sending ---------------------------------------------------------------------------------
+
+    def _send(self, tp: Transfer, msg: m.Message, path: str) -> None:
+        self.outbox.enqueue(
+            tp.id, "tp-send", {"type": msg.type, "path": path, "message": msg.dump()}
+        )
+
+    async def _send_job(self, job: Job) -> None:
+        tp = self.get(job.process_id)
+        payload = job.payload
+        message = dict(payload["message"])
+        peer_pid = tp.provider_pid if tp.role == "consumer" else tp.consumer_pid
+        path: str = payload["path"]
+        if "{peer}" in path:
+            if not peer_pid:
+                raise PeerError("the counterparty's process id is not known yet", retry=False)
+            path = path.replace("{peer}", peer_pid)
+            message["providerPid" if tp.role == "consumer" else "consumerPid"] = peer_pid
+        url = tp.counterparty_address.rstrip("/") + path
+        try:
+            status, body = await self.client.call("POST", url, tp.counterparty_id, message)
+        except PeerError as exc:
+            if exc.http_status == 400 and job.attempts > 0:
+                self.rt.log(
+                    tp.id, "note", payload["type"], detail="delivered earlier (retry refused)"
+                )
+                return
+            if not exc.retry:
+                self.rt.log(
+                    tp.id,
+                    "refused",
+                    payload["type"],
+                    status=exc.http_status,
+                    body=exc.body,
+                    detail=str(exc),
+                )
+            raise
+        with self.rt.store.transaction():
+            if payload["type"] == "TransferRequestMessage" and isinstance(body, dict):
+                if not tp.provider_pid and isinstance(body.get("providerPid"), str):
+                    self.rt.store.update_transfer(tp.id, provider_pid=body["providerPid"])
+            self.rt.log(tp.id, "sent", payload["type"], status=status, body=message, state=tp.state)
+
+    async def _send_failed(self, job: Job, why: str) -> None:
+        tp = self.get(job.process_id)
+        reason = f"{job.payload['type']} was not delivered: {why}"
+        if tp.state in TP_TERMINAL:
+            self.rt.log(tp.id, "note", job.payload["type"], detail=reason)
+            return
+        with self.rt.store.transaction():
+            tp = self.rt.store.update_transfer(tp.id, state=TP.TERMINATED.value, reason=[reason])
+            self.rt.log(tp.id, "note", "TERMINATED", state=tp.state, detail=reason)
+            peer_pid = tp.provider_pid if tp.role == "consumer" else tp.consumer_pid
+            if peer_pid and job.payload["type"] != "TransferTerminationMessage":
+                msg = m.TransferTerminationMessage(
+                    providerPid=tp.provider_pid or "",
+                    consumerPid=tp.consumer_pid or "",
+                    reason=[reason],
+                )
+                self._send(tp, msg, "/transfers/{peer}/termination")
+
+    # reactions -------------------------------------------------------------------------------
+
+    async def _react_job(self, job: Job) -> None:
+        tp = self.get(job.process_id)
+        if tp.state != job.payload["state"]:
+            return
+        if self.script is not None and await self.script(tp):
+            return
+        if tp.role == "provider" and tp.state == TP.REQUESTED:
+            self.start(tp.id)
+        elif tp.role == "provider" and tp.state == TP.STARTED and tp.format.endswith("PUSH"):
+            self.outbox.enqueue(tp.id, "dp-push", {})
+        elif tp.role == "consumer" and tp.state == TP.STARTED and tp.format.endswith("PULL"):
+            self.outbox.enqueue(tp.id, "dp-pull", {})
+
+    async def _react_failed(self, job: Job, why: str) -> None:
+        tp = self.get(job.process_id)
+        if tp.state not in TP_TERMINAL:
+            self.terminate(tp.id, [f"internal error while reacting: {why}"])
+
+    # data plane ------------------------------------------------------------------------------
+
+    async def _pull_job(self, job: Job) -> None:
+        tp = self.get(job.process_id)
+        if tp.state != TP.STARTED or not tp.data_address:
+            return
+        self.rt.log(tp.id, "note", "pull", detail=f"pulling from {tp.data_address.get('endpoint')}")
+        size, digest, path = await streams.pull(self.rt, tp.id, tp.data_address)
+        with self.rt.store.transaction():
+            tp = self.rt.store.update_transfer(tp.id, bytes=size, sha256=digest, path=str(path))
+            self.rt.log(tp.id, "note", "pull", detail=f"received {size} bytes, sha256 {digest}")
+            if tp.state == TP.STARTED:
+                self.complete(tp.id)
+
+    async def _push_job(self, job: Job) -> None:
+        tp = self.get(job.process_id)
+        if tp.state != TP.STARTED or not tp.data_address:
+            return
+        dataset = self.rt.store.get_dataset(tp.dataset_id)
+        if dataset is None:
+            raise PeerError(f"dataset {tp.dataset_id} no longer exists", retry=False)
+        chunks = sources.read(dataset.source, self.rt.session, self.rt.settings.chunk_size)
+        size, digest = await streams.push(self.rt, tp.data_address, chunks)
+        with self.rt.store.transaction():
+            tp = self.rt.store.update_transfer(tp.id, bytes=size, sha256=digest)
+            self.rt.log(tp.id, "note", "push", detail=f"pushed {size} bytes, sha256 {digest}")
+            if tp.state == TP.STARTED:
+                self.complete(tp.id)
+
+    async def _data_failed(self, job: Job, why: str) -> None:
+        tp = self.get(job.process_id)
+        if tp.state not in TP_TERMINAL:
+            self.terminate(tp.id, [f"data transfer failed: {why}"])

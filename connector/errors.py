@@ -1,0 +1,58 @@
+"""Error types shared by the layers; each maps to one HTTP answer at the edge."""
+
+from __future__ import annotations
+
+
+class ConnectorError(Exception):
+    """Base of every error the connector raises on purpose."""
+
+    status = 500
+
+    def __init__(self, detail: str, *, reasons: list[str] | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.reasons = reasons or [detail]
+
+
+class ConfigError(ConnectorError):
+    """The configuration cannot be used; raised at start-up, before anything listens."""
+
+
+class BadRequest(ConnectorError):
+    """The message is malformed or not allowed in the process's current state."""
+
+    status = 400
+
+
+class InvalidTransition(BadRequest):
+    """A DSP message that the state machine does not allow from the current state."""
+
+
+class Unauthorized(ConnectorError):
+    """The caller's identity token is missing, invalid, expired, replayed or misaddressed."""
+
+    status = 401
+
+
+class NotFound(ConnectorError):
+    """Unknown id, or a process that belongs to another participant."""
+
+    status = 404
+
+
+class Conflict(ConnectorError):
+    status = 409
+
+
+class PeerError(ConnectorError):
+    """The counterparty answered with an error or could not be reached."""
+
+    status = 502
+
+    def __init__(
+        self, detail: str, *, http_status: int | None = None, body: object = None, retry: bool
+    ) -> None:
+        super().__init__(detail)
+        self.http_status = http_status
+        self.body = body
+        self.retry = retry

@@ -1,0 +1,1 @@
+"""Who we are (keys, DID) and how we prove it to peers (self-issued tokens, signatures)."""

@@ -1,0 +1,44 @@
+"""Detached-style JWS signatures over canonical JSON: how agreements are signed."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+import jwt
+
+from connector.errors import BadRequest
+from connector.identity.did import KEY_FRAGMENT, verification_key
+from connector.identity.keys import KeyPair
+
+
+def canonical(document: Any) -> bytes:
+    """Sorted keys, no spaces, UTF-8: both sides hash the same bytes."""
+    return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def digest(document: Any) -> str:
+    return hashlib.sha256(canonical(document)).hexdigest()
+
+
+def sign(document: Any, signer_did: str, keys: KeyPair) -> str:
+    """Compact JWS whose payload names the signer and the document's SHA-256."""
+    claims = {"iss": signer_did, "sha256": digest(document)}
+    return jwt.encode(
+        claims, keys.private, algorithm="EdDSA", headers={"kid": f"{signer_did}#{KEY_FRAGMENT}"}
+    )
+
+
+def verify(document: Any, signature: str, signer_did: str, did_document: dict[str, Any]) -> None:
+    """Raise BadRequest unless `signature` is `signer_did`'s over exactly this document."""
+    try:
+        header = jwt.get_unverified_header(signature)
+        key = verification_key(did_document, str(header.get("kid") or f"#{KEY_FRAGMENT}"))
+        claims = jwt.decode(signature, key, algorithms=["EdDSA"], options={"verify_aud": False})
+    except Exception as exc:
+        raise BadRequest(f"signature by {signer_did} does not verify: {exc}") from exc
+    if claims.get("iss") != signer_did:
+        raise BadRequest(f"signature was made by {claims.get('iss')}, expected {signer_did}")
+    if claims.get("sha256") != digest(document):
+        raise BadRequest("signature covers a different document (digest mismatch)")

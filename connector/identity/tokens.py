@@ -1,0 +1,87 @@
+"""Self-issued identity tokens (DCP style): EdDSA JWTs with iss = sub = own DID."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import jwt
+
+from connector.errors import Unauthorized
+from connector.identity.did import KEY_FRAGMENT, DidResolver, verification_key
+from connector.identity.keys import KeyPair
+
+MAX_LIFETIME = 300
+CLOCK_SKEW = 30
+
+
+class TokenIssuer:
+    def __init__(self, did: str, keys: KeyPair, ttl_seconds: int) -> None:
+        self.did = did
+        self._keys = keys
+        self._ttl = min(ttl_seconds, MAX_LIFETIME)
+
+    def issue(self, audience: str) -> str:
+        now = int(time.time())
+        claims = {
+            "iss": self.did,
+            "sub": self.did,
+            "aud": audience,
+            "jti": str(uuid.uuid4()),
+            "iat": now,
+            "exp": now + self._ttl,
+        }
+        headers = {"kid": f"{self.did}#{KEY_FRAGMENT}", "typ": "JWT"}
+        return jwt.encode(claims, self._keys.private, algorithm="EdDSA", headers=headers)
+
+
+class TokenVerifier:
+    """Checks a peer's token; `remember_jti` returns False when a jti was seen before."""
+
+    def __init__(
+        self, own_did: str, resolver: DidResolver, remember_jti: Callable[[str, int], bool]
+    ) -> None:
+        self._did = own_did
+        self._resolver = resolver
+        self._remember = remember_jti
+
+    async def verify(self, token: str) -> str:
+        """Return the caller's DID, or raise Unauthorized with the reason."""
+        try:
+            header = jwt.get_unverified_header(token)
+            unverified: dict[str, Any] = jwt.decode(token, options={"verify_signature": False})
+        except jwt.PyJWTError as exc:
+            raise Unauthorized(f"malformed token: {exc}") from exc
+        if header.get("alg") != "EdDSA":
+            raise Unauthorized("token must be signed with EdDSA")
+        issuer = unverified.get("iss")
+        if not isinstance(issuer, str) or issuer != unverified.get("sub"):
+            raise Unauthorized("token iss and sub must both be the caller's DID")
+        document = await self._resolver.resolve(issuer)
+        key = verification_key(document, str(header.get("kid") or f"#{KEY_FRAGMENT}"))
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                token,
+                key,
+                algorithms=["EdDSA"],
+                audience=self._did,
+                leeway=CLOCK_SKEW,
+                options={"require": ["iss", "sub", "aud", "jti", "iat", "exp"]},
+            )
+        except jwt.ExpiredSignatureError as exc:
+            raise Unauthorized("token expired") from exc
+        except jwt.InvalidAudienceError as exc:
+            raise Unauthorized(
+                f"token is addressed to another participant, not {self._did}"
+            ) from exc
+        except jwt.InvalidSignatureError as exc:
+            raise Unauthorized("token signature does not verify against the caller's DID") from exc
+        except jwt.PyJWTError as exc:
+            raise Unauthorized(f"invalid token: {exc}") from exc
+        if int(claims["exp"]) - int(claims["iat"]) > MAX_LIFETIME:
+            raise Unauthorized(f"token lifetime exceeds {MAX_LIFETIME} s")
+        if not self._remember(str(claims["jti"]), int(claims["exp"]) + CLOCK_SKEW):
+            raise Unauthorized("token was already used (replay)")
+        return issuer

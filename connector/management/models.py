@@ -1,0 +1,65 @@
+"""Request bodies of the management API (also the OpenAPI schemas)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SourceIn(Strict):
+    type: Literal["file", "http"]
+    path: str | None = Field(None, description="Absolute path, for type=file")
+    url: str | None = Field(None, description="Upstream URL, for type=http")
+
+
+class PolicyIn(BaseModel):
+    """ODRL rules of one offer; @id is generated when missing."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+    id: str | None = Field(None, alias="@id")
+    permission: list[dict[str, Any]] | None = None
+    prohibition: list[dict[str, Any]] | None = None
+    obligation: list[dict[str, Any]] | None = None
+
+
+class DatasetIn(Strict):
+    id: str | None = Field(None, min_length=1, description="Generated when missing")
+    title: str = ""
+    description: str = ""
+    keywords: list[str] = Field(default_factory=list)
+    media_type: str = "application/octet-stream"
+    source: SourceIn
+    offers: list[PolicyIn] = Field(
+        default_factory=list, description="Defaults to one offer permitting 'use'"
+    )
+
+
+class CatalogIn(Strict):
+    counterPartyAddress: str = Field(description="The provider's DSP base URL")
+    counterPartyId: str | None = Field(None, description="Provider DID; derived from the address")
+
+
+class NegotiationIn(Strict):
+    counterPartyAddress: str
+    counterPartyId: str | None = None
+    datasetId: str = Field(min_length=1)
+    offer: dict[str, Any] = Field(description="The offer as the catalog shows it (with @id)")
+
+
+class OfferIn(Strict):
+    offer: dict[str, Any]
+
+
+class TerminateIn(Strict):
+    reason: str = "terminated by the operator"
+    code: str | None = None
+
+
+class TransferIn(Strict):
+    agreementId: str = Field(min_length=1)
+    format: Literal["HttpData-PULL", "HttpData-PUSH"] = "HttpData-PULL"

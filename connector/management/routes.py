@@ -1,0 +1,381 @@
+"""The management API: datasets, remote catalogs, negotiations, agreements, transfers."""
+
+from __future__ import annotations
+
+import hmac
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from aiohttp import web
+from pydantic import BaseModel
+
+from connector.config import DSP_PATH
+from connector.dataplane import sources
+from connector.dsp import messages as m
+from connector.dsp.client import DspClient
+from connector.dsp.negotiation import NegotiationService
+from connector.dsp.transfer import TransferService
+from connector.errors import BadRequest, NotFound, PeerError, Unauthorized
+from connector.identity import signatures
+from connector.identity.did import did_from_url
+from connector.management import models
+from connector.management.openapi import build_openapi
+from connector.runtime import Runtime
+from connector.store.records import Dataset
+
+PREFIX = "/api/v1"
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    path: str
+    handler: str
+    summary: str
+    body: type[BaseModel] | None = None
+    status: int = 200
+
+
+ROUTES = [
+    Route("GET", "/datasets", "list_datasets", "List published datasets"),
+    Route(
+        "POST",
+        "/datasets",
+        "create_dataset",
+        "Publish a dataset with offers",
+        models.DatasetIn,
+        201,
+    ),
+    Route("GET", "/datasets/{id}", "get_dataset", "Show a dataset"),
+    Route("DELETE", "/datasets/{id}", "delete_dataset", "Withdraw a dataset", status=204),
+    Route(
+        "POST", "/catalog/request", "fetch_catalog", "Fetch a provider's catalog", models.CatalogIn
+    ),
+    Route("GET", "/negotiations", "list_negotiations", "List negotiations"),
+    Route(
+        "POST",
+        "/negotiations",
+        "start_negotiation",
+        "Negotiate an offer (consumer)",
+        models.NegotiationIn,
+        201,
+    ),
+    Route("GET", "/negotiations/{id}", "get_negotiation", "Show a negotiation and its timeline"),
+    Route("POST", "/negotiations/{id}/accept", "accept", "Accept the provider's offer (consumer)"),
+    Route(
+        "POST",
+        "/negotiations/{id}/request",
+        "counter_request",
+        "Counter-request (consumer)",
+        models.OfferIn,
+    ),
+    Route("POST", "/negotiations/{id}/verify", "verify", "Countersign the agreement (consumer)"),
+    Route(
+        "POST",
+        "/negotiations/{id}/offer",
+        "counter_offer",
+        "Counter-offer (provider)",
+        models.OfferIn,
+    ),
+    Route("POST", "/negotiations/{id}/agree", "agree", "Agree to the current offer (provider)"),
+    Route("POST", "/negotiations/{id}/finalize", "finalize", "Finalize (provider)"),
+    Route(
+        "POST",
+        "/negotiations/{id}/terminate",
+        "terminate_negotiation",
+        "Terminate",
+        models.TerminateIn,
+    ),
+    Route("GET", "/agreements", "list_agreements", "List agreements"),
+    Route(
+        "GET",
+        "/agreements/{id}",
+        "get_agreement",
+        "Show an agreement with both signatures, verified",
+    ),
+    Route("GET", "/transfers", "list_transfers", "List transfer processes"),
+    Route(
+        "POST",
+        "/transfers",
+        "start_transfer",
+        "Request a transfer (consumer)",
+        models.TransferIn,
+        201,
+    ),
+    Route("GET", "/transfers/{id}", "get_transfer", "Show a transfer and its timeline"),
+    Route("POST", "/transfers/{id}/suspend", "suspend", "Suspend", models.TerminateIn),
+    Route("POST", "/transfers/{id}/resume", "resume", "Resume a suspended transfer"),
+    Route("POST", "/transfers/{id}/complete", "complete", "Complete"),
+    Route(
+        "POST", "/transfers/{id}/terminate", "terminate_transfer", "Terminate", models.TerminateIn
+    ),
+]
+
+
+def counterparty_did(address: str, given: str | None) -> str:
+    """The peer's DID: as given, else the did:web of the address's host."""
+    if given:
+        return given
+    parts = urlsplit(address)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise BadRequest("counterPartyAddress must be an absolute http(s) URL")
+    return did_from_url(f"{parts.scheme}://{parts.netloc}")
+
+
+def api_key_middleware(key: str) -> Any:
+    @web.middleware
+    async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path != f"{PREFIX}/openapi.json":
+            given = request.headers.get("X-Api-Key", "")
+            if not hmac.compare_digest(given.encode(), key.encode()):
+                raise Unauthorized("missing or wrong X-Api-Key")
+        return await handler(request)
+
+    return check
+
+
+async def body_of(request: web.Request, model: type[BaseModel]) -> Any:
+    try:
+        data = await request.json()
+    except ValueError as exc:
+        raise BadRequest(f"body is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise BadRequest("body must be a JSON object")
+    return model.model_validate(data)
+
+
+async def optional_body(request: web.Request, model: type[BaseModel]) -> Any:
+    if not request.can_read_body:
+        return model()
+    return await body_of(request, model)
+
+
+class ManagementApi:
+    def __init__(
+        self,
+        runtime: Runtime,
+        client: DspClient,
+        negotiations: NegotiationService,
+        transfers: TransferService,
+    ) -> None:
+        self.rt = runtime
+        self.client = client
+        self.cn = negotiations
+        self.tp = transfers
+        self._openapi = build_openapi(ROUTES, PREFIX)
+
+    def add_to(self, app: web.Application) -> None:
+        app.router.add_get(f"{PREFIX}/openapi.json", self.openapi)
+        for route in ROUTES:
+            app.router.add_route(route.method, PREFIX + route.path, getattr(self, route.handler))
+
+    async def openapi(self, request: web.Request) -> web.Response:
+        return web.json_response(self._openapi)
+
+    # datasets --------------------------------------------------------------------------------
+
+    async def list_datasets(self, request: web.Request) -> web.Response:
+        return web.json_response([d.model_dump() for d in self.rt.store.list_datasets()])
+
+    async def create_dataset(self, request: web.Request) -> web.Response:
+        data: models.DatasetIn = await body_of(request, models.DatasetIn)
+        dataset_id = data.id or f"urn:uuid:{uuid.uuid4()}"
+        if self.rt.store.get_dataset(dataset_id) is not None:
+            raise BadRequest(f"dataset {dataset_id} already exists")
+        source = sources.validate(data.source.model_dump(exclude_none=True))
+        size = digest = None
+        if source["type"] == "file":
+            size, digest = await sources.file_digest(
+                Path(source["path"]), self.rt.settings.chunk_size
+            )
+        offers = []
+        for n, policy in enumerate(
+            data.offers or [models.PolicyIn(permission=[{"action": "use"}])]
+        ):
+            offer = policy.model_dump(by_alias=True, exclude_none=True)
+            if not offer.get("permission") and not offer.get("prohibition"):
+                raise BadRequest(f"offer {n + 1} needs at least one permission or prohibition")
+            offer.setdefault("@id", f"{dataset_id}:offer:{n + 1}")
+            offer["@type"] = "Offer"
+            offer.pop("target", None)
+            offers.append(offer)
+        dataset = Dataset(
+            id=dataset_id,
+            title=data.title,
+            description=data.description,
+            keywords=data.keywords,
+            media_type=data.media_type,
+            source=source,
+            offers=offers,
+            size=size,
+            sha256=digest,
+        )
+        self.rt.store.put_dataset(dataset)
+        return web.json_response(dataset.model_dump(), status=201)
+
+    async def get_dataset(self, request: web.Request) -> web.Response:
+        dataset = self.rt.store.get_dataset(request.match_info["id"])
+        if dataset is None:
+            raise NotFound(f"no dataset {request.match_info['id']}")
+        return web.json_response(dataset.model_dump())
+
+    async def delete_dataset(self, request: web.Request) -> web.Response:
+        if not self.rt.store.delete_dataset(request.match_info["id"]):
+            raise NotFound(f"no dataset {request.match_info['id']}")
+        return web.Response(status=204)
+
+    # catalog ---------------------------------------------------------------------------------
+
+    async def fetch_catalog(self, request: web.Request) -> web.Response:
+        data: models.CatalogIn = await body_of(request, models.CatalogIn)
+        peer = counterparty_did(data.counterPartyAddress, data.counterPartyId)
+        url = data.counterPartyAddress.rstrip("/") + "/catalog/request"
+        try:
+            _, body = await self.client.call("POST", url, peer, m.CatalogRequestMessage().dump())
+        except PeerError as exc:
+            raise PeerError(
+                str(exc), http_status=exc.http_status, body=exc.body, retry=False
+            ) from exc
+        return web.json_response(body)
+
+    # negotiations ----------------------------------------------------------------------------
+
+    def _negotiation_view(self, pid: str) -> dict[str, Any]:
+        neg = self.cn.get(pid)
+        out = neg.model_dump()
+        out["timeline"] = [e.model_dump() for e in self.rt.store.timeline(pid)]
+        out["pending"] = [j.payload.get("type", j.kind) for j in self.rt.store.pending_jobs(pid)]
+        return out
+
+    async def list_negotiations(self, request: web.Request) -> web.Response:
+        limit, offset = _paging(request)
+        rows = self.rt.store.list_negotiations(limit, offset)
+        return web.json_response([n.model_dump() for n in rows])
+
+    async def start_negotiation(self, request: web.Request) -> web.Response:
+        data: models.NegotiationIn = await body_of(request, models.NegotiationIn)
+        if not isinstance(data.offer.get("@id"), str):
+            raise BadRequest("offer.@id is required (use the offer as the catalog shows it)")
+        peer = counterparty_did(data.counterPartyAddress, data.counterPartyId)
+        neg = self.cn.request(data.counterPartyAddress, peer, data.datasetId, data.offer)
+        return web.json_response(self._negotiation_view(neg.id), status=201)
+
+    async def get_negotiation(self, request: web.Request) -> web.Response:
+        return web.json_response(self._negotiation_view(request.match_info["id"]))
+
+    async def accept(self, request: web.Request) -> web.Response:
+        return web.json_response(self.cn.accept(request.match_info["id"]).model_dump())
+
+    async def counter_request(self, request: web.Request) -> web.Response:
+        data: models.OfferIn = await body_of(request, models.OfferIn)
+        neg = self.cn.counter_request(request.match_info["id"], data.offer)
+        return web.json_response(neg.model_dump())
+
+    async def verify(self, request: web.Request) -> web.Response:
+        return web.json_response(self.cn.verify(request.match_info["id"]).model_dump())
+
+    async def counter_offer(self, request: web.Request) -> web.Response:
+        data: models.OfferIn = await body_of(request, models.OfferIn)
+        neg = self.cn.counter_offer(request.match_info["id"], data.offer)
+        return web.json_response(neg.model_dump())
+
+    async def agree(self, request: web.Request) -> web.Response:
+        return web.json_response(self.cn.agree(request.match_info["id"]).model_dump())
+
+    async def finalize(self, request: web.Request) -> web.Response:
+        return web.json_response(self.cn.finalize(request.match_info["id"]).model_dump())
+
+    async def terminate_negotiation(self, request: web.Request) -> web.Response:
+        data: models.TerminateIn = await optional_body(request, models.TerminateIn)
+        neg = self.cn.terminate(request.match_info["id"], [data.reason], data.code)
+        return web.json_response(neg.model_dump())
+
+    # agreements ------------------------------------------------------------------------------
+
+    async def list_agreements(self, request: web.Request) -> web.Response:
+        limit, offset = _paging(request)
+        rows = self.rt.store.list_agreements(limit, offset)
+        return web.json_response([a.model_dump() for a in rows])
+
+    async def get_agreement(self, request: web.Request) -> web.Response:
+        agreement = self.rt.store.get_agreement(request.match_info["id"])
+        if agreement is None:
+            raise NotFound(f"no agreement {request.match_info['id']}")
+        out = agreement.model_dump()
+        out["sha256"] = signatures.digest(agreement.body)
+        out["verification"] = {
+            "provider": await self._check(
+                agreement.body, agreement.provider_signature, agreement.provider_id
+            ),
+            "consumer": await self._check(
+                agreement.body, agreement.consumer_signature, agreement.consumer_id
+            ),
+        }
+        return web.json_response(out)
+
+    async def _check(self, body: dict[str, Any], signature: str | None, did: str) -> str:
+        if not signature:
+            return "missing"
+        try:
+            signatures.verify(body, signature, did, await self.rt.resolver.resolve(did))
+        except Exception as exc:
+            return f"invalid: {exc}"
+        return "valid"
+
+    # transfers -------------------------------------------------------------------------------
+
+    def _transfer_view(self, pid: str) -> dict[str, Any]:
+        out = self.tp.get(pid).model_dump()
+        out["timeline"] = [e.model_dump() for e in self.rt.store.timeline(pid)]
+        out["pending"] = [j.payload.get("type", j.kind) for j in self.rt.store.pending_jobs(pid)]
+        return out
+
+    async def list_transfers(self, request: web.Request) -> web.Response:
+        limit, offset = _paging(request)
+        return web.json_response(
+            [t.model_dump() for t in self.rt.store.list_transfers(limit, offset)]
+        )
+
+    async def start_transfer(self, request: web.Request) -> web.Response:
+        data: models.TransferIn = await body_of(request, models.TransferIn)
+        tp = self.tp.request(data.agreementId, data.format)
+        return web.json_response(self._transfer_view(tp.id), status=201)
+
+    async def get_transfer(self, request: web.Request) -> web.Response:
+        return web.json_response(self._transfer_view(request.match_info["id"]))
+
+    async def suspend(self, request: web.Request) -> web.Response:
+        data: models.TerminateIn = await optional_body(request, models.TerminateIn)
+        return web.json_response(
+            self.tp.suspend(request.match_info["id"], [data.reason]).model_dump()
+        )
+
+    async def resume(self, request: web.Request) -> web.Response:
+        return web.json_response(self.tp.start(request.match_info["id"]).model_dump())
+
+    async def complete(self, request: web.Request) -> web.Response:
+        return web.json_response(self.tp.complete(request.match_info["id"]).model_dump())
+
+    async def terminate_transfer(self, request: web.Request) -> web.Response:
+        data: models.TerminateIn = await optional_body(request, models.TerminateIn)
+        tp = self.tp.terminate(request.match_info["id"], [data.reason], data.code)
+        return web.json_response(tp.model_dump())
+
+
+def _paging(request: web.Request) -> tuple[int, int]:
+    try:
+        limit = int(request.query.get("limit", "100"))
+        offset = int(request.query.get("offset", "0"))
+    except ValueError as exc:
+        raise BadRequest("limit and offset must be integers") from exc
+    if not 1 <= limit <= 1000 or offset < 0:
+        raise BadRequest("limit must be 1..1000 and offset >= 0")
+    return limit, offset
+
+
+__all__ = ["DSP_PATH", "ROUTES", "ManagementApi", "Route"]

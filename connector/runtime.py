@@ -1,0 +1,58 @@
+"""The parts one running connector shares: settings, store, identity, HTTP client, policy."""
+
+from __future__ import annotations
+
+import ssl
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+
+from connector.config import Settings
+from connector.identity.did import DidResolver, build_document, did_from_url
+from connector.identity.keys import KeyPair
+from connector.identity.tokens import TokenIssuer, TokenVerifier
+from connector.policy.decision import DecisionPoint
+from connector.store.base import Store
+from connector.store.records import TimelineEntry
+
+
+def client_ssl_context(settings: Settings) -> ssl.SSLContext:
+    ctx = ssl.create_default_context()
+    if settings.ca_file:
+        ctx.load_verify_locations(cafile=str(settings.ca_file))
+    return ctx
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    store: Store
+    keys: KeyPair
+    session: aiohttp.ClientSession
+    decisions: DecisionPoint
+    did: str = field(init=False)
+    did_document: dict[str, Any] = field(init=False)
+    issuer: TokenIssuer = field(init=False)
+    resolver: DidResolver = field(init=False)
+    verifier: TokenVerifier = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.did = did_from_url(self.settings.base_url)
+        self.did_document = build_document(self.did, self.keys, self.settings.dsp_url)
+        self.issuer = TokenIssuer(self.did, self.keys, self.settings.token_ttl_seconds)
+        self.resolver = DidResolver(
+            self.session,
+            insecure_http=self.settings.dev_insecure_http,
+            ttl_seconds=self.settings.did_cache_seconds,
+        )
+        self.resolver.remember(self.did, self.did_document)
+        self.verifier = TokenVerifier(self.did, self.resolver, self.store.remember_jti)
+
+    def log(self, process_id: str, direction: str, message_type: str, **kw: Any) -> None:
+        """Add one line to a process's timeline (what the API and CLI show)."""
+        self.store.add_event(
+            TimelineEntry(
+                process_id=process_id, direction=direction, message_type=message_type, **kw
+            )  # type: ignore[arg-type]
+        )

@@ -1,0 +1,103 @@
+"""The rows the connector keeps: one pydantic model per table."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+Role = Literal["provider", "consumer"]
+
+
+def utcnow() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class Dataset(BaseModel):
+    id: str
+    title: str = ""
+    description: str = ""
+    keywords: list[str] = Field(default_factory=list)
+    media_type: str = "application/octet-stream"
+    source: dict[str, Any]
+    offers: list[dict[str, Any]]
+    size: int | None = None
+    sha256: str | None = None
+    created_at: str = Field(default_factory=utcnow)
+
+
+class Negotiation(BaseModel):
+    id: str
+    role: Role
+    state: str
+    provider_pid: str | None = None
+    consumer_pid: str | None = None
+    counterparty_id: str
+    counterparty_address: str
+    dataset_id: str
+    offer: dict[str, Any]
+    offer_by: Role
+    agreement_id: str | None = None
+    reason: list[str] = Field(default_factory=list)
+    created_at: str = Field(default_factory=utcnow)
+    updated_at: str = Field(default_factory=utcnow)
+
+
+class Agreement(BaseModel):
+    id: str
+    negotiation_id: str
+    dataset_id: str
+    provider_id: str
+    consumer_id: str
+    body: dict[str, Any]
+    provider_signature: str | None = None
+    consumer_signature: str | None = None
+    created_at: str = Field(default_factory=utcnow)
+
+
+class Transfer(BaseModel):
+    id: str
+    role: Role
+    state: str
+    provider_pid: str | None = None
+    consumer_pid: str | None = None
+    agreement_id: str
+    dataset_id: str
+    format: str
+    counterparty_id: str
+    counterparty_address: str
+    data_address: dict[str, Any] | None = None
+    bytes: int = 0
+    sha256: str | None = None
+    path: str | None = None
+    reason: list[str] = Field(default_factory=list)
+    created_at: str = Field(default_factory=utcnow)
+    updated_at: str = Field(default_factory=utcnow)
+
+
+class TimelineEntry(BaseModel):
+    """One message sent or received, or one thing that happened, in a process's life."""
+
+    seq: int | None = None
+    process_id: str
+    direction: Literal["sent", "received", "refused", "failed", "note"]
+    message_type: str
+    state: str | None = None
+    status: int | None = None
+    detail: str = ""
+    body: Any = None
+    at: str = Field(default_factory=utcnow)
+
+
+class Job(BaseModel):
+    """Durable work for the outbox worker: a message to send, data to move."""
+
+    id: int | None = None
+    process_id: str
+    kind: str
+    payload: dict[str, Any]
+    attempts: int = 0
+    next_at: float = 0.0
+    status: Literal["pending", "running", "done", "failed"] = "pending"
+    last_error: str | None = None

@@ -1,0 +1,318 @@
+"""SQLite store (sqlite-utils, WAL): one file per connector, safe across crashes."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import sqlite_utils
+from pydantic import BaseModel
+
+from connector.errors import NotFound
+from connector.store.records import (
+    Agreement,
+    Dataset,
+    Job,
+    Negotiation,
+    TimelineEntry,
+    Transfer,
+    utcnow,
+)
+
+M = TypeVar("M", bound=BaseModel)
+
+SCHEMA_VERSION = 1
+
+_TABLES: dict[str, tuple[type[BaseModel], str]] = {
+    "datasets": (Dataset, "id"),
+    "negotiations": (Negotiation, "id"),
+    "agreements": (Agreement, "id"),
+    "transfers": (Transfer, "id"),
+}
+
+
+def _json_fields(model: type[BaseModel]) -> set[str]:
+    out = set()
+    for name, field in model.model_fields.items():
+        text = str(field.annotation)
+        if "dict" in text or "list" in text or text == "typing.Any":
+            out.add(name)
+    return out
+
+
+class SqliteStore:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        self._db = sqlite_utils.Database(conn)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA busy_timeout=5000")
+        self._lock = threading.RLock()
+        self._depth = 0
+        self._migrate()
+
+    def _migrate(self) -> None:
+        for table, (model, pk) in _TABLES.items():
+            if not self._db[table].exists():  # type: ignore[union-attr]
+                columns = {name: _column_type(model, name) for name in model.model_fields}
+                self._db[table].create(columns, pk=pk)  # type: ignore[union-attr]
+        if not self._db["timeline"].exists():  # type: ignore[union-attr]
+            self._db["timeline"].create(  # type: ignore[union-attr]
+                {
+                    "seq": int,
+                    "process_id": str,
+                    "direction": str,
+                    "message_type": str,
+                    "state": str,
+                    "status": int,
+                    "detail": str,
+                    "body": str,
+                    "at": str,
+                },
+                pk="seq",
+            )
+            self._db["timeline"].create_index(["process_id"])  # type: ignore[union-attr]
+        if not self._db["jobs"].exists():  # type: ignore[union-attr]
+            self._db["jobs"].create(  # type: ignore[union-attr]
+                {
+                    "id": int,
+                    "process_id": str,
+                    "kind": str,
+                    "payload": str,
+                    "attempts": int,
+                    "next_at": float,
+                    "status": str,
+                    "last_error": str,
+                },
+                pk="id",
+            )
+            self._db["jobs"].create_index(["status", "process_id"])  # type: ignore[union-attr]
+        if not self._db["seen_tokens"].exists():  # type: ignore[union-attr]
+            self._db["seen_tokens"].create({"jti": str, "expires_at": int}, pk="jti")  # type: ignore[union-attr]
+        self._db["negotiations"].create_index(["consumer_pid"], if_not_exists=True)  # type: ignore[union-attr]
+        self._db["negotiations"].create_index(["provider_pid"], if_not_exists=True)  # type: ignore[union-attr]
+        self._db["transfers"].create_index(["consumer_pid"], if_not_exists=True)  # type: ignore[union-attr]
+        self._db["transfers"].create_index(["provider_pid"], if_not_exists=True)  # type: ignore[union-attr]
+        self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        with self._lock:
+            outer = self._depth == 0
+            if outer:
+                self._db.execute("BEGIN IMMEDIATE")
+            self._depth += 1
+            try:
+                yield
+            except BaseException:
+                self._depth -= 1
+                if outer:
+                    self._db.execute("ROLLBACK")
+                raise
+            self._depth -= 1
+            if outer:
+                self._db.execute("COMMIT")
+
+    def close(self) -> None:
+        self._db.conn.close()
+
+    # generic helpers -------------------------------------------------------------------------
+
+    def _insert(self, table: str, record: BaseModel, *, replace: bool = False) -> None:
+        row = _to_row(record)
+        with self.transaction():
+            self._db[table].insert(row, replace=replace)  # type: ignore[union-attr]
+
+    def _get(self, table: str, model: type[M], key: str) -> M | None:
+        rows = list(self._db.query(f"select * from {table} where id = ?", [key]))
+        return _from_row(model, rows[0]) if rows else None
+
+    def _find(self, table: str, model: type[M], match: dict[str, str]) -> M | None:
+        where = " and ".join(f"{k} = ?" for k in match)
+        rows = list(
+            self._db.query(f"select * from {table} where {where} limit 1", list(match.values()))
+        )
+        return _from_row(model, rows[0]) if rows else None
+
+    def _list(self, table: str, model: type[M], limit: int, offset: int) -> list[M]:
+        sql = f"select * from {table} order by created_at desc limit ? offset ?"
+        return [_from_row(model, r) for r in self._db.query(sql, [limit, offset])]
+
+    def _update(self, table: str, model: type[M], key: str, fields: dict[str, Any]) -> M:
+        with self.transaction():
+            if self._get(table, model, key) is None:
+                raise NotFound(f"no {table[:-1]} {key}")
+            if "updated_at" in model.model_fields:
+                fields = {**fields, "updated_at": utcnow()}
+            self._db[table].update(key, _encode(fields))  # type: ignore[union-attr]
+            found = self._get(table, model, key)
+        assert found is not None
+        return found
+
+    # datasets --------------------------------------------------------------------------------
+
+    def put_dataset(self, dataset: Dataset) -> None:
+        self._insert("datasets", dataset, replace=True)
+
+    def get_dataset(self, dataset_id: str) -> Dataset | None:
+        return self._get("datasets", Dataset, dataset_id)
+
+    def list_datasets(self) -> list[Dataset]:
+        return [_from_row(Dataset, r) for r in self._db.query("select * from datasets order by id")]
+
+    def delete_dataset(self, dataset_id: str) -> bool:
+        with self.transaction():
+            cursor = self._db.execute("delete from datasets where id = ?", [dataset_id])
+        return cursor.rowcount > 0
+
+    # negotiations ----------------------------------------------------------------------------
+
+    def insert_negotiation(self, record: Negotiation) -> None:
+        self._insert("negotiations", record)
+
+    def get_negotiation(self, pid: str) -> Negotiation | None:
+        return self._get("negotiations", Negotiation, pid)
+
+    def find_negotiation(self, **match: str) -> Negotiation | None:
+        return self._find("negotiations", Negotiation, match)
+
+    def update_negotiation(self, pid: str, **fields: Any) -> Negotiation:
+        return self._update("negotiations", Negotiation, pid, fields)
+
+    def list_negotiations(self, limit: int = 100, offset: int = 0) -> list[Negotiation]:
+        return self._list("negotiations", Negotiation, limit, offset)
+
+    # agreements ------------------------------------------------------------------------------
+
+    def put_agreement(self, record: Agreement) -> None:
+        self._insert("agreements", record, replace=True)
+
+    def get_agreement(self, agreement_id: str) -> Agreement | None:
+        return self._get("agreements", Agreement, agreement_id)
+
+    def list_agreements(self, limit: int = 100, offset: int = 0) -> list[Agreement]:
+        return self._list("agreements", Agreement, limit, offset)
+
+    # transfers -------------------------------------------------------------------------------
+
+    def insert_transfer(self, record: Transfer) -> None:
+        self._insert("transfers", record)
+
+    def get_transfer(self, pid: str) -> Transfer | None:
+        return self._get("transfers", Transfer, pid)
+
+    def find_transfer(self, **match: str) -> Transfer | None:
+        return self._find("transfers", Transfer, match)
+
+    def update_transfer(self, pid: str, **fields: Any) -> Transfer:
+        return self._update("transfers", Transfer, pid, fields)
+
+    def list_transfers(self, limit: int = 100, offset: int = 0) -> list[Transfer]:
+        return self._list("transfers", Transfer, limit, offset)
+
+    # timeline --------------------------------------------------------------------------------
+
+    def add_event(self, entry: TimelineEntry) -> None:
+        row = _to_row(entry)
+        row.pop("seq", None)
+        with self.transaction():
+            self._db["timeline"].insert(row)  # type: ignore[union-attr]
+
+    def timeline(self, process_id: str) -> list[TimelineEntry]:
+        rows = self._db.query(
+            "select * from timeline where process_id = ? order by seq", [process_id]
+        )
+        return [_from_row(TimelineEntry, r) for r in rows]
+
+    # jobs ------------------------------------------------------------------------------------
+
+    def add_job(self, job: Job) -> int:
+        row = _to_row(job)
+        row.pop("id", None)
+        with self.transaction():
+            table = self._db["jobs"]
+            table.insert(row)  # type: ignore[union-attr]
+            return int(table.last_pk)  # type: ignore[union-attr]
+
+    def due_jobs(self, now: float, limit: int) -> list[Job]:
+        # Only the oldest unfinished job of each process may run: messages keep their order.
+        sql = """
+            select j.* from jobs j
+            join (select process_id, min(id) as first from jobs
+                  where status in ('pending', 'running') group by process_id) f
+              on j.id = f.first
+            where j.status = 'pending' and j.next_at <= ?
+            order by j.next_at limit ?
+        """
+        return [_from_row(Job, r) for r in self._db.query(sql, [now, limit])]
+
+    def update_job(self, job_id: int, **fields: Any) -> None:
+        with self.transaction():
+            self._db["jobs"].update(job_id, _encode(fields))  # type: ignore[union-attr]
+
+    def reset_running_jobs(self) -> int:
+        with self.transaction():
+            cur = self._db.execute("update jobs set status = 'pending' where status = 'running'")
+        return cur.rowcount
+
+    def pending_jobs(self, process_id: str) -> list[Job]:
+        rows = self._db.query(
+            "select * from jobs where process_id = ? and status in ('pending', 'running')"
+            " order by id",
+            [process_id],
+        )
+        return [_from_row(Job, r) for r in rows]
+
+    # replay protection -----------------------------------------------------------------------
+
+    def remember_jti(self, jti: str, expires_at: int) -> bool:
+        with self.transaction():
+            now = int(time.time())
+            self._db.execute("delete from seen_tokens where expires_at < ?", [now])
+            try:
+                self._db.execute(
+                    "insert into seen_tokens (jti, expires_at) values (?, ?)", [jti, expires_at]
+                )
+            except sqlite3.IntegrityError:
+                return False
+        return True
+
+
+def _column_type(model: type[BaseModel], name: str) -> type:
+    if name in _json_fields(model):
+        return str
+    annotation = str(model.model_fields[name].annotation)
+    if "int" in annotation:
+        return int
+    if "float" in annotation:
+        return float
+    return str
+
+
+def _encode(fields: dict[str, Any]) -> dict[str, Any]:
+    return {
+        k: json.dumps(v) if isinstance(v, dict | list) or (v is not None and k == "body") else v
+        for k, v in fields.items()
+    }
+
+
+def _to_row(record: BaseModel) -> dict[str, Any]:
+    row = record.model_dump()
+    for name in _json_fields(type(record)):
+        row[name] = json.dumps(row[name]) if row[name] is not None else None
+    return row
+
+
+def _from_row(model: type[M], row: dict[str, Any]) -> M:
+    data = dict(row)
+    for name in _json_fields(model):
+        if isinstance(data.get(name), str):
+            data[name] = json.loads(data[name])
+    return model.model_validate(data)
