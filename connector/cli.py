@@ -191,7 +191,9 @@ def datasets_add(
     if (file_path is None) == (url is None):
         raise click.UsageError("give exactly one of --file or --url")
     source = (
-        {"type": "file", "path": str(file_path.resolve())} if file_path else {"type": "http", "url": url}
+        {"type": "file", "path": str(file_path.resolve())}
+        if file_path
+        else {"type": "http", "url": url}
     )
     body: dict[str, Any] = {"title": title, "description": description, "source": source}
     if dataset_id:
@@ -286,7 +288,9 @@ def negotiations_start(
     offer = next((o for o in offers if offer_id in (None, o.get("@id"))), None)
     if offer is None:
         raise click.ClickException(f"offer {offer_id} not found for {dataset_id}")
-    record = _call(ctx, "POST", "/api/v1/negotiations", {**query, "datasetId": dataset_id, "offer": offer})
+    record = _call(
+        ctx, "POST", "/api/v1/negotiations", {**query, "datasetId": dataset_id, "offer": offer}
+    )
     click.echo(record["id"])
 
 

@@ -66,12 +66,12 @@ class Settings(BaseSettings):
     def _tls_pair(self) -> Settings:
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("tls_cert and tls_key must be set together")
-        if self.public_url and urlsplit(self.public_url).scheme == "http":
-            if not self.dev_insecure_http:
-                raise ValueError(
-                    "public_url uses plain http: set dev_insecure_http = true (development only)"
-                    " or configure tls_cert/tls_key and an https public_url"
-                )
+        plain = self.public_url and urlsplit(self.public_url).scheme == "http"
+        if plain and not self.dev_insecure_http:
+            raise ValueError(
+                "public_url uses plain http: set dev_insecure_http = true (development only)"
+                " or configure tls_cert/tls_key and an https public_url"
+            )
         return self
 
     @classmethod

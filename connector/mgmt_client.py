@@ -66,8 +66,8 @@ class ManagementClient:
                 return record
             if record["state"] == "TERMINATED" or time.monotonic() > deadline:
                 why = "; ".join(record.get("reason") or []) or "no reason recorded"
+                wanted = "/".join(sorted(states))
                 raise ApiError(
-                    0,
-                    f"{kind[:-1]} {pid} is {record['state']} (wanted {'/'.join(sorted(states))}): {why}",
+                    0, f"{kind[:-1]} {pid} is {record['state']} (wanted {wanted}): {why}"
                 )
             time.sleep(0.05)

@@ -7,6 +7,7 @@ is never reached without its message queued. Jobs of one process run strictly in
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -58,10 +59,8 @@ class Outbox:
                 self._rt.store.update_job(job.id, status="running")
                 self._running[job.id] = asyncio.create_task(self._run_one(job))
             self._wake.clear()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=0.25)
-            except TimeoutError:
-                pass
 
     async def stop(self) -> None:
         """Stop taking jobs; interrupted ones stay 'running' and are resumed at start-up."""

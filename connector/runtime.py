@@ -54,5 +54,5 @@ class Runtime:
         self.store.add_event(
             TimelineEntry(
                 process_id=process_id, direction=direction, message_type=message_type, **kw
-            )  # type: ignore[arg-type]
+            )
         )

@@ -26,12 +26,7 @@ class Message(BaseModel):
     TYPE: ClassVar[str] = ""
 
     context: list[str] = Field(default_factory=lambda: list(CONTEXT), alias="@context")
-    type: str = Field(alias="@type")
-
-    def __init__(self, **data: Any) -> None:
-        if "type" not in data and "@type" not in data:
-            data["@type"] = self.TYPE
-        super().__init__(**data)
+    type: str = Field("", alias="@type", validate_default=True)
 
     @field_validator("context", mode="before")
     @classmethod
@@ -45,6 +40,8 @@ class Message(BaseModel):
     @field_validator("type")
     @classmethod
     def _type(cls, value: str) -> str:
+        if not value:
+            return cls.TYPE
         if cls.TYPE and value != cls.TYPE:
             raise ValueError(f"@type must be {cls.TYPE}")
         return value
@@ -59,6 +56,8 @@ def parse(model: type[Message], body: Any) -> Any:
     """Validate an incoming body or raise BadRequest naming every problem."""
     if not isinstance(body, dict):
         raise BadRequest("message body must be a JSON object")
+    if "@type" not in body:
+        raise BadRequest(f"@type is required (expected {model.TYPE})")
     try:
         return model.model_validate(body)
     except ValidationError as exc:

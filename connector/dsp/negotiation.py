@@ -481,9 +481,9 @@ class NegotiationService:
                 )
             raise
         updates: dict[str, Any] = {}
-        if payload["type"] == "ContractRequestMessage" and isinstance(body, dict):
-            if not neg.provider_pid and isinstance(body.get("providerPid"), str):
-                updates["provider_pid"] = body["providerPid"]
+        initial = payload["type"] == "ContractRequestMessage" and not neg.provider_pid
+        if initial and isinstance(body, dict) and isinstance(body.get("providerPid"), str):
+            updates["provider_pid"] = body["providerPid"]
         with self.rt.store.transaction():
             if updates:
                 self.rt.store.update_negotiation(neg.id, **updates)

@@ -18,7 +18,6 @@ from connector.policy.decision import DecisionInput, Party, Phase
 from connector.runtime import Runtime
 
 
-
 def _error_type(path: str) -> str:
     if "/negotiations" in path:
         return "ContractNegotiationError"
@@ -131,7 +130,7 @@ class DspRoutes:
         pid = request.match_info.get("pid")
         self._role(request, pid)
         msg = m.parse(m.ContractRequestMessage, await read_json(request))
-        neg, created = await self.cn.on_request(msg, caller, pid)
+        neg, _created = await self.cn.on_request(msg, caller, pid)
         return web.json_response(self.cn.ack(neg), status=201 if pid is None else 200)
 
     async def cn_offer(self, request: web.Request) -> web.Response:
@@ -139,7 +138,7 @@ class DspRoutes:
         pid = request.match_info.get("pid")
         self._role(request, pid)
         msg = m.parse(m.ContractOfferMessage, await read_json(request))
-        neg, created = await self.cn.on_offer(msg, caller, pid)
+        neg, _created = await self.cn.on_offer(msg, caller, pid)
         return web.json_response(self.cn.ack(neg), status=201 if pid is None else 200)
 
     async def cn_event(self, request: web.Request) -> web.Response:
@@ -180,7 +179,7 @@ class DspRoutes:
         caller = await self.auth.caller(request)
         request["role"] = "provider"
         msg = m.parse(m.TransferRequestMessage, await read_json(request))
-        tp, created = await self.tp.on_request(msg, caller)
+        tp, _created = await self.tp.on_request(msg, caller)
         return web.json_response(self.tp.ack(tp), status=201)
 
     _TP_MESSAGES: dict[str, type[m.Message]] = {

@@ -39,7 +39,7 @@ _CN: dict[tuple[str, str], dict[str, CN]] = {
     ("ContractAgreementVerificationMessage", "consumer"): {CN.AGREED: CN.VERIFIED},
     ("FINALIZED", "provider"): {CN.VERIFIED: CN.FINALIZED},
 }
-_CN_TERMINATE = {s: CN.TERMINATED for s in CN if s not in CN_TERMINAL}
+_CN_TERMINATE: dict[CN, CN] = {s: CN.TERMINATED for s in CN if s not in CN_TERMINAL}
 
 _TP: dict[str, dict[str, TP]] = {
     "TransferStartMessage": {TP.REQUESTED: TP.STARTED, TP.SUSPENDED: TP.STARTED},
@@ -56,10 +56,9 @@ _TP: dict[str, dict[str, TP]] = {
 def negotiation_next(state: str, message: str, sender: str) -> CN:
     """The state after `sender` sends `message` in `state`, or InvalidTransition."""
     if message == "ContractNegotiationTerminationMessage":
-        table = _CN_TERMINATE
+        nxt = _CN_TERMINATE.get(CN(state)) if state in CN.__members__ else None
     else:
-        table = _CN.get((message, sender), {})
-    nxt = table.get(state)
+        nxt = _CN.get((message, sender), {}).get(state)
     if nxt is None:
         raise InvalidTransition(
             f"{message} from the {sender} is not allowed in state {state}"

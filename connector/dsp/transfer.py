@@ -298,9 +298,9 @@ class TransferService:
                 )
             raise
         with self.rt.store.transaction():
-            if payload["type"] == "TransferRequestMessage" and isinstance(body, dict):
-                if not tp.provider_pid and isinstance(body.get("providerPid"), str):
-                    self.rt.store.update_transfer(tp.id, provider_pid=body["providerPid"])
+            initial = payload["type"] == "TransferRequestMessage" and not tp.provider_pid
+            if initial and isinstance(body, dict) and isinstance(body.get("providerPid"), str):
+                self.rt.store.update_transfer(tp.id, provider_pid=body["providerPid"])
             self.rt.log(tp.id, "sent", payload["type"], status=status, body=message, state=tp.state)
 
     async def _send_failed(self, job: Job, why: str) -> None:

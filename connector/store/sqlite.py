@@ -60,11 +60,11 @@ class SqliteStore:
 
     def _migrate(self) -> None:
         for table, (model, pk) in _TABLES.items():
-            if not self._db[table].exists():  # type: ignore[union-attr]
+            if not self._db.table(table).exists():
                 columns = {name: _column_type(model, name) for name in model.model_fields}
-                self._db[table].create(columns, pk=pk)  # type: ignore[union-attr]
-        if not self._db["timeline"].exists():  # type: ignore[union-attr]
-            self._db["timeline"].create(  # type: ignore[union-attr]
+                self._db.table(table).create(columns, pk=pk)
+        if not self._db.table("timeline").exists():
+            self._db.table("timeline").create(
                 {
                     "seq": int,
                     "process_id": str,
@@ -78,9 +78,9 @@ class SqliteStore:
                 },
                 pk="seq",
             )
-            self._db["timeline"].create_index(["process_id"])  # type: ignore[union-attr]
-        if not self._db["jobs"].exists():  # type: ignore[union-attr]
-            self._db["jobs"].create(  # type: ignore[union-attr]
+            self._db.table("timeline").create_index(["process_id"])
+        if not self._db.table("jobs").exists():
+            self._db.table("jobs").create(
                 {
                     "id": int,
                     "process_id": str,
@@ -93,13 +93,13 @@ class SqliteStore:
                 },
                 pk="id",
             )
-            self._db["jobs"].create_index(["status", "process_id"])  # type: ignore[union-attr]
-        if not self._db["seen_tokens"].exists():  # type: ignore[union-attr]
-            self._db["seen_tokens"].create({"jti": str, "expires_at": int}, pk="jti")  # type: ignore[union-attr]
-        self._db["negotiations"].create_index(["consumer_pid"], if_not_exists=True)  # type: ignore[union-attr]
-        self._db["negotiations"].create_index(["provider_pid"], if_not_exists=True)  # type: ignore[union-attr]
-        self._db["transfers"].create_index(["consumer_pid"], if_not_exists=True)  # type: ignore[union-attr]
-        self._db["transfers"].create_index(["provider_pid"], if_not_exists=True)  # type: ignore[union-attr]
+            self._db.table("jobs").create_index(["status", "process_id"])
+        if not self._db.table("seen_tokens").exists():
+            self._db.table("seen_tokens").create({"jti": str, "expires_at": int}, pk="jti")
+        self._db.table("negotiations").create_index(["consumer_pid"], if_not_exists=True)
+        self._db.table("negotiations").create_index(["provider_pid"], if_not_exists=True)
+        self._db.table("transfers").create_index(["consumer_pid"], if_not_exists=True)
+        self._db.table("transfers").create_index(["provider_pid"], if_not_exists=True)
         self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     @contextmanager
@@ -128,7 +128,7 @@ class SqliteStore:
     def _insert(self, table: str, record: BaseModel, *, replace: bool = False) -> None:
         row = _to_row(record)
         with self.transaction():
-            self._db[table].insert(row, replace=replace)  # type: ignore[union-attr]
+            self._db.table(table).insert(row, replace=replace)
 
     def _get(self, table: str, model: type[M], key: str) -> M | None:
         rows = list(self._db.query(f"select * from {table} where id = ?", [key]))
@@ -151,7 +151,7 @@ class SqliteStore:
                 raise NotFound(f"no {table[:-1]} {key}")
             if "updated_at" in model.model_fields:
                 fields = {**fields, "updated_at": utcnow()}
-            self._db[table].update(key, _encode(fields))  # type: ignore[union-attr]
+            self._db.table(table).update(key, _encode(fields))
             found = self._get(table, model, key)
         assert found is not None
         return found
@@ -223,7 +223,7 @@ class SqliteStore:
         row = _to_row(entry)
         row.pop("seq", None)
         with self.transaction():
-            self._db["timeline"].insert(row)  # type: ignore[union-attr]
+            self._db.table("timeline").insert(row)
 
     def timeline(self, process_id: str) -> list[TimelineEntry]:
         rows = self._db.query(
@@ -237,9 +237,9 @@ class SqliteStore:
         row = _to_row(job)
         row.pop("id", None)
         with self.transaction():
-            table = self._db["jobs"]
-            table.insert(row)  # type: ignore[union-attr]
-            return int(table.last_pk)  # type: ignore[union-attr]
+            table = self._db.table("jobs")
+            table.insert(row)
+            return int(table.last_pk or 0)
 
     def due_jobs(self, now: float, limit: int) -> list[Job]:
         # Only the oldest unfinished job of each process may run: messages keep their order.
@@ -255,7 +255,7 @@ class SqliteStore:
 
     def update_job(self, job_id: int, **fields: Any) -> None:
         with self.transaction():
-            self._db["jobs"].update(job_id, _encode(fields))  # type: ignore[union-attr]
+            self._db.table("jobs").update(job_id, _encode(fields))
 
     def reset_running_jobs(self) -> int:
         with self.transaction():

@@ -1,0 +1,137 @@
+"""Real connector processes on loopback for the integration tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from connector.mgmt_client import ApiError, ManagementClient
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "connector", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **(env or {})},
+    )
+
+
+class ConnectorProcess:
+    """One `connector serve` process with its own directory, keys, DID, ports and SQLite file."""
+
+    def __init__(self, root: Path, name: str, *, extra_init: tuple[str, ...] = ()) -> None:
+        self.dir = root / name
+        self.name = name
+        self.public_port = free_port()
+        self.management_port = free_port()
+        args = [
+            "init",
+            "--dir",
+            str(self.dir),
+            "--name",
+            name,
+            "--public-port",
+            str(self.public_port),
+            "--management-port",
+            str(self.management_port),
+            *extra_init,
+        ]
+        if "--tls-cert" not in extra_init:
+            args.append("--dev")
+        done = cli(*args)
+        assert done.returncode == 0, done.stderr
+        self.config = self.dir / "connector.toml"
+        self.settings: dict[str, Any] = tomllib.loads(self.config.read_text())
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.env: dict[str, str] = {}
+        self.log_path = self.dir / "serve.log"
+
+    @property
+    def base_url(self) -> str:
+        return str(self.settings["public_url"])
+
+    @property
+    def dsp(self) -> str:
+        return self.base_url + "/dsp/2025-1"
+
+    @property
+    def did(self) -> str:
+        from connector.identity.did import did_from_url
+
+        return did_from_url(self.base_url)
+
+    @property
+    def api(self) -> ManagementClient:
+        return ManagementClient(
+            f"http://127.0.0.1:{self.management_port}", str(self.settings["api_key"])
+        )
+
+    def set(self, **values: str) -> None:
+        """Environment overrides (CONNECTOR_*) for the next start."""
+        self.env.update({f"CONNECTOR_{k.upper()}": v for k, v in values.items()})
+
+    def start(self, timeout: float = 20.0) -> ConnectorProcess:
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "connector", "--config", str(self.config), "serve"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **self.env},
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited: {self.log_path.read_text()[-2000:]}")
+            try:
+                self.api.get("/api/v1/datasets")
+                return self
+            except ApiError:
+                time.sleep(0.05)
+        raise RuntimeError(f"{self.name} did not become ready: {self.log_path.read_text()[-2000:]}")
+
+    def kill(self) -> None:
+        """SIGKILL: no chance to clean up, as in a crash."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def publish(self, path: Path, dataset_id: str = "ds-1", **extra: Any) -> dict[str, Any]:
+        body = {"id": dataset_id, "title": "Test data", "source": {"type": "file", "path": str(path)}}
+        body.update(extra)
+        result: dict[str, Any] = self.api.post("/api/v1/datasets", body)
+        return result
+
+
+def negotiate(consumer: ConnectorProcess, provider: ConnectorProcess, dataset_id: str) -> str:
+    """Consumer negotiates the provider's first offer of `dataset_id`; returns the agreement id."""
+    catalog = consumer.api.post("/api/v1/catalog/request", {"counterPartyAddress": provider.dsp})
+    dataset = next(d for d in catalog["dataset"] if d["@id"] == dataset_id)
+    neg = consumer.api.post(
+        "/api/v1/negotiations",
+        {"counterPartyAddress": provider.dsp, "datasetId": dataset_id, "offer": dataset["hasPolicy"][0]},
+    )
+    done = consumer.api.wait_state("negotiations", neg["id"], {"FINALIZED"}, timeout=30)
+    return str(done["agreement_id"])
