@@ -52,7 +52,7 @@ class SqliteStore:
         conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
         self._db = sqlite_utils.Database(conn)
         self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA busy_timeout=5000")
         self._lock = threading.RLock()
         self._depth = 0
