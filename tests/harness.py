@@ -119,7 +119,11 @@ class ConnectorProcess:
                 self.kill()
 
     def publish(self, path: Path, dataset_id: str = "ds-1", **extra: Any) -> dict[str, Any]:
-        body = {"id": dataset_id, "title": "Test data", "source": {"type": "file", "path": str(path)}}
+        body = {
+            "id": dataset_id,
+            "title": "Test data",
+            "source": {"type": "file", "path": str(path)},
+        }
         body.update(extra)
         result: dict[str, Any] = self.api.post("/api/v1/datasets", body)
         return result
@@ -131,7 +135,11 @@ def negotiate(consumer: ConnectorProcess, provider: ConnectorProcess, dataset_id
     dataset = next(d for d in catalog["dataset"] if d["@id"] == dataset_id)
     neg = consumer.api.post(
         "/api/v1/negotiations",
-        {"counterPartyAddress": provider.dsp, "datasetId": dataset_id, "offer": dataset["hasPolicy"][0]},
+        {
+            "counterPartyAddress": provider.dsp,
+            "datasetId": dataset_id,
+            "offer": dataset["hasPolicy"][0],
+        },
     )
     done = consumer.api.wait_state("negotiations", neg["id"], {"FINALIZED"}, timeout=30)
     return str(done["agreement_id"])
