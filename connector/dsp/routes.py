@@ -31,6 +31,8 @@ async def read_json(request: web.Request) -> Any:
         return await request.json()
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise BadRequest(f"body is not valid JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise BadRequest("body is not valid JSON: nested too deeply") from exc
 
 
 class DspRoutes:

@@ -134,7 +134,7 @@ class TransferService:
         tp = self.owned(pid, caller)
         provider_pid = getattr(msg, "providerPid", None)
         consumer_pid = getattr(msg, "consumerPid", None)
-        if tp.provider_pid and provider_pid != tp.provider_pid and tp.role == "provider":
+        if tp.provider_pid and provider_pid != tp.provider_pid:
             raise BadRequest(f"providerPid {provider_pid} does not belong to this transfer")
         if tp.consumer_pid and consumer_pid != tp.consumer_pid:
             raise BadRequest(f"consumerPid {consumer_pid} does not belong to this transfer")

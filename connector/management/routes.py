@@ -119,11 +119,11 @@ ROUTES = [
 
 def counterparty_did(address: str, given: str | None) -> str:
     """The peer's DID: as given, else the did:web of the address's host."""
-    if given:
-        return given
     parts = urlsplit(address)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise BadRequest("counterPartyAddress must be an absolute http(s) URL")
+    if given:
+        return given
     return did_from_url(f"{parts.scheme}://{parts.netloc}")
 
 
@@ -144,6 +144,8 @@ async def body_of(request: web.Request, model: type[BaseModel]) -> Any:
         data = await request.json()
     except ValueError as exc:
         raise BadRequest(f"body is not valid JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise BadRequest("body is not valid JSON: nested too deeply") from exc
     if not isinstance(data, dict):
         raise BadRequest("body must be a JSON object")
     return model.model_validate(data)
