@@ -11,6 +11,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from connector import tck
 from connector.config import DSP_PATH, Settings
 from connector.dataplane.routes import DataPlaneRoutes
 from connector.dsp import messages as m
@@ -86,12 +87,17 @@ class Connector:
         self.negotiations = NegotiationService(rt, outbox, client)
         self.transfers = TransferService(rt, outbox, client)
         self.outbox = outbox
-        auth = Authenticator(rt.verifier)
+        # TCK mode (conformance testing, loopback only; see connector/tck): off by default.
+        tck_auth = s.tck_authorization.get_secret_value() if s.tck_authorization else ""
+        static = tck.static_callers(tck_auth) if s.tck_mode else None
+        auth = Authenticator(rt.verifier, static)
         self.auth = auth
 
         public = web.Application(middlewares=[public_errors], client_max_size=4 * 1024 * 1024)
         DspRoutes(rt, auth, self.negotiations, self.transfers).add_to(public)
         DataPlaneRoutes(rt).add_to(public)
+        if s.tck_mode:
+            tck.install(public, rt, self.negotiations, self.transfers, tck_auth)
 
         management = web.Application(
             middlewares=[problems, api_key_middleware(s.api_key.get_secret_value())]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,13 @@ class Settings(BaseSettings):
     transfer_token_ttl_seconds: int = Field(900, ge=10)
     chunk_size: int = Field(256 * 1024, ge=1024)
     did_cache_seconds: int = Field(300, ge=0)
+    tck_mode: bool = Field(
+        False,
+        description="Conformance testing only: seed and script the DSP TCK's cases (loopback only)",
+    )
+    tck_authorization: SecretStr | None = Field(
+        None, description="TCK mode: the TCK's Authorization value, accepted as TCK_PARTICIPANT"
+    )
 
     @field_validator("public_url")
     @classmethod
@@ -72,6 +80,20 @@ class Settings(BaseSettings):
                 "public_url uses plain http: set dev_insecure_http = true (development only)"
                 " or configure tls_cert/tls_key and an https public_url"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _tck_loopback_only(self) -> Settings:
+        if not self.tck_mode:
+            return self
+        if not self.tck_authorization or not self.tck_authorization.get_secret_value():
+            raise ValueError("tck_mode needs tck_authorization (the TCK's Authorization value)")
+        hosts = {"public_host": self.public_host, "management_host": self.management_host}
+        if self.public_url:
+            hosts["public_url"] = urlsplit(self.public_url).hostname or ""
+        for name, host in hosts.items():
+            if not is_loopback(host):
+                raise ValueError(f"tck_mode binds loopback only, but {name} is {host!r}")
         return self
 
     @classmethod
@@ -104,6 +126,15 @@ class Settings(BaseSettings):
     @property
     def private_key_path(self) -> Path:
         return self.key_file or self.data_dir / "keys" / "private.pem"
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
