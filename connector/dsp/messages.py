@@ -58,6 +58,8 @@ def parse(model: type[Message], body: Any) -> Any:
         raise BadRequest("message body must be a JSON object")
     if "@type" not in body:
         raise BadRequest(f"@type is required (expected {model.TYPE})")
+    if "@context" not in body:
+        raise BadRequest(f"@context is required and must contain {DSP_CONTEXT}")
     try:
         return model.model_validate(body)
     except ValidationError as exc:
