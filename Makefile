@@ -37,7 +37,7 @@ unit: $(STAMP) $(TCK_DEPS)
 tck: $(STAMP) $(TCK_DEPS)
 	$(BIN)/python tests/tck/run_tck.py
 
-test: lint typecheck unit
+test: lint typecheck unit tck
 
 bench: $(STAMP)
 	$(BIN)/python bench/negotiation_latency.py
