@@ -1,7 +1,8 @@
 """Durable outbox: messages and data moves survive restarts and are retried with backoff.
 
 A job is written in the same transaction as the state change that needs it, so a state
-is never reached without its message queued. Jobs of one process run strictly in order.
+is never reached without its message queued. Jobs of one process run strictly in order,
+except that messages do not wait for a data move (see SqliteStore.due_jobs).
 """
 
 from __future__ import annotations
@@ -47,7 +48,13 @@ class Outbox:
         return float(delay * random.uniform(0.8, 1.2))
 
     async def run(self) -> None:
-        self._rt.store.reset_running_jobs()
+        for job in self._rt.store.reset_running_jobs():
+            self._rt.log(
+                job.process_id,
+                "failed",
+                job.payload.get("type", job.kind),
+                detail=f"attempt {job.attempts + 1} was interrupted by a restart; running it again",
+            )
         while not self._stopping:
             free = self._concurrency - len(self._running)
             now = time.time()

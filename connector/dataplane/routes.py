@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 
 from aiohttp import web
 
 from connector.dataplane import sources, streams, tokens
 from connector.dsp.states import TP
-from connector.errors import BadRequest, NotFound
+from connector.errors import BadRequest, ConnectorError, NotFound
 from connector.runtime import Runtime
 
 
@@ -37,13 +38,30 @@ class DataPlaneRoutes:
         await response.prepare(request)
         digest = hashlib.sha256()
         size = 0
-        async for chunk in sources.read(
-            dataset.source, self.rt.session, self.rt.settings.chunk_size
-        ):
-            digest.update(chunk)
-            size += len(chunk)
-            await response.write(chunk)
-        await response.write_eof()
+        watch = streams.StateWatch(self.rt, pid)
+        chunks = sources.read(dataset.source, self.rt.session, self.rt.settings.chunk_size)
+        try:
+            async with contextlib.aclosing(chunks):
+                async for chunk in chunks:
+                    watch()
+                    digest.update(chunk)
+                    size += len(chunk)
+                    await response.write(chunk)
+            await response.write_eof()
+        except Exception as exc:
+            # The answer is under way: no error response can follow. Cut the connection so
+            # the consumer sees an incomplete body (never a short one that looks whole).
+            stopped = isinstance(exc, streams.Stopped)
+            why = str(exc) if isinstance(exc, ConnectorError | streams.Stopped) else repr(exc)
+            self.rt.log(
+                pid,
+                "note" if stopped else "failed",
+                "pull",
+                detail=f"stopped serving after {size} bytes: {why}",
+            )
+            if request.transport is not None:
+                request.transport.close()
+            return response
         with self.rt.store.transaction():
             self.rt.store.update_transfer(pid, bytes=size, sha256=digest.hexdigest())
             self.rt.log(
@@ -63,6 +81,11 @@ class DataPlaneRoutes:
         try:
             async for chunk in request.content.iter_chunked(self.rt.settings.chunk_size):
                 writer.write(chunk)
+        except ConnectionError as exc:
+            self.rt.log(
+                pid, "failed", "push", detail=f"interrupted after {writer.size} bytes: {exc!r}"
+            )
+            raise BadRequest(f"push interrupted after {writer.size} bytes") from exc
         finally:
             digest = writer.close()
         with self.rt.store.transaction():

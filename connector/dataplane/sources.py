@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +47,7 @@ async def file_digest(path: Path, chunk_size: int) -> tuple[int, str]:
 
 async def read(
     source: dict[str, Any], session: aiohttp.ClientSession, chunk_size: int
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     """Yield the source's bytes chunk by chunk; memory stays flat whatever the size."""
     if source["type"] == "file":
         with Path(source["path"]).open("rb") as fh:

@@ -3,16 +3,46 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
+from connector.dsp.states import TP
 from connector.errors import PeerError
 from connector.runtime import Runtime
 
 STREAM_TIMEOUT = aiohttp.ClientTimeout(total=None, connect=10, sock_read=60)
+STATE_CHECK_SECONDS = 0.2
+
+
+class Stopped(Exception):
+    """The transfer left STARTED (suspended, terminated) while its data was moving."""
+
+
+class StateWatch:
+    """Checked between chunks: raises Stopped once the transfer is no longer STARTED.
+
+    Suspension and termination must stop the bytes, not only change a state; the store
+    is read at most every STATE_CHECK_SECONDS so the check costs nothing per chunk.
+    """
+
+    def __init__(self, rt: Runtime, transfer_id: str) -> None:
+        self._rt = rt
+        self._id = transfer_id
+        self._checked = time.monotonic()
+
+    def __call__(self) -> None:
+        now = time.monotonic()
+        if now - self._checked < STATE_CHECK_SECONDS:
+            return
+        self._checked = now
+        tp = self._rt.store.get_transfer(self._id)
+        state = tp.state if tp is not None else "gone"
+        if state != TP.STARTED:
+            raise Stopped(f"the transfer is {state}")
 
 
 def received_path(rt: Runtime, transfer_id: str) -> Path:
@@ -71,9 +101,12 @@ async def pull(
 
 
 async def push(
-    rt: Runtime, data_address: dict[str, Any], chunks: AsyncIterator[bytes]
+    rt: Runtime,
+    data_address: dict[str, Any],
+    chunks: AsyncIterator[bytes],
+    watch: Callable[[], None] | None = None,
 ) -> tuple[int, str]:
-    """Provider: stream the source into the consumer's endpoint."""
+    """Provider: stream the source into the consumer's endpoint; `watch` may stop it."""
     endpoint = data_address.get("endpoint")
     token = None
     for prop in data_address.get("endpointProperties") or []:
@@ -86,6 +119,8 @@ async def push(
 
     async def body() -> AsyncIterator[bytes]:
         async for chunk in chunks:
+            if watch is not None:
+                watch()
             counter["size"] += len(chunk)
             digest.update(chunk)
             yield chunk

@@ -33,6 +33,17 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
+# How far a negotiation is on its way to an agreement (TERMINATED is on no such way).
+_PROGRESS: dict[str, int] = {
+    CN.REQUESTED: 0,
+    CN.OFFERED: 0,
+    CN.ACCEPTED: 1,
+    CN.AGREED: 2,
+    CN.VERIFIED: 3,
+    CN.FINALIZED: 4,
+}
+
+
 def _rules(policy: dict[str, Any]) -> dict[str, Any]:
     return {k: policy[k] for k in ("permission", "prohibition", "obligation") if k in policy}
 
@@ -499,7 +510,12 @@ class NegotiationService:
             _, body = await self.client.call("GET", url, neg.counterparty_id)
         except PeerError:
             return False
-        return isinstance(body, dict) and body.get("state") == payload["expect"]
+        if not isinstance(body, dict) or not isinstance(body.get("state"), str):
+            return False
+        state, expect = str(body["state"]), str(payload["expect"])
+        # A peer found further on the way to an agreement has applied our message too.
+        ahead = _PROGRESS.get(state, -1) > _PROGRESS.get(expect, len(_PROGRESS))
+        return state == expect or ahead
 
     async def _send_failed(self, job: Job, why: str) -> None:
         neg = self.get(job.process_id)

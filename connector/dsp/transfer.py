@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -348,7 +349,12 @@ class TransferService:
         if tp.state != TP.STARTED or not tp.data_address:
             return
         self.rt.log(tp.id, "note", "pull", detail=f"pulling from {tp.data_address.get('endpoint')}")
-        size, digest, path = await streams.pull(self.rt, tp.id, tp.data_address)
+        try:
+            size, digest, path = await streams.pull(self.rt, tp.id, tp.data_address)
+        except PeerError as exc:
+            if self._left_started(tp.id, "pull", exc):
+                return
+            raise
         with self.rt.store.transaction():
             tp = self.rt.store.update_transfer(tp.id, bytes=size, sha256=digest, path=str(path))
             self.rt.log(tp.id, "note", "pull", detail=f"received {size} bytes, sha256 {digest}")
@@ -363,12 +369,28 @@ class TransferService:
         if dataset is None:
             raise PeerError(f"dataset {tp.dataset_id} no longer exists", retry=False)
         chunks = sources.read(dataset.source, self.rt.session, self.rt.settings.chunk_size)
-        size, digest = await streams.push(self.rt, tp.data_address, chunks)
+        watch = streams.StateWatch(self.rt, tp.id)
+        try:
+            async with contextlib.aclosing(chunks):
+                size, digest = await streams.push(self.rt, tp.data_address, chunks, watch)
+        except PeerError as exc:
+            if self._left_started(tp.id, "push", exc):
+                return
+            raise
         with self.rt.store.transaction():
             tp = self.rt.store.update_transfer(tp.id, bytes=size, sha256=digest)
             self.rt.log(tp.id, "note", "push", detail=f"pushed {size} bytes, sha256 {digest}")
             if tp.state == TP.STARTED:
                 self.complete(tp.id)
+
+    def _left_started(self, pid: str, what: str, exc: Exception) -> bool:
+        """After a data move broke off: True (and noted) if the transfer left STARTED, as a
+        suspension or termination cuts the stream; the move then ends instead of retrying."""
+        state = self.get(pid).state
+        if state == TP.STARTED:
+            return False
+        self.rt.log(pid, "note", what, detail=f"{what} stopped, the transfer is {state}: {exc}")
+        return True
 
     async def _data_failed(self, job: Job, why: str) -> None:
         tp = self.get(job.process_id)

@@ -242,13 +242,17 @@ class SqliteStore:
             return int(table.last_pk or 0)
 
     def due_jobs(self, now: float, limit: int) -> list[Job]:
-        # Only the oldest unfinished job of each process may run: messages keep their order.
+        # A job runs only after the older unfinished jobs of its process: messages keep
+        # their order. Data moves ('dp-*') wait for everything before them, but messages
+        # never wait for a data move, so a long or stalled stream cannot hold back the
+        # suspension or termination of its own transfer.
         sql = """
             select j.* from jobs j
-            join (select process_id, min(id) as first from jobs
-                  where status in ('pending', 'running') group by process_id) f
-              on j.id = f.first
             where j.status = 'pending' and j.next_at <= ?
+              and not exists (
+                select 1 from jobs o
+                where o.status in ('pending', 'running') and o.process_id = j.process_id
+                  and o.id < j.id and (j.kind like 'dp-%' or o.kind not like 'dp-%'))
             order by j.next_at limit ?
         """
         return [_from_row(Job, r) for r in self._db.query(sql, [now, limit])]
@@ -257,10 +261,16 @@ class SqliteStore:
         with self.transaction():
             self._db.table("jobs").update(job_id, _encode(fields))
 
-    def reset_running_jobs(self) -> int:
+    def reset_running_jobs(self) -> list[Job]:
+        # An interrupted run counts as an attempt: its message may have been delivered.
         with self.transaction():
-            cur = self._db.execute("update jobs set status = 'pending' where status = 'running'")
-        return cur.rowcount
+            rows = self._db.query("select * from jobs where status = 'running' order by id")
+            jobs = [_from_row(Job, r) for r in rows]
+            self._db.execute(
+                "update jobs set status = 'pending', attempts = attempts + 1"
+                " where status = 'running'"
+            )
+        return jobs
 
     def pending_jobs(self, process_id: str) -> list[Job]:
         rows = self._db.query(
