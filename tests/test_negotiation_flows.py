@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from connector.mgmt_client import ApiError
-from tests.harness import ConnectorProcess, cli, free_port, negotiate
+from tests.harness import ConnectorProcess, cli, entries, free_port, negotiate, state_of, wait_for
 
 USE = {"action": "use"}
 PURPOSE = {
@@ -27,48 +27,6 @@ COUNTRY = {
     "action": "use",
     "constraint": [{"leftOperand": "spatial", "operator": "eq", "rightOperand": "EU"}],
 }
-
-
-def wait_for(what: str, check: Callable[[], Any], timeout: float = 20.0) -> Any:
-    """Poll `check` until it returns something truthy; fail naming `what` otherwise."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
-
-
-def state_of(node: ConnectorProcess, kind: str, pid: str, state: str) -> dict[str, Any]:
-    """Wait until `node`'s record `pid` is in `state`; fail at once if it ends elsewhere."""
-    ends = {"FINALIZED", "TERMINATED", "COMPLETED"}
-
-    def check() -> dict[str, Any] | None:
-        record: dict[str, Any] = node.api.get(f"/api/v1/{kind}/{pid}")
-        if record["state"] == state:
-            return record
-        if record["state"] in ends:
-            lines = [
-                f"{e['direction']} {e['message_type']} {e['detail']}" for e in record["timeline"]
-            ]
-            raise AssertionError(
-                f"{node.name} {kind} {pid} ended {record['state']}, not {state}: "
-                f"{record['reason']}\n" + "\n".join(lines)
-            )
-        return None
-
-    found: dict[str, Any] = wait_for(f"{node.name} {kind} {pid} in {state}", check)
-    return found
-
-
-def entries(record: dict[str, Any], direction: str, message_type: str) -> list[dict[str, Any]]:
-    return [
-        e
-        for e in record["timeline"]
-        if e["direction"] == direction and e["message_type"] == message_type
-    ]
 
 
 def rules(policy: dict[str, Any]) -> dict[str, Any]:

@@ -14,14 +14,13 @@ import hashlib
 import os
 import socket
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.harness import ConnectorProcess, negotiate
+from tests.harness import ConnectorProcess, entries, negotiate, state_of, wait_for
 
 FAST_RETRY = {"retry_base_seconds": "0.2", "retry_max_seconds": "1"}
 USE = {"action": "use"}
@@ -30,47 +29,6 @@ PURPOSE = {
     "constraint": [{"leftOperand": "purpose", "operator": "eq", "rightOperand": "research"}],
 }
 BIG = 300 * 1024 * 1024
-
-
-def wait_for(what: str, check: Callable[[], Any], timeout: float = 20.0) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.01)
-    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
-
-
-def state_of(node: ConnectorProcess, kind: str, pid: str, state: str) -> dict[str, Any]:
-    """Wait until `node`'s record `pid` is in `state`; fail at once if it ends elsewhere."""
-    ends = {"FINALIZED", "TERMINATED", "COMPLETED"}
-
-    def check() -> dict[str, Any] | None:
-        record: dict[str, Any] = node.api.get(f"/api/v1/{kind}/{pid}")
-        if record["state"] == state:
-            return record
-        if record["state"] in ends:
-            lines = [
-                f"{e['direction']} {e['message_type']} {e['detail']}" for e in record["timeline"]
-            ]
-            raise AssertionError(
-                f"{node.name} {kind} {pid} ended {record['state']}, not {state}: "
-                f"{record['reason']}\n" + "\n".join(lines)
-            )
-        return None
-
-    found: dict[str, Any] = wait_for(f"{node.name} {kind} {pid} in {state}", check)
-    return found
-
-
-def entries(record: dict[str, Any], direction: str, message_type: str) -> list[dict[str, Any]]:
-    return [
-        e
-        for e in record["timeline"]
-        if e["direction"] == direction and e["message_type"] == message_type
-    ]
 
 
 def timeline_has(

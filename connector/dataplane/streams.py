@@ -50,6 +50,18 @@ def received_path(rt: Runtime, transfer_id: str) -> Path:
     return rt.settings.data_dir / "received" / f"{safe}.bin"
 
 
+def _endpoint(data_address: dict[str, Any]) -> tuple[str, str | None]:
+    """The DataAddress's URL and its bearer token (the `authorization` property)."""
+    endpoint = data_address.get("endpoint")
+    if not endpoint:
+        raise PeerError("the DataAddress has no endpoint", retry=False)
+    token = None
+    for prop in data_address.get("endpointProperties") or []:
+        if prop.get("name") == "authorization":
+            token = prop.get("value")
+    return str(endpoint), token
+
+
 class HashingWriter:
     """Writes chunks to a file while counting and hashing them."""
 
@@ -75,13 +87,7 @@ async def pull(
     rt: Runtime, transfer_id: str, data_address: dict[str, Any]
 ) -> tuple[int, str, Path]:
     """Consumer: fetch the data at the provider's DataAddress into our store."""
-    endpoint = data_address.get("endpoint")
-    token = None
-    for prop in data_address.get("endpointProperties") or []:
-        if prop.get("name") == "authorization":
-            token = prop.get("value")
-    if not endpoint:
-        raise PeerError("the DataAddress has no endpoint", retry=False)
+    endpoint, token = _endpoint(data_address)
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     path = received_path(rt, transfer_id)
     writer = HashingWriter(path)
@@ -107,13 +113,7 @@ async def push(
     watch: Callable[[], None] | None = None,
 ) -> tuple[int, str]:
     """Provider: stream the source into the consumer's endpoint; `watch` may stop it."""
-    endpoint = data_address.get("endpoint")
-    token = None
-    for prop in data_address.get("endpointProperties") or []:
-        if prop.get("name") == "authorization":
-            token = prop.get("value")
-    if not endpoint:
-        raise PeerError("the consumer's DataAddress has no endpoint", retry=False)
+    endpoint, token = _endpoint(data_address)
     counter = {"size": 0}
     digest = hashlib.sha256()
 
