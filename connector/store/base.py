@@ -8,6 +8,7 @@ from typing import Any, Protocol
 from connector.store.records import (
     Agreement,
     Dataset,
+    DecisionRecord,
     Job,
     Negotiation,
     TimelineEntry,
@@ -60,6 +61,10 @@ class Store(Protocol):
         ...
 
     def pending_jobs(self, process_id: str) -> list[Job]: ...
+
+    # decision log
+    def add_decision(self, record: DecisionRecord) -> None: ...
+    def list_decisions(self, limit: int = 100, offset: int = 0) -> list[DecisionRecord]: ...
 
     # replay protection
     def remember_jti(self, jti: str, expires_at: int) -> bool: ...

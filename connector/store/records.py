@@ -101,3 +101,21 @@ class Job(BaseModel):
     next_at: float = 0.0
     status: Literal["pending", "running", "done", "failed"] = "pending"
     last_error: str | None = None
+
+
+class DecisionRecord(BaseModel):
+    """One policy decision, as the decision log keeps it."""
+
+    seq: int | None = None
+    at: str = Field(default_factory=utcnow)
+    phase: str
+    process_id: str | None = None
+    dataset_id: str | None = None
+    consumer_id: str | None = None
+    input_sha256: str
+    allow: bool
+    reasons: list[str] = Field(default_factory=list)
+    obligations: list[dict[str, Any]] = Field(default_factory=list)
+    limits: dict[str, Any] = Field(default_factory=dict)
+    engine: str
+    policy_version: str

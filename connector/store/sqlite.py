@@ -18,6 +18,7 @@ from connector.errors import NotFound
 from connector.store.records import (
     Agreement,
     Dataset,
+    DecisionRecord,
     Job,
     Negotiation,
     TimelineEntry,
@@ -63,6 +64,15 @@ class SqliteStore:
             if not self._db.table(table).exists():
                 columns = {name: _column_type(model, name) for name in model.model_fields}
                 self._db.table(table).create(columns, pk=pk)
+            else:
+                existing = set(self._db.table(table).columns_dict)
+                for name in model.model_fields:
+                    if name not in existing:
+                        self._db.table(table).add_column(name, _column_type(model, name))
+        if not self._db.table("decisions").exists():
+            columns = {n: _column_type(DecisionRecord, n) for n in DecisionRecord.model_fields}
+            columns["allow"] = int
+            self._db.table("decisions").create(columns, pk="seq")
         if not self._db.table("timeline").exists():
             self._db.table("timeline").create(
                 {
@@ -279,6 +289,21 @@ class SqliteStore:
             [process_id],
         )
         return [_from_row(Job, r) for r in rows]
+
+    # decision log ----------------------------------------------------------------------------
+
+    def add_decision(self, record: DecisionRecord) -> None:
+        row = _to_row(record)
+        row.pop("seq", None)
+        row["allow"] = int(record.allow)
+        with self.transaction():
+            self._db.table("decisions").insert(row)
+
+    def list_decisions(self, limit: int = 100, offset: int = 0) -> list[DecisionRecord]:
+        rows = self._db.query(
+            "select * from decisions order by seq desc limit ? offset ?", [limit, offset]
+        )
+        return [_from_row(DecisionRecord, {**r, "allow": bool(r["allow"])}) for r in rows]
 
     # replay protection -----------------------------------------------------------------------
 

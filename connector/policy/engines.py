@@ -1,0 +1,157 @@
+"""Rego engines behind one interface: embedded (regopy / rego-cpp) or an OPA server."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from connector.errors import ConnectorError
+
+QUERY = "data.connector.decision.decision"
+PACKAGE = "connector.decision"
+ENTRYPOINT = "connector/decision/decision"
+
+
+class PolicyError(ConnectorError):
+    """The policy bundle does not compile, fails its tests, or an engine cannot evaluate it."""
+
+
+@dataclass(frozen=True)
+class PolicyBundle:
+    """The Rego modules of a policies folder; the version is their content digest."""
+
+    modules: dict[str, str]
+    tests: dict[str, str]
+    version: str
+
+    @classmethod
+    def load(cls, folder: Path) -> PolicyBundle:
+        if not folder.is_dir():
+            raise PolicyError(f"policies folder not found: {folder}")
+        modules: dict[str, str] = {}
+        tests: dict[str, str] = {}
+        digest = hashlib.sha256()
+        for path in sorted(folder.rglob("*.rego")):
+            rel = path.relative_to(folder).as_posix()
+            text = path.read_text(encoding="utf-8")
+            digest.update(rel.encode() + b"\0" + text.encode() + b"\0")
+            (tests if path.stem.endswith("_test") else modules)[rel] = text
+        if not modules:
+            raise PolicyError(f"no Rego modules in {folder}")
+        return cls(modules=modules, tests=tests, version=digest.hexdigest()[:16])
+
+
+class Engine(Protocol):
+    name: str
+
+    async def load(self, bundle: PolicyBundle) -> None: ...
+    async def evaluate(self, decision_input: dict[str, Any]) -> dict[str, Any]: ...
+    async def close(self) -> None: ...
+
+
+class EmbeddedEngine:
+    """rego-cpp through regopy, in process: no sidecar, no network hop."""
+
+    name = "embedded"
+
+    def __init__(self) -> None:
+        self._interpreter: Any = None
+        self._bundle: Any = None
+
+    async def load(self, bundle: PolicyBundle) -> None:
+        from regopy import Interpreter, RegoError
+
+        interpreter = Interpreter()
+        try:
+            for name, text in bundle.modules.items():
+                interpreter.add_module(name, text)
+            prepared = interpreter.build(None, [ENTRYPOINT])
+        except RegoError as exc:
+            raise PolicyError(f"policies do not compile: {exc}") from exc
+        probe = _result(interpreter, prepared, {"phase": "catalog"}, "compile")
+        if not isinstance(probe, dict):
+            raise PolicyError(f"{QUERY} is not defined by the policies (got {probe!r})")
+        self._interpreter, self._bundle = interpreter, prepared
+
+    async def evaluate(self, decision_input: dict[str, Any]) -> dict[str, Any]:
+        if self._interpreter is None:
+            raise PolicyError("no policies loaded")
+        out = _result(self._interpreter, self._bundle, decision_input, "evaluate")
+        if not isinstance(out, dict):
+            raise PolicyError(f"{QUERY} returned no decision")
+        return out
+
+    async def close(self) -> None:
+        self._interpreter = self._bundle = None
+
+
+def _result(interpreter: Any, prepared: Any, decision_input: dict[str, Any], what: str) -> Any:
+    """Run the prepared entrypoint (compiled once at load) on one input."""
+    from regopy import Input
+
+    interpreter.set_input(Input(decision_input))
+    output = interpreter.query_bundle_entrypoint(prepared, ENTRYPOINT)
+    if not output.ok():
+        raise PolicyError(f"policies failed to {what}: {str(output)[:2000]}")
+    data = json.loads(str(output))
+    results = data.get("expressions") or []
+    return results[0] if results else None
+
+
+class OpaServerEngine:
+    """An OPA server (sidecar) through opa-python-client; the connector uploads its policies."""
+
+    name = "opa"
+
+    def __init__(self, url: str) -> None:
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(url)
+        self._host = parts.hostname or "127.0.0.1"
+        self._port = parts.port or 8181
+        self._ssl = parts.scheme == "https"
+        self._client: Any = None
+        self._uploaded: set[str] = set()
+
+    async def _connect(self) -> Any:
+        if self._client is None:
+            from opa_client.opa_async import AsyncOpaClient
+
+            client = AsyncOpaClient(host=self._host, port=self._port, ssl=self._ssl, timeout=5)
+            await client.__aenter__()
+            self._client = client
+        return self._client
+
+    async def load(self, bundle: PolicyBundle) -> None:
+        client = await self._connect()
+        try:
+            for name, text in bundle.modules.items():
+                await client.update_policy_from_string(text, _policy_id(name), rego_compat=False)
+            for stale in self._uploaded - {_policy_id(n) for n in bundle.modules}:
+                await client.delete_policy(stale)
+        except Exception as exc:
+            raise PolicyError(f"OPA server refused the policies: {exc}") from exc
+        self._uploaded = {_policy_id(n) for n in bundle.modules}
+
+    async def evaluate(self, decision_input: dict[str, Any]) -> dict[str, Any]:
+        client = await self._connect()
+        try:
+            answer = await client.query_rule(decision_input, PACKAGE, "decision")
+        except Exception as exc:
+            raise PolicyError(f"OPA server query failed: {exc}") from exc
+        result = answer.get("result") if isinstance(answer, dict) else None
+        if not isinstance(result, dict):
+            raise PolicyError(f"{QUERY} returned no decision from the OPA server")
+        return result
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.close_connection()
+            self._client = None
+
+
+def _policy_id(name: str) -> str:
+    return "tdsc/" + name.removesuffix(".rego").replace("/", "_")

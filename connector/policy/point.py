@@ -1,0 +1,158 @@
+"""The Rego decision point: normalise, ask the engine, log, and hot-reload the policies.
+
+A new policy version replaces the working one only after it compiles in the engine and its
+`*_test.rego` unit tests pass (when an `opa` binary is configured); otherwise the operator is
+told why and the working version stays.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from connector.policy.decision import Decision, DecisionInput, Phase
+from connector.policy.engines import Engine, PolicyBundle, PolicyError
+from connector.policy.odrl import UndecidablePolicy, normalise
+from connector.store.base import Store
+from connector.store.records import DecisionRecord, utcnow
+
+log = logging.getLogger(__name__)
+
+
+def run_opa_tests(opa_bin: str, folder: Path) -> tuple[bool, str]:
+    """`opa test` on the folder; returns (passed, output)."""
+    try:
+        done = subprocess.run(
+            [opa_bin, "test", str(folder)], capture_output=True, text=True, timeout=120
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return False, f"cannot run {opa_bin} test: {exc}"
+    return done.returncode == 0, (done.stdout + done.stderr).strip()
+
+
+class RegoDecisionPoint:
+    def __init__(
+        self, engine: Engine, folder: Path, store: Store, *, opa_bin: str | None = None
+    ) -> None:
+        self.engine = engine
+        self.folder = folder
+        self.store = store
+        self.opa_bin = opa_bin
+        self.version = ""
+        self.loaded_at: str | None = None
+        self.last_error: str | None = None
+        self._fingerprint: tuple[tuple[str, float, int], ...] = ()
+        self._watcher: asyncio.Task[None] | None = None
+
+    # loading ---------------------------------------------------------------------------------
+
+    def _scan(self) -> tuple[tuple[str, float, int], ...]:
+        return tuple(
+            (str(p), p.stat().st_mtime, p.stat().st_size)
+            for p in sorted(self.folder.rglob("*.rego"))
+        )
+
+    async def load(self) -> None:
+        """Load or reload; raises PolicyError (and keeps the working version) on failure."""
+        fingerprint = self._scan()
+        try:
+            bundle = PolicyBundle.load(self.folder)
+            if bundle.version == self.version:
+                self._fingerprint = fingerprint
+                return
+            if self.opa_bin and bundle.tests:
+                passed, output = await asyncio.to_thread(run_opa_tests, self.opa_bin, self.folder)
+                if not passed:
+                    raise PolicyError(
+                        f"policy tests failed; keeping {self.version or 'none'}:\n{output}"
+                    )
+            await self.engine.load(bundle)
+        except PolicyError as exc:
+            self._fingerprint = fingerprint
+            self.last_error = exc.detail
+            log.error("policy reload refused: %s", exc.detail)
+            raise
+        self._fingerprint = fingerprint
+        self.version = bundle.version
+        self.loaded_at = utcnow()
+        self.last_error = None
+        log.info("policies %s loaded into the %s engine", self.version, self.engine.name)
+
+    def watch(self, interval: float = 1.0) -> None:
+        self._watcher = asyncio.create_task(self._watch(interval))
+
+    async def _watch(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                if self._scan() != self._fingerprint:
+                    await self.load()
+            except PolicyError:
+                pass
+            except Exception:
+                log.exception("policy watcher failed")
+
+    async def close(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+            await asyncio.gather(self._watcher, return_exceptions=True)
+        await self.engine.close()
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "engine": self.engine.name,
+            "version": self.version,
+            "loaded_at": self.loaded_at,
+            "folder": str(self.folder),
+            "last_error": self.last_error,
+        }
+
+    # deciding --------------------------------------------------------------------------------
+
+    def build_input(self, decision_input: DecisionInput) -> dict[str, Any]:
+        data = decision_input.model_dump(mode="json")
+        policy = decision_input.policy
+        if decision_input.phase == Phase.CATALOG:
+            data["policy"] = normalise(policy) if "offers" not in policy else {}
+            data["offers"] = [normalise(o) for o in policy.get("offers", [])]
+        else:
+            data["policy"] = normalise(policy)
+        return data
+
+    async def decide(self, decision_input: DecisionInput) -> Decision:
+        try:
+            data = self.build_input(decision_input)
+            raw = await self.engine.evaluate(data)
+            decision = Decision(
+                allow=bool(raw.get("allow")),
+                reasons=[str(r) for r in raw.get("reasons") or []],
+                obligations=list(raw.get("obligations") or []),
+                limits=dict(raw.get("limits") or {}),
+                engine=self.engine.name,
+            )
+        except (PolicyError, UndecidablePolicy) as exc:
+            data = decision_input.model_dump(mode="json")
+            decision = Decision(allow=False, reasons=exc.reasons, engine=self.engine.name)
+        if not decision.allow and not decision.reasons:
+            decision.reasons = ["denied by policy"]
+        self.store.add_decision(
+            DecisionRecord(
+                phase=decision_input.phase.value,
+                process_id=decision_input.request.get("process_id"),
+                dataset_id=decision_input.dataset.get("id"),
+                consumer_id=decision_input.consumer.id,
+                input_sha256=hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest(),
+                allow=decision.allow,
+                reasons=decision.reasons,
+                obligations=decision.obligations,
+                limits=decision.limits,
+                engine=self.engine.name,
+                policy_version=self.version,
+            )
+        )
+        return decision
