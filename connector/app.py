@@ -20,13 +20,16 @@ from connector.dsp.client import DspClient
 from connector.dsp.negotiation import NegotiationService
 from connector.dsp.routes import DspRoutes, _error_type
 from connector.dsp.transfer import TransferService
-from connector.errors import ConnectorError
+from connector.errors import ConfigError, ConnectorError
 from connector.identity import keys as keyfile
 from connector.management.problems import problem, problems
 from connector.management.routes import ManagementApi, api_key_middleware
 from connector.outbox import Outbox
 from connector.policy.decision import DecisionPoint, PermitAll
+from connector.policy.engines import EmbeddedEngine, Engine, OpaServerEngine, PolicyError
+from connector.policy.point import RegoDecisionPoint
 from connector.runtime import Runtime, client_ssl_context
+from connector.store.base import Store
 from connector.store.sqlite import SqliteStore
 
 log = logging.getLogger(__name__)
@@ -65,7 +68,8 @@ class Connector:
 
     def __init__(self, settings: Settings, decisions: DecisionPoint | None = None) -> None:
         self.settings = settings
-        self._decisions = decisions or PermitAll()
+        self._decisions = decisions
+        self.policy: RegoDecisionPoint | None = None
         self._runners: list[web.AppRunner] = []
         self._worker: asyncio.Task[None] | None = None
         self.runtime: Runtime | None = None
@@ -80,7 +84,8 @@ class Connector:
         session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(ssl=client_ssl_context(s), limit=200),
         )
-        rt = Runtime(settings=s, store=store, keys=pair, session=session, decisions=self._decisions)
+        decisions = self._decisions or await self._decision_point(store)
+        rt = Runtime(settings=s, store=store, keys=pair, session=session, decisions=decisions)
         self.runtime = rt
         outbox = Outbox(rt)
         client = DspClient(rt)
@@ -102,7 +107,7 @@ class Connector:
         management = web.Application(
             middlewares=[problems, api_key_middleware(s.api_key.get_secret_value())]
         )
-        ManagementApi(rt, client, self.negotiations, self.transfers).add_to(management)
+        ManagementApi(rt, client, self.negotiations, self.transfers, self.policy).add_to(management)
 
         ssl_ctx = None
         if s.tls_cert and s.tls_key:
@@ -121,6 +126,26 @@ class Connector:
             s.management_host,
             self.management_port,
         )
+
+    async def _decision_point(self, store: Store) -> DecisionPoint:
+        """The configured engine with the policies loaded; a bad library stops the start."""
+        s = self.settings
+        if s.policy_engine == "permit-all":
+            return PermitAll()
+        engine: Engine = (
+            EmbeddedEngine() if s.policy_engine == "embedded" else OpaServerEngine(s.opa_url or "")
+        )
+        point = RegoDecisionPoint(engine, s.policy_folder, store, opa_bin=s.opa_bin)
+        try:
+            await point.load()
+        except PolicyError as exc:
+            await engine.close()
+            raise ConfigError(
+                f"policies in {s.policy_folder} cannot be used: {exc.detail}"
+            ) from exc
+        point.watch(s.policy_reload_seconds)
+        self.policy = point
+        return point
 
     async def _listen(
         self, app: web.Application, host: str, port: int, ssl_ctx: ssl.SSLContext | None
@@ -143,6 +168,8 @@ class Connector:
         for runner in reversed(self._runners):
             await runner.cleanup()
         self._runners.clear()
+        if self.policy is not None:
+            await self.policy.close()
         if self.runtime is not None:
             await self.runtime.session.close()
             self.runtime.store.close()

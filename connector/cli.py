@@ -436,3 +436,103 @@ def transfers_wait(ctx: click.Context, pid: str, state: str, timeout: float) -> 
     except ApiError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"{pid}  {record['state']}  {record['bytes']} bytes  sha256 {record.get('sha256')}")
+
+
+# policies ----------------------------------------------------------------------------------
+
+
+def _policy_dir(directory: Path | None) -> Path:
+    if directory is not None:
+        return directory
+    return Path(__file__).resolve().parent.parent / "policies"
+
+
+def _opa_binary() -> str:
+    import shutil
+
+    here = Path(__file__).resolve().parent.parent / ".tools" / "bin" / "opa"
+    for candidate in (os.environ.get("OPA_BIN"), str(here), shutil.which("opa")):
+        if candidate and Path(candidate).exists():
+            return candidate
+    raise click.ClickException("no opa binary: set OPA_BIN or run `make opa`")
+
+
+@main.group()
+def policy() -> None:
+    """Test, evaluate and follow the Rego usage policies."""
+
+
+@policy.command("test")
+@click.option("--dir", "directory", type=click.Path(path_type=Path), default=None)
+def policy_test(directory: Path | None) -> None:
+    """Run the policy library's Rego unit tests with the real opa binary."""
+    from connector.policy.point import run_opa_tests
+
+    passed, output = run_opa_tests(_opa_binary(), _policy_dir(directory))
+    click.echo(output)
+    if not passed:
+        raise click.ClickException("policy tests failed")
+
+
+@policy.command("eval")
+@click.option("--input", "input_file", type=click.File("r"), required=True)
+@click.option("--dir", "directory", type=click.Path(path_type=Path), default=None)
+def policy_eval(input_file: Any, directory: Path | None) -> None:
+    """Decide one input (JSON, the decision contract's input) with the embedded engine."""
+    from pydantic import ValidationError
+
+    from connector.policy.decision import DecisionInput
+    from connector.policy.engines import EmbeddedEngine, PolicyError
+    from connector.policy.odrl import UndecidablePolicy
+    from connector.policy.point import RegoDecisionPoint
+    from connector.store.sqlite import SqliteStore
+
+    try:
+        data = DecisionInput.model_validate(json.load(input_file))
+    except (ValueError, ValidationError) as exc:
+        raise click.ClickException(f"--input is not a decision input: {exc}") from exc
+
+    async def run() -> dict[str, Any]:
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            point = RegoDecisionPoint(
+                EmbeddedEngine(), _policy_dir(directory), SqliteStore(Path(tmp) / "eval.db")
+            )
+            await point.load()
+            try:
+                built = point.build_input(data)
+            except UndecidablePolicy as exc:
+                raise click.ClickException(str(exc)) from exc
+            decision = await point.decide(data)
+            out = decision.model_dump()
+            out["policy_version"] = point.version
+            out["normalised_input"] = built
+            return out
+
+    try:
+        result = asyncio.run(run())
+    except PolicyError as exc:
+        raise click.ClickException(exc.detail) from exc
+    _emit(result)
+
+
+@policy.command("status")
+@click.pass_context
+def policy_status(ctx: click.Context) -> None:
+    """The running connector's engine, policy version and last reload error."""
+    _emit(_call(ctx, "GET", "/api/v1/policy"))
+
+
+@policy.command("log")
+@click.option("--limit", default=20)
+@click.pass_context
+def policy_log(ctx: click.Context, limit: int) -> None:
+    """The decision log: every decision with its input digest, result, reasons and version."""
+    for d in _call(ctx, "GET", f"/api/v1/decisions?limit={limit}"):
+        verdict = "ALLOW" if d["allow"] else "DENY "
+        why = "; ".join(d["reasons"])
+        click.echo(
+            f"{d['at']}  {verdict} {d['phase']:<11} {d['engine']}@{d['policy_version'][:8]}"
+            f"  in:{d['input_sha256'][:12]}  {d.get('dataset_id') or ''}  {why}"
+        )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
@@ -52,6 +52,16 @@ class Settings(BaseSettings):
     transfer_token_ttl_seconds: int = Field(900, ge=10)
     chunk_size: int = Field(256 * 1024, ge=1024)
     did_cache_seconds: int = Field(300, ge=0)
+    policy_engine: Literal["embedded", "opa", "permit-all"] = Field(
+        "permit-all",
+        description="Rego engine: embedded (regopy), opa (an OPA server at opa_url), permit-all",
+    )
+    policies_dir: Path | None = Field(None, description="Rego library; default: the shipped one")
+    opa_url: str | None = Field(None, description="OPA server for policy_engine = opa")
+    opa_bin: str | None = Field(
+        None, description="opa binary: run the policy unit tests before a reload takes effect"
+    )
+    policy_reload_seconds: float = Field(1.0, gt=0)
     tck_mode: bool = Field(
         False,
         description="Conformance testing only: seed and script the DSP TCK's cases (loopback only)",
@@ -71,7 +81,9 @@ class Settings(BaseSettings):
         return value.rstrip("/")
 
     @model_validator(mode="after")
-    def _tls_pair(self) -> Settings:
+    def _pairs(self) -> Settings:
+        if self.policy_engine == "opa" and not self.opa_url:
+            raise ValueError("policy_engine = opa needs opa_url (the OPA server's URL)")
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("tls_cert and tls_key must be set together")
         plain = self.public_url and urlsplit(self.public_url).scheme == "http"
@@ -120,6 +132,10 @@ class Settings(BaseSettings):
         return self.base_url + DSP_PATH
 
     @property
+    def policy_folder(self) -> Path:
+        return self.policies_dir or Path(__file__).resolve().parent.parent / "policies"
+
+    @property
     def db_path(self) -> Path:
         return self.data_dir / "connector.db"
 
@@ -148,7 +164,7 @@ def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
         base = path.parent
-        for key in ("data_dir", "key_file", "tls_cert", "tls_key", "ca_file"):
+        for key in ("data_dir", "key_file", "tls_cert", "tls_key", "ca_file", "policies_dir"):
             if isinstance(values.get(key), str) and not Path(values[key]).is_absolute():
                 values[key] = str(base / values[key])
     values.update(overrides)

@@ -6,6 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from connector.policy.decision import DecisionInput
+
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -63,3 +65,7 @@ class TerminateIn(Strict):
 class TransferIn(Strict):
     agreementId: str = Field(min_length=1)
     format: Literal["HttpData-PULL", "HttpData-PUSH"] = "HttpData-PULL"
+
+
+class EvalIn(Strict):
+    input: DecisionInput

@@ -24,6 +24,7 @@ from connector.identity import signatures
 from connector.identity.did import did_from_url
 from connector.management import models
 from connector.management.openapi import build_openapi
+from connector.policy.point import RegoDecisionPoint
 from connector.runtime import Runtime
 from connector.store.records import Dataset
 
@@ -98,6 +99,9 @@ ROUTES = [
         "get_agreement",
         "Show an agreement with both signatures, verified",
     ),
+    Route("GET", "/policy", "policy_status", "Policy engine, loaded version, last reload error"),
+    Route("POST", "/policy/eval", "policy_eval", "Decide one input (test bench)", models.EvalIn),
+    Route("GET", "/decisions", "list_decisions", "The decision log, newest first"),
     Route("GET", "/transfers", "list_transfers", "List transfer processes"),
     Route(
         "POST",
@@ -164,11 +168,13 @@ class ManagementApi:
         client: DspClient,
         negotiations: NegotiationService,
         transfers: TransferService,
+        policy: RegoDecisionPoint | None = None,
     ) -> None:
         self.rt = runtime
         self.client = client
         self.cn = negotiations
         self.tp = transfers
+        self.policy = policy
         self._openapi = build_openapi(ROUTES, PREFIX)
 
     def add_to(self, app: web.Application) -> None:
@@ -328,6 +334,23 @@ class ManagementApi:
         except Exception as exc:
             return f"invalid: {exc}"
         return "valid"
+
+    # policy ----------------------------------------------------------------------------------
+
+    async def policy_status(self, request: web.Request) -> web.Response:
+        if self.policy is None:
+            return web.json_response({"engine": "permit-all", "version": "permit-all"})
+        return web.json_response(self.policy.status())
+
+    async def policy_eval(self, request: web.Request) -> web.Response:
+        data: models.EvalIn = await body_of(request, models.EvalIn)
+        decision = await self.rt.decisions.decide(data.input)
+        return web.json_response(decision.model_dump())
+
+    async def list_decisions(self, request: web.Request) -> web.Response:
+        limit, offset = _paging(request)
+        rows = self.rt.store.list_decisions(limit, offset)
+        return web.json_response([d.model_dump() for d in rows])
 
     # transfers -------------------------------------------------------------------------------
 
