@@ -100,7 +100,7 @@ class Connector:
 
         public = web.Application(middlewares=[public_errors], client_max_size=4 * 1024 * 1024)
         DspRoutes(rt, auth, self.negotiations, self.transfers).add_to(public)
-        DataPlaneRoutes(rt).add_to(public)
+        DataPlaneRoutes(rt, self.transfers.terminate).add_to(public)
         if s.tck_mode:
             tck.install(public, rt, self.negotiations, self.transfers, tck_auth)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+from collections.abc import Callable
 
 from aiohttp import web
 
@@ -12,10 +13,13 @@ from connector.dsp.states import TP
 from connector.errors import BadRequest, ConnectorError, NotFound
 from connector.runtime import Runtime
 
+Terminate = Callable[[str, list[str], str | None], object]
+
 
 class DataPlaneRoutes:
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: Runtime, terminate: Terminate) -> None:
         self.rt = runtime
+        self._terminate = terminate
 
     def add_to(self, app: web.Application) -> None:
         app.router.add_get("/data/pull/{pid}", self.serve_pull)
@@ -35,6 +39,7 @@ class DataPlaneRoutes:
         response = web.StreamResponse(headers={"Content-Type": dataset.media_type})
         if dataset.size is not None:
             response.content_length = dataset.size
+        cap = streams.VolumeCap(tp.limit_bytes)
         await response.prepare(request)
         digest = hashlib.sha256()
         size = 0
@@ -42,11 +47,13 @@ class DataPlaneRoutes:
         chunks = sources.read(dataset.source, self.rt.session, self.rt.settings.chunk_size)
         try:
             async with contextlib.aclosing(chunks):
-                async for chunk in chunks:
+                async for chunk in cap.apply(chunks):
                     watch()
                     digest.update(chunk)
                     size += len(chunk)
                     await response.write(chunk)
+            if cap.cut:
+                raise streams.Stopped(cap.reason(size))
             await response.write_eof()
         except Exception as exc:
             # The answer is under way: no error response can follow. Cut the connection so
@@ -61,6 +68,10 @@ class DataPlaneRoutes:
             )
             if request.transport is not None:
                 request.transport.close()
+            if cap.cut:
+                with self.rt.store.transaction():
+                    self.rt.store.update_transfer(pid, bytes=size, sha256=digest.hexdigest())
+                    self._terminate(pid, [cap.reason(size)], "VOLUME")
             return response
         with self.rt.store.transaction():
             self.rt.store.update_transfer(pid, bytes=size, sha256=digest.hexdigest())

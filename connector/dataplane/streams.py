@@ -45,6 +45,33 @@ class StateWatch:
             raise Stopped(f"the transfer is {state}")
 
 
+class VolumeCap:
+    """Lets through at most `limit` bytes (the agreed volume left), cutting inside a chunk.
+
+    `cut` tells afterwards whether the source had more: the transfer then ends TERMINATED
+    with the reason instead of COMPLETED, and exactly `limit` bytes were sent and metered.
+    """
+
+    def __init__(self, limit: int | None) -> None:
+        self.limit = limit
+        self.cut = False
+
+    def reason(self, sent: int) -> str:
+        return f"volume limit reached: {sent} bytes delivered, the agreed maximum for this transfer"
+
+    async def apply(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        sent = 0
+        async for chunk in chunks:
+            if self.limit is not None and sent + len(chunk) > self.limit:
+                rest = self.limit - sent
+                if rest > 0:
+                    yield chunk[:rest]
+                self.cut = True
+                return
+            sent += len(chunk)
+            yield chunk
+
+
 def received_path(rt: Runtime, transfer_id: str) -> Path:
     safe = transfer_id.rsplit(":", 1)[-1]
     return rt.settings.data_dir / "received" / f"{safe}.bin"

@@ -15,6 +15,7 @@ CONTEXT = [DSP_CONTEXT]
 NS = "https://w3id.org/tdsc/v1/"
 PROVIDER_SIGNATURE = NS + "providerSignature"
 CONSUMER_SIGNATURE = NS + "consumerSignature"
+PURPOSE = NS + "purpose"  # the consumer's declared purpose, on requests
 
 NonEmpty = Annotated[str, Field(min_length=1)]
 

@@ -19,6 +19,7 @@ from connector.errors import BadRequest, NotFound, PeerError
 from connector.identity import signatures
 from connector.outbox import Outbox
 from connector.policy.decision import DecisionInput, Party, Phase
+from connector.policy.inputs import dataset_facts
 from connector.runtime import Runtime
 from connector.store.records import Agreement, Job, Negotiation
 
@@ -42,6 +43,11 @@ _PROGRESS: dict[str, int] = {
     CN.VERIFIED: 3,
     CN.FINALIZED: 4,
 }
+
+
+def _declared_purpose(msg: m.Message) -> str | None:
+    value = (msg.model_extra or {}).get(m.PURPOSE)
+    return value if isinstance(value, str) and value else None
 
 
 def _rules(policy: dict[str, Any]) -> dict[str, Any]:
@@ -127,6 +133,7 @@ class NegotiationService:
                 dataset_id=target,
                 offer=msg.offer.model_dump(by_alias=True, exclude_none=True),
                 offer_by="consumer",
+                purpose=_declared_purpose(msg),
             )
             with self.rt.store.transaction():
                 self.rt.store.insert_negotiation(neg)
@@ -302,7 +309,12 @@ class NegotiationService:
     # operator actions ------------------------------------------------------------------------
 
     def request(
-        self, address: str, counterparty_id: str, dataset_id: str, offer: dict[str, Any]
+        self,
+        address: str,
+        counterparty_id: str,
+        dataset_id: str,
+        offer: dict[str, Any],
+        purpose: str | None = None,
     ) -> Negotiation:
         """Consumer: start a negotiation for `offer` on the provider's dataset."""
         neg_id = new_pid()
@@ -317,13 +329,17 @@ class NegotiationService:
             dataset_id=dataset_id,
             offer=offer,
             offer_by="consumer",
+            purpose=purpose,
         )
         msg = m.ContractRequestMessage(
             consumerPid=neg_id, offer=offer, callbackAddress=self.rt.settings.dsp_url
         )
+        body = msg.dump()
+        if purpose:
+            body[m.PURPOSE] = purpose
         with self.rt.store.transaction():
             self.rt.store.insert_negotiation(neg)
-            self._send(neg, msg, "/negotiations/request")
+            self._send(neg, msg, "/negotiations/request", body=body)
         return neg
 
     def counter_request(self, pid: str, offer: dict[str, Any]) -> Negotiation:
@@ -410,6 +426,7 @@ class NegotiationService:
             consumer_id=neg.counterparty_id,
             body=body,
             provider_signature=signature,
+            policy_version=getattr(self.rt.decisions, "version", None) or "permit-all",
         )
         with self.rt.store.transaction():
             self.rt.store.put_agreement(record)
@@ -567,8 +584,11 @@ class NegotiationService:
                     phase=Phase.NEGOTIATION,
                     provider=Party(id=self.rt.did),
                     consumer=Party(id=neg.counterparty_id),
-                    dataset={"id": neg.dataset_id},
-                    policy=neg.offer,
+                    dataset=dataset_facts(
+                        self.rt.store.get_dataset(neg.dataset_id), neg.dataset_id, self.rt.did
+                    ),
+                    policy=published,
+                    request={"purpose": neg.purpose, "process_id": neg.id},
                 )
             )
             if not decision.allow:

@@ -15,7 +15,9 @@ from connector.dsp.negotiation import NegotiationService
 from connector.dsp.transfer import TransferService
 from connector.errors import BadRequest, NotFound
 from connector.policy.decision import DecisionInput, Party, Phase
+from connector.policy.inputs import dataset_facts
 from connector.runtime import Runtime
+from connector.store.records import Dataset
 
 
 def _error_type(path: str) -> str:
@@ -89,32 +91,41 @@ class DspRoutes:
 
     # catalog ---------------------------------------------------------------------------------
 
-    async def _visible(self, caller: str, dataset: Any) -> bool:
-        decision = await self.rt.decisions.decide(
-            DecisionInput(
+    async def _visible(self, caller: str, datasets: list[Dataset]) -> list[Dataset]:
+        """The datasets the caller may see, each with only the offers it may see."""
+        asks = [
+            (d, offer, DecisionInput(
                 phase=Phase.CATALOG,
                 provider=Party(id=self.rt.did),
                 consumer=Party(id=caller),
-                dataset={"id": dataset.id},
-                policy={"offers": dataset.offers},
-            )
-        )
-        return decision.allow
+                dataset=dataset_facts(d, d.id, self.rt.did),
+                policy=offer,
+            ))
+            for d in datasets
+            for offer in d.offers
+        ]  # fmt: skip
+        decisions = await self.rt.decisions.decide_many([a[2] for a in asks])
+        allowed: dict[str, list[dict[str, Any]]] = {}
+        for (d, offer, _), decision in zip(asks, decisions, strict=True):
+            if decision.allow:
+                allowed.setdefault(d.id, []).append(offer)
+        return [d.model_copy(update={"offers": allowed[d.id]}) for d in datasets if d.id in allowed]
 
     async def catalog(self, request: web.Request) -> web.Response:
         caller = await self.auth.caller(request)
         msg = m.parse(m.CatalogRequestMessage, await read_json(request))
         if msg.filter:
             raise BadRequest("catalog filters are not supported by this connector")
-        visible = [d for d in self.rt.store.list_datasets() if await self._visible(caller, d)]
+        visible = await self._visible(caller, self.rt.store.list_datasets())
         return web.json_response(render.catalog(visible, self.rt.did, self.rt.settings.dsp_url))
 
     async def dataset(self, request: web.Request) -> web.Response:
         caller = await self.auth.caller(request)
         dataset = self.rt.store.get_dataset(request.match_info["id"])
-        if dataset is None or not await self._visible(caller, dataset):
+        visible = await self._visible(caller, [dataset]) if dataset else []
+        if not visible:
             raise NotFound(f"no dataset {request.match_info['id']}")
-        return web.json_response(render.dataset(dataset, self.rt.did, with_context=True))
+        return web.json_response(render.dataset(visible[0], self.rt.did, with_context=True))
 
     # negotiations ----------------------------------------------------------------------------
 

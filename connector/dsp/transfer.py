@@ -15,6 +15,7 @@ from connector.dsp.states import CN, TP, TP_TERMINAL, transfer_next
 from connector.errors import BadRequest, NotFound, PeerError
 from connector.outbox import Outbox
 from connector.policy.decision import DecisionInput, Party, Phase
+from connector.policy.inputs import agreement_usage, dataset_facts
 from connector.runtime import Runtime
 from connector.store.records import Job, Transfer
 
@@ -96,18 +97,28 @@ class TransferService:
             raise BadRequest(f"unsupported format {msg.format}; supported: {', '.join(FORMATS)}")
         if msg.format.endswith("PUSH") and msg.dataAddress is None:
             raise BadRequest("a push transfer needs the consumer's dataAddress")
+        purpose = (msg.model_extra or {}).get(m.PURPOSE) or (neg.purpose if neg else None)
         decision = await self.rt.decisions.decide(
             DecisionInput(
                 phase=Phase.TRANSFER,
                 provider=Party(id=self.rt.did),
                 consumer=Party(id=caller),
-                dataset={"id": agreement.dataset_id},
+                dataset=dataset_facts(
+                    self.rt.store.get_dataset(agreement.dataset_id),
+                    agreement.dataset_id,
+                    self.rt.did,
+                ),
                 policy=agreement.body,
-                request={"format": msg.format},
+                request={"format": msg.format, "purpose": purpose, "bytes": 0, "records": 0},
+                usage=agreement_usage(self.rt.store, agreement.id, agreement.body.get("timestamp")),
             )
         )
         if not decision.allow:
-            raise BadRequest("transfer refused by policy", reasons=decision.reasons)
+            raise BadRequest(
+                "transfer refused by policy: " + "; ".join(decision.reasons),
+                reasons=decision.reasons,
+            )
+        limit = decision.limits.get("bytes_remaining")
         tp_id = new_pid()
         tp = Transfer(
             id=tp_id,
@@ -123,6 +134,8 @@ class TransferService:
             data_address=msg.dataAddress.model_dump(by_alias=True, exclude_none=True)
             if msg.dataAddress
             else None,
+            purpose=purpose if isinstance(purpose, str) else None,
+            limit_bytes=int(limit) if isinstance(limit, int | float) else None,
         )
         with self.rt.store.transaction():
             self.rt.store.insert_transfer(tp)
@@ -156,7 +169,7 @@ class TransferService:
 
     # operator actions ------------------------------------------------------------------------
 
-    def request(self, agreement_id: str, fmt: str) -> Transfer:
+    def request(self, agreement_id: str, fmt: str, purpose: str | None = None) -> Transfer:
         """Consumer: ask the provider to transfer the data of a finalized agreement."""
         agreement = self.rt.store.get_agreement(agreement_id)
         if agreement is None or agreement.consumer_id != self.rt.did:
@@ -188,13 +201,16 @@ class TransferService:
             counterparty_id=agreement.provider_id,
             counterparty_address=neg.counterparty_address,
             data_address=data_address,
+            purpose=purpose or neg.purpose,
         )
+        declared = {m.PURPOSE: tp.purpose} if tp.purpose else {}
         msg = m.TransferRequestMessage(
             consumerPid=tp_id,
             agreementId=agreement_id,
             format=fmt,
             callbackAddress=self.rt.settings.dsp_url,
             dataAddress=data_address,
+            **declared,
         )
         with self.rt.store.transaction():
             self.rt.store.insert_transfer(tp)
@@ -370,9 +386,12 @@ class TransferService:
             raise PeerError(f"dataset {tp.dataset_id} no longer exists", retry=False)
         chunks = sources.read(dataset.source, self.rt.session, self.rt.settings.chunk_size)
         watch = streams.StateWatch(self.rt, tp.id)
+        cap = streams.VolumeCap(tp.limit_bytes)
         try:
             async with contextlib.aclosing(chunks):
-                size, digest = await streams.push(self.rt, tp.data_address, chunks, watch)
+                size, digest = await streams.push(
+                    self.rt, tp.data_address, cap.apply(chunks), watch
+                )
         except PeerError as exc:
             if self._left_started(tp.id, "push", exc):
                 return
@@ -380,7 +399,9 @@ class TransferService:
         with self.rt.store.transaction():
             tp = self.rt.store.update_transfer(tp.id, bytes=size, sha256=digest)
             self.rt.log(tp.id, "note", "push", detail=f"pushed {size} bytes, sha256 {digest}")
-            if tp.state == TP.STARTED:
+            if tp.state == TP.STARTED and cap.cut:
+                self.terminate(tp.id, [cap.reason(size)], code="VOLUME")
+            elif tp.state == TP.STARTED:
                 self.complete(tp.id)
 
     def _left_started(self, pid: str, what: str, exc: Exception) -> bool:

@@ -35,6 +35,9 @@ class DatasetIn(Strict):
     description: str = ""
     keywords: list[str] = Field(default_factory=list)
     media_type: str = "application/octet-stream"
+    classification: Literal["general", "important", "core"] = Field(
+        "general", description="Data grading: core data is never offered outside its owner"
+    )
     source: SourceIn
     offers: list[PolicyIn] = Field(
         default_factory=list, description="Defaults to one offer permitting 'use'"
@@ -51,6 +54,7 @@ class NegotiationIn(Strict):
     counterPartyId: str | None = None
     datasetId: str = Field(min_length=1)
     offer: dict[str, Any] = Field(description="The offer as the catalog shows it (with @id)")
+    purpose: str | None = Field(None, description="The purpose we declare to the provider")
 
 
 class OfferIn(Strict):
@@ -65,6 +69,7 @@ class TerminateIn(Strict):
 class TransferIn(Strict):
     agreementId: str = Field(min_length=1)
     format: Literal["HttpData-PULL", "HttpData-PUSH"] = "HttpData-PULL"
+    purpose: str | None = Field(None, description="Default: the purpose declared at negotiation")
 
 
 class EvalIn(Strict):

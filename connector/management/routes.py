@@ -24,6 +24,7 @@ from connector.identity import signatures
 from connector.identity.did import did_from_url
 from connector.management import models
 from connector.management.openapi import build_openapi
+from connector.policy.odrl import normalise
 from connector.policy.point import RegoDecisionPoint
 from connector.runtime import Runtime
 from connector.store.records import Dataset
@@ -208,6 +209,7 @@ class ManagementApi:
             offer = policy.model_dump(by_alias=True, exclude_none=True)
             if not offer.get("permission") and not offer.get("prohibition"):
                 raise BadRequest(f"offer {n + 1} needs at least one permission or prohibition")
+            normalise(offer)  # refuses terms the policy library cannot decide
             offer.setdefault("@id", f"{dataset_id}:offer:{n + 1}")
             offer["@type"] = "Offer"
             offer.pop("target", None)
@@ -218,6 +220,7 @@ class ManagementApi:
             description=data.description,
             keywords=data.keywords,
             media_type=data.media_type,
+            classification=data.classification,
             source=source,
             offers=offers,
             size=size,
@@ -270,7 +273,9 @@ class ManagementApi:
         if not isinstance(data.offer.get("@id"), str):
             raise BadRequest("offer.@id is required (use the offer as the catalog shows it)")
         peer = counterparty_did(data.counterPartyAddress, data.counterPartyId)
-        neg = self.cn.request(data.counterPartyAddress, peer, data.datasetId, data.offer)
+        neg = self.cn.request(
+            data.counterPartyAddress, peer, data.datasetId, data.offer, data.purpose
+        )
         return web.json_response(self._negotiation_view(neg.id), status=201)
 
     async def get_negotiation(self, request: web.Request) -> web.Response:
@@ -368,7 +373,7 @@ class ManagementApi:
 
     async def start_transfer(self, request: web.Request) -> web.Response:
         data: models.TransferIn = await body_of(request, models.TransferIn)
-        tp = self.tp.request(data.agreementId, data.format)
+        tp = self.tp.request(data.agreementId, data.format, data.purpose)
         return web.json_response(self._transfer_view(tp.id), status=201)
 
     async def get_transfer(self, request: web.Request) -> web.Response:

@@ -46,7 +46,13 @@ class Decision(BaseModel):
 
 
 class DecisionPoint(Protocol):
+    version: str
+
     async def decide(self, decision_input: DecisionInput) -> Decision: ...
+
+    async def decide_many(self, inputs: list[DecisionInput]) -> list[Decision]:
+        """Many decisions logged in one write (the catalog asks one per offer)."""
+        ...
 
 
 class PermitAll:
@@ -56,5 +62,10 @@ class PermitAll:
     caller) still apply; this engine only decides the usage terms, which it leaves open.
     """
 
+    version = "permit-all"
+
     async def decide(self, decision_input: DecisionInput) -> Decision:
         return Decision(allow=True, engine="permit-all")
+
+    async def decide_many(self, inputs: list[DecisionInput]) -> list[Decision]:
+        return [Decision(allow=True, engine="permit-all") for _ in inputs]

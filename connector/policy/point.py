@@ -15,7 +15,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from connector.policy.decision import Decision, DecisionInput, Phase
+from connector.policy.decision import Decision, DecisionInput
 from connector.policy.engines import Engine, PolicyBundle, PolicyError
 from connector.policy.odrl import UndecidablePolicy, normalise
 from connector.store.base import Store
@@ -116,15 +116,20 @@ class RegoDecisionPoint:
 
     def build_input(self, decision_input: DecisionInput) -> dict[str, Any]:
         data = decision_input.model_dump(mode="json")
-        policy = decision_input.policy
-        if decision_input.phase == Phase.CATALOG:
-            data["policy"] = normalise(policy) if "offers" not in policy else {}
-            data["offers"] = [normalise(o) for o in policy.get("offers", [])]
-        else:
-            data["policy"] = normalise(policy)
+        data["policy"] = normalise(decision_input.policy)
         return data
 
     async def decide(self, decision_input: DecisionInput) -> Decision:
+        decision, record = await self._decide(decision_input)
+        self.store.add_decisions([record])
+        return decision
+
+    async def decide_many(self, inputs: list[DecisionInput]) -> list[Decision]:
+        pairs = [await self._decide(i) for i in inputs]
+        self.store.add_decisions([record for _, record in pairs])
+        return [decision for decision, _ in pairs]
+
+    async def _decide(self, decision_input: DecisionInput) -> tuple[Decision, DecisionRecord]:
         try:
             data = self.build_input(decision_input)
             raw = await self.engine.evaluate(data)
@@ -140,19 +145,17 @@ class RegoDecisionPoint:
             decision = Decision(allow=False, reasons=exc.reasons, engine=self.engine.name)
         if not decision.allow and not decision.reasons:
             decision.reasons = ["denied by policy"]
-        self.store.add_decision(
-            DecisionRecord(
-                phase=decision_input.phase.value,
-                process_id=decision_input.request.get("process_id"),
-                dataset_id=decision_input.dataset.get("id"),
-                consumer_id=decision_input.consumer.id,
-                input_sha256=hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest(),
-                allow=decision.allow,
-                reasons=decision.reasons,
-                obligations=decision.obligations,
-                limits=decision.limits,
-                engine=self.engine.name,
-                policy_version=self.version,
-            )
+        record = DecisionRecord(
+            phase=decision_input.phase.value,
+            process_id=decision_input.request.get("process_id"),
+            dataset_id=decision_input.dataset.get("id"),
+            consumer_id=decision_input.consumer.id,
+            input_sha256=hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest(),
+            allow=decision.allow,
+            reasons=decision.reasons,
+            obligations=decision.obligations,
+            limits=decision.limits,
+            engine=self.engine.name,
+            policy_version=self.version,
         )
-        return decision
+        return decision, record

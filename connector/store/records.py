@@ -22,6 +22,7 @@ class Dataset(BaseModel):
     media_type: str = "application/octet-stream"
     source: dict[str, Any]
     offers: list[dict[str, Any]]
+    classification: Literal["general", "important", "core"] = "general"
     size: int | None = None
     sha256: str | None = None
     created_at: str = Field(default_factory=utcnow)
@@ -39,6 +40,7 @@ class Negotiation(BaseModel):
     offer: dict[str, Any]
     offer_by: Role
     agreement_id: str | None = None
+    purpose: str | None = None
     reason: list[str] = Field(default_factory=list)
     created_at: str = Field(default_factory=utcnow)
     updated_at: str = Field(default_factory=utcnow)
@@ -53,6 +55,7 @@ class Agreement(BaseModel):
     body: dict[str, Any]
     provider_signature: str | None = None
     consumer_signature: str | None = None
+    policy_version: str | None = None
     created_at: str = Field(default_factory=utcnow)
 
 
@@ -71,6 +74,8 @@ class Transfer(BaseModel):
     bytes: int = 0
     sha256: str | None = None
     path: str | None = None
+    purpose: str | None = None
+    limit_bytes: int | None = None
     reason: list[str] = Field(default_factory=list)
     created_at: str = Field(default_factory=utcnow)
     updated_at: str = Field(default_factory=utcnow)

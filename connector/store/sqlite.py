@@ -292,12 +292,15 @@ class SqliteStore:
 
     # decision log ----------------------------------------------------------------------------
 
-    def add_decision(self, record: DecisionRecord) -> None:
-        row = _to_row(record)
-        row.pop("seq", None)
-        row["allow"] = int(record.allow)
+    def add_decisions(self, records: list[DecisionRecord]) -> None:
+        rows = []
+        for record in records:
+            row = _to_row(record)
+            row.pop("seq", None)
+            row["allow"] = int(record.allow)
+            rows.append(row)
         with self.transaction():
-            self._db.table("decisions").insert(row)
+            self._db.table("decisions").insert_all(rows)
 
     def list_decisions(self, limit: int = 100, offset: int = 0) -> list[DecisionRecord]:
         rows = self._db.query(
