@@ -177,6 +177,9 @@ def datasets() -> None:
 @click.option("--file", "file_path", type=click.Path(exists=True, path_type=Path), default=None)
 @click.option("--url", default=None, help="Upstream HTTP source instead of a file")
 @click.option("--policy", type=click.File("r"), default=None, help="JSON: one ODRL offer or a list")
+@click.option(
+    "--classification", type=click.Choice(["general", "important", "core"]), default="general"
+)
 @click.pass_context
 def datasets_add(
     ctx: click.Context,
@@ -186,6 +189,7 @@ def datasets_add(
     file_path: Path | None,
     url: str | None,
     policy: Any,
+    classification: str,
 ) -> None:
     """Publish a dataset with its offers."""
     if (file_path is None) == (url is None):
@@ -195,7 +199,12 @@ def datasets_add(
         if file_path
         else {"type": "http", "url": url}
     )
-    body: dict[str, Any] = {"title": title, "description": description, "source": source}
+    body: dict[str, Any] = {
+        "title": title,
+        "description": description,
+        "source": source,
+        "classification": classification,
+    }
     if dataset_id:
         body["id"] = dataset_id
     if policy is not None:
@@ -274,9 +283,15 @@ def negotiations() -> None:
 @click.argument("dataset_id")
 @click.option("--offer-id", default=None, help="Which offer of the dataset (default: the first)")
 @click.option("--id", "peer_id", default=None, help="Provider DID (default: did:web of ADDRESS)")
+@click.option("--purpose", default=None, help="The purpose we declare to the provider")
 @click.pass_context
 def negotiations_start(
-    ctx: click.Context, address: str, dataset_id: str, offer_id: str | None, peer_id: str | None
+    ctx: click.Context,
+    address: str,
+    dataset_id: str,
+    offer_id: str | None,
+    peer_id: str | None,
+    purpose: str | None,
 ) -> None:
     """Negotiate DATASET_ID with the provider at ADDRESS, using its catalog offer."""
     query = {"counterPartyAddress": address, **({"counterPartyId": peer_id} if peer_id else {})}
