@@ -303,9 +303,10 @@ def negotiations_start(
     offer = next((o for o in offers if offer_id in (None, o.get("@id"))), None)
     if offer is None:
         raise click.ClickException(f"offer {offer_id} not found for {dataset_id}")
-    record = _call(
-        ctx, "POST", "/api/v1/negotiations", {**query, "datasetId": dataset_id, "offer": offer}
-    )
+    body = {**query, "datasetId": dataset_id, "offer": offer}
+    if purpose:
+        body["purpose"] = purpose
+    record = _call(ctx, "POST", "/api/v1/negotiations", body)
     click.echo(record["id"])
 
 
@@ -400,9 +401,12 @@ def transfers() -> None:
 @transfers.command("start")
 @click.argument("agreement_id")
 @click.option("--push", is_flag=True, help="Provider pushes to us (default: we pull)")
+@click.option("--purpose", default=None, help="Default: the purpose declared at negotiation")
 @click.pass_context
-def transfers_start(ctx: click.Context, agreement_id: str, push: bool) -> None:
+def transfers_start(ctx: click.Context, agreement_id: str, push: bool, purpose: str | None) -> None:
     body = {"agreementId": agreement_id, "format": "HttpData-PUSH" if push else "HttpData-PULL"}
+    if purpose:
+        body["purpose"] = purpose
     click.echo(_call(ctx, "POST", "/api/v1/transfers", body)["id"])
 
 
