@@ -5,7 +5,12 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TCK_DEPS := tests/tck/target/.fetched
 
-.PHONY: demo test lint typecheck unit tck tck-deps bench clean
+.PHONY: demo test lint typecheck opa policy-test unit tck tck-deps bench clean
+
+# OPA, pinned, built from its Go module once into .tools/bin (a few minutes on a fresh machine).
+# To change the version, edit OPA_VERSION and delete .tools/bin/opa.
+OPA_VERSION := v1.4.2
+OPA_BIN ?= .tools/bin/opa
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +25,11 @@ $(TCK_DEPS): tests/tck/pom.xml
 
 tck-deps: $(TCK_DEPS)
 
+.tools/bin/opa:
+	GOBIN=$(CURDIR)/.tools/bin go install github.com/open-policy-agent/opa@$(OPA_VERSION)
+
+opa: $(OPA_BIN)
+
 demo: $(STAMP)
 	$(BIN)/python -m connector.demo
 
@@ -30,14 +40,20 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-unit: $(STAMP) $(TCK_DEPS)
-	$(BIN)/pytest -q
+# The Rego policy library: `opa check` and its unit tests (`opa test`), with the real OPA.
+policy-test: $(OPA_BIN)
+	$(OPA_BIN) version | head -1
+	$(OPA_BIN) check --strict policies
+	$(OPA_BIN) test policies -v
+
+unit: $(STAMP) $(TCK_DEPS) $(OPA_BIN)
+	OPA_BIN=$(abspath $(OPA_BIN)) $(BIN)/pytest -q
 
 # The whole DSP TCK against a connector in TCK mode; fails unless every mandatory test passes.
 tck: $(STAMP) $(TCK_DEPS)
 	$(BIN)/python tests/tck/run_tck.py
 
-test: lint typecheck unit tck
+test: lint typecheck policy-test unit tck
 
 bench: $(STAMP)
 	$(BIN)/python bench/negotiation_latency.py
