@@ -1,0 +1,63 @@
+# Deletion after use: an ODRL `delete` duty becomes an obligation with a resolved deadline.
+#   {"leftOperand": "delayPeriod", "operator": "eq", "rightOperand": "PT2S"}  -> now + 2 s
+#   {"leftOperand": "dateTime", "operator": "lteq", "rightOperand": "2026-12-31T00:00:00Z"}
+# With both, the earlier deadline applies; with neither, the data is deleted right after use
+# (deadline = now).
+package connector.deletion
+
+import data.connector.util
+
+operands := {"delayPeriod", "dateTime"}
+
+_operators := {"delayPeriod": {"eq"}, "dateTime": {"eq", "lteq", "lt"}}
+
+_constraints(duty) := cs if {
+	cs := duty.constraints
+	is_array(cs)
+} else := []
+
+# errors(duty) lists why a delete duty cannot be honoured: terms it does not take, malformed
+# values, or a fixed deadline that has already passed.
+errors(duty) := [e | some c in _constraints(duty); some e in _constraint_errors(c)]
+
+_constraint_errors(c) := ["logical constraints are not supported in a delete duty"] if {
+	not is_string(object.get(c, "leftOperand", null))
+} else := [util.cat(["leftOperand ", util.quoted(c.leftOperand), " is not supported in a delete duty (use delayPeriod or dateTime)"])] if {
+	not c.leftOperand in operands
+} else := [util.cat(["malformed constraint on ", c.leftOperand, " in a delete duty: operator missing"])] if {
+	object.get(c, "operator", null) == null
+} else := [util.cat(["operator ", util.quoted(c.operator), " is not supported for ", c.leftOperand, " in a delete duty"])] if {
+	not c.operator in _operators[c.leftOperand]
+} else := [util.cat(["malformed constraint on ", c.leftOperand, " in a delete duty: rightOperand missing"])] if {
+	not "rightOperand" in object.keys(c)
+} else := [util.cat(["invalid ISO 8601 duration ", util.quoted(c.rightOperand), " for delayPeriod in a delete duty"])] if {
+	c.leftOperand == "delayPeriod"
+	not util.parse_duration(c.rightOperand)
+} else := [util.cat(["invalid dateTime ", util.quoted(c.rightOperand), " in a delete duty"])] if {
+	c.leftOperand == "dateTime"
+	not util.parse_time(c.rightOperand)
+} else := [util.cat(["the deletion deadline ", c.rightOperand, " has passed (it is now ", input.now, "); the data must already have been deleted"])] if {
+	c.leftOperand == "dateTime"
+	util.parse_time(c.rightOperand) < util.now_ns
+} else := []
+
+_deadlines(duty) := array.concat(
+	[ns |
+		some c in _constraints(duty)
+		c.leftOperand == "delayPeriod"
+		ns := util.add_duration(util.now_ns, util.parse_duration(c.rightOperand))
+	],
+	[ns |
+		some c in _constraints(duty)
+		c.leftOperand == "dateTime"
+		ns := util.parse_time(c.rightOperand)
+	],
+)
+
+# deadline_ns(duty) is the instant by which the data must be deleted.
+deadline_ns(duty) := util.smallest(_deadlines(duty)) if count(_deadlines(duty)) > 0
+
+else := util.now_ns
+
+# obligation(duty) is the obligation the connector enforces: {"action": "delete", "deadline"}.
+obligation(duty) := {"action": "delete", "deadline": util.format_time(deadline_ns(duty))}
