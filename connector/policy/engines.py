@@ -127,13 +127,27 @@ class OpaServerEngine:
 
     async def load(self, bundle: PolicyBundle) -> None:
         client = await self._connect()
+        # OPA compiles each uploaded module against those already there: upload in passes
+        # until every module that depends on another has found it.
+        pending = dict(bundle.modules)
+        while pending:
+            errors: dict[str, Exception] = {}
+            for name, text in pending.items():
+                try:
+                    await client.update_policy_from_string(
+                        text, _policy_id(name), rego_compat=False
+                    )
+                except Exception as exc:
+                    errors[name] = exc
+            if len(errors) == len(pending):
+                first = next(iter(errors.items()))
+                raise PolicyError(f"OPA server refused the policies ({first[0]}): {first[1]}")
+            pending = {n: pending[n] for n in errors}
         try:
-            for name, text in bundle.modules.items():
-                await client.update_policy_from_string(text, _policy_id(name), rego_compat=False)
             for stale in self._uploaded - {_policy_id(n) for n in bundle.modules}:
                 await client.delete_policy(stale)
         except Exception as exc:
-            raise PolicyError(f"OPA server refused the policies: {exc}") from exc
+            raise PolicyError(f"OPA server refused to drop old policies: {exc}") from exc
         self._uploaded = {_policy_id(n) for n in bundle.modules}
 
     async def evaluate(self, decision_input: dict[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,73 @@
+"""The connector's two engines (embedded regopy, a real OPA server) decide the same table alike."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from connector.policy.engines import EmbeddedEngine, OpaServerEngine, PolicyBundle
+from tests.harness import free_port
+from tests.test_policy_library import POLICIES, _cases, _check_expectations, _opa_bin
+
+
+@pytest.fixture(scope="module")
+def opa_server() -> Iterator[str]:
+    """A real OPA server on loopback, as operators run it beside the connector."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [str(_opa_bin()), "run", "--server", "--addr", f"127.0.0.1:{port}", "--log-level", "error"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(200):
+        try:
+            urllib.request.urlopen(url + "/health", timeout=1).close()
+            break
+        except OSError:
+            time.sleep(0.05)
+    yield url
+    proc.terminate()
+    proc.wait(10)
+
+
+def test_the_table_decides_alike_on_both_engines(opa_server: str) -> None:
+    cases = [p.values for p in _cases()]
+
+    async def run() -> list[tuple[Any, Any]]:
+        bundle = PolicyBundle.load(POLICIES)
+        embedded, server = EmbeddedEngine(), OpaServerEngine(opa_server)
+        await embedded.load(bundle)
+        await server.load(bundle)
+        try:
+            return [(await embedded.evaluate(i), await server.evaluate(i)) for i, _ in cases]
+        finally:
+            await embedded.close()
+            await server.close()
+
+    results = asyncio.run(run())
+    assert len(results) == len(cases) >= 20
+    for (mine, theirs), (_, expect) in zip(results, cases, strict=True):
+        assert mine == theirs
+        _check_expectations(mine, expect)
+
+
+def test_a_broken_bundle_is_refused_by_the_opa_server(opa_server: str, tmp_path: Any) -> None:
+    (tmp_path / "bad.rego").write_text("package connector.decision\n\ndecision := {{{\n")
+    from connector.policy.engines import PolicyError
+
+    async def load() -> None:
+        engine = OpaServerEngine(opa_server)
+        try:
+            await engine.load(PolicyBundle.load(tmp_path))
+        finally:
+            await engine.close()
+
+    with pytest.raises(PolicyError, match="refused"):
+        asyncio.run(load())
