@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from connector.mgmt_client import ApiError, ManagementClient
+from connector.ports import free_port
 
 PAYLOAD_BYTES = 32 * 1024 * 1024
 
@@ -27,17 +27,11 @@ class DemoFailure(Exception):
     pass
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class Node:
     def __init__(self, root: Path, name: str) -> None:
         self.name = name
         self.dir = root / name
-        public, management = _free_port(), _free_port()
+        public, management = free_port(), free_port()
         done = subprocess.run(
             [sys.executable, "-m", "connector", "init", "--dir", str(self.dir), "--name", name,
              "--public-port", str(public), "--management-port", str(management), "--dev"],

@@ -23,7 +23,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -46,13 +45,8 @@ DISABLED_IN_TCK = {"TP:02-04", "TP_C:02-04"}
 RUN_DISABLED = "--config=junit.jupiter.conditions.deactivate=org.junit.*DisabledCondition"
 
 sys.path.insert(0, str(REPO))
+from connector.ports import free_port  # noqa: E402
 from connector.tck.cases import tck_properties  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def fetch_jars() -> None:
