@@ -194,3 +194,17 @@ def test_policies_reload_and_a_broken_version_never_replaces_the_working_one(
     )
     assert broken["version"] == changed["version"]
     assert "reloadprobe" in broken["last_error"] or "zz_reload_probe" in broken["last_error"]
+
+
+def test_transfer_count_is_counted_per_agreement(
+    rego_provider: ConnectorProcess, rego_consumer: ConnectorProcess, payload: Path
+) -> None:
+    once = {"leftOperand": "count", "operator": "lteq", "rightOperand": 1}
+    rego_provider.publish(payload, "ds-once", offers=[_offer(once)])
+    agreement_id = negotiate(rego_consumer, rego_provider, "ds-once")
+    first = rego_consumer.api.post("/api/v1/transfers", {"agreementId": agreement_id})
+    assert _ended(rego_consumer, "transfers", first["id"])["state"] == "COMPLETED"
+    second = rego_consumer.api.post("/api/v1/transfers", {"agreementId": agreement_id})
+    ended = _ended(rego_consumer, "transfers", second["id"])
+    assert ended["state"] == "TERMINATED"
+    assert "transfer 2" in " ".join(ended["reason"]), ended["reason"]

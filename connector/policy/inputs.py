@@ -19,11 +19,7 @@ def dataset_facts(dataset: Dataset | None, dataset_id: str, owner: str) -> dict[
 
 def agreement_usage(store: Store, agreement_id: str, agreed_at: str | None) -> dict[str, Any]:
     """Transfers started and bytes delivered under one agreement (provider side)."""
-    transfers = [
-        t
-        for t in store.list_transfers(limit=1000)
-        if t.agreement_id == agreement_id and t.role == "provider"
-    ]
+    transfers = store.agreement_transfers(agreement_id, "provider")
     delivered = [t for t in transfers if t.state != TP.REQUESTED or t.bytes]
     return {
         "transfers": len(delivered),

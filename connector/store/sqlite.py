@@ -110,6 +110,7 @@ class SqliteStore:
         self._db.table("negotiations").create_index(["provider_pid"], if_not_exists=True)
         self._db.table("transfers").create_index(["consumer_pid"], if_not_exists=True)
         self._db.table("transfers").create_index(["provider_pid"], if_not_exists=True)
+        self._db.table("transfers").create_index(["agreement_id"], if_not_exists=True)
         self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     @contextmanager
@@ -226,6 +227,12 @@ class SqliteStore:
 
     def list_transfers(self, limit: int = 100, offset: int = 0) -> list[Transfer]:
         return self._list("transfers", Transfer, limit, offset)
+
+    def agreement_transfers(self, agreement_id: str, role: str) -> list[Transfer]:
+        rows = self._db.query(
+            "select * from transfers where agreement_id = ? and role = ?", [agreement_id, role]
+        )
+        return [_from_row(Transfer, r) for r in rows]
 
     # timeline --------------------------------------------------------------------------------
 
