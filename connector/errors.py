@@ -40,10 +40,6 @@ class NotFound(ConnectorError):
     status = 404
 
 
-class Conflict(ConnectorError):
-    status = 409
-
-
 class PeerError(ConnectorError):
     """The counterparty answered with an error or could not be reached."""
 

@@ -100,7 +100,7 @@ class NegotiationService:
     def _received(self, neg: Negotiation, msg: m.Message, **kw: Any) -> None:
         self.rt.log(neg.id, "received", msg.type, state=neg.state, body=msg.dump(), **kw)
 
-    def _react(self, neg: Negotiation) -> None:
+    def react(self, neg: Negotiation) -> None:
         self.outbox.enqueue(neg.id, "cn-react", {"state": neg.state})
 
     # incoming: provider side -----------------------------------------------------------------
@@ -138,7 +138,7 @@ class NegotiationService:
             with self.rt.store.transaction():
                 self.rt.store.insert_negotiation(neg)
                 self._received(neg, msg)
-                self._react(neg)
+                self.react(neg)
             return neg, True
         neg = self.owned(pid, caller)
         if neg.role != "provider":
@@ -155,7 +155,7 @@ class NegotiationService:
                 offer_by="consumer",
             )
             self._received(neg, msg)
-            self._react(neg)
+            self.react(neg)
         return neg, False
 
     def _published_offer(self, dataset_id: str, offer_id: str) -> dict[str, Any]:
@@ -178,7 +178,7 @@ class NegotiationService:
         with self.rt.store.transaction():
             neg = self._move(neg, msg.eventType, sender)
             self._received(neg, msg)
-            self._react(neg)
+            self.react(neg)
         return neg
 
     async def on_verification(
@@ -201,7 +201,7 @@ class NegotiationService:
                 )
             neg = self._move(neg, msg.type, "consumer")
             self._received(neg, msg, detail="countersigned" if signature else "not countersigned")
-            self._react(neg)
+            self.react(neg)
         return neg
 
     async def on_termination(
@@ -250,7 +250,7 @@ class NegotiationService:
             with self.rt.store.transaction():
                 self.rt.store.insert_negotiation(neg)
                 self._received(neg, msg)
-                self._react(neg)
+                self.react(neg)
             return neg, True
         neg = self.owned(pid, caller)
         if neg.role != "consumer":
@@ -266,7 +266,7 @@ class NegotiationService:
                 provider_pid=neg.provider_pid or msg.providerPid,
             )
             self._received(neg, msg)
-            self._react(neg)
+            self.react(neg)
         return neg, False
 
     async def on_agreement(
@@ -303,7 +303,7 @@ class NegotiationService:
                 provider_pid=neg.provider_pid or msg.providerPid,
             )
             self._received(neg, msg, detail="signed" if signature else "unsigned agreement")
-            self._react(neg)
+            self.react(neg)
         return neg
 
     # operator actions ------------------------------------------------------------------------

@@ -72,7 +72,7 @@ class TransferService:
     def _received(self, tp: Transfer, msg: m.Message, **kw: Any) -> None:
         self.rt.log(tp.id, "received", msg.type, state=tp.state, body=msg.dump(), **kw)
 
-    def _react(self, tp: Transfer) -> None:
+    def react(self, tp: Transfer) -> None:
         self.outbox.enqueue(tp.id, "tp-react", {"state": tp.state})
 
     # incoming --------------------------------------------------------------------------------
@@ -140,7 +140,7 @@ class TransferService:
         with self.rt.store.transaction():
             self.rt.store.insert_transfer(tp)
             self._received(tp, msg)
-            self._react(tp)
+            self.react(tp)
         return tp, True
 
     async def on_message(self, msg: m.Message, caller: str, pid: str) -> Transfer:
@@ -164,7 +164,7 @@ class TransferService:
         with self.rt.store.transaction():
             tp = self._move(tp, msg.type, sender, **fields)
             self._received(tp, msg, detail="; ".join(fields.get("reason", [])))
-            self._react(tp)
+            self.react(tp)
         return tp
 
     # operator actions ------------------------------------------------------------------------

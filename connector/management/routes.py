@@ -256,12 +256,15 @@ class ManagementApi:
 
     # negotiations ----------------------------------------------------------------------------
 
-    def _negotiation_view(self, pid: str) -> dict[str, Any]:
-        neg = self.cn.get(pid)
-        out = neg.model_dump()
+    def _view(self, record: BaseModel, pid: str) -> dict[str, Any]:
+        """A process with its timeline and the messages still waiting to be sent."""
+        out = record.model_dump()
         out["timeline"] = [e.model_dump() for e in self.rt.store.timeline(pid)]
         out["pending"] = [j.payload.get("type", j.kind) for j in self.rt.store.pending_jobs(pid)]
         return out
+
+    def _negotiation_view(self, pid: str) -> dict[str, Any]:
+        return self._view(self.cn.get(pid), pid)
 
     async def list_negotiations(self, request: web.Request) -> web.Response:
         limit, offset = _paging(request)
@@ -360,10 +363,7 @@ class ManagementApi:
     # transfers -------------------------------------------------------------------------------
 
     def _transfer_view(self, pid: str) -> dict[str, Any]:
-        out = self.tp.get(pid).model_dump()
-        out["timeline"] = [e.model_dump() for e in self.rt.store.timeline(pid)]
-        out["pending"] = [j.payload.get("type", j.kind) for j in self.rt.store.pending_jobs(pid)]
-        return out
+        return self._view(self.tp.get(pid), pid)
 
     async def list_transfers(self, request: web.Request) -> web.Response:
         limit, offset = _paging(request)

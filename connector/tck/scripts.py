@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from abc import ABC, abstractmethod
 from collections import Counter
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from connector.dsp.negotiation import NegotiationService
 from connector.dsp.states import CN_TERMINAL, TP_TERMINAL
@@ -28,46 +29,65 @@ from connector.tck.cases import (
 )
 
 log = logging.getLogger(__name__)
+R = TypeVar("R", Negotiation, Transfer)
 
 STEP_DELAY = 1.0
 """Seconds to wait before each scripted step (the TCK polls its state every 100 ms)."""
 
 
-class _Scripted:
+class _Scripted(ABC, Generic[R]):
+    """Runs the TCK case's step for a record's state; subclasses say where things are."""
+
     def __init__(self, delay: float) -> None:
         self.delay = delay
         self._visits: Counter[tuple[str, str]] = Counter()
 
-    def _action(self, script: Script, pid: str, state: str) -> str | None:
-        self._visits[(pid, state)] += 1
-        return script.get((state, self._visits[(pid, state)]))
+    @abstractmethod
+    def _script(self, record: R) -> Script | None: ...
+    @abstractmethod
+    def _reload(self, pid: str) -> R: ...
+    @abstractmethod
+    def _do(self, action: str, record: R) -> R: ...
+    @abstractmethod
+    def _react(self, record: R) -> None: ...
 
-
-class NegotiationScript(_Scripted):
-    def __init__(self, service: NegotiationService, delay: float = STEP_DELAY) -> None:
-        super().__init__(delay)
-        self.cn = service
-
-    async def __call__(self, neg: Negotiation) -> bool:
-        table = PROVIDER_NEGOTIATIONS if neg.role == "provider" else CONSUMER_NEGOTIATIONS
-        script = table.get(neg.dataset_id)
+    async def __call__(self, record: R) -> bool:
+        script = self._script(record)
         if script is None:
             return False
-        action = self._action(script, neg.id, neg.state)
+        key = (record.id, record.state)
+        self._visits[key] += 1
+        action = script.get((record.state, self._visits[key]))
         if action is None:
             return True
         await asyncio.sleep(self.delay)
-        current = self.cn.get(neg.id)
-        if current.state != neg.state:
+        current = self._reload(record.id)
+        if current.state != record.state:
             return True
         try:
             after = self._do(action, current)
         except ConnectorError as exc:
-            log.warning("TCK script %s on %s failed: %s", action, neg.id, exc)
+            log.warning("TCK script %s on %s failed: %s", action, record.id, exc)
             return True
-        if after.state not in CN_TERMINAL:
-            self.cn.outbox.enqueue(after.id, "cn-react", {"state": after.state})
+        if after.state not in CN_TERMINAL | TP_TERMINAL:
+            self._react(after)
         return True
+
+
+class NegotiationScript(_Scripted[Negotiation]):
+    def __init__(self, service: NegotiationService, delay: float = STEP_DELAY) -> None:
+        super().__init__(delay)
+        self.cn = service
+
+    def _script(self, record: Negotiation) -> Script | None:
+        table = PROVIDER_NEGOTIATIONS if record.role == "provider" else CONSUMER_NEGOTIATIONS
+        return table.get(record.dataset_id)
+
+    def _reload(self, pid: str) -> Negotiation:
+        return self.cn.get(pid)
+
+    def _react(self, record: Negotiation) -> None:
+        self.cn.react(record)
 
     def _do(self, action: str, neg: Negotiation) -> Negotiation:
         reason = [f"scripted for TCK case {neg.dataset_id}"]
@@ -88,31 +108,20 @@ class NegotiationScript(_Scripted):
         return step(neg.id)
 
 
-class TransferScript(_Scripted):
+class TransferScript(_Scripted[Transfer]):
     def __init__(self, service: TransferService, delay: float = STEP_DELAY) -> None:
         super().__init__(delay)
         self.tp = service
 
-    async def __call__(self, tp: Transfer) -> bool:
-        table = PROVIDER_TRANSFERS if tp.role == "provider" else CONSUMER_TRANSFERS
-        script = table.get(tp.agreement_id)
-        if script is None:
-            return False
-        action = self._action(script, tp.id, tp.state)
-        if action is None:
-            return True
-        await asyncio.sleep(self.delay)
-        current = self.tp.get(tp.id)
-        if current.state != tp.state:
-            return True
-        try:
-            after = self._do(action, current)
-        except ConnectorError as exc:
-            log.warning("TCK script %s on %s failed: %s", action, tp.id, exc)
-            return True
-        if after.state not in TP_TERMINAL:
-            self.tp.outbox.enqueue(after.id, "tp-react", {"state": after.state})
-        return True
+    def _script(self, record: Transfer) -> Script | None:
+        table = PROVIDER_TRANSFERS if record.role == "provider" else CONSUMER_TRANSFERS
+        return table.get(record.agreement_id)
+
+    def _reload(self, pid: str) -> Transfer:
+        return self.tp.get(pid)
+
+    def _react(self, record: Transfer) -> None:
+        self.tp.react(record)
 
     def _do(self, action: str, tp: Transfer) -> Transfer:
         reason = [f"scripted for TCK case {tp.agreement_id}"]
