@@ -6,7 +6,6 @@ import hashlib
 import json
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -15,7 +14,7 @@ from pathlib import Path
 import pytest
 from openapi_spec_validator import validate
 
-from tests.harness import ConnectorProcess, free_port, negotiate
+from tests.harness import ConnectorProcess, free_port, negotiate, wait_http
 
 
 @pytest.fixture
@@ -30,12 +29,7 @@ def upstream(tmp_path: Path) -> Iterator[tuple[str, Path]]:
         stderr=subprocess.DEVNULL,
     )
     base = f"http://127.0.0.1:{port}"
-    for _ in range(100):
-        try:
-            urllib.request.urlopen(base + "/", timeout=1).close()
-            break
-        except OSError:
-            time.sleep(0.05)
+    wait_http(base + "/")
     yield base, root
     proc.terminate()
     proc.wait(5)

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
-import time
-import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from connector.policy.engines import EmbeddedEngine, OpaServerEngine, PolicyBundle
-from tests.harness import free_port
+from tests.harness import free_port, wait_http
 from tests.test_policy_library import POLICIES, _cases, _check_expectations, _opa_bin
 
 
@@ -26,12 +24,7 @@ def opa_server() -> Iterator[str]:
         stderr=subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}"
-    for _ in range(200):
-        try:
-            urllib.request.urlopen(url + "/health", timeout=1).close()
-            break
-        except OSError:
-            time.sleep(0.05)
+    wait_http(url + "/health")
     yield url
     proc.terminate()
     proc.wait(10)
