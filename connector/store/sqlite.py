@@ -111,6 +111,8 @@ class SqliteStore:
         self._db.table("transfers").create_index(["consumer_pid"], if_not_exists=True)
         self._db.table("transfers").create_index(["provider_pid"], if_not_exists=True)
         self._db.table("transfers").create_index(["agreement_id"], if_not_exists=True)
+        # Expired token ids are purged on every accepted token: keep that a range scan.
+        self._db.table("seen_tokens").create_index(["expires_at"], if_not_exists=True)
         self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     @contextmanager
