@@ -8,6 +8,7 @@ TCK_DEPS := tests/tck/target/.fetched
 .PHONY: demo test lint typecheck opa policy-test unit tck tck-deps bench clean
 
 # OPA, pinned, built from its Go module once into .tools/bin (a few minutes on a fresh machine).
+# The embedded policy engine uses it to compile the Rego library to Wasm.
 # To change the version, edit OPA_VERSION and delete .tools/bin/opa.
 OPA_VERSION := v1.4.2
 OPA_BIN ?= .tools/bin/opa
@@ -30,7 +31,7 @@ tck-deps: $(TCK_DEPS)
 
 opa: $(OPA_BIN)
 
-demo: $(STAMP)
+demo: $(STAMP) $(OPA_BIN)
 	$(BIN)/python -m connector.demo
 
 lint: $(STAMP)
@@ -50,7 +51,7 @@ unit: $(STAMP) $(TCK_DEPS) $(OPA_BIN)
 	OPA_BIN=$(abspath $(OPA_BIN)) $(BIN)/pytest -q
 
 # The whole DSP TCK against a connector in TCK mode; fails unless every mandatory test passes.
-tck: $(STAMP) $(TCK_DEPS)
+tck: $(STAMP) $(TCK_DEPS) $(OPA_BIN)
 	$(BIN)/python tests/tck/run_tck.py
 
 test: lint typecheck policy-test unit tck

@@ -1,8 +1,9 @@
-"""Policy decision latency per engine: embedded regopy vs an OPA server (sidecar) on loopback.
+"""Policy decision latency per engine: embedded (OPA-compiled Wasm in wasmtime) vs an OPA server
+(sidecar) on loopback, and rego-cpp (PyPI regopy) for comparison when it is installed.
 
-Both engines load the shipped library (policies/) through the connector's own engine
-classes and decide the same representative input (purpose, volume, time window, delete
-duty). Goals from the issue: embedded p50 <= 200 us, OPA sidecar p50 <= 2 ms.
+The connector's engines load the shipped library (policies/) through their own classes and
+decide the same representative input (purpose, volume, time window, delete duty). Goals from
+the issue: embedded p50 <= 200 us, OPA sidecar p50 <= 2 ms.
 
     .venv/bin/python bench/policy_latency.py [-n 5000]
 """
@@ -26,6 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 from connector.policy.decision import DecisionInput, Party, Phase  # noqa: E402
 from connector.policy.engines import (  # noqa: E402
+    ENTRYPOINT,
     EmbeddedEngine,
     Engine,
     OpaServerEngine,
@@ -76,6 +78,32 @@ def decision_input() -> dict[str, Any]:
     ).model_dump(mode="json")  # fmt: skip
     data["policy"] = normalise(OFFER)
     return data
+
+
+class RegoCpp:
+    """rego-cpp through regopy, prepared entrypoint: the other in-process engine we measured."""
+
+    name = "regopy"
+
+    async def load(self, bundle: PolicyBundle) -> None:
+        from regopy import Interpreter
+
+        self.interpreter = Interpreter()
+        for name, text in bundle.modules.items():
+            self.interpreter.add_module(name, text)
+        self.prepared = self.interpreter.build(None, [ENTRYPOINT])
+
+    async def evaluate(self, decision_input: dict[str, Any]) -> dict[str, Any]:
+        import json
+
+        from regopy import Input
+
+        self.interpreter.set_input(Input(decision_input))
+        out = self.interpreter.query_bundle_entrypoint(self.prepared, ENTRYPOINT)
+        return dict(json.loads(str(out))["expressions"][0])
+
+    async def close(self) -> None:
+        return None
 
 
 async def measure(engine: Engine, n: int) -> list[float]:
@@ -132,14 +160,23 @@ def main() -> int:
                 break
             except OSError:
                 time.sleep(0.05)
-        embedded = asyncio.run(measure(EmbeddedEngine(), args.n))
+        embedded = asyncio.run(measure(EmbeddedEngine(opa_binary()), args.n))
         sidecar = asyncio.run(measure(OpaServerEngine(f"http://127.0.0.1:{port}"), args.n))
+        try:
+            import regopy  # noqa: F401
+
+            rego_cpp = asyncio.run(measure(RegoCpp(), max(20, args.n // 50)))
+        except ImportError:
+            rego_cpp = []
     finally:
         server.terminate()
         server.wait(10)
     print("policy decision latency (transfer phase, purpose + volume + window + delete duty)")
     e50 = report("embedded", embedded)
     s50 = report("opa-server", sidecar)
+    if rego_cpp:
+        r50 = report("regopy", rego_cpp)
+        print(f"  embedded: {r50 / e50:.0f}x faster than rego-cpp, {s50 / e50:.0f}x than OPA")
     print(f"  goals: embedded p50 <= 200 us: {'met' if e50 <= 200e-6 else 'MISSED'};"
           f" OPA sidecar p50 <= 2 ms: {'met' if s50 <= 2e-3 else 'MISSED'}")  # fmt: skip
     return 0

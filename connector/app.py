@@ -132,10 +132,18 @@ class Connector:
         s = self.settings
         if s.policy_engine == "permit-all":
             return PermitAll()
-        engine: Engine = (
-            EmbeddedEngine() if s.policy_engine == "embedded" else OpaServerEngine(s.opa_url or "")
-        )
-        point = RegoDecisionPoint(engine, s.policy_folder, store, opa_bin=s.opa_bin)
+        opa_bin = s.opa_binary
+        engine: Engine
+        if s.policy_engine == "embedded":
+            if opa_bin is None:
+                raise ConfigError(
+                    "policy_engine = embedded needs the opa binary to compile the policies:"
+                    " set opa_bin (or OPA_BIN), or put opa on PATH"
+                )
+            engine = EmbeddedEngine(opa_bin)
+        else:
+            engine = OpaServerEngine(s.opa_url or "")
+        point = RegoDecisionPoint(engine, s.policy_folder, store, opa_bin=opa_bin)
         try:
             await point.load()
         except PolicyError as exc:

@@ -467,13 +467,12 @@ def _policy_dir(directory: Path | None) -> Path:
 
 
 def _opa_binary() -> str:
-    import shutil
+    from connector.config import find_opa
 
-    here = Path(__file__).resolve().parent.parent / ".tools" / "bin" / "opa"
-    for candidate in (os.environ.get("OPA_BIN"), str(here), shutil.which("opa")):
-        if candidate and Path(candidate).exists():
-            return candidate
-    raise click.ClickException("no opa binary: set OPA_BIN or run `make opa`")
+    found = find_opa()
+    if found is None:
+        raise click.ClickException("no opa binary: set OPA_BIN or run `make opa`")
+    return found
 
 
 @main.group()
@@ -516,7 +515,9 @@ def policy_eval(input_file: Any, directory: Path | None) -> None:
 
         with tempfile.TemporaryDirectory() as tmp:
             point = RegoDecisionPoint(
-                EmbeddedEngine(), _policy_dir(directory), SqliteStore(Path(tmp) / "eval.db")
+                EmbeddedEngine(_opa_binary()),
+                _policy_dir(directory),
+                SqliteStore(Path(tmp) / "eval.db"),
             )
             await point.load()
             try:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ipaddress
+import os
+import shutil
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -53,13 +55,20 @@ class Settings(BaseSettings):
     chunk_size: int = Field(256 * 1024, ge=1024)
     did_cache_seconds: int = Field(300, ge=0)
     policy_engine: Literal["embedded", "opa", "permit-all"] = Field(
-        "permit-all",
-        description="Rego engine: embedded (regopy), opa (an OPA server at opa_url), permit-all",
+        "embedded",
+        description=(
+            "Rego engine: embedded (OPA-compiled Wasm in process), opa (an OPA server at"
+            " opa_url), permit-all (no policy decisions: development only)"
+        ),
     )
     policies_dir: Path | None = Field(None, description="Rego library; default: the shipped one")
     opa_url: str | None = Field(None, description="OPA server for policy_engine = opa")
     opa_bin: str | None = Field(
-        None, description="opa binary: run the policy unit tests before a reload takes effect"
+        None,
+        description=(
+            "opa binary: compiles the policies for the embedded engine and runs their unit"
+            " tests before a reload takes effect; default: $OPA_BIN, .tools/bin/opa, PATH"
+        ),
     )
     policy_reload_seconds: float = Field(1.0, gt=0)
     tck_mode: bool = Field(
@@ -136,6 +145,10 @@ class Settings(BaseSettings):
         return self.policies_dir or Path(__file__).resolve().parent.parent / "policies"
 
     @property
+    def opa_binary(self) -> str | None:
+        return self.opa_bin or find_opa()
+
+    @property
     def db_path(self) -> Path:
         return self.data_dir / "connector.db"
 
@@ -177,3 +190,12 @@ def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
             lines.append(f"  {where}: {err['msg']}")
         source = f" in {path}" if path else ""
         raise ConfigError("invalid configuration" + source + ":\n" + "\n".join(lines)) from exc
+
+
+def find_opa() -> str | None:
+    """The opa binary: $OPA_BIN, the one `make opa` builds, or one on PATH."""
+    here = Path(__file__).resolve().parent.parent / ".tools" / "bin" / "opa"
+    for candidate in (os.environ.get("OPA_BIN"), str(here), shutil.which("opa")):
+        if candidate and Path(candidate).exists():
+            return candidate
+    return None

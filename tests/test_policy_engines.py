@@ -1,4 +1,4 @@
-"""The connector's two engines (embedded regopy, a real OPA server) decide the same table alike."""
+"""The connector's two engines (embedded Wasm, a real OPA server) decide the same table alike."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ def test_the_table_decides_alike_on_both_engines(opa_server: str) -> None:
 
     async def run() -> list[tuple[Any, Any]]:
         bundle = PolicyBundle.load(POLICIES)
-        embedded, server = EmbeddedEngine(), OpaServerEngine(opa_server)
+        embedded, server = EmbeddedEngine(str(_opa_bin())), OpaServerEngine(opa_server)
         await embedded.load(bundle)
         await server.load(bundle)
         try:

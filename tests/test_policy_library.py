@@ -1,11 +1,11 @@
 """The Rego policy library (policies/) under both engines the connector can use.
 
-Every case in tests/policy_cases/ is decided by the embedded engine (regopy, rego-cpp) and by
-the real OPA binary (`opa eval`); both must return the same decision, and it must match the
-case's expectations. Then a few hundred random variants of those inputs (odd values, broken
-constraints) must get the same decision from both engines: rego-cpp differs from OPA in places
-(see policies/README.md), and the library is written around those differences. The Rego unit
-tests themselves run with `make policy-test` (regopy cannot run them: `with` crashes it).
+Every case in tests/policy_cases/ is decided by the embedded engine (the library compiled to
+Wasm by opa, run by wasmtime) and by the real OPA binary (`opa eval`); both must return the same
+decision, and it must match the case's expectations. Then a few hundred random variants of those
+inputs (odd values, broken constraints) must get the same decision from both: the Wasm target
+implements built-ins and number arithmetic apart from OPA's interpreter. The Rego unit tests
+themselves run with `make policy-test`.
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from regopy import Input, Interpreter
+
+from connector.policy.wasm import WasmPolicy, WasmPolicyError, compile_to_wasm
 
 ROOT = Path(__file__).resolve().parent.parent
 POLICIES = ROOT / "policies"
@@ -61,34 +62,14 @@ def _cases() -> list[Any]:
 
 
 class Embedded:
-    """The library loaded into one regopy interpreter, as the connector embeds it."""
+    """The library compiled to Wasm and loaded once, as the connector embeds it."""
 
     def __init__(self) -> None:
-        self.interpreter = Interpreter()
-        for path in _modules():
-            self.interpreter.add_module(str(path.relative_to(ROOT)), path.read_text())
-        self.bundle = self.interpreter.build(QUERY)
+        modules = {str(p.relative_to(POLICIES)): p.read_text() for p in _modules()}
+        self.policy = WasmPolicy(compile_to_wasm(str(_opa_bin()), modules, ENTRYPOINT), ENTRYPOINT)
 
     def decide(self, decision_input: dict[str, Any]) -> Any:
-        self.interpreter.set_input_term(json.dumps(decision_input))
-        output = self.interpreter.query_bundle(self.bundle)
-        assert output.ok(), str(output)
-        return json.loads(str(output))["expressions"][0]
-
-    def decide_by_query(self, decision_input: dict[str, Any]) -> Any:
-        self.interpreter.set_input_term(json.dumps(decision_input))
-        output = self.interpreter.query(QUERY)
-        assert output.ok(), str(output)
-        return json.loads(str(output))["expressions"][0]
-
-    def decide_by_entrypoint(self, decision_input: dict[str, Any]) -> Any:
-        """As connector/policy/engines.py asks: Input() and a prepared entrypoint."""
-        if not hasattr(self, "entrypoint"):
-            self.entrypoint = self.interpreter.build(None, [ENTRYPOINT])
-        self.interpreter.set_input(Input(decision_input))
-        output = self.interpreter.query_bundle_entrypoint(self.entrypoint, ENTRYPOINT)
-        assert output.ok(), str(output)
-        return json.loads(str(output))["expressions"][0]
+        return self.policy.evaluate(decision_input)
 
 
 @pytest.fixture(scope="module")
@@ -235,9 +216,9 @@ def _mutate(policy: dict[str, Any], rng: random.Random) -> None:
 def test_both_engines_decide_alike(
     embedded: Embedded, decision_input: dict[str, Any], expect: dict[str, Any]
 ) -> None:
-    by_regopy = embedded.decide(decision_input)
+    by_wasm = embedded.decide(decision_input)
     by_opa = _opa_decide(decision_input)
-    assert by_regopy == by_opa
+    assert by_wasm == by_opa
     _check_expectations(by_opa, expect)
 
 
@@ -248,16 +229,26 @@ def test_random_inputs_decide_alike(embedded: Embedded) -> None:
         assert embedded.decide(decision_input) == expected, json.dumps(decision_input)
 
 
-def test_every_way_of_asking_regopy_agrees(embedded: Embedded) -> None:
-    inputs = [param.values[0] for param in _cases()] + _variants(50, seed=7)
-    for decision_input in inputs:
-        expected = embedded.decide(decision_input)
-        assert embedded.decide_by_entrypoint(decision_input) == expected
-    for decision_input in inputs[:5]:
-        assert embedded.decide_by_query(decision_input) == embedded.decide(decision_input)
+def test_large_inputs_grow_the_module_memory(embedded: Embedded) -> None:
+    base = json.loads((CASES / "base.json").read_text())
+    big = copy.deepcopy(base)
+    big["dataset"]["description"] = "x" * 3_000_000
+    assert embedded.decide(big) == embedded.decide(base) == _opa_decide(base)
 
 
-def test_interpreter_keeps_no_state_between_decisions(embedded: Embedded) -> None:
+def test_modules_wasm_cannot_run_are_refused_with_the_reason(tmp_path: Path) -> None:
+    opa = str(_opa_bin())
+    uses_clock = {"d.rego": "package connector.decision\n\ndecision := time.now_ns()\n"}
+    with pytest.raises(WasmPolicyError, match=r"time\.now_ns"):
+        WasmPolicy(compile_to_wasm(opa, uses_clock, ENTRYPOINT), ENTRYPOINT)
+    broken = {"d.rego": "package connector.decision\n\ndecision := {{{\n"}
+    with pytest.raises(WasmPolicyError, match="do not compile"):
+        compile_to_wasm(opa, broken, ENTRYPOINT)
+    with pytest.raises(WasmPolicyError, match="not a Wasm module"):
+        WasmPolicy(b"\0asm-but-not-really", ENTRYPOINT)
+
+
+def test_the_module_keeps_no_state_between_decisions(embedded: Embedded) -> None:
     cases = [param.values[0] for param in _cases()]
     first = [embedded.decide(c) for c in cases]
     again = [embedded.decide(c) for c in reversed(cases)]

@@ -1,14 +1,15 @@
-"""Rego engines behind one interface: embedded (regopy / rego-cpp) or an OPA server."""
+"""Rego engines behind one interface: embedded (OPA compiled to Wasm) or an OPA server."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 from connector.errors import ConnectorError
+from connector.policy.wasm import WasmPolicy, WasmPolicyError, compile_to_wasm
 
 QUERY = "data.connector.decision.decision"
 PACKAGE = "connector.decision"
@@ -53,52 +54,44 @@ class Engine(Protocol):
 
 
 class EmbeddedEngine:
-    """rego-cpp through regopy, in process: no sidecar, no network hop."""
+    """The policies compiled to Wasm by the real opa and run in process by wasmtime.
+
+    OPA's own compiler decides the semantics, so the embedded engine and an OPA sidecar agree
+    by construction; there is no network hop and no second Rego implementation.
+    """
 
     name = "embedded"
 
-    def __init__(self) -> None:
-        self._interpreter: Any = None
-        self._bundle: Any = None
+    def __init__(self, opa_bin: str) -> None:
+        self.opa_bin = opa_bin
+        self._policy: WasmPolicy | None = None
 
     async def load(self, bundle: PolicyBundle) -> None:
-        from regopy import Interpreter, RegoError
-
-        interpreter = Interpreter()
         try:
-            for name, text in bundle.modules.items():
-                interpreter.add_module(name, text)
-            prepared = interpreter.build(None, [ENTRYPOINT])
-        except RegoError as exc:
-            raise PolicyError(f"policies do not compile: {exc}") from exc
-        probe = _result(interpreter, prepared, {"phase": "catalog"}, "compile")
+            wasm = await asyncio.to_thread(
+                compile_to_wasm, self.opa_bin, bundle.modules, ENTRYPOINT
+            )
+            policy = await asyncio.to_thread(WasmPolicy, wasm, ENTRYPOINT)
+            probe = policy.evaluate({"phase": "catalog"})
+        except WasmPolicyError as exc:
+            raise PolicyError(str(exc)) from exc
         if not isinstance(probe, dict):
             raise PolicyError(f"{QUERY} is not defined by the policies (got {probe!r})")
-        self._interpreter, self._bundle = interpreter, prepared
+        self._policy = policy
 
     async def evaluate(self, decision_input: dict[str, Any]) -> dict[str, Any]:
-        if self._interpreter is None:
+        if self._policy is None:
             raise PolicyError("no policies loaded")
-        out = _result(self._interpreter, self._bundle, decision_input, "evaluate")
+        try:
+            out = self._policy.evaluate(decision_input)
+        except WasmPolicyError as exc:
+            raise PolicyError(str(exc)) from exc
         if not isinstance(out, dict):
             raise PolicyError(f"{QUERY} returned no decision")
         return out
 
     async def close(self) -> None:
-        self._interpreter = self._bundle = None
-
-
-def _result(interpreter: Any, prepared: Any, decision_input: dict[str, Any], what: str) -> Any:
-    """Run the prepared entrypoint (compiled once at load) on one input."""
-    from regopy import Input
-
-    interpreter.set_input(Input(decision_input))
-    output = interpreter.query_bundle_entrypoint(prepared, ENTRYPOINT)
-    if not output.ok():
-        raise PolicyError(f"policies failed to {what}: {str(output)[:2000]}")
-    data = json.loads(str(output))
-    results = data.get("expressions") or []
-    return results[0] if results else None
+        self._policy = None
 
 
 class OpaServerEngine:

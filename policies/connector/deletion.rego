@@ -55,7 +55,9 @@ _deadlines(duty) := array.concat(
 )
 
 # deadline_ns(duty) is the instant by which the data must be deleted.
-deadline_ns(duty) := util.smallest(_deadlines(duty)) if count(_deadlines(duty)) > 0
+deadline_ns(duty) := _earliest(_deadlines(duty))
+
+_earliest(ns) := util.smallest(ns) if count(ns) > 0
 
 else := util.now_ns
 

@@ -62,10 +62,11 @@ atomic(c) := util.fail("malformed constraint: expected an object with leftOperan
 
 # A constraint that cannot be decided yet holds for a permission and does not match for a
 # prohibition.
-_leaf(c, mode) := {"ok": mode == "permission", "text": r.text} if {
-	r := atomic(c)
+_leaf(c, mode) := _settled(atomic(c), mode)
+
+_settled(r, mode) := {"ok": mode == "permission", "text": r.text} if {
 	object.get(r, "deferred", false) == true
-} else := atomic(c)
+} else := r
 
 # --- logical constraints -----------------------------------------------------------------
 
@@ -87,52 +88,47 @@ _malformed := util.fail("malformed logical constraint: exactly one of and, or, x
 
 _too_deep := util.fail("logical constraints nest deeper than 4 levels")
 
-# Rego has no recursion, so nesting is unrolled to 4 levels.
-_eval0(c, mode) := _leaf(c, mode) if _kind(c) == "atomic"
+# Rego has no recursion, so nesting is unrolled to 4 levels. Each level dispatches on the
+# constraint's kind, computed once (function results are not cached between calls).
+_eval0(c, mode) := _eval0k(_kind(c), c, mode)
 
-_eval0(c, _) := _too_deep if _kind(c) == "logical"
+_eval0k("atomic", c, mode) := _leaf(c, mode)
 
-_eval0(c, _) := _malformed if _kind(c) == "malformed"
+_eval0k("logical", _, _) := _too_deep
 
-_eval1(c, mode) := _leaf(c, mode) if _kind(c) == "atomic"
+_eval0k("malformed", _, _) := _malformed
 
-_eval1(c, mode) := _combine(op, [_eval0(m, mode) | some m in members]) if {
-	_kind(c) == "logical"
-	op := _op(c)
-	members := c[op]
-}
+_eval1(c, mode) := _eval1k(_kind(c), c, mode)
 
-_eval1(c, _) := _malformed if _kind(c) == "malformed"
+_eval1k("atomic", c, mode) := _leaf(c, mode)
 
-_eval2(c, mode) := _leaf(c, mode) if _kind(c) == "atomic"
+_eval1k("logical", c, mode) := _combine(op, [_eval0(m, mode) | some m in c[op]]) if op := _op(c)
 
-_eval2(c, mode) := _combine(op, [_eval1(m, mode) | some m in members]) if {
-	_kind(c) == "logical"
-	op := _op(c)
-	members := c[op]
-}
+_eval1k("malformed", _, _) := _malformed
 
-_eval2(c, _) := _malformed if _kind(c) == "malformed"
+_eval2(c, mode) := _eval2k(_kind(c), c, mode)
 
-_eval3(c, mode) := _leaf(c, mode) if _kind(c) == "atomic"
+_eval2k("atomic", c, mode) := _leaf(c, mode)
 
-_eval3(c, mode) := _combine(op, [_eval2(m, mode) | some m in members]) if {
-	_kind(c) == "logical"
-	op := _op(c)
-	members := c[op]
-}
+_eval2k("logical", c, mode) := _combine(op, [_eval1(m, mode) | some m in c[op]]) if op := _op(c)
 
-_eval3(c, _) := _malformed if _kind(c) == "malformed"
+_eval2k("malformed", _, _) := _malformed
 
-_eval4(c, mode) := _leaf(c, mode) if _kind(c) == "atomic"
+_eval3(c, mode) := _eval3k(_kind(c), c, mode)
 
-_eval4(c, mode) := _combine(op, [_eval3(m, mode) | some m in members]) if {
-	_kind(c) == "logical"
-	op := _op(c)
-	members := c[op]
-}
+_eval3k("atomic", c, mode) := _leaf(c, mode)
 
-_eval4(c, _) := _malformed if _kind(c) == "malformed"
+_eval3k("logical", c, mode) := _combine(op, [_eval2(m, mode) | some m in c[op]]) if op := _op(c)
+
+_eval3k("malformed", _, _) := _malformed
+
+_eval4(c, mode) := _eval4k(_kind(c), c, mode)
+
+_eval4k("atomic", c, mode) := _leaf(c, mode)
+
+_eval4k("logical", c, mode) := _combine(op, [_eval3(m, mode) | some m in c[op]]) if op := _op(c)
+
+_eval4k("malformed", _, _) := _malformed
 
 # constraint(c, mode) evaluates an atomic or logical constraint; mode is "permission" or
 # "prohibition" (it only decides constraints that cannot be decided yet).

@@ -41,15 +41,10 @@ else := false
 
 # --- dateTime: now against a fixed instant ------------------------------------------------
 
-_evaluate("dateTime", _, r) := util.fail(util.cat(["invalid dateTime ", util.quoted(r), " (expected an RFC 3339 time stamp with zone)"])) if {
-	not util.parse_time(r)
-}
-
-_evaluate("dateTime", op, r) := util.result(ok, text) if {
+_evaluate("dateTime", op, r) := util.result(ok, _window_text(ok, op, r)) if {
 	at := util.parse_time(r)
 	ok := _ok(op, util.now_ns, at)
-	text := _window_text(ok, op, r)
-}
+} else := util.fail(util.cat(["invalid dateTime ", util.quoted(r), " (expected an RFC 3339 time stamp with zone)"]))
 
 _window_text(true, "lt", r) := util.cat(["it is before ", r])
 

@@ -112,3 +112,36 @@ test_smallest_compares_numbers_not_digits if {
 	util.non_negative(-3) == 0
 	util.non_negative(4) == 4
 }
+
+test_parse_time_calendar if {
+	util.parse_time("1970-01-01T00:00:00Z") == 0
+	util.parse_time("2024-02-29T12:00:00Z") == util.parse_time("2024-02-29T07:00:00-05:00")
+	util.parse_time("2026-11-21T10:00:00.5Z") == 1795255200500000000
+	util.parse_time("2026-11-21T10:00:00.123456789Z") == 1795255200123456789
+	not util.parse_time("2025-02-29T00:00:00Z")
+	not util.parse_time("2026-13-01T00:00:00Z")
+	not util.parse_time("2026-11-21T24:00:00Z")
+	not util.parse_time("2026-11-21T10:00:00")
+}
+
+test_format_time_calendar if {
+	util.format_time(0) == "1970-01-01T00:00:00Z"
+	util.format_time(util.parse_time("2000-02-29T23:59:59Z")) == "2000-02-29T23:59:59Z"
+	util.format_time(util.parse_time("2100-03-01T00:00:00+01:00")) == "2100-02-28T23:00:00Z"
+}
+
+test_add_duration_rolls_over_like_go if {
+	util.format_time(util.add_duration(util.parse_time("2026-01-31T08:00:00Z"), util.parse_duration("P1M"))) == "2026-03-03T08:00:00Z"
+	util.format_time(util.add_duration(util.parse_time("2024-02-29T00:00:00Z"), util.parse_duration("P1Y"))) == "2025-03-01T00:00:00Z"
+	util.format_time(util.add_duration(util.parse_time("2026-11-21T10:00:00Z"), util.parse_duration("P1Y13M40DT2H"))) == "2029-01-30T12:00:00Z"
+	util.format_time(util.add_duration(util.parse_time("2026-12-31T23:00:00Z"), util.parse_duration("PT1H"))) == "2027-01-01T00:00:00Z"
+}
+
+test_format_bytes_unit_boundaries if {
+	util.format_bytes(994999) == "995 KB"
+	util.format_bytes(995000) == "1 MB"
+	util.format_bytes(994999999) == "995 MB"
+	util.format_bytes(999995000) == "1 GB"
+	util.format_bytes(1500000000000) == "1.5 TB"
+	util.format_bytes(2000000000000000) == "2 PB"
+}
