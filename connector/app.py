@@ -11,7 +11,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from connector import tck
+from connector import observability, tck
 from connector.config import DSP_PATH, Settings
 from connector.dataplane.routes import DataPlaneRoutes
 from connector.dsp import messages as m
@@ -78,6 +78,7 @@ class Connector:
 
     async def start(self) -> None:
         s = self.settings
+        observability.configure_logging(s.log_format)
         s.data_dir.mkdir(parents=True, exist_ok=True)
         pair = keyfile.load(s.private_key_path)
         store = SqliteStore(s.db_path)
@@ -98,15 +99,23 @@ class Connector:
         auth = Authenticator(rt.verifier, static)
         self.auth = auth
 
-        public = web.Application(middlewares=[public_errors], client_max_size=4 * 1024 * 1024)
+        public = web.Application(
+            middlewares=[observability.log_context, public_errors], client_max_size=4 * 1024 * 1024
+        )
+        observability.Health(self).add_to(public)
         DspRoutes(rt, auth, self.negotiations, self.transfers).add_to(public)
         DataPlaneRoutes(rt, self.transfers.terminate).add_to(public)
         if s.tck_mode:
             tck.install(public, rt, self.negotiations, self.transfers, tck_auth)
 
         management = web.Application(
-            middlewares=[problems, api_key_middleware(s.api_key.get_secret_value())]
+            middlewares=[
+                observability.log_context,
+                problems,
+                api_key_middleware(s.api_key.get_secret_value()),
+            ]
         )
+        observability.add_metrics(management, s)
         ManagementApi(rt, client, self.negotiations, self.transfers, self.policy).add_to(management)
 
         ssl_ctx = None
@@ -126,6 +135,10 @@ class Connector:
             s.management_host,
             self.management_port,
         )
+
+    @property
+    def outbox_running(self) -> bool:
+        return self._worker is not None and not self._worker.done()
 
     async def _decision_point(self, store: Store) -> DecisionPoint:
         """The configured engine with the policies loaded; a bad library stops the start."""

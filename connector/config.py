@@ -78,6 +78,9 @@ class Settings(BaseSettings):
     tck_authorization: SecretStr | None = Field(
         None, description="TCK mode: the TCK's Authorization value, accepted as TCK_PARTICIPANT"
     )
+    log_format: Literal["text", "json"] = Field(
+        "text", description="json: one JSON object per log line, with the process id"
+    )
 
     @field_validator("public_url")
     @classmethod

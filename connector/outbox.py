@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from connector.errors import PeerError
+from connector.observability.logs import process_id
 from connector.runtime import Runtime
 from connector.store.records import Job
 
@@ -80,6 +81,7 @@ class Outbox:
 
     async def _run_one(self, job: Job) -> None:
         assert job.id is not None
+        process_id.set(job.process_id)  # this task's log lines name the process
         handler, give_up = self._handlers[job.kind]
         try:
             await handler(job)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import ssl
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,6 +16,8 @@ from connector.identity.tokens import TokenIssuer, TokenVerifier
 from connector.policy.decision import DecisionPoint
 from connector.store.base import Store
 from connector.store.records import TimelineEntry
+
+log = logging.getLogger(__name__)
 
 
 def client_ssl_context(settings: Settings) -> ssl.SSLContext:
@@ -50,7 +53,9 @@ class Runtime:
         self.verifier = TokenVerifier(self.did, self.resolver, self.store.remember_jti)
 
     def log(self, process_id: str, direction: str, message_type: str, **kw: Any) -> None:
-        """Add one line to a process's timeline (what the API and CLI show)."""
+        """Add one line to a process's timeline (what the API and CLI show), and to the log."""
+        detail = kw.get("detail") or ""
+        log.debug("%s %s %s", direction, message_type, detail, extra={"process_id": process_id})
         self.store.add_event(
             TimelineEntry(
                 process_id=process_id, direction=direction, message_type=message_type, **kw

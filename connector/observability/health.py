@@ -1,0 +1,72 @@
+"""Liveness and readiness probes on the public listener.
+
+Orchestrators probe without credentials, so the bodies carry check names and "ok"/"failing"
+only: never error texts, which could hold a database URL or a path.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Protocol
+
+from aiohttp import web
+
+if TYPE_CHECKING:
+    from connector.policy.point import RegoDecisionPoint
+    from connector.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+
+class Probed(Protocol):
+    """What readiness looks at; `connector.app.Connector` is one."""
+
+    runtime: Runtime | None
+    policy: RegoDecisionPoint | None
+
+    @property
+    def outbox_running(self) -> bool: ...
+
+
+class Health:
+    def __init__(self, node: Probed) -> None:
+        self._node = node
+
+    def add_to(self, app: web.Application) -> None:
+        app.router.add_get("/healthz", self.healthz)
+        app.router.add_get("/readyz", self.readyz)
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        """Alive: the event loop answers. A restart is the cure only when this fails."""
+        return web.json_response({"status": "alive"})
+
+    async def readyz(self, request: web.Request) -> web.Response:
+        """Ready: store answers, policies loaded, outbox worker running; else 503."""
+        checks = {
+            "store": self._store_ok(),
+            "policies": self._policies_ok(),
+            "outbox": self._node.outbox_running,
+        }
+        ready = all(checks.values())
+        body = {
+            "status": "ready" if ready else "not ready",
+            "checks": {name: "ok" if ok else "failing" for name, ok in checks.items()},
+        }
+        return web.json_response(body, status=200 if ready else 503)
+
+    def _store_ok(self) -> bool:
+        rt = self._node.runtime
+        if rt is None:
+            return False
+        try:
+            rt.store.get_dataset("")  # a primary-key read: cheap, but a real round trip
+        except Exception:
+            log.exception("readiness: the store does not answer")
+            return False
+        return True
+
+    def _policies_ok(self) -> bool:
+        """A Rego library with a version is loaded; other decision points need no loading."""
+        if self._node.policy is not None:
+            return bool(self._node.policy.version)
+        return self._node.runtime is not None
