@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -49,6 +52,26 @@ def test_probes_answer_without_credentials(provider: ConnectorProcess) -> None:
         "status": "ready",
         "checks": {"store": "ok", "policies": "ok", "outbox": "ok"},
     }
+
+
+def test_container_healthcheck_probe(provider: ConnectorProcess) -> None:
+    """The image's HEALTHCHECK finds the listener from the same configuration as the server."""
+
+    def probe(path: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "connector.observability.probe", path],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            env={**os.environ, "CONNECTOR_CONFIG": str(provider.config)},
+        )
+
+    assert probe("readyz").returncode == 0
+    assert json.loads(probe("healthz").stdout) == {"status": "alive"}
+    provider.stop()
+    down = probe("healthz")
+    assert down.returncode == 1
+    assert "refused" in down.stderr
 
 
 def test_metrics_need_the_api_key(provider: ConnectorProcess) -> None:
