@@ -24,6 +24,7 @@ from connector.errors import ConfigError, ConnectorError
 from connector.identity import keys as keyfile
 from connector.management.problems import problem, problems
 from connector.management.routes import ManagementApi, api_key_middleware
+from connector.metering.routes import MeteringRoutes
 from connector.outbox import Outbox
 from connector.policy.decision import DecisionPoint, PermitAll
 from connector.policy.engines import EmbeddedEngine, Engine, OpaServerEngine, PolicyError
@@ -104,7 +105,8 @@ class Connector:
         )
         observability.Health(self).add_to(public)
         DspRoutes(rt, auth, self.negotiations, self.transfers).add_to(public)
-        DataPlaneRoutes(rt, self.transfers.terminate).add_to(public)
+        DataPlaneRoutes(rt, self.transfers.terminate, self.transfers.settle_later).add_to(public)
+        MeteringRoutes(rt, auth).add_to(public)
         if s.tck_mode:
             tck.install(public, rt, self.negotiations, self.transfers, tck_auth)
 

@@ -53,6 +53,15 @@ class Settings(BaseSettings):
     token_ttl_seconds: int = Field(120, ge=5, le=300)
     transfer_token_ttl_seconds: int = Field(900, ge=10)
     chunk_size: int = Field(256 * 1024, ge=1024)
+    metering_window_bytes: int = Field(
+        64 * 1024 * 1024, ge=1024, description="bytes per signed metering window"
+    )
+    metering_window_seconds: float = Field(
+        10.0, gt=0, description="a window closes after this long even if not full"
+    )
+    metering_receipt_seconds: float = Field(
+        30.0, ge=0, description="push: how long to wait for the consumer's receipts"
+    )
     did_cache_seconds: int = Field(300, ge=0)
     policy_engine: Literal["embedded", "opa", "permit-all"] = Field(
         "embedded",

@@ -11,15 +11,38 @@ from aiohttp import web
 from connector.dataplane import sources, streams, tokens
 from connector.dsp.states import TP
 from connector.errors import BadRequest, ConnectorError, NotFound
+from connector.metering.meter import Meter, end_kind
+from connector.metering.records import Kind
 from connector.runtime import Runtime
 
 Terminate = Callable[[str, list[str], str | None], object]
+Settle = Callable[[str], object]
+
+
+class RangeNotSatisfiable(ConnectorError):
+    """A Range header the data plane does not serve (416)."""
+
+    status = 416
+
+
+def _range_start(header: str | None, size: int | None) -> int:
+    """The start of an open-ended `Range: bytes=N-` (the only form a resuming pull sends)."""
+    if not header:
+        return 0
+    unit, _, spec = header.partition("=")
+    start, dash, end = spec.strip().partition("-")
+    if unit.strip() != "bytes" or not dash or end or not start.isdigit():
+        raise RangeNotSatisfiable(f"only 'bytes=N-' ranges are served, got {header!r}")
+    if size is not None and int(start) > size:
+        raise RangeNotSatisfiable(f"range starts at {start}, the data has {size} bytes")
+    return int(start)
 
 
 class DataPlaneRoutes:
-    def __init__(self, runtime: Runtime, terminate: Terminate) -> None:
+    def __init__(self, runtime: Runtime, terminate: Terminate, settle: Settle) -> None:
         self.rt = runtime
         self._terminate = terminate
+        self._settle = settle
 
     def add_to(self, app: web.Application) -> None:
         app.router.add_get("/data/pull/{pid}", self.serve_pull)
@@ -36,24 +59,36 @@ class DataPlaneRoutes:
         dataset = self.rt.store.get_dataset(tp.dataset_id)
         if dataset is None:
             raise NotFound(f"dataset {tp.dataset_id} no longer exists")
+        start = _range_start(request.headers.get("Range"), dataset.size)
         response = web.StreamResponse(headers={"Content-Type": dataset.media_type})
+        if start:
+            response.set_status(206)
+            if dataset.size is not None:
+                response.headers["Content-Range"] = (
+                    f"bytes {start}-{dataset.size - 1}/{dataset.size}"
+                )
         if dataset.size is not None:
-            response.content_length = dataset.size
-        cap = streams.VolumeCap(tp.limit_bytes)
+            response.content_length = dataset.size - start
+        # the agreed volume counts from the data's first byte, also when a pull resumes
+        cap = streams.VolumeCap(None if tp.limit_bytes is None else tp.limit_bytes - start)
         await response.prepare(request)
         digest = hashlib.sha256()
         size = 0
         watch = streams.StateWatch(self.rt, pid)
-        chunks = sources.read(dataset.source, self.rt.session, self.rt.settings.chunk_size)
+        meter = Meter(self.rt, tp, offset=start)
+        chunks = sources.read(
+            dataset.source, self.rt.session, self.rt.settings.chunk_size, offset=start
+        )
         try:
             async with contextlib.aclosing(chunks):
                 async for chunk in cap.apply(chunks):
                     watch()
+                    await response.write(chunk)
+                    meter.feed(chunk)
                     digest.update(chunk)
                     size += len(chunk)
-                    await response.write(chunk)
             if cap.cut:
-                raise streams.Stopped(cap.reason(size))
+                raise streams.Stopped(cap.reason(start + size))
             await response.write_eof()
         except Exception as exc:
             # The answer is under way: no error response can follow. Cut the connection so
@@ -69,14 +104,25 @@ class DataPlaneRoutes:
             if request.transport is not None:
                 request.transport.close()
             if cap.cut:
+                meter.close("terminate")
                 with self.rt.store.transaction():
-                    self.rt.store.update_transfer(pid, bytes=size, sha256=digest.hexdigest())
-                    self._terminate(pid, [cap.reason(size)], "VOLUME")
+                    self.rt.store.update_transfer(
+                        pid, bytes=start + size, sha256=digest.hexdigest()
+                    )
+                    self._terminate(pid, [cap.reason(start + size)], "VOLUME")
+            else:
+                meter.close(_end_kind(self.rt, pid, stopped))
             return response
+        meter.close("complete")
+        # a resumed pull served only the rest: the whole data's digest is the published one
+        whole = digest.hexdigest() if start == 0 else dataset.sha256
         with self.rt.store.transaction():
-            self.rt.store.update_transfer(pid, bytes=size, sha256=digest.hexdigest())
+            self.rt.store.update_transfer(pid, bytes=start + size, sha256=whole)
             self.rt.log(
-                pid, "note", "pull", detail=f"served {size} bytes, sha256 {digest.hexdigest()}"
+                pid,
+                "note",
+                "pull",
+                detail=f"served bytes {start}-{start + size - 1}, sha256 {digest.hexdigest()}",
             )
         return response
 
@@ -106,4 +152,10 @@ class DataPlaneRoutes:
             self.rt.log(
                 pid, "note", "push", detail=f"received {writer.size} bytes, sha256 {digest}"
             )
+            self._settle(pid)
         return web.json_response({"bytes": writer.size, "sha256": digest})
+
+
+def _end_kind(rt: Runtime, pid: str, stopped: bool) -> Kind:
+    tp = rt.store.get_transfer(pid)
+    return end_kind(tp.state if tp else "gone", stopped)

@@ -46,19 +46,28 @@ async def file_digest(path: Path, chunk_size: int) -> tuple[int, str]:
 
 
 async def read(
-    source: dict[str, Any], session: aiohttp.ClientSession, chunk_size: int
+    source: dict[str, Any], session: aiohttp.ClientSession, chunk_size: int, offset: int = 0
 ) -> AsyncGenerator[bytes, None]:
-    """Yield the source's bytes chunk by chunk; memory stays flat whatever the size."""
+    """Yield the source's bytes from `offset` on, chunk by chunk; memory stays flat."""
     if source["type"] == "file":
         with Path(source["path"]).open("rb") as fh:
+            fh.seek(offset)
             while chunk := fh.read(chunk_size):
                 yield chunk
         return
+    headers = {"Range": f"bytes={offset}-"} if offset else {}
+    timeout = aiohttp.ClientTimeout(sock_read=60)
     try:
-        async with session.get(source["url"], timeout=aiohttp.ClientTimeout(sock_read=60)) as resp:
-            if resp.status != 200:
+        async with session.get(source["url"], headers=headers, timeout=timeout) as resp:
+            if resp.status not in (200, 206):
                 raise PeerError(f"upstream {source['url']} answered {resp.status}", retry=True)
+            # an upstream that ignores Range sends everything: skip what was delivered
+            skip = offset if resp.status == 200 else 0
             async for chunk in resp.content.iter_chunked(chunk_size):
-                yield chunk
+                if skip >= len(chunk):
+                    skip -= len(chunk)
+                    continue
+                yield chunk[skip:] if skip else chunk
+                skip = 0
     except aiohttp.ClientError as exc:
         raise PeerError(f"upstream {source['url']} failed: {exc!r}", retry=True) from exc

@@ -90,14 +90,22 @@ def _endpoint(data_address: dict[str, Any]) -> tuple[str, str | None]:
 
 
 class HashingWriter:
-    """Writes chunks to a file while counting and hashing them."""
+    """Writes chunks to a file while counting and hashing them; `resume` keeps what the file
+    already holds (hashed again) and appends."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, resume: bool = False) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self._fh = path.open("wb")
         self._hash = hashlib.sha256()
         self.size = 0
+        if resume and path.exists():
+            with path.open("rb") as fh:
+                while block := fh.read(1 << 20):
+                    self._hash.update(block)
+                    self.size += len(block)
+            self._fh = path.open("ab")
+        else:
+            self._fh = path.open("wb")
 
     def write(self, chunk: bytes) -> None:
         self._fh.write(chunk)
@@ -113,17 +121,26 @@ class HashingWriter:
 async def pull(
     rt: Runtime, transfer_id: str, data_address: dict[str, Any]
 ) -> tuple[int, str, Path]:
-    """Consumer: fetch the data at the provider's DataAddress into our store."""
+    """Consumer: fetch the data at the provider's DataAddress into our store.
+
+    What an interrupted pull already wrote is kept: the next attempt asks for the rest with
+    `Range: bytes=N-`, so nothing is sent (or metered) twice.
+    """
     endpoint, token = _endpoint(data_address)
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     path = received_path(rt, transfer_id)
-    writer = HashingWriter(path)
+    writer = HashingWriter(path, resume=True)
+    if writer.size:
+        headers["Range"] = f"bytes={writer.size}-"
     try:
         async with rt.session.get(endpoint, headers=headers, timeout=STREAM_TIMEOUT) as resp:
-            if resp.status != 200:
+            if resp.status not in (200, 206):
                 text = (await resp.text())[:300]
                 retry = resp.status >= 500
                 raise PeerError(f"pull answered {resp.status}: {text}", retry=retry)
+            if resp.status == 200 and writer.size:
+                writer.close()
+                writer = HashingWriter(path)  # the provider sent everything again
             async for chunk in resp.content.iter_chunked(rt.settings.chunk_size):
                 writer.write(chunk)
     except aiohttp.ClientError as exc:

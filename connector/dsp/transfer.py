@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from connector.catalog.render import FORMATS
@@ -13,6 +13,9 @@ from connector.dsp.client import DspClient
 from connector.dsp.negotiation import new_pid
 from connector.dsp.states import CN, TP, TP_TERMINAL, transfer_next
 from connector.errors import BadRequest, NotFound, PeerError
+from connector.metering.meter import Meter, end_kind
+from connector.metering.receipts import wait_for_answers
+from connector.metering.settle import settle
 from connector.outbox import Outbox
 from connector.policy.decision import DecisionInput, Party, Phase
 from connector.policy.inputs import agreement_usage, dataset_facts
@@ -44,6 +47,7 @@ class TransferService:
         outbox.register("tp-react", self._react_job, self._react_failed)
         outbox.register("dp-pull", self._pull_job, self._data_failed)
         outbox.register("dp-push", self._push_job, self._data_failed)
+        outbox.register("metering-settle", self._settle_job, self._settle_failed)
 
     # lookups ---------------------------------------------------------------------------------
 
@@ -369,12 +373,18 @@ class TransferService:
             size, digest, path = await streams.pull(self.rt, tp.id, tp.data_address)
         except PeerError as exc:
             if self._left_started(tp.id, "pull", exc):
+                await self._settle_quietly(tp.id)
                 return
             raise
         with self.rt.store.transaction():
             tp = self.rt.store.update_transfer(tp.id, bytes=size, sha256=digest, path=str(path))
             self.rt.log(tp.id, "note", "pull", detail=f"received {size} bytes, sha256 {digest}")
-            if tp.state == TP.STARTED:
+        refused = await settle(self.rt, self.client, tp)
+        with self.rt.store.transaction():
+            tp = self.get(tp.id)
+            if tp.state == TP.STARTED and refused:
+                self.terminate(tp.id, refused, code="METERING")
+            elif tp.state == TP.STARTED:
                 self.complete(tp.id)
 
     async def _push_job(self, job: Job) -> None:
@@ -387,22 +397,60 @@ class TransferService:
         chunks = sources.read(dataset.source, self.rt.session, self.rt.settings.chunk_size)
         watch = streams.StateWatch(self.rt, tp.id)
         cap = streams.VolumeCap(tp.limit_bytes)
+        meter = Meter(self.rt, tp)
+
+        async def metered() -> AsyncIterator[bytes]:
+            async for chunk in cap.apply(chunks):
+                yield chunk
+                meter.feed(chunk)  # resumed: the chunk went out
+
         try:
             async with contextlib.aclosing(chunks):
-                size, digest = await streams.push(
-                    self.rt, tp.data_address, cap.apply(chunks), watch
-                )
-        except PeerError as exc:
-            if self._left_started(tp.id, "push", exc):
+                size, digest = await streams.push(self.rt, tp.data_address, metered(), watch)
+        except (PeerError, streams.Stopped) as exc:
+            meter.close(end_kind(self.get(tp.id).state))
+            if isinstance(exc, streams.Stopped) or self._left_started(tp.id, "push", exc):
                 return
             raise
+        last = meter.close("terminate" if cap.cut else "complete")
         with self.rt.store.transaction():
             tp = self.rt.store.update_transfer(tp.id, bytes=size, sha256=digest)
             self.rt.log(tp.id, "note", "push", detail=f"pushed {size} bytes, sha256 {digest}")
+        refused = await wait_for_answers(
+            self.rt, tp, last.seq if last else None, self.rt.settings.metering_receipt_seconds
+        )
+        with self.rt.store.transaction():
+            tp = self.get(tp.id)
             if tp.state == TP.STARTED and cap.cut:
                 self.terminate(tp.id, [cap.reason(size)], code="VOLUME")
+            elif tp.state == TP.STARTED and refused:
+                self.terminate(tp.id, refused, code="METERING")
             elif tp.state == TP.STARTED:
                 self.complete(tp.id)
+
+    # metering (consumer) -----------------------------------------------------------------------
+
+    def settle_later(self, pid: str) -> None:
+        """Consumer, push: check the provider's records against what arrived, soon."""
+        self.outbox.enqueue(pid, "metering-settle", {})
+
+    async def _settle_job(self, job: Job) -> None:
+        tp = self.get(job.process_id)
+        refused = await settle(self.rt, self.client, tp)
+        with self.rt.store.transaction():
+            tp = self.get(tp.id)
+            if refused and tp.state not in TP_TERMINAL:
+                self.terminate(tp.id, refused, code="METERING")
+
+    async def _settle_failed(self, job: Job, why: str) -> None:
+        self.rt.log(job.process_id, "failed", "metering", detail=f"no receipts sent: {why}")
+
+    async def _settle_quietly(self, pid: str) -> None:
+        """After a stream was cut (volume, termination): receipt what did arrive."""
+        try:
+            await settle(self.rt, self.client, self.get(pid), timeout=2.0)
+        except (PeerError, BadRequest, NotFound) as exc:
+            self.rt.log(pid, "failed", "metering", detail=f"no receipts sent: {exc}")
 
     def _left_started(self, pid: str, what: str, exc: Exception) -> bool:
         """After a data move broke off: True (and noted) if the transfer left STARTED, as a

@@ -13,6 +13,9 @@ from urllib.parse import urlsplit
 from aiohttp import web
 from pydantic import BaseModel
 
+from connector.billing import invoice
+from connector.billing.invoice import check_period
+from connector.billing.prices import price_terms
 from connector.config import DSP_PATH
 from connector.dataplane import sources
 from connector.dsp import messages as m
@@ -24,10 +27,11 @@ from connector.identity import signatures
 from connector.identity.did import did_from_url
 from connector.management import models
 from connector.management.openapi import build_openapi
+from connector.metering.export import chain_header
 from connector.policy.odrl import normalise
 from connector.policy.point import RegoDecisionPoint
 from connector.runtime import Runtime
-from connector.store.records import Dataset
+from connector.store.records import Agreement, Dataset
 
 PREFIX = "/api/v1"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -99,6 +103,18 @@ ROUTES = [
         "/agreements/{id}",
         "get_agreement",
         "Show an agreement with both signatures, verified",
+    ),
+    Route(
+        "GET",
+        "/agreements/{id}/metering",
+        "agreement_metering",
+        "The agreement's metering chain: signed records with the consumer's receipts",
+    ),
+    Route(
+        "GET",
+        "/agreements/{id}/invoice",
+        "agreement_invoice",
+        "Invoice for ?period=YYYY-MM from the countersigned chain (?format=csv for CSV)",
     ),
     Route("GET", "/policy", "policy_status", "Policy engine, loaded version, last reload error"),
     Route("POST", "/policy/eval", "policy_eval", "Decide one input (test bench)", models.EvalIn),
@@ -210,6 +226,7 @@ class ManagementApi:
             if not offer.get("permission") and not offer.get("prohibition"):
                 raise BadRequest(f"offer {n + 1} needs at least one permission or prohibition")
             normalise(offer)  # refuses terms the policy library cannot decide
+            price_terms(offer)  # and price terms that cannot be billed
             offer.setdefault("@id", f"{dataset_id}:offer:{n + 1}")
             offer["@type"] = "Offer"
             offer.pop("target", None)
@@ -342,6 +359,35 @@ class ManagementApi:
         except Exception as exc:
             return f"invalid: {exc}"
         return "valid"
+
+    # metering and billing ----------------------------------------------------------------------
+
+    def _agreement(self, request: web.Request) -> Agreement:
+        agreement = self.rt.store.get_agreement(request.match_info["id"])
+        if agreement is None:
+            raise NotFound(f"no agreement {request.match_info['id']}")
+        return agreement
+
+    async def agreement_metering(self, request: web.Request) -> web.Response:
+        agreement = self._agreement(request)
+        chain = self.rt.store.metering_chain(agreement.id)
+        return web.json_response(
+            {"header": chain_header(agreement, chain), "chain": [e.line() for e in chain]}
+        )
+
+    async def agreement_invoice(self, request: web.Request) -> web.Response:
+        agreement = self._agreement(request)
+        period = request.query.get("period", "")
+        fmt = request.query.get("format", "json")
+        if fmt not in ("json", "csv"):
+            raise BadRequest("format must be json or csv")
+        chain = self.rt.store.metering_chain(agreement.id)
+        bill = invoice.compute(
+            agreement.model_dump(), price_terms(agreement.body), chain, check_period(period)
+        )
+        if fmt == "csv":
+            return web.Response(text=invoice.to_csv(bill), content_type="text/csv")
+        return web.json_response(bill)
 
     # policy ----------------------------------------------------------------------------------
 

@@ -24,7 +24,15 @@ RULE_OPERANDS = {
     "tdsc:useCount", "tdsc:volumeBytes", "tdsc:transferBytes", "tdsc:volumeRecords",
     "tdsc:participant", "tdsc:membership", "tdsc:role",
 }  # fmt: skip
-DUTY_OPERANDS = {"delayPeriod", "dateTime", "payAmount", "unit", "tdsc:currency", "count"}
+DUTY_OPERANDS = {
+    "delayPeriod",
+    "dateTime",
+    "payAmount",
+    "unit",
+    "tdsc:currency",
+    "tdsc:freeQuota",
+    "count",
+}
 LOGICAL = ("and", "or", "xone", "andSequence")
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
+from connector.metering.records import MeteringEntry
 from connector.store.records import (
     Agreement,
     Dataset,
@@ -69,3 +71,15 @@ class Store(Protocol):
 
     # replay protection
     def remember_jti(self, jti: str, expires_at: int) -> bool: ...
+
+    # metering chains: append builds the next link from (seq, previous hash) atomically
+    def append_metering(
+        self, agreement_id: str, make: Callable[[int, str | None], MeteringEntry]
+    ) -> MeteringEntry: ...
+    def put_metering(self, entries: list[MeteringEntry]) -> None: ...
+    def metering_chain(
+        self, agreement_id: str | None = None, transfer_id: str | None = None
+    ) -> list[MeteringEntry]: ...
+    def set_metering_receipt(
+        self, agreement_id: str, seq: int, *, receipt: str | None, refusal: str | None
+    ) -> None: ...

@@ -6,7 +6,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -15,6 +15,7 @@ import sqlite_utils
 from pydantic import BaseModel
 
 from connector.errors import NotFound
+from connector.metering.records import MeteringEntry
 from connector.store.records import (
     Agreement,
     Dataset,
@@ -104,6 +105,10 @@ class SqliteStore:
                 pk="id",
             )
             self._db.table("jobs").create_index(["status", "process_id"])
+        if not self._db.table("metering").exists():
+            columns = {n: _column_type(MeteringEntry, n) for n in MeteringEntry.model_fields}
+            self._db.table("metering").create(columns, pk=("agreement_id", "seq"))
+            self._db.table("metering").create_index(["transfer_id"])
         if not self._db.table("seen_tokens").exists():
             self._db.table("seen_tokens").create({"jti": str, "expires_at": int}, pk="jti")
         self._db.table("negotiations").create_index(["consumer_pid"], if_not_exists=True)
@@ -316,6 +321,53 @@ class SqliteStore:
             "select * from decisions order by seq desc limit ? offset ?", [limit, offset]
         )
         return [_from_row(DecisionRecord, {**r, "allow": bool(r["allow"])}) for r in rows]
+
+    # metering chains -------------------------------------------------------------------------
+
+    def append_metering(
+        self, agreement_id: str, make: Callable[[int, str | None], MeteringEntry]
+    ) -> MeteringEntry:
+        with self.transaction():
+            rows = list(
+                self._db.query(
+                    "select seq, hash from metering where agreement_id = ?"
+                    " order by seq desc limit 1",
+                    [agreement_id],
+                )
+            )
+            head = rows[0] if rows else None
+            entry = make(head["seq"] + 1 if head else 0, head["hash"] if head else None)
+            self._db.table("metering").insert(_to_row(entry))
+        return entry
+
+    def put_metering(self, entries: list[MeteringEntry]) -> None:
+        with self.transaction():
+            self._db.table("metering").insert_all([_to_row(e) for e in entries], replace=True)
+
+    def metering_chain(
+        self, agreement_id: str | None = None, transfer_id: str | None = None
+    ) -> list[MeteringEntry]:
+        where, args = [], []
+        if agreement_id is not None:
+            where.append("agreement_id = ?")
+            args.append(agreement_id)
+        if transfer_id is not None:
+            where.append("transfer_id = ?")
+            args.append(transfer_id)
+        sql = "select * from metering"
+        if where:
+            sql += " where " + " and ".join(where)
+        sql += " order by agreement_id, seq"
+        return [_from_row(MeteringEntry, r) for r in self._db.query(sql, args)]
+
+    def set_metering_receipt(
+        self, agreement_id: str, seq: int, *, receipt: str | None, refusal: str | None
+    ) -> None:
+        with self.transaction():
+            self._db.execute(
+                "update metering set receipt = ?, refusal = ? where agreement_id = ? and seq = ?",
+                [receipt, refusal, agreement_id, seq],
+            )
 
     # replay protection -----------------------------------------------------------------------
 

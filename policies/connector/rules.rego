@@ -25,7 +25,7 @@ actions := {"use"}
 
 duty_actions := {"delete", "compensate", "log", "notify"}
 
-duty_operands := deletion.operands | {"payAmount", "unit", "tdsc:currency", "count"}
+duty_operands := deletion.operands | {"payAmount", "unit", "tdsc:currency", "tdsc:freeQuota", "count"}
 
 # --- atomic constraints ------------------------------------------------------------------
 

@@ -1,0 +1,1 @@
+"""Invoices computed from the countersigned metering chain and the agreed price terms."""

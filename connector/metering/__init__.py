@@ -1,0 +1,1 @@
+"""Signed, hash-chained metering of what the data plane delivered, and its receipts."""

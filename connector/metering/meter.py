@@ -1,0 +1,103 @@
+"""The provider's meter: cuts a transfer's bytes into windows, one signed record each."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from typing import Any
+
+from connector.metering.records import GENESIS, Kind, MeteringEntry, seal
+from connector.runtime import Runtime
+from connector.store.records import Transfer, utcnow
+
+
+def end_kind(state: str, stopped: bool = True) -> Kind:
+    """How a stream that broke off ends its metering: by the transfer's state, or cut."""
+    if stopped and state == "SUSPENDED":
+        return "suspend"
+    if stopped and state == "TERMINATED":
+        return "terminate"
+    return "interrupted"
+
+
+class Meter:
+    """Fed every chunk that reached the socket; appends a record to the agreement's chain at
+    the start, at each full window (bytes or seconds) and at the end of the stream.
+
+    Window boundaries fall exactly every `metering_window_bytes` bytes from the stream's
+    first byte, so a window's hash can be checked against the consumer's copy of that range.
+    """
+
+    def __init__(self, rt: Runtime, tp: Transfer, offset: int = 0) -> None:
+        self._rt = rt
+        self._tp = tp
+        self._window_bytes = rt.settings.metering_window_bytes
+        self._window_seconds = rt.settings.metering_window_seconds
+        self.offset = offset
+        self.delivered = 0
+        self.closed = False
+        self._open_window()
+        self._append("start")
+
+    def _open_window(self) -> None:
+        self._hash = hashlib.sha256()
+        self._length = 0
+        self._records = 0
+        self._from = utcnow()
+        self._opened = time.monotonic()
+
+    def feed(self, chunk: bytes) -> None:
+        start = 0
+        while start < len(chunk):
+            end = min(len(chunk), start + self._window_bytes - self._length)
+            whole = start == 0 and end == len(chunk)
+            self._hash.update(chunk if whole else memoryview(chunk)[start:end])
+            self._records += chunk.count(b"\n", start, end)
+            self._length += end - start
+            self.delivered += end - start
+            start = end
+            if self._length >= self._window_bytes:
+                self._append("window")
+        if self._length and time.monotonic() - self._opened >= self._window_seconds:
+            self._append("window")
+
+    def close(self, kind: Kind) -> MeteringEntry | None:
+        """The last record of this stream (its final window, possibly empty)."""
+        if self.closed:
+            return None
+        self.closed = True
+        return self._append(kind)
+
+    def _append(self, kind: Kind) -> MeteringEntry:
+        rt, tp = self._rt, self._tp
+        fields: dict[str, Any] = {
+            "agreement": tp.agreement_id,
+            "kind": kind,
+            "transfer": tp.id,
+            "provider": rt.did,
+            "consumer": tp.counterparty_id,
+            "offset": self.offset,
+            "length": self._length,
+            "records": self._records,
+            "sha256": self._hash.hexdigest(),
+            "from": self._from,
+            "to": utcnow(),
+        }
+
+        def make(seq: int, prev: str | None) -> MeteringEntry:
+            record = {**fields, "seq": seq, "prev": prev or GENESIS}
+            digest, signature = seal(record, rt.did, rt.keys)
+            return MeteringEntry(
+                agreement_id=tp.agreement_id,
+                seq=seq,
+                transfer_id=tp.id,
+                kind=kind,
+                hash=digest,
+                record=record,
+                signature=signature,
+            )
+
+        entry = rt.store.append_metering(tp.agreement_id, make)
+        self.offset += self._length
+        self._open_window()
+        return entry

@@ -1,0 +1,73 @@
+"""Metering records: what one window of a transfer carried, signed by the provider.
+
+A record is a plain JSON object; its hash is the SHA-256 of its canonical form, and each
+record names the hash of the one before it in the agreement's chain. The provider signs a
+record (JWS, EdDSA, over that hash); the consumer's receipt is its own JWS over the same hash.
+The profile terms are in docs/metering.md.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel
+
+from connector.identity import signatures
+from connector.identity.keys import KeyPair
+
+Kind = Literal["start", "window", "complete", "suspend", "terminate", "interrupted"]
+KINDS: tuple[str, ...] = ("start", "window", "complete", "suspend", "terminate", "interrupted")
+GENESIS = "0" * 64
+RECORD_FIELDS = (
+    "agreement", "seq", "kind", "transfer", "provider", "consumer",
+    "offset", "length", "records", "sha256", "from", "to", "prev",
+)  # fmt: skip
+
+
+class MeteringEntry(BaseModel):
+    """One link of an agreement's chain as either side keeps it."""
+
+    agreement_id: str
+    seq: int
+    transfer_id: str
+    kind: str
+    hash: str
+    record: dict[str, Any]
+    signature: str
+    receipt: str | None = None
+    refusal: str | None = None
+
+    def line(self) -> dict[str, Any]:
+        """The JSON Lines form of `connector metering export`."""
+        return {
+            "record": self.record,
+            "hash": self.hash,
+            "signature": self.signature,
+            "receipt": self.receipt,
+            "refusal": self.refusal,
+        }
+
+
+def record_hash(record: dict[str, Any]) -> str:
+    return signatures.digest(record)
+
+
+def seal(record: dict[str, Any], signer_did: str, keys: KeyPair) -> tuple[str, str]:
+    """(hash, JWS) for a record; the same call makes the consumer's receipt."""
+    return record_hash(record), signatures.sign(record, signer_did, keys)
+
+
+def entry_from_line(line: dict[str, Any]) -> MeteringEntry:
+    """A chain line as exported or sent between the connectors (checked by the caller)."""
+    record = line["record"]
+    return MeteringEntry(
+        agreement_id=str(record["agreement"]),
+        seq=int(record["seq"]),
+        transfer_id=str(record["transfer"]),
+        kind=str(record["kind"]),
+        hash=str(line.get("hash") or record_hash(record)),
+        record=record,
+        signature=str(line["signature"]),
+        receipt=line.get("receipt"),
+        refusal=line.get("refusal"),
+    )

@@ -1,0 +1,85 @@
+"""The provider's metering endpoints, beside its DSP endpoints and under the same
+authentication: the consumer reads a transfer's records and answers with receipts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from connector.config import DSP_PATH
+from connector.dsp.auth import Authenticator
+from connector.errors import BadRequest, NotFound
+from connector.identity import signatures
+from connector.runtime import Runtime
+from connector.store.records import Transfer
+
+
+class MeteringRoutes:
+    def __init__(self, runtime: Runtime, auth: Authenticator) -> None:
+        self.rt = runtime
+        self.auth = auth
+
+    def add_to(self, app: web.Application) -> None:
+        app.router.add_get(DSP_PATH + "/metering/transfers/{pid}", self.records)
+        app.router.add_post(DSP_PATH + "/metering/transfers/{pid}/receipts", self.receipts)
+
+    async def _transfer(self, request: web.Request) -> Transfer:
+        caller = await self.auth.caller(request)
+        pid = request.match_info["pid"]
+        tp = self.rt.store.get_transfer(pid)
+        if tp is None or tp.role != "provider" or tp.counterparty_id != caller:
+            raise NotFound(f"no transfer {pid}")
+        return tp
+
+    async def records(self, request: web.Request) -> web.Response:
+        tp = await self._transfer(request)
+        chain = self.rt.store.metering_chain(tp.agreement_id, tp.id)
+        return web.json_response({"transfer": tp.id, "chain": [e.line() for e in chain]})
+
+    async def receipts(self, request: web.Request) -> web.Response:
+        tp = await self._transfer(request)
+        try:
+            body = await request.json()
+        except ValueError as exc:
+            raise BadRequest(f"body is not valid JSON: {exc}") from exc
+        answers = body.get("answers") if isinstance(body, dict) else None
+        if not isinstance(answers, list):
+            raise BadRequest("expected {'answers': [{seq, hash, receipt | refusal}]}")
+        chain = {e.seq: e for e in self.rt.store.metering_chain(tp.agreement_id, tp.id)}
+        consumer_doc = await self.rt.resolver.resolve(tp.counterparty_id)
+        checked: list[tuple[int, str | None, str | None]] = []
+        for answer in answers:
+            checked.append(self._answer(answer, chain, tp, consumer_doc))
+        with self.rt.store.transaction():
+            for seq, receipt, refusal in checked:
+                self.rt.store.set_metering_receipt(
+                    tp.agreement_id, seq, receipt=receipt, refusal=refusal
+                )
+        refused = [f"record {seq}: {why}" for seq, _, why in checked if why]
+        self.rt.log(
+            tp.id,
+            "note",
+            "metering",
+            detail=f"{len(checked) - len(refused)} receipts accepted"
+            + (f"; the consumer refused {'; '.join(refused)}" if refused else ""),
+        )
+        return web.json_response({"receipted": len(checked) - len(refused), "refused": refused})
+
+    def _answer(
+        self, answer: Any, chain: dict[int, Any], tp: Transfer, consumer_doc: dict[str, Any]
+    ) -> tuple[int, str | None, str | None]:
+        if not isinstance(answer, dict) or not isinstance(answer.get("seq"), int):
+            raise BadRequest("each answer needs an integer seq")
+        entry = chain.get(answer["seq"])
+        if entry is None or answer.get("hash") != entry.hash:
+            raise BadRequest(f"record {answer['seq']} is not in this transfer's chain")
+        if answer.get("receipt"):
+            signatures.verify(
+                entry.record, str(answer["receipt"]), tp.counterparty_id, consumer_doc
+            )
+            return entry.seq, str(answer["receipt"]), None
+        refusal = answer.get("refusal")
+        if not isinstance(refusal, str) or not refusal:
+            raise BadRequest(f"record {answer['seq']}: a receipt or a refusal reason is needed")
+        return entry.seq, None, refusal[:1000]

@@ -1,0 +1,139 @@
+"""The consumer's side of metering: check each window against the bytes it received, then
+countersign (receipt) or refuse it, and send the answers back to the provider."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from pathlib import Path
+from typing import Any
+
+from connector.dsp.client import DspClient
+from connector.errors import BadRequest, PeerError
+from connector.identity import signatures
+from connector.metering.records import MeteringEntry, entry_from_line, record_hash
+from connector.runtime import Runtime
+from connector.store.records import Transfer
+
+END_KINDS = ("complete", "terminate", "suspend", "interrupted")
+POLL_SECONDS = 0.05
+
+
+def metering_url(tp: Transfer) -> str:
+    """The provider's metering endpoint for this transfer (beside its DSP endpoints)."""
+    base = tp.counterparty_address.rstrip("/")
+    return f"{base}/metering/transfers/{tp.provider_pid}"
+
+
+def _window_digest(path: Path, offset: int, length: int) -> str | None:
+    """SHA-256 of [offset, offset + length) of the received file; None if it is shorter."""
+    digest = hashlib.sha256()
+    try:
+        with path.open("rb") as fh:
+            fh.seek(offset)
+            left = length
+            while left > 0:
+                block = fh.read(min(left, 1 << 20))
+                if not block:
+                    return None
+                digest.update(block)
+                left -= len(block)
+    except OSError:
+        return None
+    return digest.hexdigest()
+
+
+async def fetch_records(
+    rt: Runtime, client: DspClient, tp: Transfer, received: int, timeout: float
+) -> list[MeteringEntry]:
+    """The provider's records for this transfer, once one ends at the bytes we hold.
+
+    The provider writes a stream's last record just after the last byte, so poll briefly.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        _, body = await client.call("GET", metering_url(tp), tp.counterparty_id)
+        lines = body.get("chain") if isinstance(body, dict) else None
+        if not isinstance(lines, list):
+            raise PeerError("the provider's metering answer has no chain", retry=False)
+        try:
+            entries = [entry_from_line(line) for line in lines]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise PeerError(
+                f"malformed metering record from the provider: {exc}", retry=False
+            ) from exc
+        ended = any(
+            e.kind in END_KINDS
+            and e.record.get("offset", 0) + e.record.get("length", 0) >= received
+            for e in entries
+        )
+        if ended or time.monotonic() >= deadline:
+            return entries
+        await asyncio.sleep(POLL_SECONDS)
+
+
+async def settle(rt: Runtime, client: DspClient, tp: Transfer, timeout: float = 10.0) -> list[str]:
+    """Receipt or refuse every record of this transfer; returns the refusal reasons."""
+    path = Path(tp.path) if tp.path else None
+    received = path.stat().st_size if path and path.exists() else 0
+    entries = await fetch_records(rt, client, tp, received, timeout)
+    provider_doc = await rt.resolver.resolve(tp.counterparty_id)
+    answers: list[dict[str, Any]] = []
+    refusals: list[str] = []
+    for entry in entries:
+        why = await asyncio.to_thread(_check, rt, tp, entry, provider_doc, path)
+        if why is None:
+            entry.receipt, entry.refusal = signatures.sign(entry.record, rt.did, rt.keys), None
+            answers.append({"seq": entry.seq, "hash": entry.hash, "receipt": entry.receipt})
+        else:
+            entry.receipt, entry.refusal = None, why
+            answers.append({"seq": entry.seq, "hash": entry.hash, "refusal": why})
+            refusals.append(f"metering record {entry.seq} refused: {why}")
+    rt.store.put_metering(entries)
+    if answers:
+        await client.call(
+            "POST", metering_url(tp) + "/receipts", tp.counterparty_id, {"answers": answers}
+        )
+    rt.log(
+        tp.id,
+        "note",
+        "metering",
+        detail=f"metering: {len(answers) - len(refusals)} receipted, {len(refusals)} refused",
+    )
+    return refusals
+
+
+def _check(
+    rt: Runtime, tp: Transfer, entry: MeteringEntry, provider_doc: dict[str, Any], path: Path | None
+) -> str | None:
+    record = entry.record
+    expected = {
+        "agreement": tp.agreement_id,
+        "transfer": tp.provider_pid,
+        "provider": tp.counterparty_id,
+        "consumer": rt.did,
+    }
+    for key, value in expected.items():
+        if record.get(key) != value:
+            return f"{key} is {record.get(key)!r}, expected {value!r}"
+    if entry.hash != record_hash(record):
+        return "the record does not match its hash"
+    try:
+        signatures.verify(record, entry.signature, tp.counterparty_id, provider_doc)
+    except BadRequest as exc:
+        return str(exc)
+    offset, length = int(record.get("offset", 0)), int(record.get("length", 0))
+    if length == 0:
+        return None
+    if path is None:
+        return "no data was received"
+    digest = _window_digest(path, offset, length)
+    if digest is None:
+        return f"bytes {offset}-{offset + length - 1} were not received"
+    if digest != record.get("sha256"):
+        return (
+            f"bytes {offset}-{offset + length - 1} hash to {digest}, the record says"
+            f" {record.get('sha256')}"
+        )
+    return None

@@ -1,0 +1,195 @@
+"""Offline check of an exported metering chain: needs only the two parties' public keys.
+
+Reports every link that was altered, dropped, reordered, inserted or left without a valid
+receipt, so an auditor can trust the figures an invoice is computed from.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from connector.errors import BadRequest
+from connector.identity import signatures
+from connector.identity.did import KEY_FRAGMENT
+from connector.metering.export import CHAIN_TYPE
+from connector.metering.records import GENESIS, RECORD_FIELDS, record_hash
+
+
+class ChainFileError(BadRequest):
+    """The file is not an exported metering chain."""
+
+
+@dataclass(frozen=True)
+class Finding:
+    line: int
+    seq: int | None
+    problem: str  # altered | dropped | reordered | inserted | unreceipted
+    detail: str
+
+    def text(self) -> str:
+        where = f"line {self.line}" + (f", record {self.seq}" if self.seq is not None else "")
+        return f"{where}: {self.problem}: {self.detail}"
+
+
+@dataclass
+class Verified:
+    header: dict[str, Any]
+    records: list[dict[str, Any]]
+    findings: list[Finding]
+
+    @property
+    def ok(self) -> bool:
+        return not self.findings
+
+
+def key_document(path: Path, did: str) -> dict[str, Any]:
+    """A DID document from a file holding either the document or the bare public JWK."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ChainFileError(f"cannot read key file {path}: {exc}") from exc
+    if isinstance(data, dict) and "verificationMethod" in data:
+        return data
+    if isinstance(data, dict) and data.get("kty") == "OKP":
+        vm = f"{did}#{KEY_FRAGMENT}"
+        return {
+            "id": did,
+            "verificationMethod": [{"id": vm, "controller": did, "publicKeyJwk": data}],
+            "assertionMethod": [vm],
+        }
+    raise ChainFileError(f"{path} holds neither a DID document nor an Ed25519 JWK")
+
+
+def read_chain(path: Path) -> tuple[dict[str, Any], list[tuple[int, dict[str, Any]]]]:
+    """(header, [(line number, line)]) of a JSON Lines export."""
+    header: dict[str, Any] | None = None
+    lines: list[tuple[int, dict[str, Any]]] = []
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ChainFileError(f"cannot read {path}: {exc}") from exc
+    for number, raw in enumerate(text.splitlines(), start=1):
+        if not raw.strip():
+            continue
+        try:
+            item = json.loads(raw)
+        except ValueError as exc:
+            raise ChainFileError(f"line {number} is not JSON: {exc}") from exc
+        if not isinstance(item, dict):
+            raise ChainFileError(f"line {number} is not a JSON object")
+        if item.get("type") == CHAIN_TYPE:
+            header = item
+        else:
+            lines.append((number, item))
+    if header is None:
+        raise ChainFileError(f"{path} has no chain header line (type tdsc-metering-chain)")
+    return header, lines
+
+
+def verify_chain(
+    header: dict[str, Any],
+    lines: list[tuple[int, dict[str, Any]]],
+    provider_doc: dict[str, Any],
+    consumer_doc: dict[str, Any],
+) -> Verified:
+    provider, consumer = str(header.get("provider")), str(header.get("consumer"))
+    findings: list[Finding] = []
+    by_seq: dict[int, dict[str, Any]] = {}
+    last_seq: int | None = None
+    for number, line in lines:
+        record = line.get("record")
+        if not isinstance(record, dict) or not isinstance(record.get("seq"), int):
+            findings.append(Finding(number, None, "altered", "not a metering record"))
+            continue
+        seq = record["seq"]
+        problem = _signed_problem(line, record, header, provider, provider_doc)
+        if problem:
+            findings.append(Finding(number, seq, "altered", problem))
+            continue
+        if seq in by_seq:
+            findings.append(Finding(number, seq, "inserted", f"a second record numbered {seq}"))
+            continue
+        if last_seq is not None and seq < last_seq:
+            findings.append(Finding(number, seq, "reordered", f"comes after record {last_seq}"))
+        by_seq[seq] = {**line, "_line": number}
+        last_seq = seq if last_seq is None else max(last_seq, seq)
+        receipt = line.get("receipt")
+        if not receipt:
+            why = line.get("refusal") or "no receipt from the consumer"
+            findings.append(Finding(number, seq, "unreceipted", str(why)))
+        else:
+            try:
+                signatures.verify(record, str(receipt), consumer, consumer_doc)
+            except BadRequest as exc:
+                findings.append(Finding(number, seq, "unreceipted", f"receipt invalid: {exc}"))
+    findings += _links(by_seq, header)
+    ordered = [by_seq[s]["record"] for s in sorted(by_seq)]
+    return Verified(header, ordered, findings)
+
+
+def _signed_problem(
+    line: dict[str, Any],
+    record: dict[str, Any],
+    header: dict[str, Any],
+    provider: str,
+    provider_doc: dict[str, Any],
+) -> str | None:
+    if set(record) != set(RECORD_FIELDS):
+        return "the record's fields differ from the metering profile"
+    if record.get("agreement") != header.get("agreement"):
+        return f"belongs to agreement {record.get('agreement')}, not {header.get('agreement')}"
+    if record.get("provider") != provider or record.get("consumer") != header.get("consumer"):
+        return "names other participants than the chain"
+    if line.get("hash") != record_hash(record):
+        return "content does not match its hash"
+    try:
+        signatures.verify(record, str(line.get("signature")), provider, provider_doc)
+    except BadRequest as exc:
+        return f"provider signature invalid: {exc}"
+    return None
+
+
+def _links(by_seq: dict[int, dict[str, Any]], header: dict[str, Any]) -> list[Finding]:
+    """Gaps and broken hash links, after putting the records in order."""
+    findings: list[Finding] = []
+    seqs = sorted(by_seq)
+    expected = 0
+    for seq in seqs:
+        line = by_seq[seq]
+        if seq > expected:
+            missing = (
+                f"record {expected}" if seq == expected + 1 else f"records {expected}-{seq - 1}"
+            )
+            findings.append(Finding(line["_line"], seq, "dropped", f"{missing} missing before it"))
+        previous = by_seq.get(seq - 1)
+        want = previous["hash"] if previous else (GENESIS if seq == 0 else None)
+        if want is not None and line["record"]["prev"] != want:
+            findings.append(
+                Finding(
+                    line["_line"],
+                    seq,
+                    "inserted",
+                    "its previous-hash does not link to the record before it",
+                )
+            )
+        expected = seq + 1
+    count, head = header.get("count"), header.get("head")
+    if isinstance(count, int) and count > expected:
+        findings.append(
+            Finding(
+                0, None, "dropped", f"the header counts {count} records, {expected} are present"
+            )
+        )
+    if (
+        head
+        and seqs
+        and by_seq[seqs[-1]]["hash"] != head
+        and not (isinstance(count, int) and count > expected)
+    ):
+        findings.append(
+            Finding(0, None, "altered", "the chain's last record is not the header's head")
+        )
+    return findings

@@ -1,0 +1,352 @@
+"""Signed metering, receipts, offline verification, invoices and resumed pulls, with two real
+connectors. The only test double is the upstream HTTP data source (outside the project)."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.harness import ConnectorProcess, cli, negotiate, wait_for
+
+MIB = 1024 * 1024
+SIZE = 3 * MIB + 17  # three full 1 MiB windows and a short one
+
+
+class SlowSource:
+    """Test double for an upstream HTTP data source: serves fixed bytes slowly (ignoring Range,
+    as many upstreams do), so a test can act while a transfer is under way."""
+
+    def __init__(self, data: bytes, chunk: int = 128 * 1024, pause: float = 0.05) -> None:
+        source = self
+        self.data = data
+        self.requests: list[str | None] = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                source.requests.append(self.headers.get("Range"))
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(source.data)))
+                self.end_headers()
+                try:
+                    for at in range(0, len(source.data), chunk):
+                        self.wfile.write(source.data[at : at + chunk])
+                        self.wfile.flush()
+                        threading.Event().wait(pause)
+                except OSError:
+                    pass
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/data"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def data() -> bytes:
+    return os.urandom(SIZE)
+
+
+@pytest.fixture
+def slow(data: bytes) -> Iterator[SlowSource]:
+    source = SlowSource(data)
+    yield source
+    source.close()
+
+
+@pytest.fixture
+def nodes(tmp_path: Path) -> Iterator[tuple[ConnectorProcess, ConnectorProcess]]:
+    provider = ConnectorProcess(tmp_path, "provider")
+    consumer = ConnectorProcess(tmp_path, "consumer")
+    for node in (provider, consumer):
+        node.set(metering_window_bytes=str(MIB), metering_receipt_seconds="10")
+        node.start()
+    yield provider, consumer
+    consumer.stop()
+    provider.stop()
+
+
+PRICED = {
+    "permission": [
+        {
+            "action": "use",
+            "duty": [
+                _duty
+                for _duty in (
+                    {"action": "compensate", "constraint": [
+                        {"leftOperand": "payAmount", "operator": "eq", "rightOperand": 1000},
+                        {"leftOperand": "unit", "operator": "eq",
+                         "rightOperand": "https://w3id.org/tdsc/v1/perGB"},
+                        {"leftOperand": "https://w3id.org/tdsc/v1/currency", "operator": "eq",
+                         "rightOperand": "EUR"},
+                        {"leftOperand": "https://w3id.org/tdsc/v1/freeQuota", "operator": "eq",
+                         "rightOperand": 0.001},
+                    ]},
+                    {"action": "compensate", "constraint": [
+                        {"leftOperand": "payAmount", "operator": "eq", "rightOperand": 0.1},
+                        {"leftOperand": "unit", "operator": "eq", "rightOperand": "perTransfer"},
+                        {"leftOperand": "https://w3id.org/tdsc/v1/currency", "operator": "eq",
+                         "rightOperand": "EUR"},
+                    ]},
+                    {"action": "compensate", "constraint": [
+                        {"leftOperand": "payAmount", "operator": "eq", "rightOperand": 5},
+                        {"leftOperand": "unit", "operator": "eq", "rightOperand": "perMonth"},
+                        {"leftOperand": "https://w3id.org/tdsc/v1/currency", "operator": "eq",
+                         "rightOperand": "EUR"},
+                    ]},
+                )
+            ],
+        }
+    ]
+}  # fmt: skip
+
+
+def transfer(consumer: ConnectorProcess, agreement_id: str, fmt: str) -> dict[str, Any]:
+    tp: dict[str, Any] = consumer.api.post(
+        "/api/v1/transfers", {"agreementId": agreement_id, "format": fmt}
+    )
+    return tp
+
+
+def received(consumer: ConnectorProcess, cid: str) -> Path:
+    return consumer.dir / "received" / f"{cid.rsplit(':', 1)[-1]}.bin"
+
+
+def export(node: ConnectorProcess, agreement_id: str, out: Path) -> list[dict[str, Any]]:
+    run = cli("--config", str(node.config), "metering", "export", "--agreement", agreement_id,
+              "--out", str(out))  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    return [json.loads(line) for line in out.read_text().splitlines()]
+
+
+def did_document(node: ConnectorProcess, where: Path) -> Path:
+    import urllib.request
+
+    with urllib.request.urlopen(node.base_url + "/.well-known/did.json") as resp:
+        where.write_bytes(resp.read())
+    return where
+
+
+def verify(tmp_path: Path, provider: ConnectorProcess, consumer: ConnectorProcess, chain: Path):  # type: ignore[no-untyped-def]
+    return cli(
+        "metering", "verify", str(chain),
+        "--provider-key", str(did_document(provider, tmp_path / "provider-did.json")),
+        "--consumer-key", str(did_document(consumer, tmp_path / "consumer-did.json")),
+    )  # fmt: skip
+
+
+def write_lines(path: Path, lines: list[dict[str, Any]]) -> Path:
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    return path
+
+
+@pytest.mark.parametrize("fmt", ["HttpData-PULL", "HttpData-PUSH"])
+def test_every_window_is_signed_receipted_and_verifies_offline(
+    nodes: tuple[ConnectorProcess, ConnectorProcess], tmp_path: Path, data: bytes, fmt: str
+) -> None:
+    provider, consumer = nodes
+    payload = tmp_path / "payload.bin"
+    payload.write_bytes(data)
+    provider.publish(payload)
+    agreement_id = negotiate(consumer, provider, "ds-1")
+    tp = transfer(consumer, agreement_id, fmt)
+    done = consumer.api.wait_state("transfers", tp["id"], {"COMPLETED"}, timeout=30)
+    assert done["sha256"] == hashlib.sha256(data).hexdigest()
+
+    theirs = provider.api.get(f"/api/v1/agreements/{agreement_id}/metering")
+    mine = consumer.api.get(f"/api/v1/agreements/{agreement_id}/metering")
+    records = [line["record"] for line in theirs["chain"]]
+    assert [r["kind"] for r in records] == ["start", "window", "window", "window", "complete"]
+    assert [(r["offset"], r["length"]) for r in records] == [
+        (0, 0), (0, MIB), (MIB, MIB), (2 * MIB, MIB), (3 * MIB, 17)
+    ]  # fmt: skip
+    for r in records[1:]:
+        window = data[r["offset"] : r["offset"] + r["length"]]
+        assert r["sha256"] == hashlib.sha256(window).hexdigest()
+        assert r["records"] == window.count(b"\n")
+    assert all(line["receipt"] for line in theirs["chain"])
+    assert [line["hash"] for line in mine["chain"]] == [line["hash"] for line in theirs["chain"]]
+    assert [line["receipt"] for line in mine["chain"]] == [
+        line["receipt"] for line in theirs["chain"]
+    ]
+
+    lines = export(provider, agreement_id, tmp_path / "chain.jsonl")
+    assert lines[0]["type"] == "tdsc-metering-chain" and lines[0]["count"] == 5
+    run = verify(tmp_path, provider, consumer, tmp_path / "chain.jsonl")
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert f"5 records, {SIZE} bytes metered" in run.stdout
+
+
+def test_tampering_of_every_kind_is_reported(
+    nodes: tuple[ConnectorProcess, ConnectorProcess], tmp_path: Path, data: bytes
+) -> None:
+    provider, consumer = nodes
+    payload = tmp_path / "payload.bin"
+    payload.write_bytes(data)
+    provider.publish(payload)
+    agreement_id = negotiate(consumer, provider, "ds-1")
+    for _ in range(2):  # two transfers: one chain across both
+        tp = transfer(consumer, agreement_id, "HttpData-PULL")
+        consumer.api.wait_state("transfers", tp["id"], {"COMPLETED"}, timeout=30)
+    header, *chain = export(provider, agreement_id, tmp_path / "chain.jsonl")
+    assert len(chain) == 10
+    assert verify(tmp_path, provider, consumer, tmp_path / "chain.jsonl").returncode == 0
+
+    altered = copy.deepcopy(chain)
+    altered[2]["record"]["length"] -= 1
+    dropped = chain[:3] + chain[4:]
+    reordered = [chain[0], chain[2], chain[1], *chain[3:]]
+    inserted = [*chain[:5], chain[2], *chain[5:]]
+    unreceipted = copy.deepcopy(chain)
+    unreceipted[6]["receipt"] = None
+    forged_receipt = copy.deepcopy(chain)
+    forged_receipt[7]["receipt"] = chain[7]["signature"]  # the provider's, not the consumer's
+    truncated = chain[:-1]
+    cases = {
+        "altered": (altered, "record 2: altered"),
+        "dropped": (dropped, "dropped: record 3 missing"),
+        "reordered": (reordered, "record 1: reordered"),
+        "inserted": (inserted, "record 2: inserted"),
+        "unreceipted": (unreceipted, "record 6: unreceipted: no receipt"),
+        "forged receipt": (forged_receipt, "record 7: unreceipted: receipt invalid"),
+        "truncated": (truncated, "dropped: the header counts 10 records"),
+    }
+    for name, (lines, expected) in cases.items():
+        path = write_lines(tmp_path / f"{name}.jsonl", [header, *lines])
+        run = verify(tmp_path, provider, consumer, path)
+        assert run.returncode == 1, (name, run.stdout)
+        assert expected in run.stdout, (name, run.stdout)
+
+    # not a chain at all, and a key file that is not a key: clear errors, no traceback
+    bad = verify(tmp_path, provider, consumer, write_lines(tmp_path / "x.jsonl", [{"a": 1}]))
+    assert bad.returncode != 0 and "no chain header" in bad.stderr
+    run = cli("metering", "verify", str(tmp_path / "chain.jsonl"),
+              "--provider-key", str(payload), "--consumer-key", str(payload))  # fmt: skip
+    assert run.returncode != 0 and "cannot read key file" in run.stderr
+
+
+@pytest.mark.parametrize("fmt", ["HttpData-PULL", "HttpData-PUSH"])
+def test_a_window_that_does_not_match_is_refused_and_ends_the_transfer(
+    nodes: tuple[ConnectorProcess, ConnectorProcess], slow: SlowSource, fmt: str
+) -> None:
+    provider, consumer = nodes
+    provider.api.post(
+        "/api/v1/datasets",
+        {"id": "ds-1", "title": "slow", "source": {"type": "http", "url": slow.url}},
+    )
+    agreement_id = negotiate(consumer, provider, "ds-1")
+    tp = transfer(consumer, agreement_id, fmt)
+    path = received(consumer, tp["id"])
+    wait_for("the first window to arrive", lambda: path.exists() and path.stat().st_size > MIB + 1)
+    with path.open("r+b") as fh:  # the consumer's copy goes bad (disk, memory, a middlebox)
+        fh.seek(100)
+        fh.write(b"\x00" if slow.data[100] else b"\x01")
+
+    ended = consumer.api.wait_state("transfers", tp["id"], {"TERMINATED", "COMPLETED"}, timeout=30)
+    assert ended["state"] == "TERMINATED"
+    why = " ".join(ended["reason"])
+    assert "metering record 1" in why and "bytes 0-1048575 hash to" in why, why
+    provider_side = provider.api.wait_state(
+        "transfers", ended["provider_pid"], {"TERMINATED"}, timeout=30
+    )
+    assert "metering record 1" in " ".join(provider_side["reason"])
+    chain = provider.api.get(f"/api/v1/agreements/{agreement_id}/metering")["chain"]
+    refused = [line for line in chain if line["refusal"]]
+    assert [line["record"]["seq"] for line in refused] == [1]
+    assert all(line["receipt"] for line in chain if line["record"]["seq"] != 1)
+
+    period = datetime.now(UTC).strftime("%Y-%m")
+    bill = provider.api.get(f"/api/v1/agreements/{agreement_id}/invoice?period={period}")
+    assert [d["seq"] for d in bill["disputed"]] == [1]
+    assert bill["usage"]["bytes"] == SIZE - MIB  # the refused window is not billed
+
+
+def test_invoice_from_the_countersigned_chain(
+    nodes: tuple[ConnectorProcess, ConnectorProcess], tmp_path: Path, data: bytes
+) -> None:
+    provider, consumer = nodes
+    payload = tmp_path / "payload.bin"
+    payload.write_bytes(data)
+    provider.publish(payload, offers=[PRICED])
+    agreement_id = negotiate(consumer, provider, "ds-1")
+    tp = transfer(consumer, agreement_id, "HttpData-PULL")
+    consumer.api.wait_state("transfers", tp["id"], {"COMPLETED"}, timeout=30)
+
+    period = datetime.now(UTC).strftime("%Y-%m")
+    run = cli("--config", str(provider.config), "billing", "invoice", "--agreement", agreement_id,
+              "--period", period)  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    bill = json.loads(run.stdout)
+    assert bill["currency"] == "EUR"
+    assert bill["usage"] == {"bytes": SIZE, "records": data.count(b"\n"), "transfers": 1}
+    amounts = {item["description"]: item["amount"] for item in bill["line_items"]}
+    # (3145745 B = 0.003145745 GB, 0.001 GB free) x 1000 EUR/GB = 2.145745 EUR
+    assert amounts == {"perGB (GB)": "2.15", "perTransfer (transfers)": "0.10",
+                       "perMonth (month)": "5.00"}  # fmt: skip
+    assert bill["total"] == "7.25"
+    assert bill["disputed"] == []
+    assert bill["chain"]["length"] == 5 and all(r["receipt"] for r in bill["chain"]["records"])
+
+    csv_run = cli("--config", str(provider.config), "billing", "invoice", "--agreement",
+                  agreement_id, "--period", period, "--format", "csv")  # fmt: skip
+    assert csv_run.returncode == 0 and "total,,,,,7.25" in csv_run.stdout
+    other = cli("--config", str(provider.config), "billing", "invoice", "--agreement",
+                agreement_id, "--period", "1999-01")  # fmt: skip
+    assert json.loads(other.stdout)["usage"]["bytes"] == 0
+    bad = cli("--config", str(provider.config), "billing", "invoice", "--agreement",
+              agreement_id, "--period", "2026-13")  # fmt: skip
+    assert bad.returncode != 0 and "period must be YYYY-MM" in bad.stderr
+
+    unpriceable = copy.deepcopy(PRICED)
+    unpriceable["permission"][0]["duty"][0]["constraint"][1]["rightOperand"] = "perBanana"
+    with pytest.raises(Exception, match="compensate unit"):
+        provider.publish(payload, dataset_id="ds-2", offers=[unpriceable])
+
+
+def test_an_interrupted_pull_resumes_with_range_and_is_billed_once(
+    nodes: tuple[ConnectorProcess, ConnectorProcess], slow: SlowSource, data: bytes
+) -> None:
+    provider, consumer = nodes
+    provider.api.post(
+        "/api/v1/datasets",
+        {"id": "ds-1", "title": "slow", "source": {"type": "http", "url": slow.url},
+         "offers": [PRICED]},
+    )  # fmt: skip
+    agreement_id = negotiate(consumer, provider, "ds-1")
+    tp = transfer(consumer, agreement_id, "HttpData-PULL")
+    path = received(consumer, tp["id"])
+    wait_for("half the data to arrive", lambda: path.exists() and path.stat().st_size > SIZE // 2)
+    consumer.kill()
+    kept = path.stat().st_size
+    consumer.start()
+
+    done = consumer.api.wait_state("transfers", tp["id"], {"COMPLETED"}, timeout=60)
+    assert done["sha256"] == hashlib.sha256(data).hexdigest()
+    provider_side = provider.api.get(f"/api/v1/transfers/{done['provider_pid']}")
+    served = [e["detail"] for e in provider_side["timeline"] if e["detail"].startswith("served")]
+    assert served and served[-1].startswith(f"served bytes {kept}-{SIZE - 1}"), served
+    assert slow.requests[-1] == f"bytes={kept}-"  # the provider asked its upstream for the rest
+
+    chain = provider.api.get(f"/api/v1/agreements/{agreement_id}/metering")["chain"]
+    assert any(line["record"]["kind"] == "interrupted" for line in chain)
+    assert all(line["receipt"] for line in chain)
+    period = datetime.now(UTC).strftime("%Y-%m")
+    bill = provider.api.get(f"/api/v1/agreements/{agreement_id}/invoice?period={period}")
+    assert bill["usage"]["bytes"] == SIZE  # resent bytes are metered again, billed once
+    assert bill["disputed"] == []
