@@ -77,7 +77,14 @@ async def settle(rt: Runtime, client: DspClient, tp: Transfer, timeout: float = 
     """Receipt or refuse every record of this transfer; returns the refusal reasons."""
     path = Path(tp.path) if tp.path else None
     received = path.stat().st_size if path and path.exists() else 0
-    entries = await fetch_records(rt, client, tp, received, timeout)
+    try:
+        entries = await fetch_records(rt, client, tp, received, timeout)
+    except PeerError as exc:
+        if exc.http_status not in (404, 405, 501):
+            raise
+        # a peer without the metering profile (docs/metering.md): deliver, but say so
+        rt.log(tp.id, "note", "metering", detail=f"the provider keeps no metering records: {exc}")
+        return []
     provider_doc = await rt.resolver.resolve(tp.counterparty_id)
     answers: list[dict[str, Any]] = []
     refusals: list[str] = []
