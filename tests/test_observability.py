@@ -108,6 +108,7 @@ def test_metrics_move_with_a_negotiation_and_a_transfer(
         if name == "connector_policy_decisions_total" and ("result", "allow") in labels
     ]  # fmt: skip
     assert sum(allowed) >= 2  # at least the negotiation and the transfer start
+    assert after[("connector_metering_records_total", ())] >= 2  # at least start and complete
     mine = metrics(consumer)
     assert mine[("connector_negotiations", (("role", "consumer"), ("state", "FINALIZED")))] == 1
     assert mine[("connector_transfer_bytes_total", (("role", "consumer"),))] == size
