@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -15,7 +16,7 @@ from connector.dsp.states import CN, TP, TP_TERMINAL, transfer_next
 from connector.errors import BadRequest, NotFound, PeerError
 from connector.metering.meter import Meter, end_kind
 from connector.metering.receipts import wait_for_answers
-from connector.metering.settle import settle
+from connector.metering.settle import EarlyChecks, settle
 from connector.outbox import Outbox
 from connector.policy.decision import DecisionInput, Party, Phase
 from connector.policy.inputs import agreement_usage, dataset_facts
@@ -369,6 +370,8 @@ class TransferService:
         if tp.state != TP.STARTED or not tp.data_address:
             return
         self.rt.log(tp.id, "note", "pull", detail=f"pulling from {tp.data_address.get('endpoint')}")
+        early = EarlyChecks(self.rt, self.client, tp, streams.received_path(self.rt, tp.id))
+        checking = asyncio.create_task(early.run())
         try:
             size, digest, path = await streams.pull(self.rt, tp.id, tp.data_address)
         except PeerError as exc:
@@ -376,10 +379,13 @@ class TransferService:
                 await self._settle_quietly(tp.id)
                 return
             raise
+        finally:
+            early.stop()
+            await checking
         with self.rt.store.transaction():
             tp = self.rt.store.update_transfer(tp.id, bytes=size, sha256=digest, path=str(path))
             self.rt.log(tp.id, "note", "pull", detail=f"received {size} bytes, sha256 {digest}")
-        refused = await settle(self.rt, self.client, tp)
+        refused = await settle(self.rt, self.client, tp, checked=early.checked)
         with self.rt.store.transaction():
             tp = self.get(tp.id)
             if tp.state == TP.STARTED and refused:

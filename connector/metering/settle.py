@@ -4,6 +4,7 @@ countersign (receipt) or refuse it, and send the answers back to the provider.""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import time
 from pathlib import Path
@@ -24,6 +25,10 @@ def metering_url(tp: Transfer) -> str:
     """The provider's metering endpoint for this transfer (beside its DSP endpoints)."""
     base = tp.counterparty_address.rstrip("/")
     return f"{base}/metering/transfers/{tp.provider_pid}"
+
+
+def _end(entry: MeteringEntry) -> int:
+    return int(entry.record.get("offset", 0)) + int(entry.record.get("length", 0))
 
 
 def _window_digest(path: Path, offset: int, length: int) -> str | None:
@@ -73,8 +78,57 @@ async def fetch_records(
         await asyncio.sleep(POLL_SECONDS)
 
 
-async def settle(rt: Runtime, client: DspClient, tp: Transfer, timeout: float = 10.0) -> list[str]:
-    """Receipt or refuse every record of this transfer; returns the refusal reasons."""
+Checked = dict[int, tuple[str, str | None]]  # seq -> (record hash, refusal or None)
+
+
+class EarlyChecks:
+    """While a pull is still running, check the windows already on disk, so that only the
+    last ones remain when it ends: the re-read overlaps the download instead of following it.
+    """
+
+    def __init__(self, rt: Runtime, client: DspClient, tp: Transfer, path: Path) -> None:
+        self._rt, self._client, self._tp, self._path = rt, client, tp, path
+        self.checked: Checked = {}
+        self._stop = asyncio.Event()
+
+    async def run(self, every: float = 0.5) -> None:
+        try:
+            provider_doc = await self._rt.resolver.resolve(self._tp.counterparty_id)
+            while not self._stop.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), every)
+                if self._stop.is_set():
+                    return
+                _, body = await self._client.call(
+                    "GET", metering_url(self._tp), self._tp.counterparty_id
+                )
+                on_disk = self._path.stat().st_size if self._path.exists() else 0
+                for line in body.get("chain") or []:
+                    entry = entry_from_line(line)
+                    if entry.seq in self.checked or _end(entry) > on_disk:
+                        continue
+                    why = await asyncio.to_thread(
+                        _check, self._rt, self._tp, entry, provider_doc, self._path
+                    )
+                    self.checked[entry.seq] = (entry.hash, why)
+        except (PeerError, KeyError, TypeError, ValueError, AttributeError, OSError):
+            return  # the final check does everything that was not done here
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+async def settle(
+    rt: Runtime,
+    client: DspClient,
+    tp: Transfer,
+    timeout: float = 10.0,
+    checked: Checked | None = None,
+) -> list[str]:
+    """Receipt or refuse every record of this transfer; returns the refusal reasons.
+
+    `checked` holds windows already checked against the file (EarlyChecks): reused when the
+    provider's record is still the same."""
     path = Path(tp.path) if tp.path else None
     received = path.stat().st_size if path and path.exists() else 0
     try:
@@ -89,7 +143,11 @@ async def settle(rt: Runtime, client: DspClient, tp: Transfer, timeout: float = 
     answers: list[dict[str, Any]] = []
     refusals: list[str] = []
     for entry in entries:
-        why = await asyncio.to_thread(_check, rt, tp, entry, provider_doc, path)
+        earlier = (checked or {}).get(entry.seq)
+        if earlier is not None and earlier[0] == entry.hash:
+            why = earlier[1]
+        else:
+            why = await asyncio.to_thread(_check, rt, tp, entry, provider_doc, path)
         if why is None:
             entry.receipt, entry.refusal = signatures.sign(entry.record, rt.did, rt.keys), None
             answers.append({"seq": entry.seq, "hash": entry.hash, "receipt": entry.receipt})
