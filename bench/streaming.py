@@ -140,6 +140,10 @@ def main() -> int:
             big_problems = chain_problems(provider, agreement_id, docs)
             windows = len(provider.api.get(f"/api/v1/agreements/{agreement_id}/metering")["chain"])
             Path(done["path"]).unlink()
+            # the baseline again, with the page cache as warm as the connector had it; the
+            # faster of the two runs is the one we compare against
+            raw_seconds = min(raw_seconds, asyncio.run(raw_stream(big, root / "raw-copy.bin")))
+            (root / "raw-copy.bin").unlink()
 
             small = root / "small.bin"
             make_file(small, int(args.small_mb * 1024 * 1024))
@@ -167,7 +171,7 @@ def main() -> int:
     mb = size / 1e6
     raw_rate, rate = mb / raw_seconds, mb / seconds
     print(f"streaming {size / 1e9:.2f} GB, pull, metering windows of 64 MiB ({windows} records)")
-    print(f"  raw aiohttp stream   {raw_rate:8.0f} MB/s  ({raw_seconds:.1f} s)")
+    print(f"  raw aiohttp stream   {raw_rate:8.0f} MB/s  ({raw_seconds:.1f} s, best of 2)")
     print(f"  connector, metered   {rate:8.0f} MB/s  ({seconds:.1f} s, request -> COMPLETED,"
           f" receipts included)")  # fmt: skip
     print(f"  ratio                {rate / raw_rate:8.0%}   (goal >= 70%)")
