@@ -108,6 +108,7 @@ class OpaServerEngine:
         self._ssl = parts.scheme == "https"
         self._client: Any = None
         self._uploaded: set[str] = set()
+        self._bundle: PolicyBundle | None = None
 
     async def _connect(self) -> Any:
         if self._client is None:
@@ -142,17 +143,26 @@ class OpaServerEngine:
         except Exception as exc:
             raise PolicyError(f"OPA server refused to drop old policies: {exc}") from exc
         self._uploaded = {_policy_id(n) for n in bundle.modules}
+        self._bundle = bundle
 
     async def evaluate(self, decision_input: dict[str, Any]) -> dict[str, Any]:
+        result = await self._query(decision_input)
+        if result is None and self._bundle is not None:
+            # a restarted sidecar has forgotten the policies: upload them again, ask again
+            await self.load(self._bundle)
+            result = await self._query(decision_input)
+        if result is None:
+            raise PolicyError(f"{QUERY} returned no decision from the OPA server")
+        return result
+
+    async def _query(self, decision_input: dict[str, Any]) -> dict[str, Any] | None:
         client = await self._connect()
         try:
             answer = await client.query_rule(decision_input, PACKAGE, "decision")
         except Exception as exc:
             raise PolicyError(f"OPA server query failed: {exc}") from exc
         result = answer.get("result") if isinstance(answer, dict) else None
-        if not isinstance(result, dict):
-            raise PolicyError(f"{QUERY} returned no decision from the OPA server")
-        return result
+        return result if isinstance(result, dict) else None
 
     async def close(self) -> None:
         if self._client is not None:
