@@ -32,6 +32,9 @@ from connector.policy.point import RegoDecisionPoint
 from connector.runtime import Runtime, client_ssl_context
 from connector.store.base import Store
 from connector.store.sqlite import SqliteStore
+from connector.usage.api import UsageApi
+from connector.usage.peer_routes import UsagePeerRoutes
+from connector.usage.service import Usage
 
 log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -73,6 +76,7 @@ class Connector:
         self.policy: RegoDecisionPoint | None = None
         self._runners: list[web.AppRunner] = []
         self._worker: asyncio.Task[None] | None = None
+        self.usage: Usage | None = None
         self.runtime: Runtime | None = None
         self.public_port = settings.public_port
         self.management_port = settings.management_port
@@ -94,6 +98,11 @@ class Connector:
         self.negotiations = NegotiationService(rt, outbox, client)
         self.transfers = TransferService(rt, outbox, client)
         self.outbox = outbox
+        usage = Usage(rt, outbox, client, self.transfers.terminate)
+        self.transfers.usage = usage
+        self.usage = usage
+        # deletion deadlines that passed while we were stopped: before anything is served
+        await usage.catch_up()
         # TCK mode (conformance testing, loopback only; see connector/tck): off by default.
         tck_auth = s.tck_authorization.get_secret_value() if s.tck_authorization else ""
         static = tck.static_callers(tck_auth) if s.tck_mode else None
@@ -105,8 +114,11 @@ class Connector:
         )
         observability.Health(self).add_to(public)
         DspRoutes(rt, auth, self.negotiations, self.transfers).add_to(public)
-        DataPlaneRoutes(rt, self.transfers.terminate, self.transfers.settle_later).add_to(public)
+        DataPlaneRoutes(
+            rt, self.transfers.terminate, self.transfers.settle_later, usage.delivered
+        ).add_to(public)
         MeteringRoutes(rt, auth).add_to(public)
+        UsagePeerRoutes(rt, auth, usage).add_to(public)
         if s.tck_mode:
             tck.install(public, rt, self.negotiations, self.transfers, tck_auth)
 
@@ -118,7 +130,14 @@ class Connector:
             ]
         )
         observability.add_metrics(management, s)
-        ManagementApi(rt, client, self.negotiations, self.transfers, self.policy).add_to(management)
+        ManagementApi(
+            rt,
+            client,
+            self.negotiations,
+            self.transfers,
+            self.policy,
+            extra=UsageApi(rt, usage).routes(),
+        ).add_to(management)
 
         ssl_ctx = None
         if s.tls_cert and s.tls_key:
@@ -129,6 +148,7 @@ class Connector:
             management, s.management_host, s.management_port, None
         )
         self._worker = asyncio.create_task(outbox.run())
+        usage.start()
         log.info(
             "connector %s (%s) listening: public %s, management %s:%s",
             s.name,
@@ -183,6 +203,8 @@ class Connector:
         return int(sockets[0].getsockname()[1]) if sockets else port
 
     async def stop(self) -> None:
+        if self.usage is not None:
+            await self.usage.stop()
         if self.runtime is not None:
             await self.outbox.stop()
         if self._worker is not None:

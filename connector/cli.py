@@ -631,3 +631,139 @@ def billing_invoice(ctx: click.Context, agreement_id: str, period: str, fmt: str
         click.echo(to_csv(bill), nl=False)
     else:
         _emit(bill)
+
+
+# usage control -----------------------------------------------------------------------------
+
+
+@agreements.command("terminate")
+@click.argument("agreement_id")
+@click.option("--reason", required=True, help="Why: sent to the consumer, shown in its refusals")
+@click.pass_context
+def agreements_terminate(ctx: click.Context, agreement_id: str, reason: str) -> None:
+    """End an agreement (provider): transfers stop, the consumer stops using and deletes."""
+    record = _call(ctx, "POST", f"/api/v1/agreements/{agreement_id}/terminate", {"reason": reason})
+    click.echo(f"{record['id']}  terminated at {record['terminated_at']}: {reason}")
+
+
+@main.command("use")
+@click.argument("agreement_id")
+@click.option("--purpose", required=True, help="What the data is used for (decided by policy)")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the data here (default: stdout)")  # fmt: skip
+@click.pass_context
+def use(ctx: click.Context, agreement_id: str, purpose: str, out: Path | None) -> None:
+    """Use data received under an agreement (consumer): the policy decides, a signed use
+    record is written, and the data is written to --out."""
+    from urllib.parse import quote
+
+    path = f"/api/v1/agreements/{agreement_id}/data?purpose={quote(purpose)}"
+    target = out.with_name(out.name + ".part") if out else None
+    try:
+        if target is None:
+            headers = _client(ctx).download(path, sys.stdout.buffer)
+        else:
+            with target.open("wb") as fh:
+                headers = _client(ctx).download(path, fh)
+            target.replace(out)  # type: ignore[arg-type]
+    except ApiError as exc:
+        if target is not None:
+            target.unlink(missing_ok=True)
+        raise click.ClickException(str(exc)) from exc
+    deadline = headers.get("X-Delete-By")
+    click.echo(
+        f"use {headers.get('X-Use-Number')} of {agreement_id} for {purpose!r}"
+        + (f"; the data will be deleted by {deadline}" if deadline else ""),
+        err=True,
+    )
+
+
+@main.group()
+def uses() -> None:
+    """Signed records of every use of received data."""
+
+
+@uses.command("list")
+@click.argument("agreement_id")
+@click.pass_context
+def uses_list(ctx: click.Context, agreement_id: str) -> None:
+    for line in _call(ctx, "GET", f"/api/v1/agreements/{agreement_id}/uses")["uses"]:
+        r = line["record"]
+        reported = f"reported {line['reported_at']}" if line.get("reported_at") else "not reported"
+        click.echo(f"{r['seq'] + 1}\t{r['at']}\t{r['purpose']}\t{reported}")
+
+
+@main.group()
+def deletions() -> None:
+    """Deletion duties: pending, fulfilled (with a signed receipt) or overdue."""
+
+
+@deletions.command("list")
+@click.option("--state", type=click.Choice(["pending", "fulfilled", "overdue"]), default=None)
+@click.option("--agreement", "agreement_id", default=None)
+@click.pass_context
+def deletions_list(ctx: click.Context, state: str | None, agreement_id: str | None) -> None:
+    from urllib.parse import urlencode
+
+    query = {k: v for k, v in {"state": state, "agreement": agreement_id}.items() if v}
+    rows = _call(ctx, "GET", "/api/v1/deletions" + (f"?{urlencode(query)}" if query else ""))
+    for d in rows:
+        when = d["fulfilled_at"] or d["deadline"]
+        click.echo(f"{d['id']}\t{d['role']}\t{d['state']}\t{when}\t{d['agreement_id']}")
+
+
+@deletions.command("show")
+@click.argument("duty_id")
+@click.pass_context
+def deletions_show(ctx: click.Context, duty_id: str) -> None:
+    """The duty, its history and its receipt, with the receipt verified again."""
+    _emit(_call(ctx, "GET", f"/api/v1/deletions/{duty_id}"))
+
+
+@deletions.command("export")
+@click.argument("duty_id")
+@click.option("--out", type=click.File("w"), default="-", help="JSON file (default stdout)")
+@click.pass_context
+def deletions_export(ctx: click.Context, duty_id: str, out: Any) -> None:
+    """The signed receipt ({record, signature}), for `deletions verify` elsewhere."""
+    duty = _call(ctx, "GET", f"/api/v1/deletions/{duty_id}")
+    if not duty.get("receipt"):
+        raise click.ClickException(f"deletion {duty_id} has no receipt yet ({duty['state']})")
+    out.write(json.dumps({"record": duty["receipt"], "signature": duty["signature"]}) + "\n")
+
+
+@deletions.command("verify")
+@click.argument("receipt_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--consumer-key", type=click.Path(exists=True, path_type=Path), required=True,
+              help="the consumer's DID document or public JWK (JSON)")  # fmt: skip
+def deletions_verify(receipt_file: Path, consumer_key: Path) -> None:
+    """Check a deletion receipt offline; exit 1 if it is altered or not the consumer's."""
+    from connector.metering.verify import ChainFileError, key_document
+    from connector.usage.records import RECEIPT_TYPE
+    from connector.usage.signed import RecordRefused, check
+
+    try:
+        doc = json.loads(receipt_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise click.ClickException(f"cannot read {receipt_file}: {exc}") from exc
+    record = doc.get("record") if isinstance(doc, dict) else None
+    if not isinstance(record, dict):
+        raise click.ClickException(f"{receipt_file} holds no receipt ({{record, signature}})")
+    consumer = str(record.get("consumer"))
+    try:
+        key = key_document(consumer_key, consumer)
+        check(RECEIPT_TYPE, record, doc.get("signature"), consumer, key, {})
+    except ChainFileError as exc:
+        raise click.ClickException(exc.detail) from exc
+    except RecordRefused as exc:
+        click.echo(f"receipt does not verify: {exc.detail}")
+        sys.exit(1)
+    what = "; ".join(
+        f"{d.get('file')} ({d.get('bytes')} bytes, sha256 {d.get('sha256')})"
+        for d in record.get("deleted") or []
+    )
+    click.echo(
+        f"receipt verifies: {consumer} deleted {what or 'no copy (none was left)'} of"
+        f" {record.get('dataset')} under agreement {record.get('agreement')} at"
+        f" {record.get('deleted_at')} (deadline {record.get('deadline')}): {record.get('reason')}"
+    )

@@ -62,6 +62,15 @@ class Settings(BaseSettings):
     metering_receipt_seconds: float = Field(
         30.0, ge=0, description="push: how long to wait for the consumer's receipts"
     )
+    deletion_grace_seconds: float = Field(
+        60.0,
+        ge=0,
+        description="provider: how long after a deletion deadline a receipt may arrive before"
+        " the deletion is overdue",
+    )
+    deletion_overdue_blocks_transfers: bool = Field(
+        True, description="provider: refuse transfers to a consumer with an overdue deletion"
+    )
     did_cache_seconds: int = Field(300, ge=0)
     policy_engine: Literal["embedded", "opa", "permit-all"] = Field(
         "embedded",

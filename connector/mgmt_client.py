@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import shutil
 import time
 import urllib.error
 import urllib.request
-from typing import Any
+from typing import IO, Any
 
 
 class ApiError(Exception):
@@ -21,6 +22,17 @@ class ApiError(Exception):
     def __str__(self) -> str:
         extra = "".join(f"\n  - {e}" for e in self.errors)
         return f"HTTP {self.status}: {self.detail}{extra}" if self.status else self.detail + extra
+
+
+def _problem(exc: urllib.error.HTTPError) -> ApiError:
+    raw = exc.read()
+    try:
+        doc = json.loads(raw)
+    except ValueError:
+        return ApiError(exc.code, raw.decode(errors="replace")[:500])
+    if not isinstance(doc, dict):
+        return ApiError(exc.code, str(doc)[:500])
+    return ApiError(exc.code, str(doc.get("detail", doc)), doc.get("errors"))
 
 
 class ManagementClient:
@@ -39,15 +51,23 @@ class ManagementClient:
             with urllib.request.urlopen(req, timeout=self.timeout) as resp:
                 raw = resp.read()
         except urllib.error.HTTPError as exc:
-            raw = exc.read()
-            try:
-                doc = json.loads(raw)
-            except ValueError:
-                raise ApiError(exc.code, raw.decode(errors="replace")[:500]) from exc
-            raise ApiError(exc.code, str(doc.get("detail", doc)), doc.get("errors")) from exc
+            raise _problem(exc) from exc
         except (urllib.error.URLError, OSError) as exc:
             raise ApiError(0, f"cannot reach the management API at {self.base}: {exc}") from exc
         return json.loads(raw) if raw else None
+
+    def download(self, path: str, out: IO[bytes]) -> dict[str, str]:
+        """GET a body that is data, not JSON, into `out`; returns the response headers."""
+        req = urllib.request.Request(self.base + path, method="GET")
+        req.add_header("X-Api-Key", self.key)
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+                shutil.copyfileobj(resp, out, 1 << 20)
+                return dict(resp.headers.items())
+        except urllib.error.HTTPError as exc:
+            raise _problem(exc) from exc
+        except (urllib.error.URLError, OSError) as exc:
+            raise ApiError(0, f"cannot reach the management API at {self.base}: {exc}") from exc
 
     def get(self, path: str) -> Any:
         return self.call("GET", path)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
@@ -14,9 +14,11 @@ from connector.errors import BadRequest, ConnectorError, NotFound
 from connector.metering.meter import Meter, end_kind
 from connector.metering.records import Kind
 from connector.runtime import Runtime
+from connector.store.records import Transfer
 
 Terminate = Callable[[str, list[str], str | None], object]
 Settle = Callable[[str], object]
+Delivered = Callable[[Transfer], Awaitable[None]]
 
 
 class RangeNotSatisfiable(ConnectorError):
@@ -39,10 +41,17 @@ def _range_start(header: str | None, size: int | None) -> int:
 
 
 class DataPlaneRoutes:
-    def __init__(self, runtime: Runtime, terminate: Terminate, settle: Settle) -> None:
+    def __init__(
+        self,
+        runtime: Runtime,
+        terminate: Terminate,
+        settle: Settle,
+        delivered: Delivered | None = None,
+    ) -> None:
         self.rt = runtime
         self._terminate = terminate
         self._settle = settle
+        self._delivered = delivered  # usage control: a copy has arrived
 
     def add_to(self, app: web.Application) -> None:
         app.router.add_get("/data/pull/{pid}", self.serve_pull)
@@ -149,13 +158,15 @@ class DataPlaneRoutes:
         finally:
             digest = writer.close()
         with self.rt.store.transaction():
-            self.rt.store.update_transfer(
+            tp = self.rt.store.update_transfer(
                 pid, bytes=writer.size, sha256=digest, path=str(writer.path)
             )
             self.rt.log(
                 pid, "note", "push", detail=f"received {writer.size} bytes, sha256 {digest}"
             )
             self._settle(pid)
+        if self._delivered is not None:
+            await self._delivered(tp)
         return web.json_response({"bytes": writer.size, "sha256": digest})
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 from connector.catalog.render import FORMATS
 from connector.dataplane import sources, streams, tokens
@@ -18,13 +18,21 @@ from connector.metering.meter import Meter, end_kind
 from connector.metering.receipts import wait_for_answers
 from connector.metering.settle import EarlyChecks, settle
 from connector.outbox import Outbox
-from connector.policy.decision import DecisionInput, Party, Phase
+from connector.policy.decision import Decision, DecisionInput, Party, Phase
 from connector.policy.inputs import agreement_usage, dataset_facts
 from connector.runtime import Runtime
-from connector.store.records import Job, Transfer
+from connector.store.records import Agreement, Job, Transfer
 
 HTTP_ENDPOINT = "https://w3id.org/idsa/v4.1/HTTP"
 Reaction = Callable[[Transfer], Awaitable[bool]]
+
+
+class UsageHooks(Protocol):
+    """What usage control (connector/usage) needs to hear from the transfer process."""
+
+    def guard_transfer(self, agreement: Agreement, caller: str) -> None: ...
+    def transfer_decided(self, tp: Transfer, decision: Decision) -> None: ...
+    async def delivered(self, tp: Transfer) -> None: ...
 
 
 def _address(endpoint: str, token: str) -> dict[str, Any]:
@@ -44,6 +52,7 @@ class TransferService:
         self.outbox = outbox
         self.client = client
         self.script: Reaction | None = None
+        self.usage: UsageHooks | None = None
         outbox.register("tp-send", self._send_job, self._send_failed)
         outbox.register("tp-react", self._react_job, self._react_failed)
         outbox.register("dp-pull", self._pull_job, self._data_failed)
@@ -102,6 +111,8 @@ class TransferService:
             raise BadRequest(f"unsupported format {msg.format}; supported: {', '.join(FORMATS)}")
         if msg.format.endswith("PUSH") and msg.dataAddress is None:
             raise BadRequest("a push transfer needs the consumer's dataAddress")
+        if self.usage is not None:
+            self.usage.guard_transfer(agreement, caller)
         purpose = (msg.model_extra or {}).get(m.PURPOSE) or (neg.purpose if neg else None)
         decision = await self.rt.decisions.decide(
             DecisionInput(
@@ -144,6 +155,8 @@ class TransferService:
         )
         with self.rt.store.transaction():
             self.rt.store.insert_transfer(tp)
+            if self.usage is not None:
+                self.usage.transfer_decided(tp, decision)
             self._received(tp, msg)
             self.react(tp)
         return tp, True
@@ -385,6 +398,8 @@ class TransferService:
         with self.rt.store.transaction():
             tp = self.rt.store.update_transfer(tp.id, bytes=size, sha256=digest, path=str(path))
             self.rt.log(tp.id, "note", "pull", detail=f"received {size} bytes, sha256 {digest}")
+        if self.usage is not None:
+            await self.usage.delivered(tp)
         refused = await settle(self.rt, self.client, tp, checked=early.checked)
         with self.rt.store.transaction():
             tp = self.get(tp.id)

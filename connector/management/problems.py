@@ -16,9 +16,11 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 TITLES = {
     400: "Bad Request",
     401: "Unauthorized",
+    403: "Forbidden",
     404: "Not Found",
     405: "Method Not Allowed",
     409: "Conflict",
+    410: "Gone",
     415: "Unsupported Media Type",
     422: "Unprocessable Content",
     500: "Internal Server Error",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hmac
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -186,18 +186,22 @@ class ManagementApi:
         negotiations: NegotiationService,
         transfers: TransferService,
         policy: RegoDecisionPoint | None = None,
+        extra: Sequence[tuple[Route, Handler]] = (),
     ) -> None:
         self.rt = runtime
         self.client = client
         self.cn = negotiations
         self.tp = transfers
         self.policy = policy
-        self._openapi = build_openapi(ROUTES, PREFIX)
+        self._extra = list(extra)  # routes other parts serve (usage control)
+        self._openapi = build_openapi(ROUTES + [r for r, _ in self._extra], PREFIX)
 
     def add_to(self, app: web.Application) -> None:
         app.router.add_get(f"{PREFIX}/openapi.json", self.openapi)
         for route in ROUTES:
             app.router.add_route(route.method, PREFIX + route.path, getattr(self, route.handler))
+        for route, handler in self._extra:
+            app.router.add_route(route.method, PREFIX + route.path, handler)
 
     async def openapi(self, request: web.Request) -> web.Response:
         return web.json_response(self._openapi)
@@ -454,4 +458,4 @@ def _paging(request: web.Request) -> tuple[int, int]:
     return limit, offset
 
 
-__all__ = ["DSP_PATH", "ROUTES", "ManagementApi", "Route"]
+__all__ = ["DSP_PATH", "ROUTES", "Handler", "ManagementApi", "Route"]

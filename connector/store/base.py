@@ -16,6 +16,7 @@ from connector.store.records import (
     TimelineEntry,
     Transfer,
 )
+from connector.usage.records import DeletionDuty, UseEntry
 
 
 class Store(Protocol):
@@ -42,6 +43,7 @@ class Store(Protocol):
     def put_agreement(self, record: Agreement) -> None: ...
     def get_agreement(self, agreement_id: str) -> Agreement | None: ...
     def list_agreements(self, limit: int = 100, offset: int = 0) -> list[Agreement]: ...
+    def update_agreement(self, agreement_id: str, **fields: Any) -> Agreement: ...
 
     # transfers
     def insert_transfer(self, record: Transfer) -> None: ...
@@ -83,3 +85,30 @@ class Store(Protocol):
     def set_metering_receipt(
         self, agreement_id: str, seq: int, *, receipt: str | None, refusal: str | None
     ) -> None: ...
+
+    # uses of received data: append builds the next signed record from (seq, previous hash)
+    def append_use(
+        self, agreement_id: str, make: Callable[[int, str | None], UseEntry]
+    ) -> UseEntry: ...
+    def put_uses(self, entries: list[UseEntry]) -> None: ...
+    def list_uses(self, agreement_id: str) -> list[UseEntry]: ...
+
+    # deletion duties (one per delivered copy, on each side)
+    def put_deletion(self, duty: DeletionDuty) -> None: ...
+    def get_deletion(self, duty_id: str) -> DeletionDuty | None: ...
+    def update_deletion(self, duty_id: str, **fields: Any) -> DeletionDuty: ...
+    def list_deletions(
+        self,
+        *,
+        role: str | None = None,
+        state: str | None = None,
+        agreement_id: str | None = None,
+        counterparty_id: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[DeletionDuty]: ...
+    def due_deletions(
+        self, role: str, states: tuple[str, ...], before: float
+    ) -> list[DeletionDuty]:
+        """Duties in one of `states` whose deadline (epoch seconds) is at or before `before`."""
+        ...

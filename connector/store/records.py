@@ -56,6 +56,8 @@ class Agreement(BaseModel):
     provider_signature: str | None = None
     consumer_signature: str | None = None
     policy_version: str | None = None
+    terminated_at: str | None = None
+    termination_reason: str | None = None
     created_at: str = Field(default_factory=utcnow)
 
 

@@ -26,6 +26,7 @@ from connector.store.records import (
     Transfer,
     utcnow,
 )
+from connector.usage.records import DeletionDuty, UseEntry
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -36,6 +37,7 @@ _TABLES: dict[str, tuple[type[BaseModel], str]] = {
     "negotiations": (Negotiation, "id"),
     "agreements": (Agreement, "id"),
     "transfers": (Transfer, "id"),
+    "deletion_duties": (DeletionDuty, "id"),
 }
 
 
@@ -109,6 +111,9 @@ class SqliteStore:
             columns = {n: _column_type(MeteringEntry, n) for n in MeteringEntry.model_fields}
             self._db.table("metering").create(columns, pk=("agreement_id", "seq"))
             self._db.table("metering").create_index(["transfer_id"])
+        if not self._db.table("uses").exists():
+            columns = {n: _column_type(UseEntry, n) for n in UseEntry.model_fields}
+            self._db.table("uses").create(columns, pk=("agreement_id", "seq"))
         if not self._db.table("seen_tokens").exists():
             self._db.table("seen_tokens").create({"jti": str, "expires_at": int}, pk="jti")
         self._db.table("negotiations").create_index(["consumer_pid"], if_not_exists=True)
@@ -116,6 +121,10 @@ class SqliteStore:
         self._db.table("transfers").create_index(["consumer_pid"], if_not_exists=True)
         self._db.table("transfers").create_index(["provider_pid"], if_not_exists=True)
         self._db.table("transfers").create_index(["agreement_id"], if_not_exists=True)
+        self._db.table("deletion_duties").create_index(
+            ["role", "state", "due_at"], if_not_exists=True
+        )
+        self._db.table("deletion_duties").create_index(["agreement_id"], if_not_exists=True)
         # Expired token ids are purged on every accepted token: keep that a range scan.
         self._db.table("seen_tokens").create_index(["expires_at"], if_not_exists=True)
         self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
@@ -217,6 +226,9 @@ class SqliteStore:
 
     def list_agreements(self, limit: int = 100, offset: int = 0) -> list[Agreement]:
         return self._list("agreements", Agreement, limit, offset)
+
+    def update_agreement(self, agreement_id: str, **fields: Any) -> Agreement:
+        return self._update("agreements", Agreement, agreement_id, fields)
 
     # transfers -------------------------------------------------------------------------------
 
@@ -368,6 +380,79 @@ class SqliteStore:
                 "update metering set receipt = ?, refusal = ? where agreement_id = ? and seq = ?",
                 [receipt, refusal, agreement_id, seq],
             )
+
+    # uses ------------------------------------------------------------------------------------
+
+    def append_use(
+        self, agreement_id: str, make: Callable[[int, str | None], UseEntry]
+    ) -> UseEntry:
+        with self.transaction():
+            rows = list(
+                self._db.query(
+                    "select seq, hash from uses where agreement_id = ? order by seq desc limit 1",
+                    [agreement_id],
+                )
+            )
+            head = rows[0] if rows else None
+            entry = make(head["seq"] + 1 if head else 0, head["hash"] if head else None)
+            self._db.table("uses").insert(_to_row(entry))
+        return entry
+
+    def put_uses(self, entries: list[UseEntry]) -> None:
+        with self.transaction():
+            self._db.table("uses").insert_all([_to_row(e) for e in entries], replace=True)
+
+    def list_uses(self, agreement_id: str) -> list[UseEntry]:
+        rows = self._db.query(
+            "select * from uses where agreement_id = ? order by seq", [agreement_id]
+        )
+        return [_from_row(UseEntry, r) for r in rows]
+
+    # deletion duties ---------------------------------------------------------------------------
+
+    def put_deletion(self, duty: DeletionDuty) -> None:
+        self._insert("deletion_duties", duty, replace=True)
+
+    def get_deletion(self, duty_id: str) -> DeletionDuty | None:
+        return self._get("deletion_duties", DeletionDuty, duty_id)
+
+    def update_deletion(self, duty_id: str, **fields: Any) -> DeletionDuty:
+        return self._update("deletion_duties", DeletionDuty, duty_id, fields)
+
+    def list_deletions(
+        self,
+        *,
+        role: str | None = None,
+        state: str | None = None,
+        agreement_id: str | None = None,
+        counterparty_id: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[DeletionDuty]:
+        match = {
+            "role": role,
+            "state": state,
+            "agreement_id": agreement_id,
+            "counterparty_id": counterparty_id,
+        }
+        where = [f"{k} = ?" for k, v in match.items() if v is not None]
+        args: list[Any] = [v for v in match.values() if v is not None]
+        sql = "select * from deletion_duties"
+        if where:
+            sql += " where " + " and ".join(where)
+        sql += " order by created_at desc limit ? offset ?"
+        return [_from_row(DeletionDuty, r) for r in self._db.query(sql, [*args, limit, offset])]
+
+    def due_deletions(
+        self, role: str, states: tuple[str, ...], before: float
+    ) -> list[DeletionDuty]:
+        marks = ", ".join("?" for _ in states)
+        rows = self._db.query(
+            f"select * from deletion_duties where role = ? and state in ({marks})"
+            " and due_at is not null and due_at <= ? order by due_at",
+            [role, *states, before],
+        )
+        return [_from_row(DeletionDuty, r) for r in rows]
 
     # replay protection -----------------------------------------------------------------------
 

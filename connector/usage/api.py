@@ -1,0 +1,115 @@
+"""The management API of usage control: the local use API that serves received data, the
+use records, the deletion duties with their receipts, and agreement termination."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from connector.errors import BadRequest, NotFound
+from connector.management import models
+from connector.management.routes import Handler, Route, optional_body
+from connector.runtime import Runtime
+from connector.usage.records import RECEIPT_TYPE, DeletionDuty
+from connector.usage.service import Usage
+from connector.usage.signed import RecordRefused, check
+
+STATES = ("pending", "fulfilled", "overdue")
+
+ROUTES = [
+    Route(
+        "GET",
+        "/agreements/{id}/data",
+        "use_data",
+        "Use received data (consumer): ?purpose=... is decided by the policy at phase use;"
+        " the data streams back and a signed use record is written",
+    ),
+    Route("GET", "/agreements/{id}/uses", "list_uses", "The agreement's signed use records"),
+    Route(
+        "POST",
+        "/agreements/{id}/terminate",
+        "terminate_agreement",
+        "End an agreement (provider): transfers stop, the consumer is told and deletes",
+        models.TerminateIn,
+    ),
+    Route(
+        "GET",
+        "/deletions",
+        "list_deletions",
+        "Deletion duties (?state=pending|fulfilled|overdue&agreement=ID&role=...)",
+    ),
+    Route("GET", "/deletions/{id}", "get_deletion", "A deletion duty with its receipt, verified"),
+]
+
+
+class UsageApi:
+    def __init__(self, rt: Runtime, usage: Usage) -> None:
+        self.rt = rt
+        self.usage = usage
+
+    def routes(self) -> list[tuple[Route, Handler]]:
+        return [(route, getattr(self, route.handler)) for route in ROUTES]
+
+    async def use_data(self, request: web.Request) -> web.StreamResponse:
+        granted = await self.usage.uses.use(
+            request.match_info["id"], request.query.get("purpose", "")
+        )
+        headers = {
+            "Content-Type": "application/octet-stream",
+            "X-Use-Number": str(granted.entry.seq + 1),
+            "X-Use-Record": granted.entry.hash,
+        }
+        if granted.deadline:
+            headers["X-Delete-By"] = granted.deadline
+        return web.FileResponse(granted.path, headers=headers)
+
+    async def list_uses(self, request: web.Request) -> web.Response:
+        agreement_id = request.match_info["id"]
+        if self.rt.store.get_agreement(agreement_id) is None:
+            raise NotFound(f"no agreement {agreement_id}")
+        uses = self.rt.store.list_uses(agreement_id)
+        return web.json_response(
+            {
+                "agreement": agreement_id,
+                "count": len(uses),
+                "uses": [{**u.line(), "reported_at": u.reported_at} for u in uses],
+            }
+        )
+
+    async def terminate_agreement(self, request: web.Request) -> web.Response:
+        data: models.TerminateIn = await optional_body(request, models.TerminateIn)
+        agreement = self.usage.termination.terminate(request.match_info["id"], data.reason)
+        return web.json_response(agreement.model_dump())
+
+    async def list_deletions(self, request: web.Request) -> web.Response:
+        state = request.query.get("state")
+        if state is not None and state not in STATES:
+            raise BadRequest(f"state must be one of {', '.join(STATES)}")
+        role = request.query.get("role")
+        if role is not None and role not in ("provider", "consumer"):
+            raise BadRequest("role must be provider or consumer")
+        duties = self.rt.store.list_deletions(
+            role=role, state=state, agreement_id=request.query.get("agreement"), limit=1000
+        )
+        return web.json_response([d.model_dump() for d in duties])
+
+    async def get_deletion(self, request: web.Request) -> web.Response:
+        duty = self.rt.store.get_deletion(request.match_info["id"])
+        if duty is None:
+            raise NotFound(f"no deletion duty {request.match_info['id']}")
+        out = duty.model_dump()
+        out["verification"] = await self._verify(duty)
+        return web.json_response(out)
+
+    async def _verify(self, duty: DeletionDuty) -> str:
+        """The receipt checked again against the consumer's DID document."""
+        if duty.receipt is None or duty.signature is None:
+            return "no receipt"
+        consumer = self.rt.did if duty.role == "consumer" else duty.counterparty_id
+        try:
+            doc = await self.rt.resolver.resolve(consumer)
+            check(RECEIPT_TYPE, duty.receipt, duty.signature, consumer, doc, {})
+        except RecordRefused as exc:
+            return f"invalid: {exc.detail}"
+        except Exception as exc:
+            return f"not checked: {exc}"
+        return "valid"

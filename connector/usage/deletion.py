@@ -1,0 +1,305 @@
+"""The consumer's deletion duties: a deadline fixed when a copy arrives and again at its first
+use, carried out at that deadline (or at once when the provider terminates the agreement),
+each deletion with a signed receipt sent to the provider."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import math
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from connector.policy.decision import DecisionInput, Party, Phase
+from connector.policy.inputs import dataset_facts
+from connector.policy.odrl import term
+from connector.runtime import Runtime
+from connector.store.records import Agreement, Transfer
+from connector.usage.outbound import PeerMail
+from connector.usage.records import (
+    RECEIPT_TYPE,
+    SCHEDULE_TYPE,
+    DeletionDuty,
+    earliest_delete,
+    parse_time,
+    utcnow,
+)
+from connector.usage.signed import seal
+
+log = logging.getLogger(__name__)
+
+TERMINATED = "agreement terminated"
+
+
+def delete_duties(body: dict[str, Any]) -> list[dict[str, Any]]:
+    """The ODRL `delete` duties of an agreement, from its permissions and its obligations."""
+    found: list[dict[str, Any]] = []
+    rules = body.get("permission") or []
+    for rule in rules if isinstance(rules, list) else [rules]:
+        duties = (rule.get("duty") or []) if isinstance(rule, dict) else []
+        for d in duties if isinstance(duties, list) else [duties]:
+            if isinstance(d, dict) and term(d.get("action")) == "delete":
+                found.append(d)
+    obligations = body.get("obligation") or []
+    for d in obligations if isinstance(obligations, list) else [obligations]:
+        if isinstance(d, dict) and term(d.get("action")) == "delete":
+            found.append(d)
+    return found
+
+
+def agreement_path(agreement_id: str, tail: str) -> str:
+    """A usage-control endpoint of the peer, relative to its DSP base URL."""
+    return f"/usage/agreements/{quote(agreement_id, safe=':')}/{tail}"
+
+
+def peer_address(rt: Runtime, agreement: Agreement) -> str:
+    """The other party's DSP base URL, as the negotiation learned it."""
+    neg = rt.store.get_negotiation(agreement.negotiation_id)
+    return neg.counterparty_address if neg else ""
+
+
+def _file_digest(path: Path) -> tuple[int, str]:
+    digest, size = hashlib.sha256(), 0
+    with path.open("rb") as fh:
+        while block := fh.read(1 << 20):
+            digest.update(block)
+            size += len(block)
+    return size, digest.hexdigest()
+
+
+class ConsumerDeletions:
+    def __init__(self, rt: Runtime, mail: PeerMail) -> None:
+        self.rt = rt
+        self.mail = mail
+        self._lock = asyncio.Lock()
+
+    # fixing deadlines ----------------------------------------------------------------------
+
+    async def _deadline(self, agreement: Agreement, tp: Transfer, counted_from: str) -> str:
+        """The copy's deadline from the library. Only the agreement's delete duties are asked,
+        so it does not depend on whether a use would be allowed right now; `now` is the next
+        whole second, as the library rounds deadlines down to the second and a deadline must
+        never fall before the agreed delay has passed."""
+        now = datetime.fromtimestamp(math.ceil(time.time()), UTC)
+        decision = await self.rt.decisions.decide(
+            DecisionInput(
+                phase=Phase.STREAM,
+                now=now.isoformat().replace("+00:00", "Z"),
+                provider=Party(id=agreement.provider_id),
+                consumer=Party(id=self.rt.did),
+                dataset=dataset_facts(None, agreement.dataset_id, agreement.provider_id),
+                policy={"permission": [{"action": "use", "duty": delete_duties(agreement.body)}]},
+                request={"process_id": tp.id, "purpose": tp.purpose, "counted_from": counted_from},
+            )
+        )
+        deadline = earliest_delete(decision.obligations)
+        if deadline is None:  # a fixed deadline that has passed: delete now
+            log.warning("no deletion deadline for %s: %s", tp.id, "; ".join(decision.reasons))
+            return utcnow()
+        return deadline
+
+    async def on_delivered(self, tp: Transfer) -> None:
+        """A copy arrived: if the agreement carries a delete duty, schedule its deletion."""
+        agreement = self.rt.store.get_agreement(tp.agreement_id)
+        if agreement is None or agreement.consumer_id != self.rt.did:
+            return
+        if not delete_duties(agreement.body) or not tp.path:
+            return
+        existing = self.rt.store.get_deletion(tp.id)
+        if existing is not None and existing.state == "pending":
+            return
+        deadline = await self._deadline(agreement, tp, "delivery")
+        why = "the agreement's delete duty, counted from delivery"
+        duty = DeletionDuty(
+            id=tp.id,
+            role="consumer",
+            agreement_id=agreement.id,
+            dataset_id=agreement.dataset_id,
+            counterparty_id=agreement.provider_id,
+            peer_transfer_id=tp.provider_pid,
+            deadline=deadline,
+            due_at=parse_time(deadline),
+            fixed_by="delivery",
+            path=tp.path,
+            notes=[f"delete by {deadline}: {why}"],
+        )
+        with self.rt.store.transaction():
+            self.rt.store.put_deletion(duty)
+            self.rt.log(tp.id, "note", "deletion", detail=f"delete by {deadline} ({why})")
+            self._announce(agreement, duty)
+
+    async def first_use_deadline(self, agreement: Agreement, tp: Transfer) -> str | None:
+        """The deadline the first use of this copy fixes (None when it fixes nothing)."""
+        duty = self.rt.store.get_deletion(tp.id)
+        if duty is None or duty.state != "pending" or duty.fixed_by != "delivery":
+            return None
+        return await self._deadline(agreement, tp, "first use")
+
+    def on_first_use(self, agreement: Agreement, tp: Transfer, deadline: str) -> None:
+        """The copy's first use fixes its deadline for good."""
+        duty = self.rt.store.get_deletion(tp.id)
+        if duty is None or duty.state != "pending" or duty.fixed_by != "delivery":
+            return
+        duty = self.rt.store.update_deletion(
+            duty.id,
+            deadline=deadline,
+            due_at=parse_time(deadline),
+            fixed_by="first use",
+            notes=[*duty.notes, f"delete by {deadline}: counted from the first use"],
+        )
+        self.rt.log(tp.id, "note", "deletion", detail=f"delete by {deadline} (first use)")
+        self._announce(agreement, duty)
+
+    def on_terminated(self, agreement: Agreement) -> int:
+        """The provider ended the agreement: every copy held under it is due now."""
+        if not delete_duties(agreement.body):
+            return 0
+        now = time.time()
+        due = 0
+        for tp in self.rt.store.agreement_transfers(agreement.id, "consumer"):
+            duty = self.rt.store.get_deletion(tp.id)
+            if duty is not None and duty.state != "pending":
+                continue
+            if duty is None and not (tp.path and Path(tp.path).exists()):
+                continue
+            fields: dict[str, Any] = {
+                "deadline": utcnow(),
+                "due_at": now,
+                "fixed_by": TERMINATED,
+            }
+            if duty is None:
+                self.rt.store.put_deletion(
+                    DeletionDuty(
+                        id=tp.id,
+                        role="consumer",
+                        agreement_id=agreement.id,
+                        dataset_id=agreement.dataset_id,
+                        counterparty_id=agreement.provider_id,
+                        peer_transfer_id=tp.provider_pid,
+                        path=tp.path,
+                        **fields,
+                    )
+                )
+            else:
+                self.rt.store.update_deletion(duty.id, **fields)
+            due += 1
+        return due
+
+    def _announce(self, agreement: Agreement, duty: DeletionDuty) -> None:
+        """Tell the provider the deadline it can hold us to (signed)."""
+        record = {
+            "type": SCHEDULE_TYPE,
+            "agreement": agreement.id,
+            "dataset": agreement.dataset_id,
+            "provider": agreement.provider_id,
+            "consumer": self.rt.did,
+            "transfer": duty.peer_transfer_id,
+            "deadline": duty.deadline,
+            "fixed_by": duty.fixed_by,
+            "at": utcnow(),
+        }
+        _, signature = seal(record, self.rt.did, self.rt.keys)
+        self.mail.send(
+            agreement.id,
+            peer_address(self.rt, agreement),
+            agreement.provider_id,
+            agreement_path(agreement.id, "deletion-schedule"),
+            {"record": record, "signature": signature},
+            "DeletionSchedule",
+        )
+
+    # carrying out ----------------------------------------------------------------------------
+
+    async def run_due(self, *, at_start: bool = False) -> int:
+        """Carry out every duty whose deadline has come; returns how many. `at_start`: the
+        deadlines passed while the connector was stopped (the receipts say so)."""
+        done = 0
+        for duty in self.rt.store.due_deletions("consumer", ("pending",), time.time()):
+            reason = None
+            if at_start and duty.fixed_by != TERMINATED:
+                reason = (
+                    f"the deletion deadline {duty.deadline} passed while the connector was"
+                    " stopped; deleted at start-up, before any use was served"
+                )
+            if await self.carry_out(duty.id, reason):
+                done += 1
+        return done
+
+    async def carry_out(self, duty_id: str, reason: str | None = None) -> bool:
+        """Delete the copy, then record and send the signed receipt.
+
+        The receipt (with the copy's hash) is written before the file is removed, so a crash
+        in between finishes with the same receipt at the next start."""
+        async with self._lock:
+            duty = self.rt.store.get_deletion(duty_id)
+            if duty is None or duty.state != "pending":
+                return False
+            agreement = self.rt.store.get_agreement(duty.agreement_id)
+            if agreement is None:
+                return False
+            path = Path(duty.path) if duty.path else None
+            receipt, signature = duty.receipt, duty.signature
+            if receipt is None or signature is None:
+                receipt = await self._receipt(agreement, duty, path, reason)
+                _, signature = seal(receipt, self.rt.did, self.rt.keys)
+                self.rt.store.update_deletion(duty.id, receipt=receipt, signature=signature)
+            if path is not None:
+                path.unlink(missing_ok=True)
+            what = ", ".join(
+                f"{d['file']} ({d['bytes']} bytes, sha256 {d['sha256']})"
+                for d in receipt["deleted"]
+            )
+            with self.rt.store.transaction():
+                self.rt.store.update_deletion(
+                    duty.id, state="fulfilled", fulfilled_at=receipt["deleted_at"]
+                )
+                self.rt.log(
+                    duty.id,
+                    "note",
+                    "deletion",
+                    detail=f"deleted {what or 'nothing (no copy was left)'}: {receipt['reason']}",
+                )
+                self.mail.send(
+                    agreement.id,
+                    peer_address(self.rt, agreement),
+                    agreement.provider_id,
+                    agreement_path(agreement.id, "deletion-receipts"),
+                    {"record": receipt, "signature": signature},
+                    "DeletionReceipt",
+                    after={"kind": "receipt", "duty": duty.id},
+                )
+            log.info(
+                "deleted the copy of %s under %s: %s", duty.id, agreement.id, receipt["reason"]
+            )
+            return True
+
+    async def _receipt(
+        self, agreement: Agreement, duty: DeletionDuty, path: Path | None, reason: str | None
+    ) -> dict[str, Any]:
+        deleted: list[dict[str, Any]] = []
+        if path is not None and path.exists():
+            size, digest = await asyncio.to_thread(_file_digest, path)
+            try:
+                name = path.relative_to(self.rt.settings.data_dir).as_posix()
+            except ValueError:
+                name = path.name
+            deleted.append({"file": name, "bytes": size, "sha256": digest})
+        if reason is None and duty.fixed_by == TERMINATED:
+            why = agreement.termination_reason or "no reason given"
+            reason = f"the provider terminated the agreement: {why}"
+        return {
+            "type": RECEIPT_TYPE,
+            "agreement": agreement.id,
+            "dataset": agreement.dataset_id,
+            "provider": agreement.provider_id,
+            "consumer": self.rt.did,
+            "transfer": duty.peer_transfer_id,
+            "deleted": deleted,
+            "deadline": duty.deadline,
+            "reason": reason or f"the deletion deadline {duty.deadline} was reached",
+            "deleted_at": utcnow(),
+        }

@@ -1,0 +1,67 @@
+"""Usage-control documents to the other party, through the outbox: written with the change
+that needs them, retried with backoff, resumed after a restart."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from connector.dsp.client import DspClient
+from connector.outbox import Outbox
+from connector.runtime import Runtime
+from connector.store.records import Job
+from connector.usage.records import utcnow
+
+KIND = "usage-send"
+
+
+class PeerMail:
+    def __init__(self, rt: Runtime, outbox: Outbox, client: DspClient) -> None:
+        self.rt = rt
+        self.outbox = outbox
+        self.client = client
+        outbox.register(KIND, self._job, self._failed)
+
+    def send(
+        self,
+        process_id: str,
+        address: str,
+        peer: str,
+        path: str,
+        body: dict[str, Any],
+        what: str,
+        after: dict[str, Any] | None = None,
+    ) -> None:
+        """Queue one POST to `address` + `path` (the peer's DSP base URL); `after` names what
+        to record once the peer accepted it."""
+        url = address.rstrip("/") + path
+        payload = {"url": url, "peer": peer, "body": body, "type": what, "after": after or {}}
+        self.outbox.enqueue(process_id, KIND, payload)
+
+    async def _job(self, job: Job) -> None:
+        p = job.payload
+        status, answer = await self.client.call("POST", p["url"], p["peer"], p["body"])
+        with self.rt.store.transaction():
+            self.rt.log(job.process_id, "sent", p["type"], status=status, body=answer)
+            self._after(p["after"], "accepted by the provider" if status < 300 else "")
+
+    def _after(self, after: dict[str, Any], note: str) -> None:
+        if after.get("kind") == "uses":
+            wanted = set(after.get("seqs", []))
+            entries = [e for e in self.rt.store.list_uses(after["agreement"]) if e.seq in wanted]
+            self.rt.store.put_uses(
+                [e.model_copy(update={"reported_at": utcnow()}) for e in entries]
+            )
+        elif after.get("kind") == "receipt":
+            duty = self.rt.store.get_deletion(after["duty"])
+            if duty is not None:
+                self.rt.store.update_deletion(duty.id, notes=[*duty.notes, f"receipt {note}"])
+
+    async def _failed(self, job: Job, why: str) -> None:
+        p = job.payload
+        self.rt.log(job.process_id, "failed", p["type"], detail=f"not delivered: {why}")
+        if p["after"].get("kind") == "receipt":
+            duty = self.rt.store.get_deletion(p["after"]["duty"])
+            if duty is not None:
+                self.rt.store.update_deletion(
+                    duty.id, notes=[*duty.notes, f"receipt not delivered: {why}"]
+                )

@@ -1,0 +1,97 @@
+"""Usage control as one part of a running connector: its pieces, the hooks the transfer
+process calls, and the scheduler that carries out deletions and raises overdue alerts."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from connector.dsp.client import DspClient
+from connector.errors import BadRequest
+from connector.outbox import Outbox
+from connector.policy.decision import Decision
+from connector.runtime import Runtime
+from connector.store.records import Agreement, Transfer
+from connector.usage.deletion import ConsumerDeletions
+from connector.usage.outbound import PeerMail
+from connector.usage.termination import TerminateTransfer, Termination
+from connector.usage.tracking import ProviderDeletions
+from connector.usage.uses import ConsumerUses, ProviderUses, terminated_reason
+
+log = logging.getLogger(__name__)
+
+TICK_SECONDS = 0.2
+
+
+class Usage:
+    def __init__(
+        self,
+        rt: Runtime,
+        outbox: Outbox,
+        client: DspClient,
+        terminate_transfer: TerminateTransfer,
+    ) -> None:
+        self.rt = rt
+        self.mail = PeerMail(rt, outbox, client)
+        self.deletions = ConsumerDeletions(rt, self.mail)
+        self.tracking = ProviderDeletions(rt)
+        self.uses = ConsumerUses(rt, self.mail, self.deletions)
+        self.reports = ProviderUses(rt)
+        self.termination = Termination(
+            rt, self.mail, self.deletions, self.tracking, terminate_transfer
+        )
+        self._task: asyncio.Task[None] | None = None
+
+    # hooks of the transfer process -----------------------------------------------------------
+
+    def guard_transfer(self, agreement: Agreement, caller: str) -> None:
+        """Provider, before deciding a transfer: a terminated agreement or an overdue deletion
+        of this consumer refuses it (the latter when `deletion_overdue_blocks_transfers`)."""
+        if agreement.terminated_at:
+            raise BadRequest("transfer refused: " + terminated_reason(agreement))
+        if not self.rt.settings.deletion_overdue_blocks_transfers:
+            return
+        overdue = self.tracking.overdue_for(caller)
+        if overdue:
+            d = overdue[0]
+            raise BadRequest(
+                f"transfer refused: {caller} has an overdue deletion: the copy of {d.dataset_id}"
+                f" delivered in transfer {d.id} (agreement {d.agreement_id}) was due for deletion"
+                f" by {d.deadline} and no receipt has arrived"
+            )
+
+    def transfer_decided(self, tp: Transfer, decision: Decision) -> None:
+        self.tracking.expect(tp, decision)
+
+    async def delivered(self, tp: Transfer) -> None:
+        await self.deletions.on_delivered(tp)
+
+    # the scheduler -----------------------------------------------------------------------------
+
+    async def catch_up(self) -> int:
+        """At start-up, before anything is served: deadlines that passed while stopped."""
+        done = await self.deletions.run_due(at_start=True)
+        if done:
+            log.info("carried out %d deletion(s) whose deadline passed while stopped", done)
+        self.tracking.check_overdue()
+        return done
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(TICK_SECONDS)
+            try:
+                await self.deletions.run_due()
+                self.tracking.check_overdue()
+            except Exception:
+                log.exception("usage-control scheduler failed; trying again")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None

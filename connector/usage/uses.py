@@ -1,0 +1,239 @@
+"""Uses of received data: each one decided by the policy at phase `use`, written as a signed,
+hash-chained use record, and reported to the provider when the agreement asks for it."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from connector.dsp.states import TP
+from connector.errors import BadRequest, ConnectorError, NotFound
+from connector.identity import signatures
+from connector.policy.decision import DecisionInput, Party, Phase
+from connector.policy.inputs import dataset_facts
+from connector.runtime import Runtime
+from connector.store.records import Agreement, Transfer
+from connector.usage.deletion import ConsumerDeletions, agreement_path, peer_address
+from connector.usage.outbound import PeerMail
+from connector.usage.records import (
+    GENESIS,
+    USE_TYPE,
+    UseEntry,
+    earliest_delete,
+    reporting_duty,
+    utcnow,
+)
+from connector.usage.signed import RecordRefused, check, seal
+
+
+class UseRefused(ConnectorError):
+    """The policy, or the agreement's state, does not allow this use."""
+
+    status = 403
+
+
+class DataGone(ConnectorError):
+    """The data was deleted (a deletion duty was carried out)."""
+
+    status = 410
+
+
+@dataclass(frozen=True)
+class Granted:
+    entry: UseEntry
+    transfer: Transfer
+    path: Path
+    deadline: str | None
+
+
+def terminated_reason(agreement: Agreement) -> str:
+    why = agreement.termination_reason or "no reason given"
+    return f"the provider terminated agreement {agreement.id} at {agreement.terminated_at}: {why}"
+
+
+class ConsumerUses:
+    def __init__(self, rt: Runtime, mail: PeerMail, deletions: ConsumerDeletions) -> None:
+        self.rt = rt
+        self.mail = mail
+        self.deletions = deletions
+        self._lock = asyncio.Lock()  # one use decision at a time: counts stay exact
+
+    def _agreement(self, agreement_id: str) -> Agreement:
+        agreement = self.rt.store.get_agreement(agreement_id)
+        if agreement is None or agreement.consumer_id != self.rt.did:
+            raise NotFound(f"no agreement {agreement_id} with this connector as consumer")
+        return agreement
+
+    def _copy(self, agreement: Agreement) -> Transfer:
+        """The newest completed copy still held; DataGone or NotFound otherwise."""
+        transfers = sorted(
+            self.rt.store.agreement_transfers(agreement.id, "consumer"),
+            key=lambda t: t.updated_at,
+            reverse=True,
+        )
+        for tp in transfers:
+            duty = self.rt.store.get_deletion(tp.id)
+            if duty is not None and duty.state == "fulfilled":
+                continue
+            if tp.state == TP.COMPLETED and tp.path and Path(tp.path).exists():
+                return tp
+        deleted = [
+            d
+            for d in self.rt.store.list_deletions(role="consumer", agreement_id=agreement.id)
+            if d.state == "fulfilled"
+        ]
+        if deleted:
+            last = deleted[0]
+            raise DataGone(
+                f"the data of agreement {agreement.id} was deleted at {last.fulfilled_at}"
+                f" ({(last.receipt or {}).get('reason', 'deletion duty')})"
+            )
+        raise NotFound(f"no completed transfer under agreement {agreement.id} holds data")
+
+    def usage(self, agreement: Agreement, uses: list[UseEntry]) -> dict[str, Any]:
+        delivered = [
+            t for t in self.rt.store.agreement_transfers(agreement.id, "consumer") if t.bytes
+        ]
+        return {
+            "transfers": len(delivered),
+            "bytes": sum(t.bytes for t in delivered),
+            "records": 0,
+            "uses": len(uses),
+            "agreed_at": agreement.body.get("timestamp"),
+            "first_use": uses[0].record["at"] if uses else None,
+        }
+
+    async def use(self, agreement_id: str, purpose: str) -> Granted:
+        if not purpose.strip():
+            raise BadRequest("purpose is required: declare what the data is used for")
+        async with self._lock:
+            agreement = self._agreement(agreement_id)
+            if agreement.terminated_at:
+                raise UseRefused("use refused: " + terminated_reason(agreement))
+            await self.deletions.run_due()  # a deadline that has come is carried out first
+            tp = self._copy(agreement)
+            uses = self.rt.store.list_uses(agreement.id)
+            decision = await self.rt.decisions.decide(
+                DecisionInput(
+                    phase=Phase.USE,
+                    provider=Party(id=agreement.provider_id),
+                    consumer=Party(id=self.rt.did),
+                    dataset=dataset_facts(None, agreement.dataset_id, agreement.provider_id),
+                    policy=agreement.body,
+                    request={"process_id": tp.id, "purpose": purpose, "bytes": 0, "records": 0},
+                    usage=self.usage(agreement, uses),
+                )
+            )
+            if not decision.allow:
+                reasons = decision.reasons
+                self.rt.log(tp.id, "note", "use", detail="use refused: " + "; ".join(reasons))
+                raise UseRefused("use refused by policy: " + "; ".join(reasons), reasons=reasons)
+            first_of_copy = not any(u.record.get("transfer") == tp.provider_pid for u in uses)
+            deadline = None
+            if first_of_copy and earliest_delete(decision.obligations) is not None:
+                deadline = await self.deletions.first_use_deadline(agreement, tp)
+            with self.rt.store.transaction():
+                entry = self.rt.store.append_use(
+                    agreement.id, lambda seq, prev: self._record(agreement, tp, purpose, seq, prev)
+                )
+                if deadline is not None:
+                    self.deletions.on_first_use(agreement, tp, deadline)
+                self.rt.log(
+                    tp.id, "note", "use", detail=f"use {entry.seq + 1} for purpose {purpose!r}"
+                )
+                if reporting_duty(decision.obligations):
+                    self.mail.send(
+                        agreement.id,
+                        peer_address(self.rt, agreement),
+                        agreement.provider_id,
+                        agreement_path(agreement.id, "uses"),
+                        {"records": [entry.line()]},
+                        "UseReport",
+                        after={"kind": "uses", "agreement": agreement.id, "seqs": [entry.seq]},
+                    )
+            duty = self.rt.store.get_deletion(tp.id)
+            due = duty.deadline if duty is not None and duty.state == "pending" else None
+            return Granted(entry=entry, transfer=tp, path=Path(tp.path or ""), deadline=due)
+
+    def _record(
+        self, agreement: Agreement, tp: Transfer, purpose: str, seq: int, prev: str | None
+    ) -> UseEntry:
+        record = {
+            "type": USE_TYPE,
+            "agreement": agreement.id,
+            "seq": seq,
+            "provider": agreement.provider_id,
+            "consumer": self.rt.did,
+            "dataset": agreement.dataset_id,
+            "transfer": tp.provider_pid,
+            "purpose": purpose,
+            "bytes": tp.bytes,
+            "sha256": tp.sha256,
+            "at": utcnow(),
+            "prev": prev or GENESIS,
+        }
+        digest, signature = seal(record, self.rt.did, self.rt.keys)
+        return UseEntry(
+            agreement_id=agreement.id, seq=seq, hash=digest, record=record, signature=signature
+        )
+
+
+class ProviderUses:
+    """The provider's copy of a consumer's use records, each checked before it is kept."""
+
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+
+    async def on_report(self, caller: str, agreement: Agreement, body: Any) -> int:
+        lines = body.get("records") if isinstance(body, dict) else None
+        if not isinstance(lines, list) or not lines:
+            raise RecordRefused("expected {'records': [{record, hash, signature}, ...]}")
+        doc = await self.rt.resolver.resolve(caller)
+        known = {e.seq: e for e in self.rt.store.list_uses(agreement.id)}
+        expected = {
+            "agreement": agreement.id,
+            "provider": self.rt.did,
+            "consumer": caller,
+            "dataset": agreement.dataset_id,
+        }
+        accepted: list[UseEntry] = []
+        for line in lines:
+            if not isinstance(line, dict):
+                raise RecordRefused("each use record line must be an object")
+            record = check(
+                USE_TYPE, line.get("record"), line.get("signature"), caller, doc, expected
+            )
+            seq, digest = record["seq"], signatures.digest(record)
+            if not isinstance(seq, int) or seq < 0:
+                raise RecordRefused(f"seq must be a non-negative integer, got {seq!r}")
+            if seq in known:
+                if known[seq].hash != digest:
+                    raise RecordRefused(f"use record {seq} differs from the one reported before")
+                continue
+            previous = known.get(seq - 1)
+            want = GENESIS if seq == 0 else (previous.hash if previous else None)
+            if want is not None and record["prev"] != want:
+                raise RecordRefused(f"use record {seq} does not link to use record {seq - 1}")
+            entry = UseEntry(
+                agreement_id=agreement.id,
+                seq=seq,
+                hash=digest,
+                record=record,
+                signature=line["signature"],
+                reported_at=utcnow(),
+            )
+            known[seq] = entry
+            accepted.append(entry)
+        with self.rt.store.transaction():
+            self.rt.store.put_uses(accepted)
+            for entry in accepted:
+                r = entry.record
+                self.rt.log(
+                    agreement.id,
+                    "received",
+                    "UseReport",
+                    detail=f"use {r['seq'] + 1} at {r['at']} for purpose {r['purpose']!r}",
+                )
+        return len(accepted)
