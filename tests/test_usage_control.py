@@ -316,3 +316,66 @@ def test_the_provider_terminates_the_agreement_and_the_consumer_deletes(
         consumer.api.post(f"/api/v1/agreements/{agreement_id}/terminate", {"reason": "x"})
     with pytest.raises(ApiError, match="404"):
         consumer.api.get("/api/v1/deletions/urn:uuid:unknown")
+
+
+def test_bad_input_gets_a_clear_refusal_and_changes_nothing(
+    nodes: tuple[ConnectorProcess, ConnectorProcess], payload: Path
+) -> None:
+    provider, consumer = nodes
+    agreement_id, tp = deliver(provider, consumer, payload, offer(delete_after("P1D"), LOG))
+
+    for node, path, status, text in [
+        (consumer, "/api/v1/agreements/urn:uuid:nope/data?purpose=x", 404, "no agreement"),
+        (provider, f"/api/v1/agreements/{agreement_id}/data?purpose=x", 404, "as consumer"),
+        (consumer, "/api/v1/deletions?state=forgotten", 400, "state must be one of"),
+        (consumer, "/api/v1/deletions?role=auditor", 400, "role must be"),
+        (consumer, "/api/v1/agreements/urn:uuid:nope/uses", 404, "no agreement"),
+    ]:
+        with pytest.raises(ApiError) as caught:
+            node.api.get(path)
+        assert caught.value.status == status and text in caught.value.detail, path
+    with pytest.raises(ApiError, match="no agreement"):
+        provider.api.post("/api/v1/agreements/urn:uuid:nope/terminate", {"reason": "x"})
+    with pytest.raises(ApiError, match="reason"):
+        provider.api.post(f"/api/v1/agreements/{agreement_id}/terminate", {"reason": 5})
+
+    base = f"/usage/agreements/{agreement_id}"
+    record = consumer.api.get(f"/api/v1/agreements/{agreement_id}/uses")
+    assert record["count"] == 0
+    cases: list[tuple[ConnectorProcess, ConnectorProcess, str, Any, int, str]] = [
+        (consumer, provider, base + "/uses", {"records": "all of them"}, 400, "expected"),
+        (consumer, provider, base + "/uses", {"records": [{"record": {"seq": 0}}]}, 400,
+         "does not have the profile's fields"),
+        (consumer, provider, base + "/deletion-receipts", [1, 2], 400, "expected"),
+        (consumer, provider, base + "/deletion-schedule", {"record": None}, 400, "JSON object"),
+        (consumer, provider, "/usage/agreements/urn:uuid:nope/uses", {}, 404, "no agreement"),
+        (consumer, consumer, base + "/termination", {}, 404, "no agreement"),
+        (provider, consumer, base + "/termination", {"record": {}, "signature": "x"}, 400,
+         "does not have the profile's fields"),
+    ]  # fmt: skip
+    for sender, receiver, path, body, status, text in cases:
+        got, answer = post_as(sender, receiver, path, body)
+        assert got == status and text in " ".join(answer["reason"]), (path, answer)
+
+    # a schedule for a transfer the provider never made, correctly signed: refused
+    schedule = {
+        "type": "tdsc-deletion-schedule", "agreement": agreement_id, "dataset": "ds-1",
+        "provider": provider.did, "consumer": consumer.did, "transfer": "urn:uuid:other",
+        "deadline": "2030-01-01T00:00:00Z", "fixed_by": "first use", "at": "2026-01-01T00:00:00Z",
+    }  # fmt: skip
+    pair = keyfile.load(consumer.dir / "keys" / "private.pem")
+    signed = {"record": schedule, "signature": signatures.sign(schedule, consumer.did, pair)}
+    got, answer = post_as(consumer, provider, base + "/deletion-schedule", signed)
+    assert got == 400 and "no deletion is tracked" in " ".join(answer["reason"])
+
+    # no token at all: 401
+    req = urllib.request.Request(provider.dsp + base + "/uses", data=b"{}", method="POST")
+    with pytest.raises(urllib.error.HTTPError) as unauthorized:
+        urllib.request.urlopen(req, timeout=10)
+    assert unauthorized.value.code == 401
+
+    # nothing changed: the copy is still there and usable, the duty still pending
+    assert consumer.api.get(f"/api/v1/agreements/{agreement_id}")["terminated_at"] is None
+    assert provider.api.get(f"/api/v1/deletions/{tp['provider_pid']}")["state"] == "pending"
+    data, _ = use(consumer, agreement_id, "research")
+    assert data == payload.read_bytes()

@@ -30,7 +30,11 @@ log = logging.getLogger(__name__)
 # Tables of features that may not exist yet in a store: absent means nothing counted so far.
 METERING_TABLE = "metering"
 DELETION_TABLE = "deletion_duties"
-DELETION_STATES = ("pending",)  # always reported, so dashboards see 0 rather than no data
+DELETION_STATES = (
+    "pending",
+    "fulfilled",
+    "overdue",
+)  # always reported, so dashboards see 0 rather than no data
 
 
 @dataclass

@@ -154,6 +154,37 @@ class ConsumerDeletions:
         self.rt.log(tp.id, "note", "deletion", detail=f"delete by {deadline} (first use)")
         self._announce(agreement, duty)
 
+    async def adopt_orphans(self) -> int:
+        """At start-up: copies that arrived just before a crash, before their deletion was
+        scheduled, are scheduled now (counted from now)."""
+        adopted, offset = 0, 0
+        while page := self.rt.store.list_transfers(1000, offset):
+            offset += len(page)
+            for tp in page:
+                if tp.role != "consumer" or not tp.path or not Path(tp.path).exists():
+                    continue
+                if self.rt.store.get_deletion(tp.id) is None:
+                    await self.on_delivered(tp)
+                    adopted += self.rt.store.get_deletion(tp.id) is not None
+        return adopted
+
+    def resend_receipts(self) -> int:
+        """At start-up: receipts the provider has not acknowledged and no job is sending."""
+        sent = 0
+        for duty in self.rt.store.list_deletions(role="consumer", state="fulfilled", limit=1000):
+            if duty.receipt is None or any("receipt accepted" in n for n in duty.notes):
+                continue
+            if any(
+                j.payload.get("after", {}).get("duty") == duty.id
+                for j in self.rt.store.pending_jobs(duty.agreement_id)
+            ):
+                continue
+            agreement = self.rt.store.get_agreement(duty.agreement_id)
+            if agreement is not None:
+                self._send_receipt(agreement, duty, duty.receipt, duty.signature or "")
+                sent += 1
+        return sent
+
     def on_terminated(self, agreement: Agreement) -> int:
         """The provider ended the agreement: every copy held under it is due now."""
         if not delete_duties(agreement.body):
@@ -263,19 +294,24 @@ class ConsumerDeletions:
                     "deletion",
                     detail=f"deleted {what or 'nothing (no copy was left)'}: {receipt['reason']}",
                 )
-                self.mail.send(
-                    agreement.id,
-                    peer_address(self.rt, agreement),
-                    agreement.provider_id,
-                    agreement_path(agreement.id, "deletion-receipts"),
-                    {"record": receipt, "signature": signature},
-                    "DeletionReceipt",
-                    after={"kind": "receipt", "duty": duty.id},
-                )
+                self._send_receipt(agreement, duty, receipt, signature)
             log.info(
                 "deleted the copy of %s under %s: %s", duty.id, agreement.id, receipt["reason"]
             )
             return True
+
+    def _send_receipt(
+        self, agreement: Agreement, duty: DeletionDuty, receipt: dict[str, Any], signature: str
+    ) -> None:
+        self.mail.send(
+            agreement.id,
+            peer_address(self.rt, agreement),
+            agreement.provider_id,
+            agreement_path(agreement.id, "deletion-receipts"),
+            {"record": receipt, "signature": signature},
+            "DeletionReceipt",
+            after={"kind": "receipt", "duty": duty.id},
+        )
 
     async def _receipt(
         self, agreement: Agreement, duty: DeletionDuty, path: Path | None, reason: str | None

@@ -74,6 +74,10 @@ class Usage:
         done = await self.deletions.run_due(at_start=True)
         if done:
             log.info("carried out %d deletion(s) whose deadline passed while stopped", done)
+        adopted = await self.deletions.adopt_orphans()
+        if adopted:
+            log.info("scheduled the deletion of %d copies that arrived before a crash", adopted)
+        self.deletions.resend_receipts()
         self.tracking.check_overdue()
         return done
 
