@@ -658,18 +658,21 @@ def use(ctx: click.Context, agreement_id: str, purpose: str, out: Path | None) -
     from urllib.parse import quote
 
     path = f"/api/v1/agreements/{agreement_id}/data?purpose={quote(purpose)}"
-    target = out.with_name(out.name + ".part") if out else None
     try:
-        if target is None:
+        if out is None:
             headers = _client(ctx).download(path, sys.stdout.buffer)
         else:
-            with target.open("wb") as fh:
-                headers = _client(ctx).download(path, fh)
-            target.replace(out)  # type: ignore[arg-type]
+            part = out.with_name(out.name + ".part")  # --out appears only when complete
+            try:
+                with part.open("wb") as fh:
+                    headers = _client(ctx).download(path, fh)
+                part.replace(out)
+            finally:
+                part.unlink(missing_ok=True)
     except ApiError as exc:
-        if target is not None:
-            target.unlink(missing_ok=True)
         raise click.ClickException(str(exc)) from exc
+    except OSError as exc:
+        raise click.ClickException(f"cannot write {out}: {exc}") from exc
     deadline = headers.get("X-Delete-By")
     click.echo(
         f"use {headers.get('X-Use-Number')} of {agreement_id} for {purpose!r}"

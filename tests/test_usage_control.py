@@ -52,9 +52,13 @@ def nodes(tmp_path: Path) -> Iterator[tuple[ConnectorProcess, ConnectorProcess]]
 
 
 def deliver(
-    provider: ConnectorProcess, consumer: ConnectorProcess, payload: Path, policy: dict[str, Any]
+    provider: ConnectorProcess,
+    consumer: ConnectorProcess,
+    payload: Path,
+    policy: dict[str, Any],
+    fmt: str = "HttpData-PULL",
 ) -> tuple[str, dict[str, Any]]:
-    """Publish, negotiate (declaring research) and pull: (agreement id, consumer transfer)."""
+    """Publish, negotiate (declaring research), transfer: (agreement id, consumer transfer)."""
     provider.publish(payload, offers=[policy])
     catalog = consumer.api.post("/api/v1/catalog/request", {"counterPartyAddress": provider.dsp})
     entry = next(d for d in catalog["dataset"] if d["@id"] == "ds-1")
@@ -70,7 +74,7 @@ def deliver(
     agreement_id = consumer.api.wait_state("negotiations", neg["id"], {"FINALIZED"}, 30)[
         "agreement_id"
     ]
-    tp = consumer.api.post("/api/v1/transfers", {"agreementId": agreement_id})
+    tp = consumer.api.post("/api/v1/transfers", {"agreementId": agreement_id, "format": fmt})
     done = consumer.api.wait_state("transfers", tp["id"], {"COMPLETED"}, timeout=30)
     return str(agreement_id), done
 
@@ -154,7 +158,7 @@ def test_data_is_deleted_2s_after_use_with_a_receipt_the_provider_verifies(
         "the use record at the provider",
         lambda: provider.api.get(f"/api/v1/agreements/{agreement_id}/uses")["uses"],
     )
-    assert reported[0]["record"] == record
+    assert reported[0]["record"] == record and reported[0]["verification"] == "valid"
 
     mine = duty_of(consumer, tp["id"], "fulfilled")
     assert not copy_path.exists()
@@ -287,11 +291,12 @@ def test_a_deletion_due_while_the_consumer_is_down_is_done_at_start_up(
     consumer.api.wait_state("transfers", again["id"], {"COMPLETED"}, timeout=30)
 
 
+@pytest.mark.parametrize("fmt", ["HttpData-PULL", "HttpData-PUSH"])
 def test_the_provider_terminates_the_agreement_and_the_consumer_deletes(
-    nodes: tuple[ConnectorProcess, ConnectorProcess], payload: Path
+    nodes: tuple[ConnectorProcess, ConnectorProcess], payload: Path, fmt: str
 ) -> None:
     provider, consumer = nodes
-    agreement_id, tp = deliver(provider, consumer, payload, offer(delete_after("P30D")))
+    agreement_id, tp = deliver(provider, consumer, payload, offer(delete_after("P30D")), fmt)
     use(consumer, agreement_id, "research")
 
     run = cli("--config", str(provider.config), "agreements", "terminate", agreement_id,

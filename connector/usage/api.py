@@ -12,7 +12,7 @@ from connector.errors import BadRequest, NotFound
 from connector.management import models
 from connector.management.routes import Handler, Route, optional_body
 from connector.runtime import Runtime
-from connector.usage.records import RECEIPT_TYPE, DeletionDuty
+from connector.usage.records import RECEIPT_TYPE, USE_TYPE, DeletionDuty
 from connector.usage.service import Usage
 from connector.usage.signed import RecordRefused, check
 from connector.usage.uses import DataGone
@@ -84,16 +84,20 @@ class UsageApi:
 
     async def list_uses(self, request: web.Request) -> web.Response:
         agreement_id = request.match_info["id"]
-        if self.rt.store.get_agreement(agreement_id) is None:
+        agreement = self.rt.store.get_agreement(agreement_id)
+        if agreement is None:
             raise NotFound(f"no agreement {agreement_id}")
         uses = self.rt.store.list_uses(agreement_id)
-        return web.json_response(
-            {
-                "agreement": agreement_id,
-                "count": len(uses),
-                "uses": [{**u.line(), "reported_at": u.reported_at} for u in uses],
-            }
-        )
+        lines = []
+        doc = await self.rt.resolver.resolve(agreement.consumer_id) if uses else {}
+        for u in uses:
+            try:
+                check(USE_TYPE, u.record, u.signature, agreement.consumer_id, doc, {})
+                verification = "valid"
+            except RecordRefused as exc:
+                verification = f"invalid: {exc.detail}"
+            lines.append({**u.line(), "reported_at": u.reported_at, "verification": verification})
+        return web.json_response({"agreement": agreement_id, "count": len(uses), "uses": lines})
 
     async def terminate_agreement(self, request: web.Request) -> web.Response:
         data: models.TerminateIn = await optional_body(request, models.TerminateIn)
