@@ -79,11 +79,12 @@ class ConsumerDeletions:
 
     # fixing deadlines ----------------------------------------------------------------------
 
-    async def _deadline(self, agreement: Agreement, tp: Transfer, counted_from: str) -> str:
+    async def _deadline(self, agreement: Agreement, tp: Transfer, counted_from: str) -> str | None:
         """The copy's deadline from the library. Only the agreement's delete duties are asked,
         so it does not depend on whether a use would be allowed right now; `now` is the next
         whole second, as the library rounds deadlines down to the second and a deadline must
-        never fall before the agreed delay has passed."""
+        never fall before the agreed delay has passed. None when the engine decides no
+        obligations (permit-all)."""
         now = datetime.fromtimestamp(math.ceil(time.time()), UTC)
         decision = await self.rt.decisions.decide(
             DecisionInput(
@@ -97,8 +98,11 @@ class ConsumerDeletions:
             )
         )
         deadline = earliest_delete(decision.obligations)
-        if deadline is None:  # a fixed deadline that has passed: delete now
-            log.warning("no deletion deadline for %s: %s", tp.id, "; ".join(decision.reasons))
+        if deadline is None and decision.allow:
+            log.warning("the %s policy engine gives no deletion deadline", decision.engine)
+            return None
+        if deadline is None:  # e.g. a fixed deadline that has passed: delete now
+            log.warning("deleting %s now: %s", tp.id, "; ".join(decision.reasons))
             return utcnow()
         return deadline
 
@@ -113,6 +117,8 @@ class ConsumerDeletions:
         if existing is not None and existing.state == "pending":
             return
         deadline = await self._deadline(agreement, tp, "delivery")
+        if deadline is None:
+            return
         why = "the agreement's delete duty, counted from delivery"
         duty = DeletionDuty(
             id=tp.id,
