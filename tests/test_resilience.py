@@ -157,7 +157,11 @@ def test_provider_down_when_the_negotiation_starts(
     provider.start()
     done = state_of(consumer, "negotiations", cid, "FINALIZED")
     theirs = state_of(provider, "negotiations", done["provider_pid"], "FINALIZED")
-    assert done["pending"] == [] and done["reason"] == []
+    assert done["reason"] == []
+    wait_for(
+        "the consumer's jobs to finish",
+        lambda: consumer.api.get(f"/api/v1/negotiations/{cid}")["pending"] == [],
+    )
     assert done["agreement_id"] == theirs["agreement_id"]
     # The timeline keeps the outage: failed attempts, then the delivery.
     attempts = [
