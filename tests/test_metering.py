@@ -117,6 +117,34 @@ PRICED = {
 }  # fmt: skip
 
 
+def agree(
+    provider: ConnectorProcess,
+    consumer: ConnectorProcess,
+    tmp_path: Path,
+    data: bytes,
+    **extra: Any,
+) -> str:
+    """Publish `data` as ds-1 and negotiate it; the agreement id."""
+    payload = tmp_path / "payload.bin"
+    payload.write_bytes(data)
+    provider.publish(payload, **extra)
+    return negotiate(consumer, provider, "ds-1")
+
+
+def agree_slow(
+    provider: ConnectorProcess,
+    consumer: ConnectorProcess,
+    slow: SlowSource,
+    dataset_id: str = "ds-1",
+    **extra: Any,
+) -> str:
+    """Publish the slow upstream and negotiate it; the agreement id."""
+    source = {"type": "http", "url": slow.url}
+    body = {"id": dataset_id, "title": "slow", "source": source, **extra}
+    provider.api.post("/api/v1/datasets", body)
+    return negotiate(consumer, provider, dataset_id)
+
+
 def transfer(consumer: ConnectorProcess, agreement_id: str, fmt: str) -> dict[str, Any]:
     tp: dict[str, Any] = consumer.api.post(
         "/api/v1/transfers", {"agreementId": agreement_id, "format": fmt}
@@ -161,10 +189,7 @@ def test_every_window_is_signed_receipted_and_verifies_offline(
     nodes: tuple[ConnectorProcess, ConnectorProcess], tmp_path: Path, data: bytes, fmt: str
 ) -> None:
     provider, consumer = nodes
-    payload = tmp_path / "payload.bin"
-    payload.write_bytes(data)
-    provider.publish(payload)
-    agreement_id = negotiate(consumer, provider, "ds-1")
+    agreement_id = agree(provider, consumer, tmp_path, data)
     tp = transfer(consumer, agreement_id, fmt)
     done = consumer.api.wait_state("transfers", tp["id"], {"COMPLETED"}, timeout=30)
     assert done["sha256"] == hashlib.sha256(data).hexdigest()
@@ -197,10 +222,7 @@ def test_tampering_of_every_kind_is_reported(
     nodes: tuple[ConnectorProcess, ConnectorProcess], tmp_path: Path, data: bytes
 ) -> None:
     provider, consumer = nodes
-    payload = tmp_path / "payload.bin"
-    payload.write_bytes(data)
-    provider.publish(payload)
-    agreement_id = negotiate(consumer, provider, "ds-1")
+    agreement_id = agree(provider, consumer, tmp_path, data)
     for _ in range(2):  # two transfers: one chain across both
         tp = transfer(consumer, agreement_id, "HttpData-PULL")
         consumer.api.wait_state("transfers", tp["id"], {"COMPLETED"}, timeout=30)
@@ -237,7 +259,8 @@ def test_tampering_of_every_kind_is_reported(
     bad = verify(tmp_path, provider, consumer, write_lines(tmp_path / "x.jsonl", [{"a": 1}]))
     assert bad.returncode != 0 and "no chain header" in bad.stderr
     run = cli("metering", "verify", str(tmp_path / "chain.jsonl"),
-              "--provider-key", str(payload), "--consumer-key", str(payload))  # fmt: skip
+              "--provider-key", str(tmp_path / "payload.bin"),
+              "--consumer-key", str(tmp_path / "payload.bin"))  # fmt: skip
     assert run.returncode != 0 and "cannot read key file" in run.stderr
 
 
@@ -246,11 +269,7 @@ def test_a_window_that_does_not_match_is_refused_and_ends_the_transfer(
     nodes: tuple[ConnectorProcess, ConnectorProcess], slow: SlowSource, fmt: str
 ) -> None:
     provider, consumer = nodes
-    provider.api.post(
-        "/api/v1/datasets",
-        {"id": "ds-1", "title": "slow", "source": {"type": "http", "url": slow.url}},
-    )
-    agreement_id = negotiate(consumer, provider, "ds-1")
+    agreement_id = agree_slow(provider, consumer, slow)
     tp = transfer(consumer, agreement_id, fmt)
     path = received(consumer, tp["id"])
     # (before the first window is complete: the consumer checks windows while it downloads)
@@ -282,10 +301,8 @@ def test_invoice_from_the_countersigned_chain(
     nodes: tuple[ConnectorProcess, ConnectorProcess], tmp_path: Path, data: bytes
 ) -> None:
     provider, consumer = nodes
+    agreement_id = agree(provider, consumer, tmp_path, data, offers=[PRICED])
     payload = tmp_path / "payload.bin"
-    payload.write_bytes(data)
-    provider.publish(payload, offers=[PRICED])
-    agreement_id = negotiate(consumer, provider, "ds-1")
     tp = transfer(consumer, agreement_id, "HttpData-PULL")
     consumer.api.wait_state("transfers", tp["id"], {"COMPLETED"}, timeout=30)
 
@@ -324,12 +341,7 @@ def test_an_interrupted_pull_resumes_with_range_and_is_billed_once(
     nodes: tuple[ConnectorProcess, ConnectorProcess], slow: SlowSource, data: bytes
 ) -> None:
     provider, consumer = nodes
-    provider.api.post(
-        "/api/v1/datasets",
-        {"id": "ds-1", "title": "slow", "source": {"type": "http", "url": slow.url},
-         "offers": [PRICED]},
-    )  # fmt: skip
-    agreement_id = negotiate(consumer, provider, "ds-1")
+    agreement_id = agree_slow(provider, consumer, slow, offers=[PRICED])
     tp = transfer(consumer, agreement_id, "HttpData-PULL")
     path = received(consumer, tp["id"])
     wait_for("half the data to arrive", lambda: path.exists() and path.stat().st_size > SIZE // 2)
@@ -351,3 +363,80 @@ def test_an_interrupted_pull_resumes_with_range_and_is_billed_once(
     bill = provider.api.get(f"/api/v1/agreements/{agreement_id}/invoice?period={period}")
     assert bill["usage"]["bytes"] == SIZE  # resent bytes are metered again, billed once
     assert bill["disputed"] == []
+
+
+def test_windows_also_close_by_time(tmp_path: Path, slow: SlowSource) -> None:
+    """A slow stream gets a signed record every `metering_window_seconds`, not only per size."""
+    provider = ConnectorProcess(tmp_path, "provider")
+    consumer = ConnectorProcess(tmp_path, "consumer")
+    provider.set(metering_window_bytes=str(64 * MIB), metering_window_seconds="0.2")
+    try:
+        provider.start()
+        consumer.start()
+        agreement_id = agree_slow(provider, consumer, slow)
+        tp = transfer(consumer, agreement_id, "HttpData-PULL")
+        consumer.api.wait_state("transfers", tp["id"], {"COMPLETED"}, timeout=30)
+        chain = provider.api.get(f"/api/v1/agreements/{agreement_id}/metering")["chain"]
+    finally:
+        consumer.stop()
+        provider.stop()
+    records = [line["record"] for line in chain]
+    windows = [r for r in records if r["kind"] == "window"]
+    assert len(windows) >= 3, records  # about 1.2 s of data, far below 64 MiB
+    ends = [r["offset"] + r["length"] for r in records]
+    assert [r["offset"] for r in records[1:]] == ends[:-1]  # contiguous, no gap, no overlap
+    assert ends[-1] == SIZE
+    assert all(line["receipt"] for line in chain)
+
+
+def test_metering_and_billing_endpoints_refuse_bad_input(
+    nodes: tuple[ConnectorProcess, ConnectorProcess], tmp_path: Path, data: bytes, slow: SlowSource
+) -> None:
+    from tests.test_bad_input import assert_dsp_error, assert_problem, dsp, http
+
+    provider, consumer = nodes
+    agreement_id = agree(provider, consumer, tmp_path, data)
+    tp = transfer(consumer, agreement_id, "HttpData-PULL")
+    done = consumer.api.wait_state("transfers", tp["id"], {"COMPLETED"}, timeout=30)
+    pid = done["provider_pid"]
+    before = provider.api.get(f"/api/v1/agreements/{agreement_id}/metering")["chain"]
+    first = before[1]
+    path = f"/metering/transfers/{pid}/receipts"
+
+    reply = dsp(consumer, provider, "POST", path, raw=b"{not json")
+    assert_dsp_error(reply, 400, "TransferError", "not valid JSON")
+    reply = dsp(consumer, provider, "POST", path, {"answers": "all fine"})
+    assert_dsp_error(reply, 400, "TransferError", "answers")
+    reply = dsp(consumer, provider, "POST", path, {"answers": [{"seq": 99, "hash": "x"}]})
+    assert_dsp_error(reply, 400, "TransferError", "record 99 is not in this transfer's chain")
+    forged = {"seq": 1, "hash": first["hash"], "receipt": first["signature"]}  # provider's own
+    reply = dsp(consumer, provider, "POST", path, {"answers": [forged]})
+    assert_dsp_error(reply, 400, "TransferError", "does not verify")
+    reply = dsp(consumer, provider, "POST", path, {"answers": [{"seq": 1, "hash": first["hash"]}]})
+    assert_dsp_error(reply, 400, "TransferError", "a receipt or a refusal reason is needed")
+    # only the transfer's consumer may read or answer its records
+    reply = dsp(provider, provider, "GET", f"/metering/transfers/{pid}")
+    assert_dsp_error(reply, 404, "TransferError", pid)
+    after = provider.api.get(f"/api/v1/agreements/{agreement_id}/metering")["chain"]
+    assert after == before
+
+    api = provider.api.base + f"/api/v1/agreements/{agreement_id}/invoice"
+    key = {"X-Api-Key": provider.api.key}
+    period = datetime.now(UTC).strftime("%Y-%m")
+    csv_reply = http("GET", f"{api}?period={period}&format=csv", headers=key)
+    assert csv_reply.status == 200 and csv_reply.content_type == "text/csv"
+    assert_problem(http("GET", f"{api}?period={period}&format=xml", headers=key), 400, "format")
+    assert_problem(http("GET", api, headers=key), 400, "period must be YYYY-MM")
+    unknown = provider.api.base + "/api/v1/agreements/nope/invoice?period=2026-01"
+    assert_problem(http("GET", unknown, headers=key), 404, "no agreement nope")
+
+    # the data plane serves only open-ended byte ranges (what a resuming pull asks for)
+    slow_agreement = agree_slow(provider, consumer, slow, "ds-slow")
+    started = transfer(consumer, slow_agreement, "HttpData-PULL")
+    running = consumer.api.wait_state("transfers", started["id"], {"STARTED"}, timeout=30)
+    address = running["data_address"]
+    token = next(p["value"] for p in address["endpointProperties"] if p["name"] == "authorization")
+    for bad in ("bytes=0-10", "items=0-", "bytes=-5"):
+        reply = http("GET", address["endpoint"], headers={"Authorization": f"Bearer {token}",
+                                                          "Range": bad})  # fmt: skip
+        assert_problem(reply, 416, "bytes=N-")

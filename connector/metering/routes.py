@@ -9,6 +9,7 @@ from aiohttp import web
 
 from connector.config import DSP_PATH
 from connector.dsp.auth import Authenticator
+from connector.dsp.routes import read_json
 from connector.errors import BadRequest, NotFound
 from connector.identity import signatures
 from connector.runtime import Runtime
@@ -39,10 +40,7 @@ class MeteringRoutes:
 
     async def receipts(self, request: web.Request) -> web.Response:
         tp = await self._transfer(request)
-        try:
-            body = await request.json()
-        except ValueError as exc:
-            raise BadRequest(f"body is not valid JSON: {exc}") from exc
+        body = await read_json(request)
         answers = body.get("answers") if isinstance(body, dict) else None
         if not isinstance(answers, list):
             raise BadRequest("expected {'answers': [{seq, hash, receipt | refusal}]}")
