@@ -13,7 +13,7 @@ from connector.dsp import messages as m
 from connector.dsp.client import DspClient
 from connector.dsp.negotiation import new_pid
 from connector.dsp.states import CN, TP, TP_TERMINAL, transfer_next
-from connector.errors import BadRequest, NotFound, PeerError
+from connector.errors import BadRequest, ConnectorError, NotFound, PeerError
 from connector.metering.meter import Meter, end_kind
 from connector.metering.receipts import wait_for_answers
 from connector.metering.settle import EarlyChecks, settle
@@ -470,7 +470,7 @@ class TransferService:
         """After a stream was cut (volume, termination): receipt what did arrive."""
         try:
             await settle(self.rt, self.client, self.get(pid), timeout=2.0)
-        except (PeerError, BadRequest, NotFound) as exc:
+        except ConnectorError as exc:
             self.rt.log(pid, "failed", "metering", detail=f"no receipts sent: {exc}")
 
     def _left_started(self, pid: str, what: str, exc: Exception) -> bool:

@@ -6,6 +6,7 @@ import hashlib
 import time
 from typing import Any
 
+from connector.dsp.states import TP
 from connector.metering.records import GENESIS, Kind, MeteringEntry, seal
 from connector.runtime import Runtime
 from connector.store.records import Transfer, utcnow
@@ -13,9 +14,9 @@ from connector.store.records import Transfer, utcnow
 
 def end_kind(state: str, stopped: bool = True) -> Kind:
     """How a stream that broke off ends its metering: by the transfer's state, or cut."""
-    if stopped and state == "SUSPENDED":
+    if stopped and state == TP.SUSPENDED:
         return "suspend"
-    if stopped and state == "TERMINATED":
+    if stopped and state == TP.TERMINATED:
         return "terminate"
     return "interrupted"
 

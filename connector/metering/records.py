@@ -16,7 +16,6 @@ from connector.identity import signatures
 from connector.identity.keys import KeyPair
 
 Kind = Literal["start", "window", "complete", "suspend", "terminate", "interrupted"]
-KINDS: tuple[str, ...] = ("start", "window", "complete", "suspend", "terminate", "interrupted")
 GENESIS = "0" * 64
 RECORD_FIELDS = (
     "agreement", "seq", "kind", "transfer", "provider", "consumer",

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from connector.dsp.client import DspClient
-from connector.errors import BadRequest, PeerError
+from connector.errors import BadRequest, ConnectorError, PeerError
 from connector.identity import signatures
 from connector.metering.records import MeteringEntry, entry_from_line, record_hash
 from connector.runtime import Runtime
@@ -49,30 +49,28 @@ def _window_digest(path: Path, offset: int, length: int) -> str | None:
     return digest.hexdigest()
 
 
-async def fetch_records(
-    rt: Runtime, client: DspClient, tp: Transfer, received: int, timeout: float
-) -> list[MeteringEntry]:
-    """The provider's records for this transfer, once one ends at the bytes we hold.
+async def get_records(client: DspClient, tp: Transfer) -> list[MeteringEntry]:
+    """The provider's records for this transfer, as it holds them now."""
+    _, body = await client.call("GET", metering_url(tp), tp.counterparty_id)
+    lines = body.get("chain") if isinstance(body, dict) else None
+    if not isinstance(lines, list):
+        raise PeerError("the provider's metering answer has no chain", retry=False)
+    try:
+        return [entry_from_line(line) for line in lines]
+    except (KeyError, TypeError, ValueError) as exc:
+        why = f"malformed metering record from the provider: {exc}"
+        raise PeerError(why, retry=False) from exc
 
-    The provider writes a stream's last record just after the last byte, so poll briefly.
-    """
+
+async def fetch_records(
+    client: DspClient, tp: Transfer, received: int, timeout: float
+) -> list[MeteringEntry]:
+    """The records once one ends at the bytes we hold: the provider writes a stream's last
+    record just after the last byte, so poll briefly."""
     deadline = time.monotonic() + timeout
     while True:
-        _, body = await client.call("GET", metering_url(tp), tp.counterparty_id)
-        lines = body.get("chain") if isinstance(body, dict) else None
-        if not isinstance(lines, list):
-            raise PeerError("the provider's metering answer has no chain", retry=False)
-        try:
-            entries = [entry_from_line(line) for line in lines]
-        except (KeyError, TypeError, ValueError) as exc:
-            raise PeerError(
-                f"malformed metering record from the provider: {exc}", retry=False
-            ) from exc
-        ended = any(
-            e.kind in END_KINDS
-            and e.record.get("offset", 0) + e.record.get("length", 0) >= received
-            for e in entries
-        )
+        entries = await get_records(client, tp)
+        ended = any(e.kind in END_KINDS and _end(e) >= received for e in entries)
         if ended or time.monotonic() >= deadline:
             return entries
         await asyncio.sleep(POLL_SECONDS)
@@ -99,19 +97,16 @@ class EarlyChecks:
                     await asyncio.wait_for(self._stop.wait(), every)
                 if self._stop.is_set():
                     return
-                _, body = await self._client.call(
-                    "GET", metering_url(self._tp), self._tp.counterparty_id
-                )
+                entries = await get_records(self._client, self._tp)
                 on_disk = self._path.stat().st_size if self._path.exists() else 0
-                for line in body.get("chain") or []:
-                    entry = entry_from_line(line)
+                for entry in entries:
                     if entry.seq in self.checked or _end(entry) > on_disk:
                         continue
                     why = await asyncio.to_thread(
                         _check, self._rt, self._tp, entry, provider_doc, self._path
                     )
                     self.checked[entry.seq] = (entry.hash, why)
-        except (PeerError, KeyError, TypeError, ValueError, AttributeError, OSError):
+        except (ConnectorError, OSError):
             return  # the final check does everything that was not done here
 
     def stop(self) -> None:
@@ -132,7 +127,7 @@ async def settle(
     path = Path(tp.path) if tp.path else None
     received = path.stat().st_size if path and path.exists() else 0
     try:
-        entries = await fetch_records(rt, client, tp, received, timeout)
+        entries = await fetch_records(client, tp, received, timeout)
     except PeerError as exc:
         if exc.http_status not in (404, 405, 501):
             raise
