@@ -30,6 +30,16 @@ def sign(document: Any, signer_did: str, keys: KeyPair) -> str:
     )
 
 
+def seal(document: Any, signer_did: str, keys: KeyPair) -> tuple[str, str]:
+    """(hash, JWS) of a chained document: the hash links the next one, the JWS is the signer's
+    (and a countersignature is the same call by the other party)."""
+    return digest(document), sign(document, signer_did, keys)
+
+
+# the `prev` of the first document of a hash chain
+GENESIS = "0" * 64
+
+
 def verify(document: Any, signature: str, signer_did: str, did_document: dict[str, Any]) -> None:
     """Raise BadRequest unless `signature` is `signer_did`'s over exactly this document."""
     try:

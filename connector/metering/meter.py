@@ -7,7 +7,8 @@ import time
 from typing import Any
 
 from connector.dsp.states import TP
-from connector.metering.records import GENESIS, Kind, MeteringEntry, seal
+from connector.identity.signatures import GENESIS, seal
+from connector.metering.records import Kind, MeteringEntry
 from connector.runtime import Runtime
 from connector.store.records import Transfer, utcnow
 

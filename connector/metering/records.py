@@ -13,10 +13,8 @@ from typing import Any, Literal
 from pydantic import BaseModel
 
 from connector.identity import signatures
-from connector.identity.keys import KeyPair
 
 Kind = Literal["start", "window", "complete", "suspend", "terminate", "interrupted"]
-GENESIS = "0" * 64
 RECORD_FIELDS = (
     "agreement", "seq", "kind", "transfer", "provider", "consumer",
     "offset", "length", "records", "sha256", "from", "to", "prev",
@@ -49,11 +47,6 @@ class MeteringEntry(BaseModel):
 
 def record_hash(record: dict[str, Any]) -> str:
     return signatures.digest(record)
-
-
-def seal(record: dict[str, Any], signer_did: str, keys: KeyPair) -> tuple[str, str]:
-    """(hash, JWS) for a record; the same call makes the consumer's receipt."""
-    return record_hash(record), signatures.sign(record, signer_did, keys)
 
 
 def entry_from_line(line: dict[str, Any]) -> MeteringEntry:

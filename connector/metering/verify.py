@@ -14,8 +14,9 @@ from typing import Any
 from connector.errors import BadRequest
 from connector.identity import signatures
 from connector.identity.did import KEY_FRAGMENT
+from connector.identity.signatures import GENESIS
 from connector.metering.export import CHAIN_TYPE
-from connector.metering.records import GENESIS, RECORD_FIELDS, record_hash
+from connector.metering.records import RECORD_FIELDS, record_hash
 
 
 class ChainFileError(BadRequest):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
@@ -16,7 +16,7 @@ from connector.store.records import (
     TimelineEntry,
     Transfer,
 )
-from connector.usage.records import DeletionDuty, UseEntry
+from connector.usage.records import DeletionDuty, UseEntry, UseSummary
 
 
 class Store(Protocol):
@@ -91,7 +91,9 @@ class Store(Protocol):
         self, agreement_id: str, make: Callable[[int, str | None], UseEntry]
     ) -> UseEntry: ...
     def put_uses(self, entries: list[UseEntry]) -> None: ...
-    def list_uses(self, agreement_id: str) -> list[UseEntry]: ...
+    def list_uses(self, agreement_id: str, seqs: Iterable[int] | None = None) -> list[UseEntry]: ...
+    def use_summary(self, agreement_id: str, transfer_id: str) -> UseSummary: ...
+    def mark_uses_reported(self, agreement_id: str, seqs: Iterable[int], at: str) -> None: ...
 
     # deletion duties (one per delivered copy, on each side)
     def put_deletion(self, duty: DeletionDuty) -> None: ...

@@ -6,7 +6,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -26,9 +26,10 @@ from connector.store.records import (
     Transfer,
     utcnow,
 )
-from connector.usage.records import DeletionDuty, UseEntry
+from connector.usage.records import DeletionDuty, UseEntry, UseSummary
 
 M = TypeVar("M", bound=BaseModel)
+C = TypeVar("C", bound=BaseModel)
 
 SCHEMA_VERSION = 1
 
@@ -336,25 +337,34 @@ class SqliteStore:
 
     # metering chains -------------------------------------------------------------------------
 
-    def append_metering(
-        self, agreement_id: str, make: Callable[[int, str | None], MeteringEntry]
-    ) -> MeteringEntry:
+    def _append_chain(
+        self, table: str, agreement_id: str, make: Callable[[int, str | None], C]
+    ) -> C:
+        """The next link of an agreement's chain, built from the head inside one transaction."""
         with self.transaction():
             rows = list(
                 self._db.query(
-                    "select seq, hash from metering where agreement_id = ?"
+                    f"select seq, hash from {table} where agreement_id = ?"
                     " order by seq desc limit 1",
                     [agreement_id],
                 )
             )
             head = rows[0] if rows else None
             entry = make(head["seq"] + 1 if head else 0, head["hash"] if head else None)
-            self._db.table("metering").insert(_to_row(entry))
+            self._db.table(table).insert(_to_row(entry))
         return entry
 
-    def put_metering(self, entries: list[MeteringEntry]) -> None:
+    def _put_all(self, table: str, entries: Sequence[BaseModel]) -> None:
         with self.transaction():
-            self._db.table("metering").insert_all([_to_row(e) for e in entries], replace=True)
+            self._db.table(table).insert_all([_to_row(e) for e in entries], replace=True)
+
+    def append_metering(
+        self, agreement_id: str, make: Callable[[int, str | None], MeteringEntry]
+    ) -> MeteringEntry:
+        return self._append_chain("metering", agreement_id, make)
+
+    def put_metering(self, entries: list[MeteringEntry]) -> None:
+        self._put_all("metering", entries)
 
     def metering_chain(
         self, agreement_id: str | None = None, transfer_id: str | None = None
@@ -386,27 +396,42 @@ class SqliteStore:
     def append_use(
         self, agreement_id: str, make: Callable[[int, str | None], UseEntry]
     ) -> UseEntry:
-        with self.transaction():
-            rows = list(
-                self._db.query(
-                    "select seq, hash from uses where agreement_id = ? order by seq desc limit 1",
-                    [agreement_id],
-                )
-            )
-            head = rows[0] if rows else None
-            entry = make(head["seq"] + 1 if head else 0, head["hash"] if head else None)
-            self._db.table("uses").insert(_to_row(entry))
-        return entry
+        return self._append_chain("uses", agreement_id, make)
 
     def put_uses(self, entries: list[UseEntry]) -> None:
-        with self.transaction():
-            self._db.table("uses").insert_all([_to_row(e) for e in entries], replace=True)
+        self._put_all("uses", entries)
 
-    def list_uses(self, agreement_id: str) -> list[UseEntry]:
-        rows = self._db.query(
-            "select * from uses where agreement_id = ? order by seq", [agreement_id]
-        )
+    def list_uses(self, agreement_id: str, seqs: Iterable[int] | None = None) -> list[UseEntry]:
+        sql = "select * from uses where agreement_id = ?"
+        args: list[Any] = [agreement_id]
+        if seqs is not None:
+            wanted = sorted(set(seqs))
+            sql += f" and seq in ({', '.join('?' * len(wanted))})"
+            args += wanted
+        rows = self._db.query(sql + " order by seq", args)
         return [_from_row(UseEntry, r) for r in rows]
+
+    def use_summary(self, agreement_id: str, transfer_id: str) -> UseSummary:
+        row = next(
+            self._db.query(
+                "select count(*) as n,"
+                " (select json_extract(record, '$.at') from uses where agreement_id = ?"
+                "  order by seq limit 1) as first_at,"
+                " exists(select 1 from uses where agreement_id = ?"
+                "  and json_extract(record, '$.transfer') = ?) as of_transfer"
+                " from uses where agreement_id = ?",
+                [agreement_id, agreement_id, transfer_id, agreement_id],
+            )
+        )
+        return UseSummary(row["n"], row["first_at"], bool(row["of_transfer"]))
+
+    def mark_uses_reported(self, agreement_id: str, seqs: Iterable[int], at: str) -> None:
+        with self.transaction():
+            for seq in seqs:
+                self._db.execute(
+                    "update uses set reported_at = ? where agreement_id = ? and seq = ?",
+                    [at, agreement_id, seq],
+                )
 
     # deletion duties ---------------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from connector.identity.signatures import seal
 from connector.policy.decision import DecisionInput, Party, Phase
 from connector.policy.inputs import dataset_facts
 from connector.policy.odrl import term
@@ -28,7 +29,6 @@ from connector.usage.records import (
     parse_time,
     utcnow,
 )
-from connector.usage.signed import seal
 
 log = logging.getLogger(__name__)
 

@@ -46,11 +46,7 @@ class PeerMail:
 
     def _after(self, after: dict[str, Any], note: str) -> None:
         if after.get("kind") == "uses":
-            wanted = set(after.get("seqs", []))
-            entries = [e for e in self.rt.store.list_uses(after["agreement"]) if e.seq in wanted]
-            self.rt.store.put_uses(
-                [e.model_copy(update={"reported_at": utcnow()}) for e in entries]
-            )
+            self.rt.store.mark_uses_reported(after["agreement"], after.get("seqs", []), utcnow())
         elif after.get("kind") == "receipt":
             duty = self.rt.store.get_deletion(after["duty"])
             if duty is not None:

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from pydantic import BaseModel, Field
 
 # (no import from connector.store: the store imports these models)
 Role = Literal["provider", "consumer"]
 
-GENESIS = "0" * 64
 USE_FIELDS = (
     "type", "agreement", "seq", "provider", "consumer", "dataset", "transfer",
     "purpose", "bytes", "sha256", "at", "prev",
@@ -68,6 +67,14 @@ class UseEntry(BaseModel):
 
     def line(self) -> dict[str, Any]:
         return {"record": self.record, "hash": self.hash, "signature": self.signature}
+
+
+class UseSummary(NamedTuple):
+    """What a use decision needs from the chain, without reading the chain."""
+
+    uses: int
+    first_at: str | None
+    of_transfer: bool  # the copy of this transfer was used before
 
 
 class DeletionDuty(BaseModel):

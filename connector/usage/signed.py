@@ -12,7 +12,6 @@ from typing import Any
 
 from connector.errors import BadRequest
 from connector.identity import signatures
-from connector.identity.keys import KeyPair
 from connector.usage.records import (
     RECEIPT_FIELDS,
     RECEIPT_TYPE,
@@ -34,11 +33,6 @@ FIELDS: dict[str, tuple[str, ...]] = {
 
 class RecordRefused(BadRequest):
     """A signed usage-control document that is malformed, altered or not the signer's."""
-
-
-def seal(record: dict[str, Any], signer: str, keys: KeyPair) -> tuple[str, str]:
-    """(hash, JWS) of a document: the hash is the SHA-256 of its canonical JSON."""
-    return signatures.digest(record), signatures.sign(record, signer, keys)
 
 
 def check(

@@ -11,6 +11,7 @@ from typing import Any
 from connector.dsp.states import TP
 from connector.errors import BadRequest, ConnectorError, NotFound
 from connector.identity import signatures
+from connector.identity.signatures import GENESIS, seal
 from connector.policy.decision import DecisionInput, Party, Phase
 from connector.policy.inputs import dataset_facts
 from connector.runtime import Runtime
@@ -18,14 +19,14 @@ from connector.store.records import Agreement, Transfer
 from connector.usage.deletion import ConsumerDeletions, agreement_path, peer_address
 from connector.usage.outbound import PeerMail
 from connector.usage.records import (
-    GENESIS,
     USE_TYPE,
     UseEntry,
+    UseSummary,
     earliest_delete,
     reporting_duty,
     utcnow,
 )
-from connector.usage.signed import RecordRefused, check, seal
+from connector.usage.signed import RecordRefused, check
 
 
 class UseRefused(ConnectorError):
@@ -92,7 +93,7 @@ class ConsumerUses:
             )
         raise NotFound(f"no completed transfer under agreement {agreement.id} holds data")
 
-    def usage(self, agreement: Agreement, uses: list[UseEntry]) -> dict[str, Any]:
+    def usage(self, agreement: Agreement, uses: UseSummary) -> dict[str, Any]:
         delivered = [
             t for t in self.rt.store.agreement_transfers(agreement.id, "consumer") if t.bytes
         ]
@@ -100,9 +101,9 @@ class ConsumerUses:
             "transfers": len(delivered),
             "bytes": sum(t.bytes for t in delivered),
             "records": 0,
-            "uses": len(uses),
+            "uses": uses.uses,
             "agreed_at": agreement.body.get("timestamp"),
-            "first_use": uses[0].record["at"] if uses else None,
+            "first_use": uses.first_at,
         }
 
     async def use(self, agreement_id: str, purpose: str) -> Granted:
@@ -114,7 +115,7 @@ class ConsumerUses:
                 raise UseRefused("use refused: " + terminated_reason(agreement))
             await self.deletions.run_due()  # a deadline that has come is carried out first
             tp = self._copy(agreement)
-            uses = self.rt.store.list_uses(agreement.id)
+            uses = self.rt.store.use_summary(agreement.id, tp.provider_pid or "")
             decision = await self.rt.decisions.decide(
                 DecisionInput(
                     phase=Phase.USE,
@@ -130,7 +131,7 @@ class ConsumerUses:
                 reasons = decision.reasons
                 self.rt.log(tp.id, "note", "use", detail="use refused: " + "; ".join(reasons))
                 raise UseRefused("use refused by policy: " + "; ".join(reasons), reasons=reasons)
-            first_of_copy = not any(u.record.get("transfer") == tp.provider_pid for u in uses)
+            first_of_copy = not uses.of_transfer
             deadline = None
             if first_of_copy and earliest_delete(decision.obligations) is not None:
                 deadline = await self.deletions.first_use_deadline(agreement, tp)
@@ -191,7 +192,9 @@ class ProviderUses:
         if not isinstance(lines, list) or not lines:
             raise RecordRefused("expected {'records': [{record, hash, signature}, ...]}")
         doc = await self.rt.resolver.resolve(caller)
-        known = {e.seq: e for e in self.rt.store.list_uses(agreement.id)}
+        reported = [line["record"]["seq"] for line in lines if _has_seq(line)]
+        near = [*reported, *(n - 1 for n in reported)]
+        known = {e.seq: e for e in self.rt.store.list_uses(agreement.id, near)}
         expected = {
             "agreement": agreement.id,
             "provider": self.rt.did,
@@ -237,3 +240,8 @@ class ProviderUses:
                     detail=f"use {r['seq'] + 1} at {r['at']} for purpose {r['purpose']!r}",
                 )
         return len(accepted)
+
+
+def _has_seq(line: Any) -> bool:
+    record = line.get("record") if isinstance(line, dict) else None
+    return isinstance(record, dict) and isinstance(record.get("seq"), int)
