@@ -88,6 +88,9 @@ class Settings(BaseSettings):
             " tests before a reload takes effect; default: $OPA_BIN, .tools/bin/opa, PATH"
         ),
     )
+    database_url: SecretStr | None = Field(
+        None, description="PostgreSQL store: not in this version, refused at start-up"
+    )
     policy_reload_seconds: float = Field(1.0, gt=0)
     tck_mode: bool = Field(
         False,
@@ -112,6 +115,13 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _pairs(self) -> Settings:
+        if self.database_url is not None:
+            # Refused rather than ignored: replicas that each kept their own SQLite file behind
+            # one DID would look like a shared deployment and lose work.
+            raise ValueError(
+                "database_url is set, but the PostgreSQL store is not part of this version:"
+                " run one replica on SQLite (unset CONNECTOR_DATABASE_URL)"
+            )
         if self.policy_engine == "opa" and not self.opa_url:
             raise ValueError("policy_engine = opa needs opa_url (the OPA server's URL)")
         if (self.tls_cert is None) != (self.tls_key is None):

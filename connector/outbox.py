@@ -56,19 +56,29 @@ class Outbox:
                 job.payload.get("type", job.kind),
                 detail=f"attempt {job.attempts + 1} was interrupted by a restart; running it again",
             )
+        pause = 0.25
         while not self._stopping:
-            free = self._concurrency - len(self._running)
-            now = time.time()
-            jobs = self._rt.store.due_jobs(now, free) if free > 0 else []
-            for job in jobs:
-                if job.id in self._running:
-                    continue
-                assert job.id is not None
-                self._rt.store.update_job(job.id, status="running")
-                self._running[job.id] = asyncio.create_task(self._run_one(job))
+            try:
+                self._dispatch()
+                pause = 0.25
+            except Exception:
+                # a store that fails (disk, lock timeout) must not end the worker for good:
+                # say so and try again, more slowly
+                log.exception("outbox: cannot read or claim jobs; retrying in %.0f s", pause)
+                pause = min(pause * 2, 10.0)
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=0.25)
+                await asyncio.wait_for(self._wake.wait(), timeout=pause)
+
+    def _dispatch(self) -> None:
+        free = self._concurrency - len(self._running)
+        jobs = self._rt.store.due_jobs(time.time(), free) if free > 0 else []
+        for job in jobs:
+            if job.id in self._running:
+                continue
+            assert job.id is not None
+            self._rt.store.update_job(job.id, status="running")
+            self._running[job.id] = asyncio.create_task(self._run_one(job))
 
     async def stop(self) -> None:
         """Stop taking jobs; interrupted ones stay 'running' and are resumed at start-up."""

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 import pytest
 import yaml
+from pydantic import ValidationError
 
 import connector.config
 from connector.config import Settings, load_settings
@@ -163,7 +164,7 @@ def rendered(*args: str) -> dict[str, dict[str, Any]]:
     return {f"{d['kind']}/{d['metadata']['name']}": d for d in docs}
 
 
-@pytest.mark.parametrize("values", ["sqlite", "scaled"])
+@pytest.mark.parametrize("values", ["sqlite", "https"])
 def test_chart_renders_a_working_pod(values: str) -> None:
     docs = rendered("-f", str(CHART / "ci" / f"{values}-values.yaml"))
     pod = docs["Deployment/t-connector"]["spec"]["template"]["spec"]
@@ -186,10 +187,19 @@ def test_chart_renders_a_working_pod(values: str) -> None:
     assert str(settings.private_key_path).startswith("/etc/connector/keys/")
 
 
-def test_chart_refuses_replicas_on_sqlite() -> None:
-    done = helm_template("-f", str(CHART / "ci" / "sqlite-values.yaml"), "--set", "replicaCount=2")
+def test_chart_refuses_replicas_and_postgresql_until_that_store_exists() -> None:
+    values = str(CHART / "ci" / "sqlite-values.yaml")
+    done = helm_template("-f", values, "--set", "replicaCount=2")
     assert done.returncode != 0
     assert "needs the PostgreSQL store" in done.stderr
+    done = helm_template("-f", values, "--set", "postgresql.existingSecret=pg")
+    assert done.returncode != 0
+    assert "does not have yet" in done.stderr
+
+
+def test_the_connector_refuses_a_database_url_rather_than_ignoring_it() -> None:
+    with pytest.raises(ValidationError, match="PostgreSQL store is not part of this version"):
+        Settings(data_dir="/tmp/x", api_key="k", database_url="postgresql://db/connector")
 
 
 def test_chart_refuses_overriding_what_it_sets() -> None:

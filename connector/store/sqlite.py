@@ -126,6 +126,10 @@ class SqliteStore:
             ["role", "state", "due_at"], if_not_exists=True
         )
         self._db.table("deletion_duties").create_index(["agreement_id"], if_not_exists=True)
+        # /metrics counts by these on every scrape: index scans, not table scans
+        self._db.table("negotiations").create_index(["role", "state"], if_not_exists=True)
+        self._db.table("transfers").create_index(["role", "state", "bytes"], if_not_exists=True)
+        self._db.table("decisions").create_index(["phase", "allow"], if_not_exists=True)
         # Expired token ids are purged on every accepted token: keep that a range scan.
         self._db.table("seen_tokens").create_index(["expires_at"], if_not_exists=True)
         self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")

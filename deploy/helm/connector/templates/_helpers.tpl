@@ -57,14 +57,12 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end -}}
 {{- end -}}
 
-{{/* Scaling out needs a shared store, and a shared data volume if there is one. */}}
+{{/* Scaling out needs a shared store: the PostgreSQL store is not in this version. */}}
 {{- define "connector.checkScale" -}}
+{{- if include "connector.postgresSecret" . -}}
+{{- fail "postgresql.* is for the PostgreSQL store, which this version does not have yet (the connector refuses CONNECTOR_DATABASE_URL at start-up)" -}}
+{{- end -}}
 {{- if gt (int .Values.replicaCount) 1 -}}
-{{- if not (include "connector.postgresSecret" .) -}}
-{{- fail "replicaCount > 1 needs the PostgreSQL store (postgresql.url or postgresql.existingSecret): SQLite is one file on one volume" -}}
-{{- end -}}
-{{- if and .Values.persistence.enabled (not (has "ReadWriteMany" .Values.persistence.accessModes)) -}}
-{{- fail "replicaCount > 1 with persistence needs a ReadWriteMany volume (persistence.accessModes), or persistence.enabled=false" -}}
-{{- end -}}
+{{- fail "replicaCount > 1 needs the PostgreSQL store, which this version does not have yet: SQLite is one file on one volume" -}}
 {{- end -}}
 {{- end -}}
