@@ -122,23 +122,6 @@ async def measure(engine: Engine, n: int) -> list[float]:
     return out
 
 
-def opa_eval_times(url: str, n: int) -> list[float]:
-    """OPA's own evaluation time per query (its `timer_rego_query_eval_ns` metric): how much of
-    the sidecar's latency is evaluation rather than the HTTP round trip."""
-    import json
-
-    body = json.dumps({"input": decision_input()}).encode()
-    out = []
-    for _ in range(n):
-        req = urllib.request.Request(
-            f"{url}/v1/data/connector/decision/decision?metrics=true", data=body, method="POST"
-        )
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            metrics = json.loads(resp.read())["metrics"]
-        out.append(metrics["timer_rego_query_eval_ns"] / 1e9)
-    return out[n // 5 :]  # after warm-up
-
-
 def opa_binary() -> str:
     path = os.environ.get("OPA_BIN") or str(ROOT / ".tools" / "bin" / "opa")
     if not Path(path).exists():
@@ -179,7 +162,6 @@ def main() -> int:
                 time.sleep(0.05)
         embedded = asyncio.run(measure(EmbeddedEngine(opa_binary()), args.n))
         sidecar = asyncio.run(measure(OpaServerEngine(f"http://127.0.0.1:{port}"), args.n))
-        inside = opa_eval_times(f"http://127.0.0.1:{port}", min(args.n, 1000))
         try:
             import regopy  # noqa: F401
 
@@ -192,7 +174,6 @@ def main() -> int:
     print("policy decision latency (transfer phase, purpose + volume + window + delete duty)")
     e50 = report("embedded", embedded)
     s50 = report("opa-server", sidecar)
-    report("  in OPA", inside)
     if rego_cpp:
         r50 = report("regopy", rego_cpp)
         print(f"  embedded: {r50 / e50:.0f}x faster than rego-cpp, {s50 / e50:.0f}x than OPA")
