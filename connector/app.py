@@ -12,7 +12,13 @@ import aiohttp
 from aiohttp import web
 
 from connector import observability, tck
+from connector.authority.registry import Registry
+from connector.authority.routes import Authority
 from connector.config import DSP_PATH, Settings
+from connector.credentials.api import CredentialsApi
+from connector.credentials.holder import Holder
+from connector.credentials.verifier import CredentialVerifier
+from connector.credentials.wallet import Wallet
 from connector.dataplane.routes import DataPlaneRoutes
 from connector.dsp import messages as m
 from connector.dsp.auth import Authenticator
@@ -77,6 +83,8 @@ class Connector:
         self._runners: list[web.AppRunner] = []
         self._worker: asyncio.Task[None] | None = None
         self.usage: Usage | None = None
+        self.holder: Holder | None = None
+        self.authority: Authority | None = None
         self.runtime: Runtime | None = None
         self.public_port = settings.public_port
         self.management_port = settings.management_port
@@ -106,8 +114,15 @@ class Connector:
         # TCK mode (conformance testing, loopback only; see connector/tck): off by default.
         tck_auth = s.tck_authorization.get_secret_value() if s.tck_authorization else ""
         static = tck.static_callers(tck_auth) if s.tck_mode else None
-        auth = Authenticator(rt.verifier, static)
+        credentials = CredentialVerifier(
+            session, rt.resolver, rt.did, s.trusted_issuers, s.credential_cache_seconds
+        )
+        auth = Authenticator(rt.verifier, static, credentials, s.require_membership)
         self.auth = auth
+        holder = Holder(rt, Wallet(s.wallet_path))
+        self.holder = holder
+        authority = Authority(rt, auth, Registry(s.registry_path)) if s.authority else None
+        self.authority = authority
 
         public = web.Application(
             middlewares=[observability.log_context, public_errors], client_max_size=4 * 1024 * 1024
@@ -119,6 +134,9 @@ class Connector:
         ).add_to(public)
         MeteringRoutes(rt, auth).add_to(public)
         UsagePeerRoutes(rt, auth, usage).add_to(public)
+        holder.add_to(public)
+        if authority is not None:
+            authority.add_public(public)
         if s.tck_mode:
             tck.install(public, rt, self.negotiations, self.transfers, tck_auth)
 
@@ -136,7 +154,11 @@ class Connector:
             self.negotiations,
             self.transfers,
             self.policy,
-            extra=UsageApi(rt, usage).routes(),
+            extra=[
+                *UsageApi(rt, usage).routes(),
+                *CredentialsApi(holder).routes(),
+                *(authority.routes() if authority else []),
+            ],
         ).add_to(management)
 
         ssl_ctx = None
@@ -149,6 +171,7 @@ class Connector:
         )
         self._worker = asyncio.create_task(outbox.run())
         usage.start()
+        holder.start()
         log.info(
             "connector %s (%s) listening: public %s, management %s:%s",
             s.name,
@@ -205,6 +228,10 @@ class Connector:
     async def stop(self) -> None:
         if self.usage is not None:
             await self.usage.stop()
+        if self.holder is not None:
+            await self.holder.stop()
+        if self.authority is not None:
+            self.authority.registry.close()
         if self.runtime is not None:
             await self.outbox.stop()
         if self._worker is not None:

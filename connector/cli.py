@@ -79,6 +79,18 @@ def main(ctx: click.Context, config: str | None, api: str | None, api_key: str |
 @click.option("--tls-cert", type=click.Path(path_type=Path), default=None)
 @click.option("--tls-key", type=click.Path(path_type=Path), default=None)
 @click.option("--dev", is_flag=True, help="Allow plain-HTTP did:web (development only)")
+@click.option(
+    "--authority",
+    "as_authority",
+    is_flag=True,
+    help="Also serve the data space authority (registry, credentials, status list)",
+)
+@click.option(
+    "--issuer-url", default=None, help="Base URL of the authority issuing our credentials"
+)
+@click.option("--trusted-issuer", "trusted", multiple=True, help="DID whose credentials we accept")
+@click.option("--require-membership", is_flag=True,
+              help="Refuse callers without a verified membership credential")  # fmt: skip
 def init(
     directory: Path,
     name: str,
@@ -89,6 +101,10 @@ def init(
     tls_cert: Path | None,
     tls_key: Path | None,
     dev: bool,
+    as_authority: bool,
+    issuer_url: str | None,
+    trusted: tuple[str, ...],
+    require_membership: bool,
 ) -> None:
     """Create a config file, an Ed25519 key pair and the DID of a new connector."""
     config = directory / CONFIG_NAME
@@ -111,6 +127,14 @@ def init(
         f"api_key = {json.dumps(secrets.token_urlsafe(24))}",
         f"dev_insecure_http = {'true' if dev else 'false'}",
     ]
+    if as_authority:
+        lines.append("authority = true")
+    if issuer_url:
+        lines.append(f"issuer_url = {json.dumps(issuer_url)}")
+    if trusted:
+        lines.append(f"trusted_issuers = {json.dumps(list(trusted))}")
+    if require_membership:
+        lines.append("require_membership = true")
     if tls_cert and tls_key:
         lines += [
             f"tls_cert = {json.dumps(str(tls_cert.resolve()))}",
@@ -770,3 +794,95 @@ def deletions_verify(receipt_file: Path, consumer_key: Path) -> None:
         f" {record.get('dataset')} under agreement {record.get('agreement')} at"
         f" {record.get('deleted_at')} (deadline {record.get('deadline')}): {record.get('reason')}"
     )
+
+
+# data space membership -----------------------------------------------------------------------
+
+
+def _participant_path(did: str) -> str:
+    from urllib.parse import quote
+
+    return f"/api/v1/authority/participants/{quote(did, safe='')}"
+
+
+@main.group()
+def authority() -> None:
+    """Data space authority: onboard participants, revoke them, show the registry."""
+
+
+@authority.command("onboard")
+@click.argument("did")
+@click.option("--name", required=True)
+@click.option("--organisation", required=True)
+@click.option("--role", "roles", multiple=True, help="A role claim (repeatable)")
+@click.option("--region", default=None)
+@click.option("--dsp-endpoint", default=None, help="Default: from the participant's DID document")
+@click.option("--valid-seconds", type=float, default=None, help="Credential validity")
+@click.pass_context
+def authority_onboard(
+    ctx: click.Context,
+    did: str,
+    name: str,
+    organisation: str,
+    roles: tuple[str, ...],
+    region: str | None,
+    dsp_endpoint: str | None,
+    valid_seconds: float | None,
+) -> None:
+    """Register participant DID; it can then request its membership credentials."""
+    body: dict[str, Any] = {"id": did, "name": name, "organisation": organisation}
+    body |= {"roles": list(roles), "region": region, "dspEndpoint": dsp_endpoint}
+    body |= {"validSeconds": valid_seconds}
+    _emit(_call(ctx, "POST", "/api/v1/authority/participants", body))
+
+
+@authority.command("participants")
+@click.pass_context
+def authority_participants(ctx: click.Context) -> None:
+    for p in _call(ctx, "GET", "/api/v1/authority/participants"):
+        roles = ",".join(p["roles"]) or "-"
+        click.echo(f"{p['id']}\t{p['status']}\t{p['organisation']}\t{roles}\t{p['region'] or '-'}")
+
+
+@authority.command("show")
+@click.argument("did")
+@click.pass_context
+def authority_show(ctx: click.Context, did: str) -> None:
+    _emit(_call(ctx, "GET", _participant_path(did)))
+
+
+@authority.command("revoke")
+@click.argument("did")
+@click.option("--reason", default="revoked by the data space authority")
+@click.pass_context
+def authority_revoke(ctx: click.Context, did: str, reason: str) -> None:
+    """Revoke DID's credentials: its status list bit is set, verifiers refuse it."""
+    _emit(_call(ctx, "POST", _participant_path(did) + "/revoke", {"reason": reason}))
+
+
+@authority.command("reinstate")
+@click.argument("did")
+@click.pass_context
+def authority_reinstate(ctx: click.Context, did: str) -> None:
+    _emit(_call(ctx, "POST", _participant_path(did) + "/reinstate"))
+
+
+@main.group()
+def credentials() -> None:
+    """This connector's verifiable credentials (from the authority at issuer_url)."""
+
+
+@credentials.command("list")
+@click.pass_context
+def credentials_list(ctx: click.Context) -> None:
+    for c in _call(ctx, "GET", "/api/v1/credentials"):
+        state = "expired" if c["expired"] else f"valid until {c['expiresAt']}"
+        click.echo(f"{c['type']}\t{c['issuer']}\t{state}\t{json.dumps(c['claims'])}")
+
+
+@credentials.command("request")
+@click.pass_context
+def credentials_request(ctx: click.Context) -> None:
+    """Ask the authority for our credentials now (they are also renewed automatically)."""
+    for c in _call(ctx, "POST", "/api/v1/credentials/request"):
+        click.echo(f"{c['type']}\t{c['issuer']}\tvalid until {c['expiresAt']}")

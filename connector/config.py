@@ -99,11 +99,34 @@ class Settings(BaseSettings):
     tck_authorization: SecretStr | None = Field(
         None, description="TCK mode: the TCK's Authorization value, accepted as TCK_PARTICIPANT"
     )
+    # data space membership (docs/city-dataspace.md) ---------------------------------------------
+    trusted_issuers: list[str] = Field(
+        default_factory=list,
+        description="DIDs whose credentials this connector accepts; empty: credentials unchecked",
+    )
+    require_membership: bool = Field(
+        False,
+        description="Refuse catalog, negotiation and transfer requests from callers without a"
+        " verified membership credential of a trusted issuer",
+    )
+    credential_cache_seconds: float = Field(
+        30.0, ge=0, description="How long a caller's verified claims and a status list are reused"
+    )
+    issuer_url: str | None = Field(
+        None, description="Base URL of the authority that issues this connector's credentials"
+    )
+    authority: bool = Field(
+        False,
+        description="Also act as the data space authority: registry, credentials, status list",
+    )
+    authority_credential_days: float = Field(
+        365.0, gt=0, description="Authority: validity of the credentials it issues"
+    )
     log_format: Literal["text", "json"] = Field(
         "text", description="json: one JSON object per log line, with the process id"
     )
 
-    @field_validator("public_url")
+    @field_validator("public_url", "issuer_url")
     @classmethod
     def _url(cls, value: str | None) -> str | None:
         if value is None:
@@ -182,6 +205,14 @@ class Settings(BaseSettings):
     @property
     def db_path(self) -> Path:
         return self.data_dir / "connector.db"
+
+    @property
+    def wallet_path(self) -> Path:
+        return self.data_dir / "credentials.json"
+
+    @property
+    def registry_path(self) -> Path:
+        return self.data_dir / "authority.db"
 
     @property
     def private_key_path(self) -> Path:

@@ -34,6 +34,12 @@ class Unauthorized(ConnectorError):
     status = 401
 
 
+class Forbidden(ConnectorError):
+    """The caller is authenticated but lacks a verified credential this connector requires."""
+
+    status = 403
+
+
 class NotFound(ConnectorError):
     """Unknown id, or a process that belongs to another participant."""
 

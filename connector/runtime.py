@@ -42,7 +42,9 @@ class Runtime:
 
     def __post_init__(self) -> None:
         self.did = did_from_url(self.settings.base_url)
-        self.did_document = build_document(self.did, self.keys, self.settings.dsp_url)
+        self.did_document = build_document(
+            self.did, self.keys, self.settings.dsp_url, self.settings.base_url + "/dcp/v1"
+        )
         self.issuer = TokenIssuer(self.did, self.keys, self.settings.token_ttl_seconds)
         self.resolver = DidResolver(
             self.session,

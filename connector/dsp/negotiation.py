@@ -106,7 +106,11 @@ class NegotiationService:
     # incoming: provider side -----------------------------------------------------------------
 
     async def on_request(
-        self, msg: m.ContractRequestMessage, caller: str, pid: str | None
+        self,
+        msg: m.ContractRequestMessage,
+        caller: str,
+        pid: str | None,
+        claims: dict[str, Any] | None = None,
     ) -> tuple[Negotiation, bool]:
         """Initial request (pid None) or counter-request; returns (record, created)."""
         target = msg.offer.target or ""
@@ -134,6 +138,7 @@ class NegotiationService:
                 offer=msg.offer.model_dump(by_alias=True, exclude_none=True),
                 offer_by="consumer",
                 purpose=_declared_purpose(msg),
+                counterparty_credentials=claims or {},
             )
             with self.rt.store.transaction():
                 self.rt.store.insert_negotiation(neg)
@@ -153,6 +158,7 @@ class NegotiationService:
                 "consumer",
                 offer=msg.offer.model_dump(by_alias=True, exclude_none=True),
                 offer_by="consumer",
+                counterparty_credentials=claims or neg.counterparty_credentials,
             )
             self._received(neg, msg)
             self.react(neg)
@@ -583,7 +589,9 @@ class NegotiationService:
                 DecisionInput(
                     phase=Phase.NEGOTIATION,
                     provider=Party(id=self.rt.did),
-                    consumer=Party(id=neg.counterparty_id),
+                    consumer=Party(
+                        id=neg.counterparty_id, credentials=neg.counterparty_credentials
+                    ),
                     dataset=dataset_facts(
                         self.rt.store.get_dataset(neg.dataset_id), neg.dataset_id, self.rt.did
                     ),

@@ -91,13 +91,15 @@ class DspRoutes:
 
     # catalog ---------------------------------------------------------------------------------
 
-    async def _visible(self, caller: str, datasets: list[Dataset]) -> list[Dataset]:
+    async def _visible(
+        self, caller: str, datasets: list[Dataset], claims: dict[str, Any] | None = None
+    ) -> list[Dataset]:
         """The datasets the caller may see, each with only the offers it may see."""
         asks = [
             (d, offer, DecisionInput(
                 phase=Phase.CATALOG,
                 provider=Party(id=self.rt.did),
-                consumer=Party(id=caller),
+                consumer=Party(id=caller, credentials=claims or {}),
                 dataset=dataset_facts(d, d.id, self.rt.did),
                 policy=offer,
             ))
@@ -112,17 +114,17 @@ class DspRoutes:
         return [d.model_copy(update={"offers": allowed[d.id]}) for d in datasets if d.id in allowed]
 
     async def catalog(self, request: web.Request) -> web.Response:
-        caller = await self.auth.caller(request)
+        caller, claims = await self.auth.member(request)
         msg = m.parse(m.CatalogRequestMessage, await read_json(request))
         if msg.filter:
             raise BadRequest("catalog filters are not supported by this connector")
-        visible = await self._visible(caller, self.rt.store.list_datasets())
+        visible = await self._visible(caller, self.rt.store.list_datasets(), claims)
         return web.json_response(render.catalog(visible, self.rt.did, self.rt.settings.dsp_url))
 
     async def dataset(self, request: web.Request) -> web.Response:
-        caller = await self.auth.caller(request)
+        caller, claims = await self.auth.member(request)
         dataset = self.rt.store.get_dataset(request.match_info["id"])
-        visible = await self._visible(caller, [dataset]) if dataset else []
+        visible = await self._visible(caller, [dataset], claims) if dataset else []
         if not visible:
             raise NotFound(f"no dataset {request.match_info['id']}")
         return web.json_response(render.dataset(visible[0], self.rt.did, with_context=True))
@@ -139,11 +141,11 @@ class DspRoutes:
         return web.json_response(self.cn.ack(self.cn.owned(request.match_info["pid"], caller)))
 
     async def cn_request(self, request: web.Request) -> web.Response:
-        caller = await self.auth.caller(request)
+        caller, claims = await self.auth.member(request)
         pid = request.match_info.get("pid")
         self._role(request, pid)
         msg = m.parse(m.ContractRequestMessage, await read_json(request))
-        neg, _created = await self.cn.on_request(msg, caller, pid)
+        neg, _created = await self.cn.on_request(msg, caller, pid, claims)
         return web.json_response(self.cn.ack(neg), status=201 if pid is None else 200)
 
     async def cn_offer(self, request: web.Request) -> web.Response:
@@ -189,10 +191,10 @@ class DspRoutes:
         return web.json_response(self.tp.ack(self.tp.owned(request.match_info["pid"], caller)))
 
     async def tp_request(self, request: web.Request) -> web.Response:
-        caller = await self.auth.caller(request)
         request["role"] = "provider"
+        caller, claims = await self.auth.member(request)
         msg = m.parse(m.TransferRequestMessage, await read_json(request))
-        tp, _created = await self.tp.on_request(msg, caller)
+        tp, _created = await self.tp.on_request(msg, caller, claims)
         return web.json_response(self.tp.ack(tp), status=201)
 
     _TP_MESSAGES: dict[str, type[m.Message]] = {

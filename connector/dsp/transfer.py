@@ -91,7 +91,9 @@ class TransferService:
 
     # incoming --------------------------------------------------------------------------------
 
-    async def on_request(self, msg: m.TransferRequestMessage, caller: str) -> tuple[Transfer, bool]:
+    async def on_request(
+        self, msg: m.TransferRequestMessage, caller: str, claims: dict[str, Any] | None = None
+    ) -> tuple[Transfer, bool]:
         existing = self.rt.store.find_transfer(
             role="provider", consumer_pid=msg.consumerPid, counterparty_id=caller
         )
@@ -118,7 +120,7 @@ class TransferService:
             DecisionInput(
                 phase=Phase.TRANSFER,
                 provider=Party(id=self.rt.did),
-                consumer=Party(id=caller),
+                consumer=Party(id=caller, credentials=claims or {}),
                 dataset=dataset_facts(
                     self.rt.store.get_dataset(agreement.dataset_id),
                     agreement.dataset_id,

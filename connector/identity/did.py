@@ -35,7 +35,7 @@ def did_document_url(did: str, *, insecure_http: bool) -> str:
     return f"{scheme}://{unquote(host)}{where}"
 
 
-def build_document(did: str, keys: KeyPair, dsp_url: str) -> dict[str, Any]:
+def build_document(did: str, keys: KeyPair, dsp_url: str, credential_url: str) -> dict[str, Any]:
     vm_id = f"{did}#{KEY_FRAGMENT}"
     return {
         "@context": [
@@ -54,7 +54,14 @@ def build_document(did: str, keys: KeyPair, dsp_url: str) -> dict[str, Any]:
         "authentication": [vm_id],
         "assertionMethod": [vm_id],
         "capabilityInvocation": [vm_id],
-        "service": [{"id": f"{did}#dsp", "type": "DataService", "serviceEndpoint": dsp_url}],
+        "service": [
+            {"id": f"{did}#dsp", "type": "DataService", "serviceEndpoint": dsp_url},
+            {
+                "id": f"{did}#credential-service",
+                "type": "CredentialService",
+                "serviceEndpoint": credential_url,
+            },
+        ],
     }
 
 

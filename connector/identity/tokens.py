@@ -9,6 +9,7 @@ from typing import Any
 
 import jwt
 
+from connector.credentials import access
 from connector.errors import Unauthorized
 from connector.identity.did import KEY_FRAGMENT, DidResolver, verification_key
 from connector.identity.keys import KeyPair
@@ -32,6 +33,8 @@ class TokenIssuer:
             "jti": str(uuid.uuid4()),
             "iat": now,
             "exp": now + self._ttl,
+            # DCP: lets the audience ask our credential service for a presentation
+            "token": access.issue(self._keys, self.did, audience, self._ttl),
         }
         headers = {"kid": f"{self.did}#{KEY_FRAGMENT}", "typ": "JWT"}
         return jwt.encode(claims, self._keys.private, algorithm="EdDSA", headers=headers)
@@ -49,6 +52,10 @@ class TokenVerifier:
 
     async def verify(self, token: str) -> str:
         """Return the caller's DID, or raise Unauthorized with the reason."""
+        return str((await self.verify_claims(token))["iss"])
+
+    async def verify_claims(self, token: str) -> dict[str, Any]:
+        """The checked claims of a caller's token (`iss` is its DID)."""
         try:
             header = jwt.get_unverified_header(token)
             unverified: dict[str, Any] = jwt.decode(token, options={"verify_signature": False})
@@ -84,4 +91,4 @@ class TokenVerifier:
             raise Unauthorized(f"token lifetime exceeds {MAX_LIFETIME} s")
         if not self._remember(str(claims["jti"]), int(claims["exp"]) + CLOCK_SKEW):
             raise Unauthorized("token was already used (replay)")
-        return issuer
+        return claims

@@ -42,6 +42,8 @@ class Negotiation(BaseModel):
     agreement_id: str | None = None
     purpose: str | None = None
     reason: list[str] = Field(default_factory=list)
+    # provider: the caller's verified credential claims the negotiation is decided on
+    counterparty_credentials: dict[str, Any] = Field(default_factory=dict)
     created_at: str = Field(default_factory=utcnow)
     updated_at: str = Field(default_factory=utcnow)
 

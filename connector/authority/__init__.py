@@ -1,0 +1,1 @@
+"""The data space authority role: participant registry, credential issuance, status list."""

@@ -1,0 +1,169 @@
+"""The holder side: get credentials from the authority, and present them when a peer asks."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from connector.credentials import access
+from connector.credentials.jwt_vc import (
+    DCP_CONTEXT,
+    SCOPE_PREFIX,
+    Credential,
+    CredentialError,
+    check_signature,
+    read_credential,
+    sign_presentation,
+)
+from connector.credentials.wallet import Wallet
+from connector.errors import BadRequest, PeerError, Unauthorized
+from connector.identity.did import did_from_url
+from connector.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+PRESENTATION_PATH = "/dcp/v1/presentations/query"
+ISSUANCE_PATH = "/authority/v1/credentials"
+
+
+class Holder:
+    def __init__(self, rt: Runtime, wallet: Wallet) -> None:
+        self.rt = rt
+        self.wallet = wallet
+        self._task: asyncio.Task[None] | None = None
+
+    # presenting --------------------------------------------------------------------------------
+
+    def add_to(self, app: web.Application) -> None:
+        app.router.add_post(PRESENTATION_PATH, self.presentation_query)
+
+    async def presentation_query(self, request: web.Request) -> web.Response:
+        header = request.headers.get("Authorization", "")
+        if not header.lower().startswith("bearer "):
+            raise Unauthorized(
+                "a Bearer access token from this holder's self-issued token is required"
+            )
+        verifier = access.check(header[7:].strip(), self.rt.keys, self.rt.did)
+        try:
+            body = await request.json()
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise BadRequest(f"body is not JSON: {exc}") from exc
+        if not isinstance(body, dict) or body.get("type", body.get("@type")) != (
+            "PresentationQueryMessage"
+        ):
+            raise BadRequest("expected a PresentationQueryMessage")
+        scope = body.get("scope", [])
+        if not isinstance(scope, list) or not all(isinstance(s, str) for s in scope):
+            raise BadRequest("scope must be a list of strings")
+        kinds = {s[len(SCOPE_PREFIX) :].split(":")[0] for s in scope if s.startswith(SCOPE_PREFIX)}
+        tokens = self.wallet.matching(kinds or None)
+        presentation = sign_presentation(self.rt.keys, self.rt.did, verifier, tokens)
+        return web.json_response(
+            {
+                "@context": [DCP_CONTEXT],
+                "type": "PresentationResponseMessage",
+                "presentation": [presentation],
+            }
+        )
+
+    # obtaining ---------------------------------------------------------------------------------
+
+    async def request_credentials(self) -> list[Credential]:
+        """Ask the configured authority for our credentials; keep them if they verify."""
+        issuer_url = self.rt.settings.issuer_url
+        if not issuer_url:
+            raise BadRequest("no issuer_url is configured: which authority should issue them?")
+        issuer = did_from_url(issuer_url)
+        url = issuer_url.rstrip("/") + ISSUANCE_PATH
+        message = {
+            "@context": [DCP_CONTEXT],
+            "type": "CredentialRequestMessage",
+            "holderPid": self.rt.did,
+            "credentials": [{"credentialType": "MembershipCredential", "format": "vc1_0_jwt"}],
+        }
+        headers = {"Authorization": self.rt.issuer.issue(issuer)}
+        try:
+            async with self.rt.session.post(
+                url, json=message, headers=headers, timeout=aiohttp.ClientTimeout(total=30)
+            ) as resp:
+                answer: Any = await resp.json(content_type=None)
+                if resp.status != 200:
+                    reason = answer.get("detail") if isinstance(answer, dict) else answer
+                    raise PeerError(
+                        f"authority {issuer} refused to issue credentials (HTTP {resp.status}):"
+                        f" {reason}",
+                        http_status=resp.status,
+                        body=answer,
+                        retry=resp.status >= 500,
+                    )
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            raise PeerError(f"authority at {url} cannot be reached: {exc!r}", retry=True) from exc
+        items = answer.get("credentials") if isinstance(answer, dict) else None
+        if not isinstance(items, list):
+            raise PeerError(f"authority {issuer} answered without credentials", retry=False)
+        tokens = [i.get("payload") for i in items if isinstance(i, dict)]
+        for token in tokens:
+            if not isinstance(token, str):
+                raise PeerError("authority sent a credential that is not a JWT", retry=False)
+            credential = read_credential(token)
+            if credential.issuer != issuer or credential.subject != self.rt.did:
+                raise PeerError(
+                    f"authority sent a credential issued by {credential.issuer} to"
+                    f" {credential.subject}; expected {issuer} to {self.rt.did}",
+                    retry=False,
+                )
+            try:
+                await check_signature(credential, self.rt.resolver)
+            except (CredentialError, Unauthorized) as exc:
+                raise PeerError(
+                    f"authority sent a credential that does not verify: {exc}", retry=False
+                ) from exc
+        fresh = self.wallet.replace_from(issuer, [t for t in tokens if isinstance(t, str)])
+        log.info("holding %d credential(s) from %s", len(fresh), issuer)
+        return fresh
+
+    def start(self) -> None:
+        if self.rt.settings.issuer_url:
+            self._task = asyncio.create_task(self._keep_fresh())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _keep_fresh(self) -> None:
+        """Request credentials at start and again when 80% of their validity has passed."""
+        delay = 1.0
+        while True:
+            wait = self._renew_in()
+            if wait > 0:
+                await asyncio.sleep(min(wait, 3600))
+                continue
+            try:
+                await self.request_credentials()
+                delay = 1.0
+            except (PeerError, CredentialError) as exc:
+                log.warning("cannot get credentials: %s; trying again in %.0f s", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 300.0)
+
+    def _renew_in(self) -> float:
+        issuer = did_from_url(self.rt.settings.issuer_url or "")
+        mine = [c for c in self.wallet.credentials() if c.issuer == issuer]
+        if not mine:
+            return 0.0
+        now = time.time()
+        due = [
+            c.issued_at + 0.8 * (c.expires_at - c.issued_at)
+            for c in mine
+            if c.expires_at is not None
+        ]
+        return min(due) - now if due else 3600.0

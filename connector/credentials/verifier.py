@@ -1,0 +1,205 @@
+"""The verifier side: ask a caller for its credentials and turn the valid ones into claims.
+
+Each credential is checked for a trusted issuer, the issuer's signature, its validity period,
+its subject (the caller) and its revocation bit; what fails is kept as a reason, so a refusal
+says why ("... was revoked by its issuer"), not just "no membership".
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import aiohttp
+
+from connector.credentials import status_list
+from connector.credentials.jwt_vc import (
+    DCP_CONTEXT,
+    MEMBERSHIP,
+    ROLE,
+    SCOPE_PREFIX,
+    STATUS_LIST,
+    Credential,
+    CredentialError,
+    check_signature,
+    read_credential,
+    read_presentation,
+)
+from connector.errors import ConnectorError
+from connector.identity.did import DidResolver
+
+TIMEOUT = aiohttp.ClientTimeout(total=10)
+SCOPES = [f"{SCOPE_PREFIX}{MEMBERSHIP}:read", f"{SCOPE_PREFIX}{ROLE}:read"]
+
+
+def credential_service(document: dict[str, Any]) -> str | None:
+    for service in document.get("service", []):
+        if isinstance(service, dict) and service.get("type") == "CredentialService":
+            endpoint = service.get("serviceEndpoint")
+            return endpoint if isinstance(endpoint, str) else None
+    return None
+
+
+def claims_of(valid: list[Credential], problems: list[str]) -> dict[str, Any]:
+    """The policy input's `consumer.credentials` (docs/policy-contract.md)."""
+    out: dict[str, Any] = {"membership": False, "roles": [], "issuers": [], "problems": problems}
+    roles: list[str] = []
+    for c in valid:
+        if c.issuer not in out["issuers"]:
+            out["issuers"].append(c.issuer)
+        if c.kind == MEMBERSHIP:
+            out["membership"] = True
+            for key in ("organisation", "region", "memberSince"):
+                if key in c.claims:
+                    out[key] = c.claims[key]
+        if c.kind == ROLE:
+            role = c.claims.get("role")
+            roles.extend(r for r in (role if isinstance(role, list) else [role]) if r)
+    out["roles"] = sorted({r for r in roles if isinstance(r, str)})
+    return out
+
+
+class CredentialVerifier:
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        resolver: DidResolver,
+        own_did: str,
+        trusted_issuers: list[str],
+        cache_seconds: float,
+    ) -> None:
+        self._session = session
+        self._resolver = resolver
+        self._did = own_did
+        self._trusted = set(trusted_issuers)
+        self._ttl = cache_seconds
+        self._claims: dict[str, tuple[float, dict[str, Any]]] = {}
+        self._lists: dict[str, tuple[float, bytes]] = {}
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self._trusted)
+
+    async def claims(self, caller: str, access_token: str | None) -> dict[str, Any]:
+        hit = self._claims.get(caller)
+        if hit and hit[0] > time.monotonic():
+            return hit[1]
+        result = await self._verify(caller, access_token)
+        if self._ttl > 0:
+            self._claims[caller] = (time.monotonic() + self._ttl, result)
+        return result
+
+    async def _verify(self, caller: str, access_token: str | None) -> dict[str, Any]:
+        if not access_token:
+            return claims_of(
+                [],
+                [
+                    f"{caller} presented no credentials (its token carries no access token"
+                    " for a credential service)"
+                ],
+            )
+        try:
+            tokens = await self._presentation(caller, access_token)
+        except (ConnectorError, CredentialError) as exc:
+            return claims_of([], [f"no presentation from {caller}: {exc.detail}"])
+        valid: list[Credential] = []
+        problems: list[str] = []
+        for token in tokens:
+            try:
+                credential = read_credential(token)
+                await self._check(credential, caller)
+            except ConnectorError as exc:
+                problems.append(exc.detail)
+                continue
+            valid.append(credential)
+        if not tokens:
+            problems.append(f"{caller} holds no credentials")
+        return claims_of(valid, problems)
+
+    async def _presentation(self, caller: str, access_token: str) -> list[str]:
+        endpoint = credential_service(await self._resolver.resolve(caller))
+        if endpoint is None:
+            raise CredentialError(f"the DID document of {caller} names no CredentialService")
+        query = {"@context": [DCP_CONTEXT], "type": "PresentationQueryMessage", "scope": SCOPES}
+        headers = {"Authorization": f"Bearer {access_token}"}
+        try:
+            async with self._session.post(
+                endpoint.rstrip("/") + "/presentations/query",
+                json=query,
+                headers=headers,
+                timeout=TIMEOUT,
+            ) as resp:
+                body = await resp.json(content_type=None)
+                if resp.status != 200:
+                    detail = body.get("detail") if isinstance(body, dict) else body
+                    raise CredentialError(f"credential service answered {resp.status}: {detail}")
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            raise CredentialError(f"credential service cannot be reached: {exc!r}") from exc
+        presentations = body.get("presentation") if isinstance(body, dict) else None
+        if not isinstance(presentations, list):
+            raise CredentialError("answer is not a PresentationResponseMessage")
+        tokens: list[str] = []
+        for vp in presentations:
+            if not isinstance(vp, str):
+                raise CredentialError("presentation is not a JWT")
+            tokens += await read_presentation(vp, caller, self._did, self._resolver)
+        return tokens
+
+    async def _check(self, c: Credential, holder: str) -> None:
+        if c.issuer not in self._trusted:
+            raise CredentialError(
+                f"{c.kind} of {holder} was issued by {c.issuer}, which is not a trusted issuer"
+            )
+        if c.subject != holder:
+            raise CredentialError(f"{c.kind} was issued to {c.subject}, not to {holder}")
+        await check_signature(c, self._resolver)
+        now = time.time()
+        if c.expires_at is not None and c.expires_at <= now:
+            raise CredentialError(
+                f"{c.kind} of {holder} from {c.issuer} expired at {c.summary()['expiresAt']}"
+            )
+        if c.issued_at > now + 30:
+            raise CredentialError(f"{c.kind} of {holder} is not valid yet")
+        if c.status is not None:
+            await self._check_status(c, holder)
+
+    async def _check_status(self, c: Credential, holder: str) -> None:
+        url = c.status.get("statusListCredential") if c.status else None
+        index = c.status.get("statusListIndex") if c.status else None
+        try:
+            position = int(str(index))
+        except ValueError as exc:
+            raise CredentialError(f"{c.kind} has a bad statusListIndex {index!r}") from exc
+        if not isinstance(url, str):
+            raise CredentialError(f"{c.kind} names no statusListCredential")
+        bits = await self._status_bits(url, c.issuer)
+        if status_list.is_set(bits, position):
+            raise CredentialError(
+                f"{c.kind} of {holder} was revoked by its issuer {c.issuer}"
+                f" (status list {url}, index {position})"
+            )
+
+    async def _status_bits(self, url: str, issuer: str) -> bytes:
+        hit = self._lists.get(url)
+        if hit and hit[0] > time.monotonic():
+            return hit[1]
+        try:
+            async with self._session.get(url, timeout=TIMEOUT) as resp:
+                text = await resp.text()
+                if resp.status != 200:
+                    raise CredentialError(f"status list {url} answered HTTP {resp.status}")
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise CredentialError(f"status list {url} cannot be fetched: {exc!r}") from exc
+        credential = read_credential(text.strip())
+        if credential.issuer != issuer or STATUS_LIST not in credential.types:
+            raise CredentialError(f"{url} is not a status list credential of {issuer}")
+        await check_signature(credential, self._resolver)
+        if credential.expires_at is not None and credential.expires_at <= time.time():
+            raise CredentialError(f"status list {url} has expired")
+        encoded = credential.claims.get("encodedList")
+        if not isinstance(encoded, str):
+            raise CredentialError(f"status list {url} has no encodedList")
+        bits = status_list.decode(encoded)
+        if self._ttl > 0:
+            self._lists[url] = (time.monotonic() + self._ttl, bits)
+        return bits
