@@ -24,6 +24,7 @@ import psycopg
 import pytest
 
 from tests.harness import ConnectorProcess, cli, entries, negotiate, state_of, wait_for
+from tests.test_observability import metrics
 
 BIG = 200 * 1024 * 1024
 FAST = {"retry_base_seconds": "0.2", "retry_max_seconds": "1"}
@@ -257,6 +258,13 @@ def test_negotiations_and_transfers_across_replicas(
     assert len({line["record"]["transfer"] for line in chain}) == 4
     out = verify_chain_offline(tmp_path, provider, consumer, agreement)
     assert f"{len(seqs)} records" in out
+    # /metrics counts from the shared database: every replica reports the same totals
+    completed = ("connector_transfers", (("role", "provider"), ("state", "COMPLETED")))
+    for replica in cluster.replicas:
+        samples = metrics(replica)
+        assert samples[("connector_store_up", ())] == 1
+        assert samples[completed] == 4
+        assert samples[("connector_metering_records_total", ())] == len(seqs)
 
 
 def test_a_replica_killed_mid_push_is_finished_by_the_other(
