@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TCK_DEPS := tests/tck/target/.fetched
 
-.PHONY: demo test lint typecheck opa policy-test unit tck tck-deps bench clean deploy-check
+.PHONY: demo test lint typecheck opa policy-test unit tck tck-deps bench clean deploy-check postgresql
 
 # OPA, pinned, built from its Go module once into .tools/bin (a few minutes on a fresh machine).
 # The embedded policy engine uses it to compile the Rego library to Wasm.
@@ -47,7 +47,14 @@ policy-test: $(OPA_BIN)
 	$(OPA_BIN) check --strict policies
 	$(OPA_BIN) test policies -v
 
-unit: $(STAMP) $(TCK_DEPS) $(OPA_BIN)
+# PostgreSQL server binaries for the store tests (Debian's package; the tests start their own
+# throwaway cluster with them, tests/postgres_server.py). Installed only when missing.
+postgresql:
+	@if ! ls /usr/lib/postgresql/*/bin/initdb > /dev/null 2>&1; then \
+	  apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends postgresql; \
+	fi
+
+unit: $(STAMP) $(TCK_DEPS) $(OPA_BIN) postgresql
 	OPA_BIN=$(abspath $(OPA_BIN)) $(BIN)/pytest -q
 
 # The whole DSP TCK against a connector in TCK mode; fails unless every mandatory test passes.

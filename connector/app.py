@@ -37,7 +37,7 @@ from connector.policy.engines import EmbeddedEngine, Engine, OpaServerEngine, Po
 from connector.policy.point import RegoDecisionPoint
 from connector.runtime import Runtime, client_ssl_context
 from connector.store.base import Store
-from connector.store.sqlite import SqliteStore
+from connector.store.open import open_store
 from connector.usage.api import UsageApi
 from connector.usage.peer_routes import UsagePeerRoutes
 from connector.usage.service import Usage
@@ -94,7 +94,7 @@ class Connector:
         observability.configure_logging(s.log_format)
         s.data_dir.mkdir(parents=True, exist_ok=True)
         pair = keyfile.load(s.private_key_path)
-        store = SqliteStore(s.db_path)
+        store = open_store(s)
         session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(ssl=client_ssl_context(s), limit=200),
         )
@@ -233,7 +233,7 @@ class Connector:
         if self.authority is not None:
             self.authority.registry.close()
         if self.runtime is not None:
-            await self.outbox.stop()
+            await self.outbox.stop(self.settings.shutdown_grace_seconds)
         if self._worker is not None:
             self._worker.cancel()
             await asyncio.gather(self._worker, return_exceptions=True)

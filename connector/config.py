@@ -89,7 +89,18 @@ class Settings(BaseSettings):
         ),
     )
     database_url: SecretStr | None = Field(
-        None, description="PostgreSQL store: not in this version, refused at start-up"
+        None,
+        description="PostgreSQL store (postgresql://user:pass@host/db), shared by replicas;"
+        " default: SQLite in data_dir",
+    )
+    job_lease_seconds: float = Field(
+        30.0,
+        ge=1,
+        description="an outbox job's lease: renewed while it runs; another replica takes the"
+        " job over once it expires",
+    )
+    shutdown_grace_seconds: float = Field(
+        10.0, ge=0, description="SIGTERM: how long running jobs may finish before handover"
     )
     policy_reload_seconds: float = Field(1.0, gt=0)
     tck_mode: bool = Field(
@@ -139,12 +150,9 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _pairs(self) -> Settings:
         if self.database_url is not None:
-            # Refused rather than ignored: replicas that each kept their own SQLite file behind
-            # one DID would look like a shared deployment and lose work.
-            raise ValueError(
-                "database_url is set, but the PostgreSQL store is not part of this version:"
-                " run one replica on SQLite (unset CONNECTOR_DATABASE_URL)"
-            )
+            scheme = urlsplit(self.database_url.get_secret_value()).scheme
+            if scheme not in ("postgresql", "postgres"):
+                raise ValueError("database_url must be a postgresql:// URL")
         if self.policy_engine == "opa" and not self.opa_url:
             raise ValueError("policy_engine = opa needs opa_url (the OPA server's URL)")
         if (self.tls_cert is None) != (self.tls_key is None):

@@ -2,7 +2,10 @@
 
 A job is written in the same transaction as the state change that needs it, so a state
 is never reached without its message queued. Jobs of one process run strictly in order,
-except that messages do not wait for a data move (see SqliteStore.due_jobs).
+except that messages do not wait for a data move (see Store.claim_jobs).
+
+Replicas sharing one store each claim jobs under a lease they renew while the job runs; a
+replica that dies stops renewing, and any other takes its jobs over once the lease expires.
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ class Outbox:
         self._running: dict[int, asyncio.Task[None]] = {}
         self._concurrency = concurrency
         self._stopping = False
+        self._heartbeat: asyncio.Task[None] | None = None
+        self.owner = runtime.replica
 
     def register(self, kind: str, handler: Handler, give_up: GiveUp) -> None:
         self._handlers[kind] = (handler, give_up)
@@ -48,14 +53,14 @@ class Outbox:
         delay = min(s.retry_max_seconds, s.retry_base_seconds * (2 ** max(0, attempts - 1)))
         return float(delay * random.uniform(0.8, 1.2))
 
+    @property
+    def _lease(self) -> float:
+        return float(self._rt.settings.job_lease_seconds)
+
     async def run(self) -> None:
         for job in self._rt.store.reset_running_jobs():
-            self._rt.log(
-                job.process_id,
-                "failed",
-                job.payload.get("type", job.kind),
-                detail=f"attempt {job.attempts + 1} was interrupted by a restart; running it again",
-            )
+            self._interrupted(job, "by a restart")
+        self._heartbeat = asyncio.create_task(self._keep_leases())
         pause = 0.25
         while not self._stopping:
             try:
@@ -70,24 +75,65 @@ class Outbox:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=pause)
 
+    def _interrupted(self, job: Job, how: str) -> None:
+        self._rt.log(
+            job.process_id,
+            "failed",
+            job.payload.get("type", job.kind),
+            detail=f"attempt {job.attempts + 1} was interrupted {how}; running it again",
+        )
+
     def _dispatch(self) -> None:
         free = self._concurrency - len(self._running)
-        jobs = self._rt.store.due_jobs(time.time(), free) if free > 0 else []
-        for job in jobs:
-            if job.id in self._running:
-                continue
+        if free <= 0 or self._stopping:
+            return
+        now = time.time()
+        for job in self._rt.store.claim_jobs(now, free, self.owner, now + self._lease):
             assert job.id is not None
-            self._rt.store.update_job(job.id, status="running")
             self._running[job.id] = asyncio.create_task(self._run_one(job))
 
-    async def stop(self) -> None:
-        """Stop taking jobs; interrupted ones stay 'running' and are resumed at start-up."""
+    async def _keep_leases(self) -> None:
+        """Renew the leases of running jobs; take over jobs whose owner stopped renewing."""
+        while True:
+            await asyncio.sleep(self._lease / 3)
+            try:
+                ids = list(self._running)
+                held = self._rt.store.renew_leases(self.owner, ids, time.time() + self._lease)
+                for job_id in set(ids) - held:
+                    # another replica has taken it over: this run's outcome no longer counts
+                    log.warning("outbox: lost the lease of job %s; stopping it here", job_id)
+                    task = self._running.pop(job_id, None)
+                    if task is not None:
+                        task.cancel()
+                if self._stopping:
+                    continue
+                for job in self._rt.store.reclaim_expired_jobs(time.time()):
+                    self._interrupted(job, f"(replica {job.owner} stopped renewing its lease)")
+                    self._wake.set()
+            except Exception:
+                log.exception("outbox: cannot renew or reclaim job leases; trying again")
+
+    async def stop(self, grace: float = 0.0) -> None:
+        """Stop taking jobs; let running ones finish within `grace` seconds, then hand the
+        rest back at once (pending, for any replica, or for this one after a restart)."""
         self._stopping = True
         self._wake.set()
-        tasks = list(self._running.values())
-        for task in tasks:
+        tasks = dict(self._running)
+        if grace > 0 and tasks:
+            await asyncio.wait(tasks.values(), timeout=grace)
+        left = {job_id: task for job_id, task in tasks.items() if not task.done()}
+        for task in left.values():
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*left.values(), return_exceptions=True)
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            await asyncio.gather(self._heartbeat, return_exceptions=True)
+        if left:
+            try:
+                for job in self._rt.store.release_jobs(self.owner, list(left)):
+                    self._interrupted(job, f"(replica {self.owner} shut down and handed it over)")
+            except Exception:
+                log.exception("outbox: cannot hand over running jobs; their leases will expire")
 
     async def _run_one(self, job: Job) -> None:
         assert job.id is not None
@@ -107,6 +153,7 @@ class Outbox:
                 delay = self.backoff(attempts)
                 self._rt.store.update_job(
                     job.id,
+                    owner=self.owner,
                     status="pending",
                     attempts=attempts,
                     next_at=time.time() + delay,
@@ -121,7 +168,7 @@ class Outbox:
                 )
             else:
                 self._rt.store.update_job(
-                    job.id, status="failed", attempts=attempts, last_error=error
+                    job.id, owner=self.owner, status="failed", attempts=attempts, last_error=error
                 )
                 why = error if not retry else f"gave up after {attempts} attempts: {error}"
                 try:
@@ -129,7 +176,9 @@ class Outbox:
                 except Exception:
                     log.exception("give-up handler of job %s failed", job.id)
         else:
-            self._rt.store.update_job(job.id, status="done", attempts=job.attempts + 1)
+            self._rt.store.update_job(
+                job.id, owner=self.owner, status="done", attempts=job.attempts + 1
+            )
         finally:
             self._running.pop(job.id, None)
             self._wake.set()

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import ssl
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +23,11 @@ from connector.store.records import TimelineEntry
 log = logging.getLogger(__name__)
 
 
+def replica_id() -> str:
+    """This process among replicas sharing one store: host, pid and a random tail."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
 def client_ssl_context(settings: Settings) -> ssl.SSLContext:
     ctx = ssl.create_default_context()
     if settings.ca_file:
@@ -34,6 +42,7 @@ class Runtime:
     keys: KeyPair
     session: aiohttp.ClientSession
     decisions: DecisionPoint
+    replica: str = field(default_factory=replica_id)  # owner of the jobs and leases it holds
     did: str = field(init=False)
     did_document: dict[str, Any] = field(init=False)
     issuer: TokenIssuer = field(init=False)

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from tests.harness import ConnectorProcess
+from tests.postgres_server import PostgresServer
 
 
 @pytest.fixture
@@ -29,3 +30,17 @@ def payload(tmp_path: Path) -> Path:
     path = tmp_path / "payload.bin"
     path.write_bytes(os.urandom(3 * 1024 * 1024 + 17))
     return path
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """One throwaway PostgreSQL cluster for the session (Debian's server, started here)."""
+    server = PostgresServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def database_url(postgres: PostgresServer) -> str:
+    """A fresh, empty database on the session's cluster."""
+    return postgres.new_database()

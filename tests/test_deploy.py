@@ -164,7 +164,7 @@ def rendered(*args: str) -> dict[str, dict[str, Any]]:
     return {f"{d['kind']}/{d['metadata']['name']}": d for d in docs}
 
 
-@pytest.mark.parametrize("values", ["sqlite", "https"])
+@pytest.mark.parametrize("values", ["sqlite", "https", "postgresql"])
 def test_chart_renders_a_working_pod(values: str) -> None:
     docs = rendered("-f", str(CHART / "ci" / f"{values}-values.yaml"))
     pod = docs["Deployment/t-connector"]["spec"]["template"]["spec"]
@@ -187,19 +187,37 @@ def test_chart_renders_a_working_pod(values: str) -> None:
     assert str(settings.private_key_path).startswith("/etc/connector/keys/")
 
 
-def test_chart_refuses_replicas_and_postgresql_until_that_store_exists() -> None:
+def test_chart_scales_out_on_postgresql_only() -> None:
     values = str(CHART / "ci" / "sqlite-values.yaml")
     done = helm_template("-f", values, "--set", "replicaCount=2")
     assert done.returncode != 0
-    assert "needs the PostgreSQL store" in done.stderr
-    done = helm_template("-f", values, "--set", "postgresql.existingSecret=pg")
+    assert "replicaCount > 1 needs the PostgreSQL store" in done.stderr
+    done = helm_template(
+        "-f", values, "--set", "replicaCount=2", "--set", "postgresql.existingSecret=pg"
+    )
     assert done.returncode != 0
-    assert "does not have yet" in done.stderr
+    assert "set persistence.accessModes to [ReadWriteMany]" in done.stderr
+    docs = rendered("-f", str(CHART / "ci" / "postgresql-values.yaml"))
+    deployment = docs["Deployment/t-connector"]["spec"]
+    assert deployment["replicas"] == 2
+    assert "strategy" not in deployment  # rolling updates: the replicas share the database
+    (main,) = deployment["template"]["spec"]["containers"]
+    [db] = [e for e in main["env"] if e["name"] == "CONNECTOR_DATABASE_URL"]
+    assert db["valueFrom"]["secretKeyRef"] == {"name": "connector-database", "key": "url"}
+    claim = docs["PersistentVolumeClaim/t-connector-data"]["spec"]
+    assert claim["accessModes"] == ["ReadWriteMany"]
+    # every replica signs with the one key from the Secret and has one public URL
+    file = tomllib.loads(docs["ConfigMap/t-connector"]["data"]["connector.toml"])
+    settings = Settings(**file, api_key="k", database_url="postgresql://u:p@db:5432/connector")
+    assert str(settings.private_key_path) == "/etc/connector/keys/private.pem"
+    assert settings.public_url == "https://connector.example.org"
 
 
-def test_the_connector_refuses_a_database_url_rather_than_ignoring_it() -> None:
-    with pytest.raises(ValidationError, match="PostgreSQL store is not part of this version"):
-        Settings(data_dir="/tmp/x", api_key="k", database_url="postgresql://db/connector")
+def test_the_connector_takes_only_a_postgresql_database_url() -> None:
+    with pytest.raises(ValidationError, match="database_url must be a postgresql:// URL"):
+        Settings(data_dir="/tmp/x", api_key="k", database_url="mysql://db/connector")
+    ok = Settings(data_dir="/tmp/x", api_key="k", database_url="postgresql://db/connector")
+    assert ok.database_url is not None
 
 
 def test_chart_refuses_overriding_what_it_sets() -> None:

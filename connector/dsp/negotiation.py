@@ -21,6 +21,7 @@ from connector.outbox import Outbox
 from connector.policy.decision import DecisionInput, Party, Phase
 from connector.policy.inputs import dataset_facts
 from connector.runtime import Runtime
+from connector.store.base import Duplicate
 from connector.store.records import Agreement, Job, Negotiation
 
 Reaction = Callable[[Negotiation], Awaitable[bool]]
@@ -94,7 +95,10 @@ class NegotiationService:
             raise BadRequest(f"consumerPid {consumer_pid} does not belong to this negotiation")
 
     def _move(self, neg: Negotiation, message: str, sender: str, **fields: Any) -> Negotiation:
-        nxt = negotiation_next(neg.state, message, sender)
+        # The state as it is now, locked: of two replicas handling messages for this
+        # negotiation at once, the second sees the first one's transition.
+        current = self.rt.store.lock_negotiation(neg.id) or neg
+        nxt = negotiation_next(current.state, message, sender)
         return self.rt.store.update_negotiation(neg.id, state=nxt.value, **fields)
 
     def _received(self, neg: Negotiation, msg: m.Message, **kw: Any) -> None:
@@ -140,10 +144,19 @@ class NegotiationService:
                 purpose=_declared_purpose(msg),
                 counterparty_credentials=claims or {},
             )
-            with self.rt.store.transaction():
-                self.rt.store.insert_negotiation(neg)
-                self._received(neg, msg)
-                self.react(neg)
+            try:
+                with self.rt.store.transaction():
+                    self.rt.store.insert_negotiation(neg)
+                    self._received(neg, msg)
+                    self.react(neg)
+            except Duplicate:
+                # another replica created it from the same request a moment ago
+                found = self.rt.store.find_negotiation(
+                    role="provider", consumer_pid=msg.consumerPid, counterparty_id=caller
+                )
+                if found is None:
+                    raise
+                return found, False
             return neg, True
         neg = self.owned(pid, caller)
         if neg.role != "provider":

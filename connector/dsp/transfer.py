@@ -21,6 +21,7 @@ from connector.outbox import Outbox
 from connector.policy.decision import Decision, DecisionInput, Party, Phase
 from connector.policy.inputs import agreement_usage, dataset_facts
 from connector.runtime import Runtime
+from connector.store.base import Duplicate
 from connector.store.records import Agreement, Job, Transfer
 
 HTTP_ENDPOINT = "https://w3id.org/idsa/v4.1/HTTP"
@@ -80,7 +81,10 @@ class TransferService:
         ).dump()
 
     def _move(self, tp: Transfer, message: str, sender: str, **fields: Any) -> Transfer:
-        nxt = transfer_next(tp.state, message, sender)
+        # The state as it is now, locked: of two replicas handling messages for this
+        # transfer at once, the second sees the first one's transition.
+        current = self.rt.store.lock_transfer(tp.id) or tp
+        nxt = transfer_next(current.state, message, sender)
         return self.rt.store.update_transfer(tp.id, state=nxt.value, **fields)
 
     def _received(self, tp: Transfer, msg: m.Message, **kw: Any) -> None:
@@ -155,12 +159,21 @@ class TransferService:
             purpose=purpose if isinstance(purpose, str) else None,
             limit_bytes=int(limit) if isinstance(limit, int | float) else None,
         )
-        with self.rt.store.transaction():
-            self.rt.store.insert_transfer(tp)
-            if self.usage is not None:
-                self.usage.transfer_decided(tp, decision)
-            self._received(tp, msg)
-            self.react(tp)
+        try:
+            with self.rt.store.transaction():
+                self.rt.store.insert_transfer(tp)
+                if self.usage is not None:
+                    self.usage.transfer_decided(tp, decision)
+                self._received(tp, msg)
+                self.react(tp)
+        except Duplicate:
+            # another replica created it from the same request a moment ago
+            found = self.rt.store.find_transfer(
+                role="provider", consumer_pid=msg.consumerPid, counterparty_id=caller
+            )
+            if found is None:
+                raise
+            return found, False
         return tp, True
 
     async def on_message(self, msg: m.Message, caller: str, pid: str) -> Transfer:

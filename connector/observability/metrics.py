@@ -2,8 +2,8 @@
 
 The figures come from the store at scrape time rather than from in-process counters: they
 survive restarts, agree with what the API shows, and count what happened while no scraper
-was looking. The queries run in a worker thread on their own read-only connection, so a
-scrape neither blocks the event loop nor waits for the store's write lock.
+was looking. The queries run in a worker thread on their own read-only connection (SQLite
+file or PostgreSQL), so a scrape neither blocks the event loop nor waits for the store's lock.
 """
 
 from __future__ import annotations
@@ -12,9 +12,10 @@ import asyncio
 import logging
 import sqlite3
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -47,49 +48,77 @@ class Counts:
     deletion_duties: Counter[str] = field(default_factory=Counter)
 
 
-def read_counts(db_path: Path) -> Counts:
-    """Group-by counts from the SQLite file; raises sqlite3.Error if it cannot be read."""
+class CountsUnavailable(Exception):
+    """The store could not be read for a scrape."""
+
+
+Query = Callable[[str], list[tuple[Any, ...]]]
+
+
+def count_rows(query: Query, tables: set[str]) -> Counts:
+    """Group-by counts through `query` (plain SQL both stores understand)."""
     counts = Counts()
-    uri = db_path.resolve().as_uri() + "?mode=ro"
-    conn = sqlite3.connect(uri, uri=True, timeout=5)
-    try:
-        tables = {r[0] for r in conn.execute("select name from sqlite_master where type='table'")}
-        rows = conn.execute("select role, state, count(*) from negotiations group by role, state")
-        for role, state, n in rows:
-            counts.negotiations[(role, state)] = n
-        rows = conn.execute(
-            "select role, state, count(*), coalesce(sum(bytes), 0) from transfers"
-            " group by role, state"
-        )
-        for role, state, n, moved in rows:
-            counts.transfers[(role, state)] = n
-            counts.transfer_bytes[role] += moved
-        rows = conn.execute("select phase, allow, count(*) from decisions group by phase, allow")
-        for phase, allow, n in rows:
-            counts.decisions[(phase, "allow" if allow else "deny")] = n
-        if METERING_TABLE in tables:
-            counts.metering_records = conn.execute(
-                f"select count(*) from {METERING_TABLE}"
-            ).fetchone()[0]
-        if DELETION_TABLE in tables:
-            rows = conn.execute(f"select state, count(*) from {DELETION_TABLE} group by state")
-            for state, n in rows:
-                counts.deletion_duties[state] = n
-    finally:
-        conn.close()
+    for role, state, n in query("select role, state, count(*) from negotiations group by 1, 2"):
+        counts.negotiations[(role, state)] = n
+    rows = query(
+        "select role, state, count(*), coalesce(sum(bytes), 0) from transfers group by 1, 2"
+    )
+    for role, state, n, moved in rows:
+        counts.transfers[(role, state)] = n
+        counts.transfer_bytes[role] += int(moved)
+    for phase, allow, n in query("select phase, allow, count(*) from decisions group by 1, 2"):
+        counts.decisions[(phase, "allow" if allow else "deny")] = n
+    if METERING_TABLE in tables:
+        counts.metering_records = query(f"select count(*) from {METERING_TABLE}")[0][0]
+    if DELETION_TABLE in tables:
+        for state, n in query(f"select state, count(*) from {DELETION_TABLE} group by 1"):
+            counts.deletion_duties[state] = n
     return counts
+
+
+def read_counts(db_path: Path) -> Counts:
+    """Counts from the SQLite file, on a read-only connection of their own."""
+    uri = db_path.resolve().as_uri() + "?mode=ro"
+    try:
+        conn = sqlite3.connect(uri, uri=True, timeout=5)
+        try:
+            tables = {
+                r[0] for r in conn.execute("select name from sqlite_master where type='table'")
+            }
+            return count_rows(lambda sql: conn.execute(sql).fetchall(), tables)
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        raise CountsUnavailable(str(exc)) from exc
+
+
+def read_counts_postgres(url: str) -> Counts:
+    """Counts from the shared PostgreSQL database, on a connection of their own. Every
+    replica reports the same totals."""
+    from connector.store.postgres import connect
+
+    try:
+        with connect(url, timeout=5) as conn:
+            conn.read_only = True
+
+            def query(sql: str) -> list[tuple[Any, ...]]:
+                return [tuple(r.values()) for r in conn.execute(sql).fetchall()]
+
+            return count_rows(query, {METERING_TABLE, DELETION_TABLE})
+    except Exception as exc:  # psycopg.Error, or the store's own StoreUnavailable
+        raise CountsUnavailable(str(exc)) from exc
 
 
 class StoreCollector(Collector):
     """Turns one `read_counts` per scrape into metric families."""
 
-    def __init__(self, db_path: Path) -> None:
-        self._db_path = db_path
+    def __init__(self, read: Callable[[], Counts]) -> None:
+        self._read = read
 
     def collect(self) -> Iterator[Metric]:
         try:
-            counts, up = read_counts(self._db_path), 1.0
-        except sqlite3.Error as exc:
+            counts, up = self._read(), 1.0
+        except CountsUnavailable as exc:
             log.warning("metrics: cannot read counts from the store: %s", exc)
             counts, up = Counts(), 0.0
         yield GaugeMetricFamily(
@@ -153,7 +182,11 @@ def _labelled(
 def add_metrics(app: web.Application, settings: Settings) -> CollectorRegistry:
     """Serve /metrics (Prometheus text format) from `app`: store counts and process figures."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(StoreCollector(settings.db_path))
+    url = settings.database_url.get_secret_value() if settings.database_url else None
+    if url is not None:
+        registry.register(StoreCollector(lambda: read_counts_postgres(url)))
+    else:
+        registry.register(StoreCollector(lambda: read_counts(settings.db_path)))
     ProcessCollector(registry=registry)
 
     async def metrics(request: web.Request) -> web.Response:

@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
+from connector.errors import ConfigError, ConnectorError
 from connector.metering.records import MeteringEntry
 from connector.store.records import (
     Agreement,
@@ -19,7 +20,20 @@ from connector.store.records import (
 from connector.usage.records import DeletionDuty, UseEntry, UseSummary
 
 
+class Duplicate(ConnectorError):
+    """A record with this key (or this unique combination) exists already."""
+
+    status = 409
+
+
+class StoreUnavailable(ConfigError):
+    """The store cannot be opened at start-up (unreachable database, bad URL or password)."""
+
+
 class Store(Protocol):
+    # True when several connector processes (replicas) may share this store at once.
+    shared: bool
+
     def transaction(self) -> AbstractContextManager[None]:
         """All writes inside commit together or not at all."""
         ...
@@ -35,6 +49,10 @@ class Store(Protocol):
     # negotiations
     def insert_negotiation(self, record: Negotiation) -> None: ...
     def get_negotiation(self, pid: str) -> Negotiation | None: ...
+    def lock_negotiation(self, pid: str) -> Negotiation | None:
+        """Inside a transaction: the current record, kept from other writers until commit."""
+        ...
+
     def find_negotiation(self, **match: str) -> Negotiation | None: ...
     def update_negotiation(self, pid: str, **fields: Any) -> Negotiation: ...
     def list_negotiations(self, limit: int = 100, offset: int = 0) -> list[Negotiation]: ...
@@ -48,6 +66,10 @@ class Store(Protocol):
     # transfers
     def insert_transfer(self, record: Transfer) -> None: ...
     def get_transfer(self, pid: str) -> Transfer | None: ...
+    def lock_transfer(self, pid: str) -> Transfer | None:
+        """Inside a transaction: the current record, kept from other writers until commit."""
+        ...
+
     def find_transfer(self, **match: str) -> Transfer | None: ...
     def update_transfer(self, pid: str, **fields: Any) -> Transfer: ...
     def list_transfers(self, limit: int = 100, offset: int = 0) -> list[Transfer]: ...
@@ -57,12 +79,42 @@ class Store(Protocol):
     def add_event(self, entry: TimelineEntry) -> None: ...
     def timeline(self, process_id: str) -> list[TimelineEntry]: ...
 
-    # jobs (the outbox)
+    # jobs (the outbox): claimed by one owner (a replica) under a lease it renews while it runs
     def add_job(self, job: Job) -> int: ...
-    def due_jobs(self, now: float, limit: int) -> list[Job]: ...
-    def update_job(self, job_id: int, **fields: Any) -> None: ...
+    def claim_jobs(self, now: float, limit: int, owner: str, lease_until: float) -> list[Job]:
+        """Due jobs, marked running for `owner` in one step, so no two owners get one job.
+
+        A job is due only after the older unfinished jobs of its process: messages keep their
+        order. Data moves ('dp-*') wait for everything before them, but messages never wait
+        for a data move, so a stalled stream cannot hold back its transfer's termination."""
+        ...
+
+    def update_job(self, job_id: int, *, owner: str | None = None, **fields: Any) -> bool:
+        """With `owner`: only while that owner still holds the job (False otherwise)."""
+        ...
+
+    def renew_leases(self, owner: str, job_ids: list[int], lease_until: float) -> set[int]:
+        """Extend the leases of `owner`'s running jobs; returns the ids it still holds."""
+        ...
+
+    def release_jobs(self, owner: str, job_ids: list[int]) -> list[Job]:
+        """Hand `owner`'s running jobs back (pending now, the attempt counted); return them."""
+        ...
+
     def reset_running_jobs(self) -> list[Job]:
-        """Make jobs a crash interrupted pending again (counting the attempt); return them."""
+        """At start-up: make jobs a crash interrupted pending again (counting the attempt).
+
+        SQLite: every running job (one process per file). A shared store: only jobs whose
+        lease expired, as other replicas are running theirs."""
+        ...
+
+    def reclaim_expired_jobs(self, now: float) -> list[Job]:
+        """Running jobs whose owner stopped renewing the lease: pending again, attempt counted.
+        The returned jobs carry the owner that lost them."""
+        ...
+
+    def try_lease(self, name: str, owner: str, until: float, now: float) -> bool:
+        """Hold the named lease until `until` if it is free, expired or already ours."""
         ...
 
     def pending_jobs(self, process_id: str) -> list[Job]: ...

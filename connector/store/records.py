@@ -110,6 +110,8 @@ class Job(BaseModel):
     next_at: float = 0.0
     status: Literal["pending", "running", "done", "failed"] = "pending"
     last_error: str | None = None
+    owner: str | None = None  # the replica running it
+    lease_until: float | None = None  # epoch seconds; renewed while it runs
 
 
 class DecisionRecord(BaseModel):

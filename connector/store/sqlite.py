@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import threading
 import time
@@ -16,6 +15,7 @@ from pydantic import BaseModel
 
 from connector.errors import NotFound
 from connector.metering.records import MeteringEntry
+from connector.store.base import Duplicate
 from connector.store.records import (
     Agreement,
     Dataset,
@@ -26,32 +26,18 @@ from connector.store.records import (
     Transfer,
     utcnow,
 )
+from connector.store.rows import TABLES, column_type, encode, from_row, to_row
 from connector.usage.records import DeletionDuty, UseEntry, UseSummary
 
 M = TypeVar("M", bound=BaseModel)
 C = TypeVar("C", bound=BaseModel)
 
-SCHEMA_VERSION = 1
-
-_TABLES: dict[str, tuple[type[BaseModel], str]] = {
-    "datasets": (Dataset, "id"),
-    "negotiations": (Negotiation, "id"),
-    "agreements": (Agreement, "id"),
-    "transfers": (Transfer, "id"),
-    "deletion_duties": (DeletionDuty, "id"),
-}
-
-
-def _json_fields(model: type[BaseModel]) -> set[str]:
-    out = set()
-    for name, field in model.model_fields.items():
-        text = str(field.annotation)
-        if "dict" in text or "list" in text or text == "typing.Any":
-            out.add(name)
-    return out
+SCHEMA_VERSION = 2
 
 
 class SqliteStore:
+    shared = False  # one file, one process
+
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
@@ -64,17 +50,17 @@ class SqliteStore:
         self._migrate()
 
     def _migrate(self) -> None:
-        for table, (model, pk) in _TABLES.items():
+        for table, (model, pk) in TABLES.items():
             if not self._db.table(table).exists():
-                columns = {name: _column_type(model, name) for name in model.model_fields}
+                columns = {name: column_type(model, name) for name in model.model_fields}
                 self._db.table(table).create(columns, pk=pk)
             else:
                 existing = set(self._db.table(table).columns_dict)
                 for name in model.model_fields:
                     if name not in existing:
-                        self._db.table(table).add_column(name, _column_type(model, name))
+                        self._db.table(table).add_column(name, column_type(model, name))
         if not self._db.table("decisions").exists():
-            columns = {n: _column_type(DecisionRecord, n) for n in DecisionRecord.model_fields}
+            columns = {n: column_type(DecisionRecord, n) for n in DecisionRecord.model_fields}
             columns["allow"] = int
             self._db.table("decisions").create(columns, pk="seq")
         if not self._db.table("timeline").exists():
@@ -108,12 +94,18 @@ class SqliteStore:
                 pk="id",
             )
             self._db.table("jobs").create_index(["status", "process_id"])
+        jobs = set(self._db.table("jobs").columns_dict)
+        for name, kind in (("owner", str), ("lease_until", float)):
+            if name not in jobs:
+                self._db.table("jobs").add_column(name, kind)
+        if not self._db.table("leases").exists():
+            self._db.table("leases").create({"name": str, "owner": str, "until": float}, pk="name")
         if not self._db.table("metering").exists():
-            columns = {n: _column_type(MeteringEntry, n) for n in MeteringEntry.model_fields}
+            columns = {n: column_type(MeteringEntry, n) for n in MeteringEntry.model_fields}
             self._db.table("metering").create(columns, pk=("agreement_id", "seq"))
             self._db.table("metering").create_index(["transfer_id"])
         if not self._db.table("uses").exists():
-            columns = {n: _column_type(UseEntry, n) for n in UseEntry.model_fields}
+            columns = {n: column_type(UseEntry, n) for n in UseEntry.model_fields}
             self._db.table("uses").create(columns, pk=("agreement_id", "seq"))
         if not self._db.table("seen_tokens").exists():
             self._db.table("seen_tokens").create({"jti": str, "expires_at": int}, pk="jti")
@@ -158,24 +150,27 @@ class SqliteStore:
     # generic helpers -------------------------------------------------------------------------
 
     def _insert(self, table: str, record: BaseModel, *, replace: bool = False) -> None:
-        row = _to_row(record)
-        with self.transaction():
-            self._db.table(table).insert(row, replace=replace)
+        row = to_row(record)
+        try:
+            with self.transaction():
+                self._db.table(table).insert(row, replace=replace)
+        except sqlite3.IntegrityError as exc:
+            raise Duplicate(f"{table}: {exc}") from exc
 
     def _get(self, table: str, model: type[M], key: str) -> M | None:
         rows = list(self._db.query(f"select * from {table} where id = ?", [key]))
-        return _from_row(model, rows[0]) if rows else None
+        return from_row(model, rows[0]) if rows else None
 
     def _find(self, table: str, model: type[M], match: dict[str, str]) -> M | None:
         where = " and ".join(f"{k} = ?" for k in match)
         rows = list(
             self._db.query(f"select * from {table} where {where} limit 1", list(match.values()))
         )
-        return _from_row(model, rows[0]) if rows else None
+        return from_row(model, rows[0]) if rows else None
 
     def _list(self, table: str, model: type[M], limit: int, offset: int) -> list[M]:
         sql = f"select * from {table} order by created_at desc limit ? offset ?"
-        return [_from_row(model, r) for r in self._db.query(sql, [limit, offset])]
+        return [from_row(model, r) for r in self._db.query(sql, [limit, offset])]
 
     def _update(self, table: str, model: type[M], key: str, fields: dict[str, Any]) -> M:
         with self.transaction():
@@ -183,7 +178,7 @@ class SqliteStore:
                 raise NotFound(f"no {table[:-1]} {key}")
             if "updated_at" in model.model_fields:
                 fields = {**fields, "updated_at": utcnow()}
-            self._db.table(table).update(key, _encode(fields))
+            self._db.table(table).update(key, encode(fields))
             found = self._get(table, model, key)
         assert found is not None
         return found
@@ -197,7 +192,7 @@ class SqliteStore:
         return self._get("datasets", Dataset, dataset_id)
 
     def list_datasets(self) -> list[Dataset]:
-        return [_from_row(Dataset, r) for r in self._db.query("select * from datasets order by id")]
+        return [from_row(Dataset, r) for r in self._db.query("select * from datasets order by id")]
 
     def delete_dataset(self, dataset_id: str) -> bool:
         with self.transaction():
@@ -211,6 +206,9 @@ class SqliteStore:
 
     def get_negotiation(self, pid: str) -> Negotiation | None:
         return self._get("negotiations", Negotiation, pid)
+
+    def lock_negotiation(self, pid: str) -> Negotiation | None:
+        return self.get_negotiation(pid)  # BEGIN IMMEDIATE already keeps other writers out
 
     def find_negotiation(self, **match: str) -> Negotiation | None:
         return self._find("negotiations", Negotiation, match)
@@ -243,6 +241,9 @@ class SqliteStore:
     def get_transfer(self, pid: str) -> Transfer | None:
         return self._get("transfers", Transfer, pid)
 
+    def lock_transfer(self, pid: str) -> Transfer | None:
+        return self.get_transfer(pid)
+
     def find_transfer(self, **match: str) -> Transfer | None:
         return self._find("transfers", Transfer, match)
 
@@ -256,12 +257,12 @@ class SqliteStore:
         rows = self._db.query(
             "select * from transfers where agreement_id = ? and role = ?", [agreement_id, role]
         )
-        return [_from_row(Transfer, r) for r in rows]
+        return [from_row(Transfer, r) for r in rows]
 
     # timeline --------------------------------------------------------------------------------
 
     def add_event(self, entry: TimelineEntry) -> None:
-        row = _to_row(entry)
+        row = to_row(entry)
         row.pop("seq", None)
         with self.transaction():
             self._db.table("timeline").insert(row)
@@ -270,23 +271,19 @@ class SqliteStore:
         rows = self._db.query(
             "select * from timeline where process_id = ? order by seq", [process_id]
         )
-        return [_from_row(TimelineEntry, r) for r in rows]
+        return [from_row(TimelineEntry, r) for r in rows]
 
     # jobs ------------------------------------------------------------------------------------
 
     def add_job(self, job: Job) -> int:
-        row = _to_row(job)
+        row = to_row(job)
         row.pop("id", None)
         with self.transaction():
             table = self._db.table("jobs")
             table.insert(row)
             return int(table.last_pk or 0)
 
-    def due_jobs(self, now: float, limit: int) -> list[Job]:
-        # A job runs only after the older unfinished jobs of its process: messages keep
-        # their order. Data moves ('dp-*') wait for everything before them, but messages
-        # never wait for a data move, so a long or stalled stream cannot hold back the
-        # suspension or termination of its own transfer.
+    def claim_jobs(self, now: float, limit: int, owner: str, lease_until: float) -> list[Job]:
         sql = """
             select j.* from jobs j
             where j.status = 'pending' and j.next_at <= ?
@@ -294,24 +291,78 @@ class SqliteStore:
                 select 1 from jobs o
                 where o.status in ('pending', 'running') and o.process_id = j.process_id
                   and o.id < j.id and (j.kind like 'dp-%' or o.kind not like 'dp-%'))
-            order by j.next_at limit ?
+            order by j.next_at, j.id limit ?
         """
-        return [_from_row(Job, r) for r in self._db.query(sql, [now, limit])]
-
-    def update_job(self, job_id: int, **fields: Any) -> None:
         with self.transaction():
-            self._db.table("jobs").update(job_id, _encode(fields))
+            jobs = [from_row(Job, r) for r in self._db.query(sql, [now, limit])]
+            for job in jobs:
+                self._db.execute(
+                    "update jobs set status = 'running', owner = ?, lease_until = ? where id = ?",
+                    [owner, lease_until, job.id],
+                )
+        return [j.model_copy(update={"status": "running", "owner": owner}) for j in jobs]
 
-    def reset_running_jobs(self) -> list[Job]:
+    def update_job(self, job_id: int, *, owner: str | None = None, **fields: Any) -> bool:
+        values = encode(fields)
+        sets = ", ".join(f"{k} = ?" for k in values)
+        sql = f"update jobs set {sets} where id = ?"
+        args = [*values.values(), job_id]
+        if owner is not None:
+            sql += " and owner = ? and status = 'running'"
+            args.append(owner)
+        with self.transaction():
+            return self._db.execute(sql, args).rowcount > 0
+
+    def renew_leases(self, owner: str, job_ids: list[int], lease_until: float) -> set[int]:
+        held: set[int] = set()
+        with self.transaction():
+            for job_id in job_ids:
+                cursor = self._db.execute(
+                    "update jobs set lease_until = ?"
+                    " where id = ? and owner = ? and status = 'running'",
+                    [lease_until, job_id, owner],
+                )
+                if cursor.rowcount:
+                    held.add(job_id)
+        return held
+
+    def _make_pending(self, where: str, args: list[Any]) -> list[Job]:
         # An interrupted run counts as an attempt: its message may have been delivered.
         with self.transaction():
-            rows = self._db.query("select * from jobs where status = 'running' order by id")
-            jobs = [_from_row(Job, r) for r in rows]
+            rows = self._db.query(f"select * from jobs where {where} order by id", args)
+            jobs = [from_row(Job, r) for r in rows]
             self._db.execute(
-                "update jobs set status = 'pending', attempts = attempts + 1"
-                " where status = 'running'"
+                "update jobs set status = 'pending', attempts = attempts + 1, owner = null,"
+                f" lease_until = null where {where}",
+                args,
             )
         return jobs
+
+    def release_jobs(self, owner: str, job_ids: list[int]) -> list[Job]:
+        marks = ", ".join("?" for _ in job_ids) or "null"
+        return self._make_pending(
+            f"status = 'running' and owner = ? and id in ({marks})", [owner, *job_ids]
+        )
+
+    def reset_running_jobs(self) -> list[Job]:
+        return self._make_pending("status = 'running'", [])
+
+    def reclaim_expired_jobs(self, now: float) -> list[Job]:
+        return self._make_pending("status = 'running' and lease_until < ?", [now])
+
+    def try_lease(self, name: str, owner: str, until: float, now: float) -> bool:
+        with self.transaction():
+            rows = list(
+                self._db.query(
+                    "insert into leases (name, owner, until) values (?, ?, ?)"
+                    " on conflict (name) do update set owner = excluded.owner,"
+                    " until = excluded.until"
+                    " where leases.owner = excluded.owner or leases.until < ?"
+                    " returning name",
+                    [name, owner, until, now],
+                )
+            )
+        return bool(rows)
 
     def pending_jobs(self, process_id: str) -> list[Job]:
         rows = self._db.query(
@@ -319,14 +370,14 @@ class SqliteStore:
             " order by id",
             [process_id],
         )
-        return [_from_row(Job, r) for r in rows]
+        return [from_row(Job, r) for r in rows]
 
     # decision log ----------------------------------------------------------------------------
 
     def add_decisions(self, records: list[DecisionRecord]) -> None:
         rows = []
         for record in records:
-            row = _to_row(record)
+            row = to_row(record)
             row.pop("seq", None)
             row["allow"] = int(record.allow)
             rows.append(row)
@@ -337,7 +388,7 @@ class SqliteStore:
         rows = self._db.query(
             "select * from decisions order by seq desc limit ? offset ?", [limit, offset]
         )
-        return [_from_row(DecisionRecord, {**r, "allow": bool(r["allow"])}) for r in rows]
+        return [from_row(DecisionRecord, {**r, "allow": bool(r["allow"])}) for r in rows]
 
     # metering chains -------------------------------------------------------------------------
 
@@ -355,12 +406,12 @@ class SqliteStore:
             )
             head = rows[0] if rows else None
             entry = make(head["seq"] + 1 if head else 0, head["hash"] if head else None)
-            self._db.table(table).insert(_to_row(entry))
+            self._db.table(table).insert(to_row(entry))
         return entry
 
     def _put_all(self, table: str, entries: Sequence[BaseModel]) -> None:
         with self.transaction():
-            self._db.table(table).insert_all([_to_row(e) for e in entries], replace=True)
+            self._db.table(table).insert_all([to_row(e) for e in entries], replace=True)
 
     def append_metering(
         self, agreement_id: str, make: Callable[[int, str | None], MeteringEntry]
@@ -384,7 +435,7 @@ class SqliteStore:
         if where:
             sql += " where " + " and ".join(where)
         sql += " order by agreement_id, seq"
-        return [_from_row(MeteringEntry, r) for r in self._db.query(sql, args)]
+        return [from_row(MeteringEntry, r) for r in self._db.query(sql, args)]
 
     def set_metering_receipt(
         self, agreement_id: str, seq: int, *, receipt: str | None, refusal: str | None
@@ -413,7 +464,7 @@ class SqliteStore:
             sql += f" and seq in ({', '.join('?' * len(wanted))})"
             args += wanted
         rows = self._db.query(sql + " order by seq", args)
-        return [_from_row(UseEntry, r) for r in rows]
+        return [from_row(UseEntry, r) for r in rows]
 
     def use_summary(self, agreement_id: str, transfer_id: str) -> UseSummary:
         row = next(
@@ -470,7 +521,7 @@ class SqliteStore:
         if where:
             sql += " where " + " and ".join(where)
         sql += " order by created_at desc limit ? offset ?"
-        return [_from_row(DeletionDuty, r) for r in self._db.query(sql, [*args, limit, offset])]
+        return [from_row(DeletionDuty, r) for r in self._db.query(sql, [*args, limit, offset])]
 
     def due_deletions(
         self, role: str, states: tuple[str, ...], before: float
@@ -481,7 +532,7 @@ class SqliteStore:
             " and due_at is not null and due_at <= ? order by due_at",
             [role, *states, before],
         )
-        return [_from_row(DeletionDuty, r) for r in rows]
+        return [from_row(DeletionDuty, r) for r in rows]
 
     # replay protection -----------------------------------------------------------------------
 
@@ -496,36 +547,3 @@ class SqliteStore:
             except sqlite3.IntegrityError:
                 return False
         return True
-
-
-def _column_type(model: type[BaseModel], name: str) -> type:
-    if name in _json_fields(model):
-        return str
-    annotation = str(model.model_fields[name].annotation)
-    if "int" in annotation:
-        return int
-    if "float" in annotation:
-        return float
-    return str
-
-
-def _encode(fields: dict[str, Any]) -> dict[str, Any]:
-    return {
-        k: json.dumps(v) if isinstance(v, dict | list) or (v is not None and k == "body") else v
-        for k, v in fields.items()
-    }
-
-
-def _to_row(record: BaseModel) -> dict[str, Any]:
-    row = record.model_dump()
-    for name in _json_fields(type(record)):
-        row[name] = json.dumps(row[name]) if row[name] is not None else None
-    return row
-
-
-def _from_row(model: type[M], row: dict[str, Any]) -> M:
-    data = dict(row)
-    for name in _json_fields(model):
-        if isinstance(data.get(name), str):
-            data[name] = json.loads(data[name])
-    return model.model_validate(data)

@@ -33,6 +33,7 @@ from connector.usage.records import (
 log = logging.getLogger(__name__)
 
 TERMINATED = "agreement terminated"
+LEASE_SECONDS = 60.0
 
 
 def delete_duties(body: dict[str, Any]) -> list[dict[str, Any]]:
@@ -272,6 +273,15 @@ class ConsumerDeletions:
         The receipt (with the copy's hash) is written before the file is removed, so a crash
         in between finishes with the same receipt at the next start."""
         async with self._lock:
+            now = time.time()
+            # Replicas sharing a store: one of them carries a duty out (the lease outlives a
+            # deletion; if its holder dies, another finishes with the same receipt).
+            lease = f"deletion:{duty_id}"
+            shared = self.rt.store.shared
+            if shared and not self.rt.store.try_lease(
+                lease, self.rt.replica, now + LEASE_SECONDS, now
+            ):
+                return False
             duty = self.rt.store.get_deletion(duty_id)
             if duty is None or duty.state != "pending":
                 return False

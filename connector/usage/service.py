@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 
 from connector.dsp.client import DspClient
 from connector.errors import BadRequest
@@ -89,7 +90,12 @@ class Usage:
             await asyncio.sleep(TICK_SECONDS)
             try:
                 await self.deletions.run_due()
-                self.tracking.check_overdue()
+                now = time.time()
+                # replicas: one raises the overdue alerts (the one holding this lease)
+                if not self.rt.store.shared or self.rt.store.try_lease(
+                    "deletion-overdue-check", self.rt.replica, now + 10 * TICK_SECONDS, now
+                ):
+                    self.tracking.check_overdue()
             except Exception:
                 log.exception("usage-control scheduler failed; trying again")
 

@@ -57,12 +57,14 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end -}}
 {{- end -}}
 
-{{/* Scaling out needs a shared store: the PostgreSQL store is not in this version. */}}
+{{/* Scaling out needs a shared store (PostgreSQL) and, for received data, a shared volume. */}}
 {{- define "connector.checkScale" -}}
-{{- if include "connector.postgresSecret" . -}}
-{{- fail "postgresql.* is for the PostgreSQL store, which this version does not have yet (the connector refuses CONNECTOR_DATABASE_URL at start-up)" -}}
-{{- end -}}
 {{- if gt (int .Values.replicaCount) 1 -}}
-{{- fail "replicaCount > 1 needs the PostgreSQL store, which this version does not have yet: SQLite is one file on one volume" -}}
+{{- if not (include "connector.postgresSecret" .) -}}
+{{- fail "replicaCount > 1 needs the PostgreSQL store: set postgresql.existingSecret (or, for development, postgresql.url); SQLite is one file on one volume" -}}
+{{- end -}}
+{{- if and .Values.persistence.enabled (not (has "ReadWriteMany" .Values.persistence.accessModes)) -}}
+{{- fail "replicaCount > 1 shares /var/lib/connector (received data) between the pods: set persistence.accessModes to [ReadWriteMany]" -}}
+{{- end -}}
 {{- end -}}
 {{- end -}}

@@ -1,0 +1,400 @@
+"""Two provider replicas sharing one PostgreSQL database, behind one URL.
+
+Real `connector serve` processes, a real PostgreSQL server, one key and one public URL for
+both replicas. `LoadBalancer` is a test double standing in for the load balancer (or
+Kubernetes Service) in front of them: a TCP proxy that hands each new connection to the next
+replica that accepts it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import signal
+import socket
+import threading
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from tests.harness import ConnectorProcess, cli, entries, negotiate, state_of, wait_for
+from tests.test_observability import metrics
+
+BIG = 200 * 1024 * 1024
+FAST = {"retry_base_seconds": "0.2", "retry_max_seconds": "1"}
+
+
+class LoadBalancer:
+    """Test double for a load balancer: round-robin over the replicas' public ports, skipping
+    a replica that refuses connections (killed)."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self.listener.getsockname()[1])
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.targets: list[int] = []
+        self.served: dict[int, int] = {}
+        self._next = 0
+        self._closing = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _backend(self) -> tuple[socket.socket, int] | None:
+        for _ in range(len(self.targets)):
+            port = self.targets[self._next % len(self.targets)]
+            self._next += 1
+            with contextlib.suppress(OSError):
+                return socket.create_connection(("127.0.0.1", port), timeout=5), port
+        return None
+
+    def _accept(self) -> None:
+        while not self._closing:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            found = self._backend()
+            if found is None:
+                client.close()
+                continue
+            server, port = found
+            server.settimeout(None)
+            self.served[port] = self.served.get(port, 0) + 1
+            for src, dst in ((client, server), (server, client)):
+                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            with contextlib.suppress(OSError):
+                dst.shutdown(socket.SHUT_RDWR)
+            dst.close()
+
+    def close(self) -> None:
+        self._closing = True
+        self.listener.close()
+
+
+@dataclass
+class Cluster:
+    """The provider's replicas, the load balancer in front, the database they share."""
+
+    replicas: list[ConnectorProcess]
+    balancer: LoadBalancer
+    database_url: str
+
+    def jobs(self, where: str = "true") -> list[dict[str, Any]]:
+        with psycopg.connect(self.database_url) as conn, conn.cursor() as cur:
+            cur.execute(f"select * from jobs where {where} order by id")
+            names = [d.name for d in cur.description or []]
+            return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+    def replica_running(self, kind: str) -> ConnectorProcess:
+        """The replica whose outbox runs a job of `kind` now (the owner names its pid)."""
+
+        def owner() -> str | None:
+            rows = self.jobs(f"kind = '{kind}' and status = 'running'")
+            return str(rows[0]["owner"]) if rows else None
+
+        found = str(wait_for(f"a replica to run {kind}", owner))
+        pid = int(found.split(":")[1])
+        return next(r for r in self.replicas if r.proc is not None and r.proc.pid == pid)
+
+
+def replicas(
+    tmp_path: Path, database_url: str, balancer: LoadBalancer, n: int = 2, **settings: str
+) -> list[ConnectorProcess]:
+    """`n` replicas: one public URL (the balancer's), one key, one database."""
+    nodes = []
+    for i in range(n):
+        node = ConnectorProcess(
+            tmp_path, f"provider-{i}", extra_init=("--public-url", balancer.url)
+        )
+        node.set(**FAST, database_url=database_url, **settings)
+        if nodes:
+            node.set(key_file=str(nodes[0].dir / "keys" / "private.pem"))
+        nodes.append(node)
+    balancer.targets = [node.public_port for node in nodes]
+    return nodes
+
+
+@pytest.fixture
+def cluster(tmp_path: Path, database_url: str) -> Iterator[Cluster]:
+    balancer = LoadBalancer()
+    window = str(1024 * 1024)
+    nodes = replicas(
+        tmp_path, database_url, balancer, job_lease_seconds="2", metering_window_bytes=window
+    )
+    for node in nodes:
+        node.start()
+    yield Cluster(nodes, balancer, database_url)
+    for node in nodes:
+        node.stop()
+    balancer.close()
+
+
+@pytest.fixture
+def consumer(tmp_path: Path) -> Iterator[ConnectorProcess]:
+    node = ConnectorProcess(tmp_path, "consumer")
+    node.set(**FAST)
+    yield node.start()
+    node.stop()
+
+
+@pytest.fixture
+def big_file(tmp_path: Path) -> tuple[Path, str]:
+    """Mostly sparse, with random bytes at every MiB, so order and length matter."""
+    path = tmp_path / "big.bin"
+    with path.open("wb") as fh:
+        fh.truncate(BIG)
+        for mib in range(BIG // (1024 * 1024)):
+            fh.seek(mib * 1024 * 1024 + mib)
+            fh.write(os.urandom(1024))
+    return path, file_sha256(path)
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(4 * 1024 * 1024):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def received_size(consumer: ConnectorProcess, cid: str) -> int:
+    path = consumer.dir / "received" / f"{cid.rsplit(':', 1)[-1]}.bin"
+    return path.stat().st_size if path.exists() else 0
+
+
+def verify_chain_offline(
+    tmp_path: Path, provider: ConnectorProcess, consumer: ConnectorProcess, agreement_id: str
+) -> str:
+    """`connector metering export` from a replica, then `connector metering verify`."""
+    chain = tmp_path / "chain.jsonl"
+    done = cli("--config", str(provider.config), "metering", "export", "--agreement",
+               agreement_id, "--out", str(chain))  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    keys = []
+    for node in (provider, consumer):
+        doc = tmp_path / f"{node.name}-did.json"
+        with urllib.request.urlopen(f"{node.base_url}/.well-known/did.json", timeout=5) as r:
+            doc.write_bytes(r.read())
+        keys.append(doc)
+    done = cli("metering", "verify", str(chain), "--provider-key", str(keys[0]),
+               "--consumer-key", str(keys[1]))  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+def assert_no_job_ran_twice(cluster: Cluster, allowed: frozenset[int] = frozenset()) -> None:
+    """Every job finished, each in one attempt, except those named (taken over)."""
+    jobs = wait_for(
+        "the provider's outbox to drain",
+        lambda: (rows := cluster.jobs()) and all(j["status"] == "done" for j in rows) and rows,
+    )
+    twice = [j for j in jobs if j["attempts"] != 1 and j["id"] not in allowed]
+    assert twice == [], twice
+
+
+# ------------------------------------------------------------------------------------------
+
+
+def test_negotiations_and_transfers_across_replicas(
+    cluster: Cluster, consumer: ConnectorProcess, payload: Path, tmp_path: Path
+) -> None:
+    """Messages of several processes reach both replicas at random; every process ends well,
+    no job runs twice, and concurrent pulls served by both replicas append to one
+    agreement's chain without a gap or a duplicate."""
+    provider = cluster.replicas[0]
+    provider.publish(payload)
+    agreements = []
+    negotiations = [
+        consumer.api.post(
+            "/api/v1/negotiations",
+            {
+                "counterPartyAddress": provider.dsp,
+                "datasetId": "ds-1",
+                "offer": consumer.api.post(
+                    "/api/v1/catalog/request", {"counterPartyAddress": provider.dsp}
+                )["dataset"][0]["hasPolicy"][0],
+            },
+        )
+        for _ in range(4)
+    ]
+    for neg in negotiations:
+        done = state_of(consumer, "negotiations", neg["id"], "FINALIZED")
+        agreements.append(done["agreement_id"])
+        # each message went out once: the provider's side shows one of each
+        theirs = cluster.replicas[1].api.get(f"/api/v1/negotiations/{done['provider_pid']}")
+        sent = [e["message_type"] for e in theirs["timeline"] if e["direction"] == "sent"]
+        assert sent == ["ContractAgreementMessage", "ContractNegotiationEventMessage"]
+    # four pulls at once under one agreement
+    agreement = agreements[0]
+    transfers = [
+        consumer.api.post("/api/v1/transfers", {"agreementId": agreement, "format": fmt})
+        for fmt in ("HttpData-PULL", "HttpData-PUSH", "HttpData-PULL", "HttpData-PUSH")
+    ]
+    expected = file_sha256(payload)
+    for tp in transfers:
+        done = state_of(consumer, "transfers", tp["id"], "COMPLETED")
+        assert done["sha256"] == expected
+    assert_no_job_ran_twice(cluster)
+    owners = {j["owner"].split(":")[1] for j in cluster.jobs()}
+    assert owners <= {str(r.proc.pid) for r in cluster.replicas if r.proc}
+    assert len(cluster.balancer.served) == 2  # both replicas answered requests
+    chain = provider.api.get(f"/api/v1/agreements/{agreement}/metering")["chain"]
+    seqs = [line["record"]["seq"] for line in chain]
+    assert seqs == list(range(len(seqs))) and len(seqs) >= 4 * 3
+    assert len({line["record"]["transfer"] for line in chain}) == 4
+    out = verify_chain_offline(tmp_path, provider, consumer, agreement)
+    assert f"{len(seqs)} records" in out
+    # /metrics counts from the shared database: every replica reports the same totals
+    completed = ("connector_transfers", (("role", "provider"), ("state", "COMPLETED")))
+    for replica in cluster.replicas:
+        samples = metrics(replica)
+        assert samples[("connector_store_up", ())] == 1
+        assert samples[completed] == 4
+        assert samples[("connector_metering_records_total", ())] == len(seqs)
+
+
+def test_a_replica_killed_mid_push_is_finished_by_the_other(
+    cluster: Cluster, consumer: ConnectorProcess, big_file: tuple[Path, str], tmp_path: Path
+) -> None:
+    path, expected = big_file
+    provider = cluster.replicas[0]
+    provider.publish(path)
+    agreement_id = negotiate(consumer, provider, "ds-1")
+    tp = consumer.api.post(
+        "/api/v1/transfers", {"agreementId": agreement_id, "format": "HttpData-PUSH"}
+    )
+    cid = tp["id"]
+    pid = state_of(consumer, "transfers", cid, "STARTED")["provider_pid"]
+    pusher = cluster.replica_running("dp-push")
+    survivor = next(r for r in cluster.replicas if r is not pusher)
+    wait_for("data to flow", lambda: received_size(consumer, cid) > BIG // 10)
+    assert pusher.proc is not None
+    killed_pid = pusher.proc.pid
+    pusher.kill()
+    assert received_size(consumer, cid) < BIG
+
+    done = state_of(consumer, "transfers", cid, "COMPLETED")
+    assert done["bytes"] == BIG and done["sha256"] == expected
+    assert file_sha256(Path(done["path"])) == expected
+    theirs = state_of(survivor, "transfers", pid, "COMPLETED")
+    assert theirs["sha256"] == expected
+    [taken] = [
+        e
+        for e in entries(theirs, "failed", "dp-push")
+        if "stopped renewing its lease" in e["detail"]
+    ]
+    assert f":{killed_pid}:" in taken["detail"]
+    assert taken["detail"].startswith("attempt 1 was interrupted (replica ")
+    [push_job] = cluster.jobs("kind = 'dp-push'")
+    assert (
+        push_job["attempts"] == 2
+        and str(survivor.proc.pid if survivor.proc else "") in (push_job["owner"])
+    )
+    assert_no_job_ran_twice(cluster, frozenset({push_job["id"]}))
+    out = verify_chain_offline(tmp_path, survivor, consumer, agreement_id)
+    assert "verifies" in out
+
+
+def test_sigterm_hands_a_running_push_to_the_other_replica_at_once(
+    tmp_path: Path,
+    database_url: str,
+    consumer: ConnectorProcess,
+    big_file: tuple[Path, str],
+) -> None:
+    """No grace: the stopping replica releases the job, which the other takes over without
+    waiting for its lease (an hour here) to expire."""
+    balancer = LoadBalancer()
+    nodes = replicas(
+        tmp_path, database_url, balancer, job_lease_seconds="3600", shutdown_grace_seconds="0"
+    )
+    cluster = Cluster(nodes, balancer, database_url)
+    try:
+        for node in nodes:
+            node.start()
+        path, expected = big_file
+        nodes[0].publish(path)
+        agreement_id = negotiate(consumer, nodes[0], "ds-1")
+        tp = consumer.api.post(
+            "/api/v1/transfers", {"agreementId": agreement_id, "format": "HttpData-PUSH"}
+        )
+        cid = tp["id"]
+        pid = state_of(consumer, "transfers", cid, "STARTED")["provider_pid"]
+        pusher = cluster.replica_running("dp-push")
+        survivor = next(r for r in nodes if r is not pusher)
+        wait_for("data to flow", lambda: received_size(consumer, cid) > BIG // 10)
+        assert pusher.proc is not None
+        pusher.proc.send_signal(signal.SIGTERM)
+        assert pusher.proc.wait(20) == 0
+
+        done = state_of(consumer, "transfers", cid, "COMPLETED")
+        assert done["sha256"] == expected
+        theirs = state_of(survivor, "transfers", pid, "COMPLETED")
+        handed = [e["detail"] for e in entries(theirs, "failed", "dp-push")]
+        assert len(handed) == 1 and "shut down and handed it over" in handed[0]
+        assert "stopped renewing" not in handed[0]
+    finally:
+        for node in nodes:
+            node.stop()
+        balancer.close()
+
+
+def test_sigterm_lets_a_running_push_finish_within_the_grace(
+    tmp_path: Path,
+    database_url: str,
+    consumer: ConnectorProcess,
+    big_file: tuple[Path, str],
+) -> None:
+    balancer = LoadBalancer()
+    nodes = replicas(tmp_path, database_url, balancer, n=1, shutdown_grace_seconds="120")
+    try:
+        provider = nodes[0].start()
+        path, expected = big_file
+        provider.publish(path)
+        agreement_id = negotiate(consumer, provider, "ds-1")
+        tp = consumer.api.post(
+            "/api/v1/transfers", {"agreementId": agreement_id, "format": "HttpData-PUSH"}
+        )
+        cid = tp["id"]
+        wait_for("data to flow", lambda: received_size(consumer, cid) > BIG // 10)
+        assert provider.proc is not None
+        provider.proc.send_signal(signal.SIGTERM)
+        assert provider.proc.wait(120) == 0
+        # it finished the push before it exited: the consumer has all of it
+        assert received_size(consumer, cid) == BIG
+        with psycopg.connect(database_url) as conn:
+            [(status, attempts)] = conn.execute(
+                "select status, attempts from jobs where kind = 'dp-push'"
+            ).fetchall()
+        assert (status, attempts) == ("done", 1)
+        assert file_sha256(consumer.dir / "received" / f"{cid.rsplit(':', 1)[-1]}.bin") == expected
+    finally:
+        for node in nodes:
+            node.stop()
+        balancer.close()
+
+
+def test_an_unreachable_database_stops_the_start_with_a_clear_error(tmp_path: Path) -> None:
+    from connector.ports import free_port
+
+    node = ConnectorProcess(tmp_path, "lonely")
+    node.set(database_url=f"postgresql://u:hidden@127.0.0.1:{free_port()}/db")
+    with pytest.raises(RuntimeError, match="exited") as err:
+        node.start()
+    assert node.proc is not None and node.proc.returncode == 1
+    text = str(err.value)
+    assert "database_url: cannot connect to postgresql://u:***@127.0.0.1" in text
+    assert "Traceback" not in text and "hidden" not in text

@@ -1,0 +1,509 @@
+"""The Store contract, run against both stores: SQLite and PostgreSQL (a real server).
+
+Every method of connector/store/base.py is exercised here with the same expectations, so
+the two stores behave alike; the PostgreSQL-only cases check what replicas sharing one
+database rely on (two connections at once)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from connector.errors import NotFound
+from connector.metering.records import MeteringEntry
+from connector.store.base import Duplicate, Store, StoreUnavailable
+from connector.store.postgres import PostgresStore
+from connector.store.records import (
+    Agreement,
+    Dataset,
+    DecisionRecord,
+    Job,
+    Negotiation,
+    TimelineEntry,
+    Transfer,
+)
+from connector.store.sqlite import SqliteStore
+from connector.usage.records import DeletionDuty, UseEntry
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    opened: Store
+    if request.param == "sqlite":
+        opened = SqliteStore(tmp_path / "c.db")
+    else:
+        opened = PostgresStore(request.getfixturevalue("database_url"))
+    yield opened
+    opened.close()
+
+
+def negotiation(pid: str, **kw: Any) -> Negotiation:
+    values: dict[str, Any] = {
+        "id": pid,
+        "role": "provider",
+        "state": "REQUESTED",
+        "consumer_pid": f"c-{pid}",
+        "counterparty_id": "did:web:peer",
+        "counterparty_address": "http://peer/dsp",
+        "dataset_id": "ds-1",
+        "offer": {"@id": "o1", "permission": [{"action": "use"}]},
+        "offer_by": "consumer",
+    }
+    return Negotiation(**(values | kw))
+
+
+def transfer(pid: str, **kw: Any) -> Transfer:
+    values: dict[str, Any] = {
+        "id": pid,
+        "role": "provider",
+        "state": "REQUESTED",
+        "consumer_pid": f"c-{pid}",
+        "agreement_id": "a-1",
+        "dataset_id": "ds-1",
+        "format": "HttpData-PULL",
+        "counterparty_id": "did:web:peer",
+        "counterparty_address": "http://peer/dsp",
+    }
+    return Transfer(**(values | kw))
+
+
+def metering(agreement: str, seq: int, prev: str | None, transfer_id: str = "t-1") -> MeteringEntry:
+    return MeteringEntry(
+        agreement_id=agreement,
+        seq=seq,
+        transfer_id=transfer_id,
+        kind="window",
+        hash=f"h{seq}",
+        record={"seq": seq, "prev": prev},
+        signature="sig",
+    )
+
+
+def use(agreement: str, seq: int, prev: str | None, transfer_id: str = "p-1") -> UseEntry:
+    record = {"seq": seq, "prev": prev, "at": f"2026-01-0{seq + 1}T00:00:00Z"}
+    return UseEntry(
+        agreement_id=agreement,
+        seq=seq,
+        hash=f"u{seq}",
+        record={**record, "transfer": transfer_id},
+        signature="sig",
+    )
+
+
+def duty(duty_id: str, **kw: Any) -> DeletionDuty:
+    values: dict[str, Any] = {
+        "id": duty_id,
+        "role": "consumer",
+        "agreement_id": "a-1",
+        "dataset_id": "ds-1",
+        "counterparty_id": "did:web:peer",
+        "due_at": 100.0,
+    }
+    return DeletionDuty(**(values | kw))
+
+
+# records ----------------------------------------------------------------------------------
+
+
+def test_datasets(store: Store) -> None:
+    ds = Dataset(id="b", title="B", source={"type": "file", "path": "/x"}, offers=[{"@id": "o"}])
+    store.put_dataset(ds)
+    store.put_dataset(Dataset(id="a", source={}, offers=[], keywords=["k"], size=3))
+    assert store.get_dataset("b") == ds
+    assert [d.id for d in store.list_datasets()] == ["a", "b"]
+    store.put_dataset(ds.model_copy(update={"title": "B2"}))  # replaces
+    assert (store.get_dataset("b") or ds).title == "B2"
+    assert store.delete_dataset("b") is True
+    assert store.delete_dataset("b") is False
+    assert store.get_dataset("b") is None
+
+
+def test_negotiations(store: Store) -> None:
+    store.insert_negotiation(negotiation("n1", purpose="research"))
+    store.insert_negotiation(negotiation("n2", role="consumer", provider_pid="p-2"))
+    with pytest.raises(Duplicate):
+        store.insert_negotiation(negotiation("n1"))
+    got = store.get_negotiation("n1")
+    assert got is not None and got.offer["permission"] == [{"action": "use"}]
+    assert got.purpose == "research"
+    found = store.find_negotiation(role="consumer", provider_pid="p-2")
+    assert found is not None and found.id == "n2"
+    assert store.find_negotiation(role="consumer", provider_pid="nope") is None
+    before = got.updated_at
+    time.sleep(0.002)
+    updated = store.update_negotiation("n1", state="AGREED", reason=["x", "y"])
+    assert updated.state == "AGREED" and updated.reason == ["x", "y"]
+    assert updated.updated_at > before
+    with store.transaction():
+        locked = store.lock_negotiation("n1")
+    assert locked is not None and locked.state == "AGREED"
+    assert store.lock_negotiation("missing") is None
+    with pytest.raises(NotFound):
+        store.update_negotiation("missing", state="AGREED")
+    assert {n.id for n in store.list_negotiations()} == {"n1", "n2"}
+    assert len(store.list_negotiations(limit=1)) == 1
+    assert len(store.list_negotiations(limit=10, offset=1)) == 1
+
+
+def test_agreements(store: Store) -> None:
+    a = Agreement(
+        id="a-1",
+        negotiation_id="n1",
+        dataset_id="ds-1",
+        provider_id="did:web:p",
+        consumer_id="did:web:c",
+        body={"@id": "a-1", "permission": [{"action": "use"}]},
+        provider_signature="ps",
+    )
+    store.put_agreement(a)
+    assert store.get_agreement("a-1") == a
+    store.put_agreement(a.model_copy(update={"consumer_signature": "cs"}))
+    assert (store.get_agreement("a-1") or a).consumer_signature == "cs"
+    done = store.update_agreement("a-1", terminated_at="t", termination_reason="r")
+    assert done.terminated_at == "t" and done.termination_reason == "r"
+    assert [x.id for x in store.list_agreements()] == ["a-1"]
+    assert store.list_agreements(offset=1) == []
+    with pytest.raises(NotFound):
+        store.update_agreement("nope", terminated_at="t")
+
+
+def test_transfers(store: Store) -> None:
+    store.insert_transfer(transfer("t1", data_address={"endpoint": "http://x"}))
+    store.insert_transfer(transfer("t2", role="consumer", agreement_id="a-2"))
+    with pytest.raises(Duplicate):
+        store.insert_transfer(transfer("t1"))
+    got = store.get_transfer("t1")
+    assert got is not None and got.data_address == {"endpoint": "http://x"}
+    assert (store.find_transfer(consumer_pid="c-t2") or got).id == "t2"
+    moved = store.update_transfer("t1", state="STARTED", bytes=10, sha256="abc")
+    assert (moved.state, moved.bytes, moved.sha256) == ("STARTED", 10, "abc")
+    with store.transaction():
+        assert (store.lock_transfer("t1") or got).state == "STARTED"
+    assert [t.id for t in store.agreement_transfers("a-1", "provider")] == ["t1"]
+    assert store.agreement_transfers("a-1", "consumer") == []
+    assert {t.id for t in store.list_transfers()} == {"t1", "t2"}
+    with pytest.raises(NotFound):
+        store.update_transfer("nope", state="STARTED")
+
+
+def test_timeline(store: Store) -> None:
+    store.add_event(TimelineEntry(process_id="p", direction="sent", message_type="A", status=200))
+    store.add_event(
+        TimelineEntry(process_id="p", direction="received", message_type="B", body={"k": [1]})
+    )
+    store.add_event(TimelineEntry(process_id="q", direction="note", message_type="C"))
+    events = store.timeline("p")
+    assert [e.message_type for e in events] == ["A", "B"]
+    assert events[0].status == 200 and events[1].body == {"k": [1]}
+    assert events[0].seq is not None and events[1].seq is not None
+    assert events[0].seq < events[1].seq
+
+
+def test_transaction_rolls_back_everything(store: Store) -> None:
+    with pytest.raises(RuntimeError), store.transaction():
+        store.insert_negotiation(negotiation("n1"))
+        with store.transaction():  # nested: part of the outer one
+            store.add_event(TimelineEntry(process_id="n1", direction="note", message_type="x"))
+        raise RuntimeError("boom")
+    assert store.get_negotiation("n1") is None
+    assert store.timeline("n1") == []
+
+
+def test_decisions(store: Store) -> None:
+    records = [
+        DecisionRecord(
+            phase="transfer",
+            input_sha256=f"h{i}",
+            allow=i % 2 == 0,
+            reasons=[] if i % 2 == 0 else ["no"],
+            engine="embedded",
+            policy_version="v1",
+            limits={"bytes_remaining": 5},
+        )
+        for i in range(3)
+    ]
+    store.add_decisions(records)
+    newest_first = store.list_decisions()
+    assert [d.input_sha256 for d in newest_first] == ["h2", "h1", "h0"]
+    assert [d.allow for d in newest_first] == [True, False, True]
+    assert newest_first[1].reasons == ["no"] and newest_first[0].limits == {"bytes_remaining": 5}
+    assert [d.input_sha256 for d in store.list_decisions(limit=1, offset=1)] == ["h1"]
+
+
+def test_jti_replay(store: Store) -> None:
+    later = int(time.time()) + 60
+    assert store.remember_jti("j1", later) is True
+    assert store.remember_jti("j1", later) is False  # replayed
+    assert store.remember_jti("j2", later) is True
+    # an expired one is forgotten, so its id may be seen again
+    assert store.remember_jti("old", int(time.time()) - 10) is True
+    assert store.remember_jti("old", later) is True
+
+
+# jobs -------------------------------------------------------------------------------------
+
+
+def job(process: str, kind: str = "cn-send", **kw: Any) -> Job:
+    return Job(process_id=process, kind=kind, payload={"type": kind}, **kw)
+
+
+def test_jobs_are_claimed_in_order_per_process(store: Store) -> None:
+    first = store.add_job(job("p1"))
+    second = store.add_job(job("p1"))
+    data = store.add_job(job("p1", "dp-pull"))
+    other = store.add_job(job("p2"))
+    later = store.add_job(job("p3", next_at=time.time() + 3600))
+    now = time.time()
+    claimed = store.claim_jobs(now, 10, "r1", now + 30)
+    assert [j.id for j in claimed] == [first, other]
+    assert all(j.status == "running" and j.owner == "r1" for j in claimed)
+    assert store.claim_jobs(now, 10, "r2", now + 30) == []  # nothing twice
+    assert store.update_job(first, owner="r2", status="done") is False  # not r2's
+    assert store.update_job(first, owner="r1", status="done", attempts=1) is True
+    # the message after it runs, the data move waits for it
+    assert [j.id for j in store.claim_jobs(now, 10, "r2", now + 30)] == [second]
+    # ... but a message never waits for a data move
+    after_data = store.add_job(job("p1"))
+    store.update_job(second, status="done")
+    claimed = store.claim_jobs(now, 10, "r1", now + 30)
+    assert [j.id for j in claimed] == [data, after_data]
+    assert [j.id for j in store.pending_jobs("p1")] == [data, after_data]
+    assert [j.id for j in store.pending_jobs("p3")] == [later]
+    assert store.claim_jobs(now, 10, "r1", now + 30) == []
+
+
+def test_job_leases(store: Store) -> None:
+    a = store.add_job(job("p1"))
+    b = store.add_job(job("p2"))
+    now = time.time()
+    store.claim_jobs(now, 10, "r1", now + 1)
+    assert store.renew_leases("r1", [a, b], now + 5) == {a, b}
+    assert store.renew_leases("r2", [a, b], now + 5) == set()
+    # r1 stops renewing: once the lease expired, the job is pending again, attempt counted
+    assert store.reclaim_expired_jobs(now + 1) == []
+    [lost, lost2] = store.reclaim_expired_jobs(now + 6)
+    assert {lost.id, lost2.id} == {a, b} and lost.owner == "r1" and lost.attempts == 0
+    assert store.renew_leases("r1", [a, b], now + 10) == set()  # r1 no longer holds them
+    retaken = store.claim_jobs(now + 6, 10, "r2", now + 36)
+    assert {j.id for j in retaken} == {a, b} and all(j.attempts == 1 for j in retaken)
+    # a graceful hand-over: pending again at once
+    [handed] = store.release_jobs("r2", [a])
+    assert handed.id == a
+    assert store.release_jobs("r1", [b]) == []  # not r1's
+    assert [j.id for j in store.claim_jobs(now + 6, 10, "r3", now + 36)] == [a]
+    assert store.pending_jobs("p1")[0].attempts == 2
+
+
+def test_reset_running_jobs_at_start(store: Store) -> None:
+    a = store.add_job(job("p1"))
+    now = time.time()
+    store.claim_jobs(now, 10, "r1", now + 3600)  # a live lease
+    reset = store.reset_running_jobs()
+    if store.shared:
+        assert reset == []  # another replica may be running it
+    else:
+        assert [j.id for j in reset] == [a]  # one process per file: it was ours
+        assert store.pending_jobs("p1")[0].status == "pending"
+
+
+def test_named_leases(store: Store) -> None:
+    assert store.try_lease("x", "r1", 110, 100) is True
+    assert store.try_lease("x", "r2", 120, 105) is False
+    assert store.try_lease("x", "r1", 130, 105) is True  # renewed by its holder
+    assert store.try_lease("x", "r2", 200, 131) is True  # expired: taken over
+    assert store.try_lease("y", "r1", 200, 131) is True
+
+
+# chains -----------------------------------------------------------------------------------
+
+
+def test_metering_chain(store: Store) -> None:
+    for _ in range(3):
+        store.append_metering("a-1", lambda seq, prev: metering("a-1", seq, prev))
+    store.append_metering("a-2", lambda seq, prev: metering("a-2", seq, prev, "t-2"))
+    chain = store.metering_chain("a-1")
+    assert [(e.seq, e.record["prev"]) for e in chain] == [(0, None), (1, "h0"), (2, "h1")]
+    assert [e.agreement_id for e in store.metering_chain()] == ["a-1"] * 3 + ["a-2"]
+    assert [e.seq for e in store.metering_chain(transfer_id="t-2")] == [0]
+    store.set_metering_receipt("a-1", 1, receipt="r1", refusal=None)
+    store.set_metering_receipt("a-1", 2, receipt=None, refusal="bad hash")
+    chain = store.metering_chain("a-1")
+    assert (chain[1].receipt, chain[2].refusal) == ("r1", "bad hash")
+    # the consumer's copy: put (again) replaces
+    store.put_metering([metering("a-9", 0, None), metering("a-9", 1, "h0")])
+    store.put_metering([metering("a-9", 1, "h0").model_copy(update={"receipt": "x"})])
+    assert [e.receipt for e in store.metering_chain("a-9")] == [None, "x"]
+
+
+def test_a_failing_append_leaves_no_link(store: Store) -> None:
+    def broken(seq: int, prev: str | None) -> MeteringEntry:
+        raise ValueError("signing failed")
+
+    with pytest.raises(ValueError):
+        store.append_metering("a-1", broken)
+    store.append_metering("a-1", lambda seq, prev: metering("a-1", seq, prev))
+    assert [e.seq for e in store.metering_chain("a-1")] == [0]
+
+
+def test_uses(store: Store) -> None:
+    for _ in range(2):
+        store.append_use("a-1", lambda seq, prev: use("a-1", seq, prev))
+    store.append_use("a-1", lambda seq, prev: use("a-1", seq, prev, "p-2"))
+    assert [u.seq for u in store.list_uses("a-1")] == [0, 1, 2]
+    assert [u.seq for u in store.list_uses("a-1", [2, 0])] == [0, 2]
+    assert store.list_uses("a-1", []) == []
+    summary = store.use_summary("a-1", "p-2")
+    assert summary == (3, "2026-01-01T00:00:00Z", True)
+    assert store.use_summary("a-1", "p-9").of_transfer is False
+    assert store.use_summary("none", "p-1") == (0, None, False)
+    store.mark_uses_reported("a-1", [0, 2], "2026-02-01T00:00:00Z")
+    assert [u.reported_at for u in store.list_uses("a-1")] == [
+        "2026-02-01T00:00:00Z",
+        None,
+        "2026-02-01T00:00:00Z",
+    ]
+    store.put_uses([use("a-5", 0, None), use("a-5", 1, "u0")])
+    assert [u.record["prev"] for u in store.list_uses("a-5")] == [None, "u0"]
+
+
+def test_deletions(store: Store) -> None:
+    store.put_deletion(duty("d1", due_at=50.0))
+    store.put_deletion(duty("d2", due_at=150.0, role="provider", counterparty_id="did:web:x"))
+    store.put_deletion(duty("d3", due_at=None))
+    assert (store.get_deletion("d1") or duty("x")).due_at == 50.0
+    done = store.update_deletion("d1", state="fulfilled", receipt={"r": 1}, notes=["n"])
+    assert done.receipt == {"r": 1} and done.notes == ["n"] and done.state == "fulfilled"
+    with pytest.raises(NotFound):
+        store.update_deletion("nope", state="fulfilled")
+    assert {d.id for d in store.list_deletions()} == {"d1", "d2", "d3"}
+    assert [d.id for d in store.list_deletions(role="provider")] == ["d2"]
+    assert [d.id for d in store.list_deletions(state="fulfilled")] == ["d1"]
+    assert [d.id for d in store.list_deletions(counterparty_id="did:web:x")] == ["d2"]
+    assert store.list_deletions(agreement_id="a-2") == []
+    assert len(store.list_deletions(limit=2)) == 2
+    due = store.due_deletions("consumer", ("pending", "fulfilled"), 100)
+    assert [d.id for d in due] == ["d1"]
+    assert store.due_deletions("consumer", ("pending",), 100) == []
+    assert [d.id for d in store.due_deletions("provider", ("pending",), 200)] == ["d2"]
+
+
+# PostgreSQL: two connections at once, as two replicas have ---------------------------------
+
+
+@pytest.fixture
+def two(database_url: str) -> Iterator[tuple[PostgresStore, PostgresStore]]:
+    a, b = PostgresStore(database_url), PostgresStore(database_url)
+    yield a, b
+    a.close()
+    b.close()
+
+
+def test_concurrent_appends_from_two_replicas_make_one_gap_free_chain(
+    two: tuple[PostgresStore, PostgresStore],
+) -> None:
+    errors: list[BaseException] = []
+
+    def append(store: PostgresStore, n: int) -> None:
+        try:
+            for _ in range(n):
+                store.append_metering("a-1", lambda seq, prev: metering("a-1", seq, prev))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=append, args=(s, 40)) for s in two]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    chain = two[0].metering_chain("a-1")
+    assert [e.seq for e in chain] == list(range(80))
+    assert all(e.record["prev"] == (f"h{e.seq - 1}" if e.seq else None) for e in chain)
+
+
+def test_a_job_is_claimed_by_one_replica_only(two: tuple[PostgresStore, PostgresStore]) -> None:
+    for i in range(60):
+        two[0].add_job(job(f"p{i}"))
+    claimed: dict[str, list[int]] = {"a": [], "b": []}
+
+    def claim(name: str, store: PostgresStore) -> None:
+        while True:
+            now = time.time()
+            got = store.claim_jobs(now, 3, name, now + 30)
+            if not got:
+                return
+            claimed[name] += [j.id or 0 for j in got]
+
+    threads = [threading.Thread(target=claim, args=(n, s)) for n, s in zip("ab", two, strict=True)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    both = claimed["a"] + claimed["b"]
+    assert len(both) == 60 and len(set(both)) == 60
+
+
+def test_jti_replayed_at_the_other_replica(two: tuple[PostgresStore, PostgresStore]) -> None:
+    later = int(time.time()) + 60
+    assert two[0].remember_jti("j", later) is True
+    assert two[1].remember_jti("j", later) is False
+
+
+def test_a_locked_process_waits_for_the_other_replica(
+    two: tuple[PostgresStore, PostgresStore],
+) -> None:
+    """The second replica reads the state only after the first committed its transition."""
+    a, b = two
+    a.insert_negotiation(negotiation("n1"))
+    seen: list[str] = []
+    with a.transaction():
+        assert (a.lock_negotiation("n1") or negotiation("x")).state == "REQUESTED"
+
+        def other() -> None:
+            with b.transaction():
+                seen.append((b.lock_negotiation("n1") or negotiation("x")).state)
+
+        thread = threading.Thread(target=other)
+        thread.start()
+        thread.join(0.5)
+        assert seen == []  # blocked by the row lock
+        a.update_negotiation("n1", state="AGREED")
+    thread.join(10)
+    assert seen == ["AGREED"]
+
+
+def test_schema_created_by_replicas_starting_at_once(database_url: str) -> None:
+    stores: list[PostgresStore] = []
+    errors: list[BaseException] = []
+
+    def open_one() -> None:
+        try:
+            stores.append(PostgresStore(database_url))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_one) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and len(stores) == 4
+    stores[0].insert_negotiation(negotiation("n1"))
+    assert stores[3].get_negotiation("n1") is not None
+    for s in stores:
+        s.close()
+
+
+def test_unreachable_database_is_a_clear_error(postgres: Any) -> None:
+    from connector.ports import free_port
+
+    url = f"postgresql://someone:secret@127.0.0.1:{free_port()}/db"
+    with pytest.raises(StoreUnavailable) as err:
+        PostgresStore(url)
+    assert "cannot connect to postgresql://someone:***@127.0.0.1" in str(err.value)
+    assert "secret" not in str(err.value)
