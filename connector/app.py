@@ -12,6 +12,7 @@ import aiohttp
 from aiohttp import web
 
 from connector import observability, tck
+from connector.catalog.federated.service import FederatedCatalog
 from connector.config import DSP_PATH, Settings
 from connector.dataplane.routes import DataPlaneRoutes
 from connector.dsp import messages as m
@@ -78,6 +79,7 @@ class Connector:
         self._worker: asyncio.Task[None] | None = None
         self.usage: Usage | None = None
         self.runtime: Runtime | None = None
+        self.federated: FederatedCatalog | None = None
         self.public_port = settings.public_port
         self.management_port = settings.management_port
 
@@ -130,13 +132,14 @@ class Connector:
             ]
         )
         observability.add_metrics(management, s)
+        self.federated = FederatedCatalog(rt, client)  # off unless federated_catalog = true
         ManagementApi(
             rt,
             client,
             self.negotiations,
             self.transfers,
             self.policy,
-            extra=UsageApi(rt, usage).routes(),
+            extra=UsageApi(rt, usage).routes() + self.federated.routes(),
         ).add_to(management)
 
         ssl_ctx = None
@@ -149,6 +152,7 @@ class Connector:
         )
         self._worker = asyncio.create_task(outbox.run())
         usage.start()
+        self.federated.start()
         log.info(
             "connector %s (%s) listening: public %s, management %s:%s",
             s.name,
@@ -203,6 +207,8 @@ class Connector:
         return int(sockets[0].getsockname()[1]) if sockets else port
 
     async def stop(self) -> None:
+        if self.federated is not None:
+            await self.federated.stop()
         if self.usage is not None:
             await self.usage.stop()
         if self.runtime is not None:
