@@ -181,6 +181,8 @@ def datasets() -> None:
 @click.option(
     "--classification", type=click.Choice(["general", "important", "core"]), default="general"
 )
+@click.option("--keyword", "keywords", multiple=True, help="dcat:keyword (repeatable)")
+@click.option("--theme", "themes", multiple=True, help="dcat:theme (repeatable)")
 @click.pass_context
 def datasets_add(
     ctx: click.Context,
@@ -191,6 +193,8 @@ def datasets_add(
     url: str | None,
     policy: Any,
     classification: str,
+    keywords: tuple[str, ...],
+    themes: tuple[str, ...],
 ) -> None:
     """Publish a dataset with its offers."""
     if (file_path is None) == (url is None):
@@ -205,6 +209,8 @@ def datasets_add(
         "description": description,
         "source": source,
         "classification": classification,
+        "keywords": list(keywords),
+        "themes": list(themes),
     }
     if dataset_id:
         body["id"] = dataset_id
