@@ -372,7 +372,12 @@ def test_cli_crawl_and_search(
     tmp_path: Path, members: tuple[ConnectorProcess, ConnectorProcess], data: Path
 ) -> None:
     env, mob = members
-    add(mob, data, "traffic", title="Traffic counts", keywords=["cars"], themes=["mobility"])
+    published = cli(
+        "--config", str(mob.config), "datasets", "add", "--id", "traffic", "--title",
+        "Traffic counts", "--file", str(data), "--keyword", "cars", "--theme", "mobility",
+    )  # fmt: skip
+    assert published.returncode == 0, published.stderr
+    assert json.loads(published.stdout)["themes"] == ["mobility"]
     hub = hub_for(tmp_path, federated_members=static_members(env, mob))
     try:
         crawled = cli("--config", str(hub.config), "catalog", "crawl")
