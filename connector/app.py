@@ -14,6 +14,7 @@ from aiohttp import web
 from connector import observability, tck
 from connector.authority.registry import Registry
 from connector.authority.routes import Authority
+from connector.catalog.federated.service import FederatedCatalog
 from connector.config import DSP_PATH, Settings
 from connector.credentials.api import CredentialsApi
 from connector.credentials.holder import Holder
@@ -86,6 +87,7 @@ class Connector:
         self.holder: Holder | None = None
         self.authority: Authority | None = None
         self.runtime: Runtime | None = None
+        self.federated: FederatedCatalog | None = None
         self.public_port = settings.public_port
         self.management_port = settings.management_port
 
@@ -148,6 +150,7 @@ class Connector:
             ]
         )
         observability.add_metrics(management, s)
+        self.federated = FederatedCatalog(rt, client)  # off unless federated_catalog = true
         ManagementApi(
             rt,
             client,
@@ -158,6 +161,7 @@ class Connector:
                 *UsageApi(rt, usage).routes(),
                 *CredentialsApi(holder).routes(),
                 *(authority.routes() if authority else []),
+                *self.federated.routes(),
             ],
         ).add_to(management)
 
@@ -172,6 +176,7 @@ class Connector:
         self._worker = asyncio.create_task(outbox.run())
         usage.start()
         holder.start()
+        self.federated.start()
         log.info(
             "connector %s (%s) listening: public %s, management %s:%s",
             s.name,
@@ -226,6 +231,8 @@ class Connector:
         return int(sockets[0].getsockname()[1]) if sockets else port
 
     async def stop(self) -> None:
+        if self.federated is not None:
+            await self.federated.stop()
         if self.usage is not None:
             await self.usage.stop()
         if self.holder is not None:

@@ -11,6 +11,7 @@ import signal
 import sys
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import click
 
@@ -204,6 +205,8 @@ def datasets() -> None:
 @click.option(
     "--classification", type=click.Choice(["general", "important", "core"]), default="general"
 )
+@click.option("--keyword", "keywords", multiple=True, help="dcat:keyword (repeatable)")
+@click.option("--theme", "themes", multiple=True, help="dcat:theme (repeatable)")
 @click.pass_context
 def datasets_add(
     ctx: click.Context,
@@ -214,6 +217,8 @@ def datasets_add(
     url: str | None,
     policy: Any,
     classification: str,
+    keywords: tuple[str, ...],
+    themes: tuple[str, ...],
 ) -> None:
     """Publish a dataset with its offers."""
     if (file_path is None) == (url is None):
@@ -228,6 +233,8 @@ def datasets_add(
         "description": description,
         "source": source,
         "classification": classification,
+        "keywords": list(keywords),
+        "themes": list(themes),
     }
     if dataset_id:
         body["id"] = dataset_id
@@ -280,6 +287,71 @@ def catalog_fetch(ctx: click.Context, address: str, peer_id: str | None) -> None
     if peer_id:
         body["counterPartyId"] = peer_id
     _emit(_call(ctx, "POST", "/api/v1/catalog/request", body))
+
+
+# federated catalog (docs/federated-catalog.md) ---------------------------------------------
+
+
+@catalog.command("crawl")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def catalog_crawl(ctx: click.Context, as_json: bool) -> None:
+    """Crawl every member's catalog now (federated catalog) and print the summary."""
+    summary = _call(ctx, "POST", "/api/v1/federated-catalog/crawl")
+    if as_json:
+        return _emit(summary)
+    click.echo(
+        f"crawled {summary['members']} members in {summary['durationMs']:.0f} ms:"
+        f" {summary['changed']} changed, {summary['unchanged']} unchanged,"
+        f" {summary['failed']} failed; {summary['datasets']} datasets indexed"
+    )
+    for r in summary["results"]:
+        if r["error"]:
+            click.echo(f"  {r['name'] or r['id']}: {r['error']}")
+    for error in summary["sourceErrors"]:
+        click.echo(f"  member source: {error}")
+
+
+@catalog.command("search")
+@click.argument("words", nargs=-1)
+@click.option("--theme", default=None)
+@click.option("--publisher", default=None, help="Member DID or name")
+@click.option("--classification", default=None, help="general, important or core")
+@click.option("--limit", default=None, type=int)
+@click.option("--offset", default=None, type=int)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def catalog_search(
+    ctx: click.Context,
+    words: tuple[str, ...],
+    theme: str | None,
+    publisher: str | None,
+    classification: str | None,
+    limit: int | None,
+    offset: int | None,
+    as_json: bool,
+) -> None:
+    """Search the federated catalog: WORDS in titles, descriptions, keywords and themes."""
+    params = {
+        "q": " ".join(words) or None,
+        "theme": theme,
+        "publisher": publisher,
+        "classification": classification,
+        "limit": limit,
+        "offset": offset,
+    }
+    query = urlencode({k: v for k, v in params.items() if v is not None})
+    result = _call(ctx, "GET", "/api/v1/federated-catalog/datasets?" + query)
+    if as_json:
+        return _emit(result)
+    for hit in result["hits"]:
+        member = hit["member"]
+        click.echo(
+            f"{hit['datasetId']}\t{hit['title']}\t{member['name'] or member['id']}"
+            f"\t{member['dspEndpoint']}"
+        )
+    shown = result["offset"] + len(result["hits"])
+    click.echo(f"{shown} of {result['total']}", err=True)
 
 
 # negotiations ------------------------------------------------------------------------------

@@ -10,7 +10,15 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -20,6 +28,23 @@ from pydantic_settings import (
 from connector.errors import ConfigError
 
 DSP_PATH = "/dsp/2025-1"
+
+
+class FederatedMember(BaseModel):
+    """One data space member the federated catalog crawls (static list in the settings)."""
+
+    model_config = ConfigDict(extra="forbid")
+    dsp: str = Field(description="The member's DSP base URL, e.g. https://host:port/dsp/2025-1")
+    did: str | None = Field(None, description="The member's DID; default: did:web of dsp's host")
+    name: str = ""
+
+    @field_validator("dsp")
+    @classmethod
+    def _dsp(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an absolute http(s) URL")
+        return value.rstrip("/")
 
 
 class Settings(BaseSettings):
@@ -136,6 +161,23 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = Field(
         "text", description="json: one JSON object per log line, with the process id"
     )
+    # federated catalog (docs/federated-catalog.md) -------------------------------------------
+    federated_catalog: bool = Field(
+        False, description="Crawl the members' DSP catalogs and serve search over them"
+    )
+    federated_members: list[FederatedMember] = Field(
+        default_factory=list, description="Static member list: [{dsp, did?, name?}]"
+    )
+    registry_url: str | None = Field(
+        None, description="The data space authority's participant registry (GET, JSON)"
+    )
+    registry_did: str | None = Field(
+        None, description="The authority's DID (token audience); default: did:web of its host"
+    )
+    federated_crawl_seconds: float = Field(
+        300.0, ge=0, description="Crawl period; 0 crawls only on demand"
+    )
+    federated_crawl_concurrency: int = Field(16, ge=1, le=256)
 
     @field_validator("public_url", "issuer_url")
     @classmethod
@@ -163,6 +205,16 @@ class Settings(BaseSettings):
                 "public_url uses plain http: set dev_insecure_http = true (development only)"
                 " or configure tls_cert/tls_key and an https public_url"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _federated(self) -> Settings:
+        if self.registry_url is not None:
+            parts = urlsplit(self.registry_url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError("registry_url must be an absolute http(s) URL")
+        if self.federated_catalog and not (self.federated_members or self.registry_url):
+            raise ValueError("federated_catalog needs federated_members or registry_url")
         return self
 
     @model_validator(mode="after")
@@ -221,6 +273,10 @@ class Settings(BaseSettings):
     @property
     def registry_path(self) -> Path:
         return self.data_dir / "authority.db"
+
+    @property
+    def federated_db_path(self) -> Path:
+        return self.data_dir / "federated-catalog.db"
 
     @property
     def private_key_path(self) -> Path:

@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import Any
 
-from connector.dsp.messages import CONTEXT
+from connector.dsp.messages import (
+    CATALOG_DIGEST,
+    CATALOG_UNCHANGED,
+    CLASSIFICATION,
+    CONTEXT,
+    FOAF_NAME,
+)
 from connector.store.records import Dataset
 
 FORMATS = ("HttpData-PULL", "HttpData-PUSH")
@@ -32,6 +40,9 @@ def dataset(record: Dataset, did: str, *, with_context: bool = False) -> dict[st
         out["dct:description"] = record.description
     if record.keywords:
         out["dcat:keyword"] = record.keywords
+    if record.themes:
+        out["dcat:theme"] = record.themes
+    out[CLASSIFICATION] = record.classification
     out["hasPolicy"] = [offer_for_catalog(o) for o in record.offers]
     out["distribution"] = [
         {"@type": "Distribution", "format": fmt, "accessService": service_id(did)}
@@ -40,14 +51,36 @@ def dataset(record: Dataset, did: str, *, with_context: bool = False) -> dict[st
     return out
 
 
-def catalog(records: list[Dataset], did: str, dsp_url: str) -> dict[str, Any]:
-    out: dict[str, Any] = {
+def _head(did: str, dsp_url: str, name: str) -> dict[str, Any]:
+    return {
         "@context": list(CONTEXT),
         "@id": f"{did}#catalog",
         "@type": "Catalog",
         "participantId": did,
+        "dct:publisher": {"@id": did, FOAF_NAME: name},
         "service": [{"@id": service_id(did), "@type": "DataService", "endpointURL": dsp_url}],
     }
+
+
+def catalog(records: list[Dataset], did: str, dsp_url: str, name: str = "") -> dict[str, Any]:
+    """The catalog a caller may see, with the digest of exactly that content."""
+    out = _head(did, dsp_url, name)
     if records:
         out["dataset"] = [dataset(r, did) for r in records]
+    out[CATALOG_DIGEST] = digest(out)
     return out
+
+
+def unchanged(did: str, dsp_url: str, name: str, known: str) -> dict[str, Any]:
+    """The answer to an IfChanged filter whose digest still matches: no datasets."""
+    out = _head(did, dsp_url, name)
+    out[CATALOG_DIGEST] = known
+    out[CATALOG_UNCHANGED] = True
+    return out
+
+
+def digest(doc: dict[str, Any]) -> str:
+    """SHA-256 of the canonical JSON (sorted keys, no white space) without the digest itself."""
+    body = {k: v for k, v in doc.items() if k not in (CATALOG_DIGEST, CATALOG_UNCHANGED)}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()

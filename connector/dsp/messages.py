@@ -16,6 +16,12 @@ NS = "https://w3id.org/tdsc/v1/"
 PROVIDER_SIGNATURE = NS + "providerSignature"
 CONSUMER_SIGNATURE = NS + "consumerSignature"
 PURPOSE = NS + "purpose"  # the consumer's declared purpose, on requests
+# Catalog terms for the federated catalog (docs/profile.md, docs/federated-catalog.md)
+CLASSIFICATION = NS + "classification"  # on a Dataset: general | important | core
+CATALOG_DIGEST = NS + "catalogDigest"  # on a Catalog, and in the IfChanged filter
+CATALOG_UNCHANGED = NS + "unchanged"  # on a Catalog answered to a matching IfChanged filter
+IF_CHANGED = NS + "IfChanged"  # @type of our catalog filter element
+FOAF_NAME = "http://xmlns.com/foaf/0.1/name"  # the publisher's name (DCAT's choice)
 
 NonEmpty = Annotated[str, Field(min_length=1)]
 

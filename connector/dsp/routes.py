@@ -7,15 +7,15 @@ from typing import Any
 
 from aiohttp import web
 
-from connector.catalog import render
+from connector.catalog import filters, render
+from connector.catalog.visibility import visible
 from connector.config import DSP_PATH
 from connector.dsp import messages as m
 from connector.dsp.auth import Authenticator
 from connector.dsp.negotiation import NegotiationService
 from connector.dsp.transfer import TransferService
 from connector.errors import BadRequest, NotFound
-from connector.policy.decision import DecisionInput, Party, Phase
-from connector.policy.inputs import dataset_facts
+from connector.policy.decision import Party
 from connector.runtime import Runtime
 from connector.store.records import Dataset
 
@@ -95,31 +95,19 @@ class DspRoutes:
         self, caller: str, datasets: list[Dataset], claims: dict[str, Any] | None = None
     ) -> list[Dataset]:
         """The datasets the caller may see, each with only the offers it may see."""
-        asks = [
-            (d, offer, DecisionInput(
-                phase=Phase.CATALOG,
-                provider=Party(id=self.rt.did),
-                consumer=Party(id=caller, credentials=claims or {}),
-                dataset=dataset_facts(d, d.id, self.rt.did),
-                policy=offer,
-            ))
-            for d in datasets
-            for offer in d.offers
-        ]  # fmt: skip
-        decisions = await self.rt.decisions.decide_many([a[2] for a in asks])
-        allowed: dict[str, list[dict[str, Any]]] = {}
-        for (d, offer, _), decision in zip(asks, decisions, strict=True):
-            if decision.allow:
-                allowed.setdefault(d.id, []).append(offer)
-        return [d.model_copy(update={"offers": allowed[d.id]}) for d in datasets if d.id in allowed]
+        consumer = Party(id=caller, credentials=claims or {})
+        return await visible(self.rt.decisions, self.rt.did, consumer, datasets)
 
     async def catalog(self, request: web.Request) -> web.Response:
         caller, claims = await self.auth.member(request)
         msg = m.parse(m.CatalogRequestMessage, await read_json(request))
-        if msg.filter:
-            raise BadRequest("catalog filters are not supported by this connector")
-        visible = await self._visible(caller, self.rt.store.list_datasets(), claims)
-        return web.json_response(render.catalog(visible, self.rt.did, self.rt.settings.dsp_url))
+        known = filters.known_digest(msg.filter)
+        s = self.rt.settings
+        shown = await self._visible(caller, self.rt.store.list_datasets(), claims)
+        body = render.catalog(shown, self.rt.did, s.dsp_url, s.name)
+        if known is not None and body[m.CATALOG_DIGEST] == known:
+            body = render.unchanged(self.rt.did, s.dsp_url, s.name, known)
+        return web.json_response(body)
 
     async def dataset(self, request: web.Request) -> web.Response:
         caller, claims = await self.auth.member(request)

@@ -33,7 +33,10 @@ class DatasetIn(Strict):
     id: str | None = Field(None, min_length=1, description="Generated when missing")
     title: str = ""
     description: str = ""
-    keywords: list[str] = Field(default_factory=list)
+    keywords: list[str] = Field(default_factory=list, description="dcat:keyword")
+    themes: list[str] = Field(
+        default_factory=list, description="dcat:theme (a theme IRI or a short label)"
+    )
     media_type: str = "application/octet-stream"
     classification: Literal["general", "important", "core"] = Field(
         "general", description="Data grading: core data is never offered outside its owner"

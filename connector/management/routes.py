@@ -239,6 +239,7 @@ class ManagementApi:
             title=data.title,
             description=data.description,
             keywords=data.keywords,
+            themes=data.themes,
             media_type=data.media_type,
             classification=data.classification,
             source=source,

@@ -18,6 +18,7 @@ from typing import Any
 from connector.policy.decision import Decision, DecisionInput
 from connector.policy.engines import Engine, PolicyBundle, PolicyError
 from connector.policy.odrl import UndecidablePolicy, normalise
+from connector.policy.reads import reads_dataset_identity
 from connector.store.base import Store
 from connector.store.records import DecisionRecord, utcnow
 
@@ -44,6 +45,9 @@ class RegoDecisionPoint:
         self.store = store
         self.opa_bin = opa_bin
         self.version = ""
+        # False when the library reads only a dataset's classification and owner: the
+        # catalog may then share one decision between datasets (connector/policy/reads.py)
+        self.reads_dataset_id = True
         self.loaded_at: str | None = None
         self.last_error: str | None = None
         self._fingerprint: tuple[tuple[str, float, int], ...] = ()
@@ -78,6 +82,7 @@ class RegoDecisionPoint:
             log.error("policy reload refused: %s", exc.detail)
             raise
         self._fingerprint = fingerprint
+        self.reads_dataset_id = reads_dataset_identity(bundle.modules)
         self.version = bundle.version
         self.loaded_at = utcnow()
         self.last_error = None

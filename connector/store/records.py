@@ -19,6 +19,7 @@ class Dataset(BaseModel):
     title: str = ""
     description: str = ""
     keywords: list[str] = Field(default_factory=list)
+    themes: list[str] = Field(default_factory=list)  # dcat:theme, for federated search
     media_type: str = "application/octet-stream"
     source: dict[str, Any]
     offers: list[dict[str, Any]]

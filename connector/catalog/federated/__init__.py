@@ -1,0 +1,1 @@
+"""The federated catalog: crawl the members' DSP catalogs into a local search index."""

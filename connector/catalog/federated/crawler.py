@@ -1,0 +1,170 @@
+"""The crawler: reads every member's DSP catalog, concurrently, into the federated index.
+
+A member that already gave us a catalog is asked with our IfChanged filter and its digest, so
+an unchanged catalog costs the provider its decisions and a short answer, and costs us nothing
+to index. A member that refuses the filter (another implementation) is asked without it.
+One member's failure is recorded on that member and never stops the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from connector.catalog import filters
+from connector.catalog.federated import parse
+from connector.catalog.federated.index import FederatedIndex
+from connector.catalog.federated.members import Member, MemberSource, SourceError
+from connector.dsp import messages as m
+from connector.dsp.client import DspClient
+from connector.errors import PeerError
+from connector.store.records import utcnow
+
+log = logging.getLogger(__name__)
+
+
+class MemberResult(BaseModel):
+    id: str
+    name: str
+    result: str  # changed | unchanged | failed
+    added: int = 0
+    changed: int = 0
+    removed: int = 0
+    error: str | None = None
+    durationMs: float
+
+
+class CrawlSummary(BaseModel):
+    startedAt: str
+    durationMs: float
+    members: int
+    changed: int
+    unchanged: int
+    failed: int
+    datasets: int
+    removedMembers: list[str] = Field(default_factory=list)
+    sourceErrors: list[str] = Field(default_factory=list)
+    results: list[MemberResult] = Field(default_factory=list)
+
+
+class Crawler:
+    def __init__(
+        self,
+        client: DspClient,
+        sources: list[MemberSource],
+        index: FederatedIndex,
+        concurrency: int,
+    ) -> None:
+        self._client = client
+        self._sources = sources
+        self.index = index
+        self._limit = asyncio.Semaphore(concurrency)
+        self._known: dict[str, list[Member]] = {}  # last good list per source
+        self._running: asyncio.Task[CrawlSummary] | None = None
+        self._periodic: asyncio.Task[None] | None = None
+        self.last: CrawlSummary | None = None
+
+    # scheduling ------------------------------------------------------------------------------
+
+    async def crawl(self) -> CrawlSummary:
+        """Crawl now; a caller arriving during a crawl gets that crawl's summary."""
+        if self._running is None or self._running.done():
+            self._running = asyncio.create_task(self._crawl())
+        return await asyncio.shield(self._running)
+
+    def start(self, every_seconds: float) -> None:
+        if every_seconds > 0:
+            self._periodic = asyncio.create_task(self._every(every_seconds))
+
+    async def _every(self, seconds: float) -> None:
+        while True:
+            try:
+                await self.crawl()
+            except Exception:
+                log.exception("federated crawl failed")
+            await asyncio.sleep(seconds)
+
+    async def stop(self) -> None:
+        for task in (self._periodic, self._running):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+
+    # one crawl -------------------------------------------------------------------------------
+
+    async def _members(self) -> tuple[list[Member], list[str]]:
+        errors: list[str] = []
+        for source in self._sources:
+            try:
+                self._known[source.name] = await source.members()
+            except SourceError as exc:
+                errors.append(str(exc))
+                log.warning("member source %s: %s (keeping its last list)", source.name, exc)
+        chosen: dict[str, Member] = {}
+        for source in self._sources:  # later sources (the registry) win over earlier ones
+            for member in self._known.get(source.name, []):
+                chosen[member.did] = member
+        return list(chosen.values()), errors
+
+    async def _crawl(self) -> CrawlSummary:
+        started, t0 = utcnow(), time.perf_counter()
+        members, errors = await self._members()
+        # A source that failed counts with its last good list; one never read yet (a start
+        # while the registry is down) must not empty the index, so nothing is dropped then.
+        never_read = any(source.name not in self._known for source in self._sources)
+        removed = [] if never_read else self.index.drop_members_except({b.did for b in members})
+        for member in members:
+            self.index.upsert_member(member)
+        results = await asyncio.gather(*(self._one(mb) for mb in members))
+        summary = CrawlSummary(
+            startedAt=started,
+            durationMs=round((time.perf_counter() - t0) * 1000, 1),
+            members=len(members),
+            changed=sum(r.result == "changed" for r in results),
+            unchanged=sum(r.result == "unchanged" for r in results),
+            failed=sum(r.result == "failed" for r in results),
+            datasets=self.index.total(),
+            removedMembers=removed,
+            sourceErrors=errors,
+            results=list(results),
+        )
+        self.last = summary
+        return summary
+
+    async def _fetch(self, member: Member, digest: str | None) -> Any:
+        url = member.dsp + "/catalog/request"
+        if digest is not None:
+            msg = m.CatalogRequestMessage(filter=[filters.if_changed(digest)]).dump()
+            try:
+                return (await self._client.call("POST", url, member.did, msg))[1]
+            except PeerError as exc:
+                if exc.http_status != 400:
+                    raise
+                # a provider without our profile refuses the filter: ask for everything
+        msg = m.CatalogRequestMessage().dump()
+        return (await self._client.call("POST", url, member.did, msg))[1]
+
+    async def _one(self, member: Member) -> MemberResult:
+        async with self._limit:
+            t0 = time.perf_counter()
+            result = MemberResult(id=member.did, name=member.name, result="failed", durationMs=0)
+            try:
+                body = await self._fetch(member, self.index.digest(member.did))
+                catalog = parse.read(body)
+                elapsed = (time.perf_counter() - t0) * 1000
+                if catalog.unchanged:
+                    self.index.record_unchanged(member.did, elapsed)
+                    result.result = "unchanged"
+                else:
+                    changes = self.index.apply(member.did, catalog, elapsed)
+                    result = result.model_copy(update={"result": "changed", **changes.model_dump()})
+            except (PeerError, parse.CatalogError) as exc:
+                result.error = str(exc)
+                self.index.record_failure(member.did, str(exc), (time.perf_counter() - t0) * 1000)
+                log.warning("federated catalog: %s (%s): %s", member.name, member.did, exc)
+            result.durationMs = round((time.perf_counter() - t0) * 1000, 1)
+            return result
