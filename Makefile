@@ -51,6 +51,8 @@ policy-test: $(OPA_BIN)
 # throwaway cluster with them, tests/postgres_server.py). Installed only when missing.
 postgresql:
 	@if ! ls /usr/lib/postgresql/*/bin/initdb > /dev/null 2>&1; then \
+	  mkdir -p /etc/postgresql-common/createcluster.d && \
+	  echo "create_main_cluster = false" > /etc/postgresql-common/createcluster.d/tdsc-no-main.conf && \
 	  apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends postgresql; \
 	fi
 

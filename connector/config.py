@@ -195,6 +195,12 @@ class Settings(BaseSettings):
             scheme = urlsplit(self.database_url.get_secret_value()).scheme
             if scheme not in ("postgresql", "postgres"):
                 raise ValueError("database_url must be a postgresql:// URL")
+        if self.authority and self.database_url is not None:
+            # the registry is one SQLite file: replicas would each keep their own
+            raise ValueError(
+                "authority = true runs as one instance on its own registry file: unset"
+                " database_url for the authority (members may use PostgreSQL replicas)"
+            )
         if self.policy_engine == "opa" and not self.opa_url:
             raise ValueError("policy_engine = opa needs opa_url (the OPA server's URL)")
         if (self.tls_cert is None) != (self.tls_key is None):

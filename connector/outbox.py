@@ -151,14 +151,15 @@ class Outbox:
                 log.exception("job %s (%s) failed", job.id, job.kind)
             if retry and attempts < self._rt.settings.retry_max_attempts:
                 delay = self.backoff(attempts)
-                self._rt.store.update_job(
+                if not self._rt.store.update_job(
                     job.id,
                     owner=self.owner,
                     status="pending",
                     attempts=attempts,
                     next_at=time.time() + delay,
                     last_error=error,
-                )
+                ):
+                    return self._lost(job)
                 self._rt.log(
                     job.process_id,
                     "failed",
@@ -167,9 +168,10 @@ class Outbox:
                     status=getattr(exc, "http_status", None),
                 )
             else:
-                self._rt.store.update_job(
+                if not self._rt.store.update_job(
                     job.id, owner=self.owner, status="failed", attempts=attempts, last_error=error
-                )
+                ):
+                    return self._lost(job)
                 why = error if not retry else f"gave up after {attempts} attempts: {error}"
                 try:
                     await give_up(job, why)
@@ -182,3 +184,10 @@ class Outbox:
         finally:
             self._running.pop(job.id, None)
             self._wake.set()
+
+    def _lost(self, job: Job) -> None:
+        """Another replica holds the job now (our lease ran out): its run is the one that
+        counts, so this one neither retries nor gives up (which could end the process)."""
+        log.warning(
+            "job %s (%s): lease lost to another replica; dropping this run", job.id, job.kind
+        )

@@ -4,6 +4,7 @@ server refuses to run as root)."""
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import subprocess
@@ -33,7 +34,8 @@ class PostgresServer:
 
     def __init__(self) -> None:
         self.bin = server_bin()
-        self.root = Path(tempfile.mkdtemp(prefix="tdsc-pg-"))
+        # /tmp, not $TMPDIR: the server's user must traverse every parent directory
+        self.root = Path(tempfile.mkdtemp(prefix="tdsc-pg-", dir="/tmp"))
         self.data = self.root / "data"
         self.port = free_port()
         self.as_postgres = os.geteuid() == 0
@@ -47,14 +49,23 @@ class PostgresServer:
             raise RuntimeError(f"{args[0]} failed: {done.stdout}\n{done.stderr}")
 
     def start(self) -> PostgresServer:
-        if self.as_postgres:
-            shutil.chown(self.root, "postgres", "postgres")
-        self._run("initdb", "-D", str(self.data), "-U", "postgres", "-A", "trust", "-E", "UTF8")
-        options = f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.root} -c fsync=off"
-        self._run(
-            "pg_ctl", "-D", str(self.data), "-l", str(self.root / "server.log"), "-w",
-            "-o", options, "start",
-        )  # fmt: skip
+        # stopped even when pytest ends abnormally (an orphaned server would hold its port)
+        atexit.register(self.stop)
+        try:
+            if self.as_postgres:
+                shutil.chown(self.root, "postgres", "postgres")
+            self._run(
+                "initdb", "-D", str(self.data), "-U", "postgres", "-A", "trust", "-E", "UTF8",
+                "--no-locale",
+            )  # fmt: skip
+            options = f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.root} -c fsync=off"
+            self._run(
+                "pg_ctl", "-D", str(self.data), "-l", str(self.root / "server.log"), "-w",
+                "-o", options, "start",
+            )  # fmt: skip
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     def url(self, database: str = "postgres") -> str:
@@ -70,7 +81,10 @@ class PostgresServer:
         return self.url(name)
 
     def stop(self) -> None:
+        if not self.root.exists():
+            return
         try:
-            self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
+            if (self.data / "postmaster.pid").exists():
+                self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
         finally:
             shutil.rmtree(self.root, ignore_errors=True)

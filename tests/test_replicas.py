@@ -133,7 +133,7 @@ def cluster(tmp_path: Path, database_url: str) -> Iterator[Cluster]:
     balancer = LoadBalancer()
     window = str(1024 * 1024)
     nodes = replicas(
-        tmp_path, database_url, balancer, job_lease_seconds="2", metering_window_bytes=window
+        tmp_path, database_url, balancer, job_lease_seconds="4", metering_window_bytes=window
     )
     for node in nodes:
         node.start()

@@ -477,6 +477,45 @@ def test_a_locked_process_waits_for_the_other_replica(
     assert seen == ["AGREED"]
 
 
+def test_a_receipt_committed_by_one_replica_is_seen_by_the_others_overdue_check(
+    two: tuple[PostgresStore, PostgresStore],
+) -> None:
+    """The overdue check re-reads the duty under its row lock: a receipt committed meanwhile
+    wins instead of being overwritten by a stale 'pending'."""
+    a, b = two
+    a.put_deletion(duty("d1", due_at=50.0, role="provider"))
+    seen: list[str] = []
+    with a.transaction():
+        assert (a.lock_deletion("d1") or duty("x")).state == "pending"
+
+        def other() -> None:
+            with b.transaction():
+                seen.append((b.lock_deletion("d1") or duty("x")).state)
+
+        thread = threading.Thread(target=other)
+        thread.start()
+        thread.join(0.5)
+        assert seen == []  # blocked by the row lock
+        a.update_deletion("d1", state="fulfilled")
+    thread.join(10)
+    assert seen == ["fulfilled"]
+
+
+def test_a_second_start_runs_no_schema_statements(database_url: str) -> None:
+    """Replicas restarting on an up-to-date schema take no table locks (schema_meta)."""
+    PostgresStore(database_url).close()
+    import psycopg
+
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("alter table negotiations add column probe text")
+    PostgresStore(database_url).close()  # same DDL fingerprint: the probe column stays
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        cols = [r[0] for r in conn.execute(
+            "select column_name from information_schema.columns where table_name = 'negotiations'"
+        )]  # fmt: skip
+    assert "probe" in cols and "counterparty_credentials" in cols
+
+
 def test_schema_created_by_replicas_starting_at_once(database_url: str) -> None:
     stores: list[PostgresStore] = []
     errors: list[BaseException] = []

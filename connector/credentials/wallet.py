@@ -53,7 +53,7 @@ class Wallet:
 
     def _save(self) -> None:
         self._path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self._path.with_suffix(".tmp")
+        tmp = self._path.with_suffix(f".{os.getpid()}.tmp")  # replicas may share the volume
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as fh:
             json.dump({"credentials": self._tokens}, fh)

@@ -7,6 +7,7 @@ row locks (`lock_negotiation`, job claims with FOR UPDATE SKIP LOCKED) and advis
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -135,6 +136,10 @@ def _schema() -> list[str]:
     return ddl
 
 
+class DatabaseDown(RuntimeError):
+    """The shared database went away while running (start-up failures are StoreUnavailable)."""
+
+
 class PostgresStore:
     shared = True
 
@@ -146,19 +151,38 @@ class PostgresStore:
         self._migrate()
 
     def _migrate(self) -> None:
-        """Create or extend the schema; replicas starting at once take turns (advisory lock)."""
+        """Create or extend the schema; replicas starting at once take turns (advisory lock).
+
+        The DDL runs only when it differs from what the database last ran: `alter table`
+        locks the table exclusively even when nothing changes, which would stall the running
+        replicas at every rolling restart."""
+        ddl = _schema()
+        fingerprint = hashlib.sha256("\n".join(ddl).encode()).hexdigest()
         try:
             with self.transaction():
                 self._run("select pg_advisory_xact_lock(%s, 0)", [LOCK_SCHEMA])
-                for statement in _schema():
+                self._run("create table if not exists schema_meta (id int primary key, ddl text)")
+                row = self._query("select ddl from schema_meta where id = 1")
+                if row and row[0]["ddl"] == fingerprint:
+                    return
+                for statement in ddl:
                     self._run(statement)
+                self._run(
+                    "insert into schema_meta (id, ddl) values (1, %s)"
+                    " on conflict (id) do update set ddl = excluded.ddl",
+                    [fingerprint],
+                )
         except psycopg.Error as exc:
             raise StoreUnavailable(f"database_url: cannot create the schema: {exc}") from exc
 
     def _live(self) -> Connection:
         """The connection; a broken one is replaced between transactions."""
         if (self._conn.closed or self._conn.broken) and self._depth == 0:
-            self._conn = connect(self._url)
+            try:
+                self._conn = connect(self._url)
+            except StoreUnavailable as exc:
+                # not a ConnectorError: peers get a bare 500, never the database's address
+                raise DatabaseDown("the database is unavailable") from exc
         return self._conn
 
     def _query(self, sql: str, args: Sequence[Any] = ()) -> list[Row]:
@@ -542,6 +566,9 @@ class PostgresStore:
 
     def get_deletion(self, duty_id: str) -> DeletionDuty | None:
         return self._get("deletion_duties", DeletionDuty, duty_id)
+
+    def lock_deletion(self, duty_id: str) -> DeletionDuty | None:
+        return self._get("deletion_duties", DeletionDuty, duty_id, lock=True)
 
     def update_deletion(self, duty_id: str, **fields: Any) -> DeletionDuty:
         return self._update("deletion_duties", DeletionDuty, duty_id, fields)

@@ -496,6 +496,9 @@ class SqliteStore:
     def get_deletion(self, duty_id: str) -> DeletionDuty | None:
         return self._get("deletion_duties", DeletionDuty, duty_id)
 
+    def lock_deletion(self, duty_id: str) -> DeletionDuty | None:
+        return self.get_deletion(duty_id)  # BEGIN IMMEDIATE already keeps other writers out
+
     def update_deletion(self, duty_id: str, **fields: Any) -> DeletionDuty:
         return self._update("deletion_duties", DeletionDuty, duty_id, fields)
 

@@ -75,8 +75,12 @@ class ProviderDeletions:
                 f" was due for deletion by {duty.deadline}; no receipt has arrived"
             )
             with self.rt.store.transaction():
+                # re-read under the lock: a receipt another replica just committed wins
+                fresh = self.rt.store.lock_deletion(duty.id)
+                if fresh is None or fresh.state != "pending":
+                    continue
                 duty = self.rt.store.update_deletion(
-                    duty.id, state="overdue", notes=[*duty.notes, f"{utcnow()}: {why}"]
+                    duty.id, state="overdue", notes=[*fresh.notes, f"{utcnow()}: {why}"]
                 )
                 self.rt.log(duty.id, "note", "deletion", detail=why)
             log.warning(why)
@@ -125,13 +129,16 @@ class ProviderDeletions:
             f"delete by {record['deadline']}: the consumer's signed schedule ({record['fixed_by']})"
         )
         with self.rt.store.transaction():
+            fresh = self.rt.store.lock_deletion(duty.id)
+            if fresh is None or fresh.state == "fulfilled":
+                return fresh or duty
             duty = self.rt.store.update_deletion(
                 duty.id,
                 deadline=format_time(due),
                 due_at=due,
                 fixed_by=f"consumer: {record['fixed_by']}",
-                state=state,
-                notes=[*duty.notes, note],
+                state=state if state == "pending" else fresh.state,
+                notes=[*fresh.notes, note],
             )
             self.rt.log(duty.id, "received", "DeletionSchedule", detail=note, body=body)
         return duty
@@ -164,13 +171,14 @@ class ProviderDeletions:
         what = "; ".join(f"{d.get('file')} sha256 {d.get('sha256')}" for d in deleted) or "no copy"
         note = f"fulfilled{late}: deleted {what} at {receipt['deleted_at']}: {receipt['reason']}"
         with self.rt.store.transaction():
+            fresh = self.rt.store.lock_deletion(duty.id) or duty
             duty = self.rt.store.update_deletion(
                 duty.id,
                 state="fulfilled",
                 receipt=receipt,
                 signature=body["signature"],
                 fulfilled_at=receipt["deleted_at"],
-                notes=[*duty.notes, note],
+                notes=[*fresh.notes, note],
             )
             self.rt.log(duty.id, "received", "DeletionReceipt", detail=note, body=body)
         log.info("deletion receipt for %s verified: %s", duty.id, note)
