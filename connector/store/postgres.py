@@ -24,16 +24,15 @@ from connector.errors import NotFound
 from connector.metering.records import MeteringEntry
 from connector.store.base import Duplicate, StoreUnavailable
 from connector.store.records import (
-    Agreement,
     Dataset,
     DecisionRecord,
     Job,
-    Negotiation,
     TimelineEntry,
     Transfer,
     utcnow,
 )
 from connector.store.rows import TABLES, column_type, encode, from_row, to_row
+from connector.store.tables import RecordTables
 from connector.usage.records import DeletionDuty, UseEntry, UseSummary
 
 M = TypeVar("M", bound=BaseModel)
@@ -140,7 +139,7 @@ class DatabaseDown(RuntimeError):
     """The shared database went away while running (start-up failures are StoreUnavailable)."""
 
 
-class PostgresStore:
+class PostgresStore(RecordTables):
     shared = True
 
     def __init__(self, url: str) -> None:
@@ -269,71 +268,13 @@ class PostgresStore:
 
     # datasets --------------------------------------------------------------------------------
 
-    def put_dataset(self, dataset: Dataset) -> None:
-        self._insert("datasets", dataset, replace=True)
-
-    def get_dataset(self, dataset_id: str) -> Dataset | None:
-        return self._get("datasets", Dataset, dataset_id)
-
     def list_datasets(self) -> list[Dataset]:
         return [from_row(Dataset, r) for r in self._query("select * from datasets order by id")]
 
     def delete_dataset(self, dataset_id: str) -> bool:
         return self._run("delete from datasets where id = %s", [dataset_id]) > 0
 
-    # negotiations ----------------------------------------------------------------------------
-
-    def insert_negotiation(self, record: Negotiation) -> None:
-        self._insert("negotiations", record)
-
-    def get_negotiation(self, pid: str) -> Negotiation | None:
-        return self._get("negotiations", Negotiation, pid)
-
-    def lock_negotiation(self, pid: str) -> Negotiation | None:
-        return self._get("negotiations", Negotiation, pid, lock=True)
-
-    def find_negotiation(self, **match: str) -> Negotiation | None:
-        return self._find("negotiations", Negotiation, match)
-
-    def update_negotiation(self, pid: str, **fields: Any) -> Negotiation:
-        return self._update("negotiations", Negotiation, pid, fields)
-
-    def list_negotiations(self, limit: int = 100, offset: int = 0) -> list[Negotiation]:
-        return self._list("negotiations", Negotiation, limit, offset)
-
-    # agreements ------------------------------------------------------------------------------
-
-    def put_agreement(self, record: Agreement) -> None:
-        self._insert("agreements", record, replace=True)
-
-    def get_agreement(self, agreement_id: str) -> Agreement | None:
-        return self._get("agreements", Agreement, agreement_id)
-
-    def list_agreements(self, limit: int = 100, offset: int = 0) -> list[Agreement]:
-        return self._list("agreements", Agreement, limit, offset)
-
-    def update_agreement(self, agreement_id: str, **fields: Any) -> Agreement:
-        return self._update("agreements", Agreement, agreement_id, fields)
-
-    # transfers -------------------------------------------------------------------------------
-
-    def insert_transfer(self, record: Transfer) -> None:
-        self._insert("transfers", record)
-
-    def get_transfer(self, pid: str) -> Transfer | None:
-        return self._get("transfers", Transfer, pid)
-
-    def lock_transfer(self, pid: str) -> Transfer | None:
-        return self._get("transfers", Transfer, pid, lock=True)
-
-    def find_transfer(self, **match: str) -> Transfer | None:
-        return self._find("transfers", Transfer, match)
-
-    def update_transfer(self, pid: str, **fields: Any) -> Transfer:
-        return self._update("transfers", Transfer, pid, fields)
-
-    def list_transfers(self, limit: int = 100, offset: int = 0) -> list[Transfer]:
-        return self._list("transfers", Transfer, limit, offset)
+    # (the per-table record methods: connector/store/tables.py)
 
     def agreement_transfers(self, agreement_id: str, role: str) -> list[Transfer]:
         rows = self._query(
@@ -560,18 +501,6 @@ class PostgresStore:
         )
 
     # deletion duties ---------------------------------------------------------------------------
-
-    def put_deletion(self, duty: DeletionDuty) -> None:
-        self._insert("deletion_duties", duty, replace=True)
-
-    def get_deletion(self, duty_id: str) -> DeletionDuty | None:
-        return self._get("deletion_duties", DeletionDuty, duty_id)
-
-    def lock_deletion(self, duty_id: str) -> DeletionDuty | None:
-        return self._get("deletion_duties", DeletionDuty, duty_id, lock=True)
-
-    def update_deletion(self, duty_id: str, **fields: Any) -> DeletionDuty:
-        return self._update("deletion_duties", DeletionDuty, duty_id, fields)
 
     def list_deletions(
         self,

@@ -1,0 +1,112 @@
+"""The per-table record methods both stores share, written once over five primitives.
+
+Each store implements `_insert/_get/_find/_list/_update` for its database; what a negotiation,
+agreement, transfer, dataset or deletion duty maps to is the same for both.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
+
+from connector.store.records import Agreement, Dataset, Negotiation, Transfer
+from connector.usage.records import DeletionDuty
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class RecordTables:
+    # primitives, per store ----------------------------------------------------------------------
+
+    def _insert(self, table: str, record: BaseModel, *, replace: bool = False) -> None:
+        raise NotImplementedError
+
+    def _get(self, table: str, model: type[M], key: str, *, lock: bool = False) -> M | None:
+        """With `lock`, inside a transaction: kept from other writers until commit."""
+        raise NotImplementedError
+
+    def _find(self, table: str, model: type[M], match: dict[str, str]) -> M | None:
+        raise NotImplementedError
+
+    def _list(self, table: str, model: type[M], limit: int, offset: int) -> list[M]:
+        raise NotImplementedError
+
+    def _update(self, table: str, model: type[M], key: str, fields: dict[str, Any]) -> M:
+        raise NotImplementedError
+
+    # datasets -----------------------------------------------------------------------------------
+
+    def put_dataset(self, dataset: Dataset) -> None:
+        self._insert("datasets", dataset, replace=True)
+
+    def get_dataset(self, dataset_id: str) -> Dataset | None:
+        return self._get("datasets", Dataset, dataset_id)
+
+    # negotiations -------------------------------------------------------------------------------
+
+    def insert_negotiation(self, record: Negotiation) -> None:
+        self._insert("negotiations", record)
+
+    def get_negotiation(self, pid: str) -> Negotiation | None:
+        return self._get("negotiations", Negotiation, pid)
+
+    def lock_negotiation(self, pid: str) -> Negotiation | None:
+        return self._get("negotiations", Negotiation, pid, lock=True)
+
+    def find_negotiation(self, **match: str) -> Negotiation | None:
+        return self._find("negotiations", Negotiation, match)
+
+    def update_negotiation(self, pid: str, **fields: Any) -> Negotiation:
+        return self._update("negotiations", Negotiation, pid, fields)
+
+    def list_negotiations(self, limit: int = 100, offset: int = 0) -> list[Negotiation]:
+        return self._list("negotiations", Negotiation, limit, offset)
+
+    # agreements ---------------------------------------------------------------------------------
+
+    def put_agreement(self, record: Agreement) -> None:
+        self._insert("agreements", record, replace=True)
+
+    def get_agreement(self, agreement_id: str) -> Agreement | None:
+        return self._get("agreements", Agreement, agreement_id)
+
+    def list_agreements(self, limit: int = 100, offset: int = 0) -> list[Agreement]:
+        return self._list("agreements", Agreement, limit, offset)
+
+    def update_agreement(self, agreement_id: str, **fields: Any) -> Agreement:
+        return self._update("agreements", Agreement, agreement_id, fields)
+
+    # transfers ----------------------------------------------------------------------------------
+
+    def insert_transfer(self, record: Transfer) -> None:
+        self._insert("transfers", record)
+
+    def get_transfer(self, pid: str) -> Transfer | None:
+        return self._get("transfers", Transfer, pid)
+
+    def lock_transfer(self, pid: str) -> Transfer | None:
+        return self._get("transfers", Transfer, pid, lock=True)
+
+    def find_transfer(self, **match: str) -> Transfer | None:
+        return self._find("transfers", Transfer, match)
+
+    def update_transfer(self, pid: str, **fields: Any) -> Transfer:
+        return self._update("transfers", Transfer, pid, fields)
+
+    def list_transfers(self, limit: int = 100, offset: int = 0) -> list[Transfer]:
+        return self._list("transfers", Transfer, limit, offset)
+
+    # deletion duties ----------------------------------------------------------------------------
+
+    def put_deletion(self, duty: DeletionDuty) -> None:
+        self._insert("deletion_duties", duty, replace=True)
+
+    def get_deletion(self, duty_id: str) -> DeletionDuty | None:
+        return self._get("deletion_duties", DeletionDuty, duty_id)
+
+    def lock_deletion(self, duty_id: str) -> DeletionDuty | None:
+        return self._get("deletion_duties", DeletionDuty, duty_id, lock=True)
+
+    def update_deletion(self, duty_id: str, **fields: Any) -> DeletionDuty:
+        return self._update("deletion_duties", DeletionDuty, duty_id, fields)
