@@ -121,7 +121,7 @@ class Connector:
         )
         auth = Authenticator(rt.verifier, static, credentials, s.require_membership)
         self.auth = auth
-        holder = Holder(rt, Wallet(s.wallet_path))
+        holder = Holder(rt, Wallet(s.wallet_path), client)
         self.holder = holder
         authority = Authority(rt, auth, Registry(s.registry_path)) if s.authority else None
         self.authority = authority

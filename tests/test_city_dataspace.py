@@ -226,3 +226,59 @@ def test_cli_onboards_lists_and_revokes(space: Space, tmp_path: Path) -> None:
     assert done.returncode == 0 and '"status": "revoked"' in done.stdout
     bad = cli("authority", "revoke", "did:web:nobody", env=env)
     assert bad.returncode != 0 and "not a participant" in bad.stderr
+
+
+def test_credentials_are_renewed_before_they_expire(space: Space) -> None:
+    hana = space.member("hana", valid_seconds=3)
+    first = hana.api.get("/api/v1/credentials")[0]["expiresAt"]
+    # at 80% of the validity the holder asks the authority again
+    renewed = wait_for(
+        "a renewed credential",
+        lambda: [c for c in hana.api.get("/api/v1/credentials") if c["expiresAt"] > first],
+        timeout=10,
+    )
+    assert not renewed[0]["expired"]
+    hana.api.post("/api/v1/catalog/request", {"counterPartyAddress": space.provider.dsp})
+
+
+def test_requesting_credentials_without_an_authority_is_a_clear_error(space: Space) -> None:
+    ivan = ConnectorProcess(space.root, "ivan").start()
+    space.nodes.append(ivan)
+    with pytest.raises(ApiError) as info:
+        ivan.api.post("/api/v1/credentials/request", {})
+    assert info.value.status == 400 and "no issuer_url is configured" in str(info.value)
+
+
+def test_the_registry_is_crawled_by_members_and_closed_to_revoked_ones(space: Space) -> None:
+    """A member's federated catalog reads the authority's registry with its own token."""
+    jan = ConnectorProcess(space.root, "jan")
+    p = space.provider
+    space.authority.api.post(
+        "/api/v1/authority/participants",
+        {"id": p.did, "name": "provider", "organisation": "Provider AG", "dspEndpoint": p.dsp},
+    )
+    space.authority.api.post(
+        "/api/v1/authority/participants",
+        {"id": jan.did, "name": "jan", "organisation": "Jan KG", "dspEndpoint": jan.dsp},
+    )
+    jan.set(
+        issuer_url=space.authority.base_url,
+        federated_catalog="true",
+        federated_crawl_seconds="0",
+        registry_url=space.authority.base_url + "/authority/v1/participants",
+    )
+    jan.start()
+    space.nodes.append(jan)
+    wait_for("jan's credentials", lambda: jan.api.get("/api/v1/credentials"))
+    summary = jan.api.post("/api/v1/federated-catalog/crawl", {})
+    assert summary["sourceErrors"] == []
+    hits = jan.api.get("/api/v1/federated-catalog/datasets?q=stops")["hits"]
+    assert [(h["datasetId"], h["member"]["id"]) for h in hits] == [
+        ("open-data", space.provider.did)
+    ]
+    path = f"/api/v1/authority/participants/{quote(jan.did, safe='')}/revoke"
+    space.authority.api.post(path, {"reason": "test"})
+    summary = jan.api.post("/api/v1/federated-catalog/crawl", {})
+    assert any(
+        "only active participants may read the registry" in e for e in summary["sourceErrors"]
+    )

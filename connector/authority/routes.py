@@ -13,6 +13,7 @@ from connector.authority.issuer import STATUS_PATH, Issuer
 from connector.authority.registry import Participant, Registry
 from connector.dsp.auth import Authenticator
 from connector.errors import BadRequest, Forbidden, Unauthorized
+from connector.identity.did import service_endpoint
 from connector.management.routes import Handler, Route, body_of, optional_body
 from connector.runtime import Runtime
 
@@ -153,9 +154,9 @@ class Authority:
             document = await self.rt.resolver.resolve(did)
         except Unauthorized as exc:
             raise BadRequest(f"give dspEndpoint, or make {did} resolvable: {exc.detail}") from exc
-        for service in document.get("service", []):
-            if isinstance(service, dict) and service.get("type") == "DataService":
-                return str(service.get("serviceEndpoint"))
+        endpoint = service_endpoint(document, "DataService")
+        if endpoint is not None:
+            return endpoint
         raise BadRequest(f"the DID document of {did} names no DataService; give dspEndpoint")
 
     async def list_participants(self, request: web.Request) -> web.Response:

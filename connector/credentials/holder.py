@@ -7,9 +7,7 @@ import contextlib
 import json
 import logging
 import time
-from typing import Any
 
-import aiohttp
 from aiohttp import web
 
 from connector.credentials import access
@@ -23,6 +21,7 @@ from connector.credentials.jwt_vc import (
     sign_presentation,
 )
 from connector.credentials.wallet import Wallet
+from connector.dsp.client import DspClient
 from connector.errors import BadRequest, PeerError, Unauthorized
 from connector.identity.did import did_from_url
 from connector.runtime import Runtime
@@ -34,9 +33,10 @@ ISSUANCE_PATH = "/authority/v1/credentials"
 
 
 class Holder:
-    def __init__(self, rt: Runtime, wallet: Wallet) -> None:
+    def __init__(self, rt: Runtime, wallet: Wallet, client: DspClient) -> None:
         self.rt = rt
         self.wallet = wallet
+        self.client = client  # signs with our self-issued token, classifies errors
         self._task: asyncio.Task[None] | None = None
 
     # presenting --------------------------------------------------------------------------------
@@ -88,23 +88,15 @@ class Holder:
             "holderPid": self.rt.did,
             "credentials": [{"credentialType": "MembershipCredential", "format": "vc1_0_jwt"}],
         }
-        headers = {"Authorization": self.rt.issuer.issue(issuer)}
         try:
-            async with self.rt.session.post(
-                url, json=message, headers=headers, timeout=aiohttp.ClientTimeout(total=30)
-            ) as resp:
-                answer: Any = await resp.json(content_type=None)
-                if resp.status != 200:
-                    reason = answer.get("detail") if isinstance(answer, dict) else answer
-                    raise PeerError(
-                        f"authority {issuer} refused to issue credentials (HTTP {resp.status}):"
-                        f" {reason}",
-                        http_status=resp.status,
-                        body=answer,
-                        retry=resp.status >= 500,
-                    )
-        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-            raise PeerError(f"authority at {url} cannot be reached: {exc!r}", retry=True) from exc
+            _, answer = await self.client.call("POST", url, issuer, message)
+        except PeerError as exc:
+            raise PeerError(
+                f"authority {issuer} refused to issue credentials: {exc}",
+                http_status=exc.http_status,
+                body=exc.body,
+                retry=exc.retry,
+            ) from exc
         items = answer.get("credentials") if isinstance(answer, dict) else None
         if not isinstance(items, list):
             raise PeerError(f"authority {issuer} answered without credentials", retry=False)

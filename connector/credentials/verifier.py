@@ -26,18 +26,10 @@ from connector.credentials.jwt_vc import (
     read_presentation,
 )
 from connector.errors import ConnectorError
-from connector.identity.did import DidResolver
+from connector.identity.did import DidResolver, service_endpoint
 
 TIMEOUT = aiohttp.ClientTimeout(total=10)
 SCOPES = [f"{SCOPE_PREFIX}{MEMBERSHIP}:read", f"{SCOPE_PREFIX}{ROLE}:read"]
-
-
-def credential_service(document: dict[str, Any]) -> str | None:
-    for service in document.get("service", []):
-        if isinstance(service, dict) and service.get("type") == "CredentialService":
-            endpoint = service.get("serviceEndpoint")
-            return endpoint if isinstance(endpoint, str) else None
-    return None
 
 
 def claims_of(valid: list[Credential], problems: list[str]) -> dict[str, Any]:
@@ -117,7 +109,7 @@ class CredentialVerifier:
         return claims_of(valid, problems)
 
     async def _presentation(self, caller: str, access_token: str) -> list[str]:
-        endpoint = credential_service(await self._resolver.resolve(caller))
+        endpoint = service_endpoint(await self._resolver.resolve(caller), "CredentialService")
         if endpoint is None:
             raise CredentialError(f"the DID document of {caller} names no CredentialService")
         query = {"@context": [DCP_CONTEXT], "type": "PresentationQueryMessage", "scope": SCOPES}

@@ -65,6 +65,15 @@ def build_document(did: str, keys: KeyPair, dsp_url: str, credential_url: str) -
     }
 
 
+def service_endpoint(document: dict[str, Any], kind: str) -> str | None:
+    """The endpoint of the document's first service of type `kind` (DataService, ...)."""
+    for service in document.get("service", []):
+        if isinstance(service, dict) and service.get("type") == kind:
+            endpoint = service.get("serviceEndpoint")
+            return endpoint if isinstance(endpoint, str) else None
+    return None
+
+
 def verification_key(document: dict[str, Any], kid: str) -> Ed25519PublicKey:
     """The Ed25519 key of `kid`, which must be allowed for capability invocation."""
     did = document.get("id")
