@@ -20,6 +20,7 @@ from connector.credentials.api import CredentialsApi
 from connector.credentials.holder import Holder
 from connector.credentials.verifier import CredentialVerifier
 from connector.credentials.wallet import Wallet
+from connector.dataplane import streams
 from connector.dataplane.routes import DataPlaneRoutes
 from connector.dsp import messages as m
 from connector.dsp.auth import Authenticator
@@ -113,6 +114,7 @@ class Connector:
         self.usage = usage
         # deletion deadlines that passed while we were stopped: before anything is served
         await usage.catch_up()
+        streams.sweep_parts(rt)
         # TCK mode (conformance testing, loopback only; see connector/tck): off by default.
         tck_auth = s.tck_authorization.get_secret_value() if s.tck_authorization else ""
         static = tck.static_callers(tck_auth) if s.tck_mode else None

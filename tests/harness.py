@@ -196,3 +196,14 @@ def entries(record: dict[str, Any], direction: str, message_type: str) -> list[d
         for e in record["timeline"]
         if e["direction"] == direction and e["message_type"] == message_type
     ]
+
+
+def received_files(consumer: ConnectorProcess, cid: str) -> list[Path]:
+    """The consumer's copy of a transfer and any push still being received beside it."""
+    path = consumer.dir / "received" / f"{cid.rsplit(':', 1)[-1]}.bin"
+    return [p for p in (path, *path.parent.glob(path.name + ".*.part")) if p.exists()]
+
+
+def received_size(consumer: ConnectorProcess, cid: str) -> int:
+    """Bytes received so far (the largest of the copy and a push under way)."""
+    return max((p.stat().st_size for p in received_files(consumer, cid)), default=0)

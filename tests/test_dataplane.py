@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -104,3 +106,18 @@ def test_openapi_document_is_valid_and_lists_routes(provider: ConnectorProcess) 
     validate(doc)
     assert "/api/v1/negotiations/{id}" in doc["paths"]
     assert "requestBody" in doc["paths"]["/api/v1/transfers"]["post"]
+
+
+def test_a_push_left_behind_by_a_crash_is_removed_at_start(consumer: ConnectorProcess) -> None:
+    """A push stopped by a crash leaves its staged file; the next start removes it once it
+    has not grown for ten minutes, and leaves a recent one (another push may still write it)."""
+    consumer.stop()
+    received = consumer.dir / "received"
+    received.mkdir(exist_ok=True)
+    stale, recent = received / "a.bin.1.part", received / "b.bin.2.part"
+    for part in (stale, recent):
+        part.write_bytes(b"x" * 1000)
+    old = time.time() - 3600
+    os.utime(stale, (old, old))
+    consumer.start()
+    assert not stale.exists() and recent.exists()

@@ -16,7 +16,15 @@ from typing import Any
 
 import pytest
 
-from tests.harness import ConnectorProcess, cli, negotiate, wait_for
+from tests.harness import (
+    ConnectorProcess,
+    cli,
+    entries,
+    negotiate,
+    received_files,
+    received_size,
+    wait_for,
+)
 
 MIB = 1024 * 1024
 SIZE = 3 * MIB + 17  # three full 1 MiB windows and a short one
@@ -271,9 +279,9 @@ def test_a_window_that_does_not_match_is_refused_and_ends_the_transfer(
     provider, consumer = nodes
     agreement_id = agree_slow(provider, consumer, slow)
     tp = transfer(consumer, agreement_id, fmt)
-    path = received(consumer, tp["id"])
     # (before the first window is complete: the consumer checks windows while it downloads)
-    wait_for("data to arrive", lambda: path.exists() and path.stat().st_size > 256 * 1024)
+    wait_for("data to arrive", lambda: received_size(consumer, tp["id"]) > 256 * 1024)
+    [path] = received_files(consumer, tp["id"])  # a push is received beside the copy
     with path.open("r+b") as fh:  # the consumer's copy goes bad (disk, memory, a middlebox)
         fh.seek(100)
         fh.write(b"\x00" if slow.data[100] else b"\x01")
@@ -440,3 +448,46 @@ def test_metering_and_billing_endpoints_refuse_bad_input(
         reply = http("GET", address["endpoint"], headers={"Authorization": f"Bearer {token}",
                                                           "Range": bad})  # fmt: skip
         assert_problem(reply, 416, "bytes=N-")
+
+
+def _cut_push(url: str, token: str, sent: bytes, announced: int) -> None:
+    """Send a push whose connection drops after `sent` of `announced` bytes."""
+    import socket
+    from urllib.parse import urlsplit
+
+    where = urlsplit(url)
+    head = (
+        f"POST {where.path} HTTP/1.1\r\nHost: {where.netloc}\r\n"
+        f"Authorization: Bearer {token}\r\nContent-Type: application/octet-stream\r\n"
+        f"Content-Length: {announced}\r\n\r\n"
+    )
+    with socket.create_connection((where.hostname or "127.0.0.1", where.port or 80)) as sock:
+        sock.sendall(head.encode() + sent)
+
+
+def test_a_second_push_that_breaks_off_leaves_the_first_intact(
+    nodes: tuple[ConnectorProcess, ConnectorProcess], slow: SlowSource, data: bytes
+) -> None:
+    """A push may arrive twice (a replica handing a running push to another): the copy being
+    received, checked and metered is never truncated by the other delivery."""
+    provider, consumer = nodes
+    agreement_id = agree_slow(provider, consumer, slow)
+    tp = transfer(consumer, agreement_id, "HttpData-PUSH")
+    pid = consumer.api.wait_state("transfers", tp["id"], {"STARTED"}, timeout=30)["provider_pid"]
+    address = provider.api.get(f"/api/v1/transfers/{pid}")["data_address"]
+    token = next(p["value"] for p in address["endpointProperties"] if p["name"] == "authorization")
+    target = received(consumer, tp["id"])
+    wait_for(
+        "the first push to write",
+        lambda: any(path.stat().st_size > 0 for path in target.parent.glob(target.name + "*")),
+    )
+    _cut_push(address["endpoint"], token, os.urandom(MIB), SIZE)
+
+    done = consumer.api.wait_state("transfers", tp["id"], {"COMPLETED"}, timeout=30)
+    assert done["sha256"] == hashlib.sha256(data).hexdigest()
+    assert received(consumer, tp["id"]).read_bytes() == data
+    assert not list(received(consumer, tp["id"]).parent.glob("*.part"))
+    broken = [e["detail"] for e in entries(done, "failed", "push")]
+    assert len(broken) == 1 and "interrupted after" in broken[0], broken
+    chain = consumer.api.get(f"/api/v1/agreements/{agreement_id}/metering")["chain"]
+    assert chain and all(line["receipt"] for line in chain)

@@ -16,7 +16,17 @@ from typing import Any
 import pytest
 
 from connector.mgmt_client import ApiError
-from tests.harness import ConnectorProcess, cli, entries, free_port, negotiate, state_of, wait_for
+from tests.harness import (
+    ConnectorProcess,
+    cli,
+    entries,
+    free_port,
+    negotiate,
+    received_files,
+    received_size,
+    state_of,
+    wait_for,
+)
 
 USE = {"action": "use"}
 PURPOSE = {
@@ -412,11 +422,6 @@ def trickle() -> Iterator[Trickle]:
     source.close()
 
 
-def received_size(consumer: ConnectorProcess, cid: str) -> int:
-    path = consumer.dir / "received" / f"{cid.rsplit(':', 1)[-1]}.bin"
-    return path.stat().st_size if path.exists() else 0
-
-
 def flowing(consumer: ConnectorProcess, cid: str, trickle: Trickle, requests: int) -> None:
     """Wait until the `requests`-th upstream request is being served and bytes arrive."""
     wait_for("the upstream to be read", lambda: trickle.requests == requests and trickle.active)
@@ -435,6 +440,10 @@ def stopped(
             f"{node.name}'s data job to end",
             lambda n=node, t=tid: n.api.get(f"/api/v1/transfers/{t}")["pending"] == [],
         )
+    wait_for(
+        "the consumer to let go of a broken push",
+        lambda: not [p for p in received_files(consumer, cid) if p.suffix == ".part"],
+    )
     before = received_size(consumer, cid)
     time.sleep(0.3)
     assert received_size(consumer, cid) == before

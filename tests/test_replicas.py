@@ -23,7 +23,15 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.harness import ConnectorProcess, cli, entries, negotiate, state_of, wait_for
+from tests.harness import (
+    ConnectorProcess,
+    cli,
+    entries,
+    negotiate,
+    received_size,
+    state_of,
+    wait_for,
+)
 from tests.test_observability import metrics
 
 BIG = 200 * 1024 * 1024
@@ -169,11 +177,6 @@ def file_sha256(path: Path) -> str:
         while chunk := fh.read(4 * 1024 * 1024):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def received_size(consumer: ConnectorProcess, cid: str) -> int:
-    path = consumer.dir / "received" / f"{cid.rsplit(':', 1)[-1]}.bin"
-    return path.stat().st_size if path.exists() else 0
 
 
 def verify_chain_offline(

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from tests.harness import ConnectorProcess, entries, negotiate, state_of, wait_for
+from tests.harness import ConnectorProcess, entries, negotiate, received_size, state_of, wait_for
 
 FAST_RETRY = {"retry_base_seconds": "0.2", "retry_max_seconds": "1"}
 USE = {"action": "use"}
@@ -299,11 +299,6 @@ def big_file(tmp_path: Path) -> tuple[Path, str]:
         while chunk := fh.read(4 * 1024 * 1024):
             digest.update(chunk)
     return path, digest.hexdigest()
-
-
-def received_size(consumer: ConnectorProcess, cid: str) -> int:
-    path = consumer.dir / "received" / f"{cid.rsplit(':', 1)[-1]}.bin"
-    return path.stat().st_size if path.exists() else 0
 
 
 def file_sha256(path: Path) -> str:

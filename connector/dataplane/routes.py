@@ -146,17 +146,23 @@ class DataPlaneRoutes:
         tokens.verify(self.rt.keys, self.rt.did, request.headers.get("Authorization"), pid)
         if tp.state not in (TP.STARTED, TP.REQUESTED):
             raise BadRequest(f"transfer is {tp.state}; data is not accepted")
-        writer = streams.HashingWriter(streams.received_path(self.rt, pid))
+        writer = streams.HashingWriter(streams.received_path(self.rt, pid), staged=True)
         try:
             async for chunk in request.content.iter_chunked(self.rt.settings.chunk_size):
                 writer.write(chunk)
         except ConnectionError as exc:
+            writer.close()
+            writer.discard()
             self.rt.log(
                 pid, "failed", "push", detail=f"interrupted after {writer.size} bytes: {exc!r}"
             )
             raise BadRequest(f"push interrupted after {writer.size} bytes") from exc
-        finally:
-            digest = writer.close()
+        except BaseException:
+            writer.close()
+            writer.discard()
+            raise
+        digest = writer.close()
+        writer.commit()
         with self.rt.store.transaction():
             tp = self.rt.store.update_transfer(
                 pid, bytes=writer.size, sha256=digest, path=str(writer.path)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -77,6 +79,19 @@ def received_path(rt: Runtime, transfer_id: str) -> Path:
     return rt.settings.data_dir / "received" / f"{safe}.bin"
 
 
+def sweep_parts(rt: Runtime, older_than: float = 600.0) -> int:
+    """Remove pushes that stopped arriving long ago (a crash mid-push leaves one behind);
+    a push under way writes its file every moment, so it is never this old."""
+    removed = 0
+    cutoff = time.time() - older_than
+    for part in (rt.settings.data_dir / "received").glob("*.part"):
+        with contextlib.suppress(OSError):
+            if part.stat().st_mtime < cutoff:
+                part.unlink()
+                removed += 1
+    return removed
+
+
 def _endpoint(data_address: dict[str, Any]) -> tuple[str, str | None]:
     """The DataAddress's URL and its bearer token (the `authorization` property)."""
     endpoint = data_address.get("endpoint")
@@ -91,13 +106,16 @@ def _endpoint(data_address: dict[str, Any]) -> tuple[str, str | None]:
 
 class HashingWriter:
     """Writes chunks to a file while counting and hashing them; `resume` keeps what the file
-    already holds (hashed again) and appends."""
+    already holds (hashed again) and appends. `staged` writes beside the file and puts the
+    result in place only on `commit`: a second delivery of the same data (a push handed from
+    one replica to another) never truncates a copy that is being checked or used."""
 
-    def __init__(self, path: Path, *, resume: bool = False) -> None:
+    def __init__(self, path: Path, *, resume: bool = False, staged: bool = False) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._hash = hashlib.sha256()
         self.size = 0
+        self._target = path.with_name(f"{path.name}.{uuid.uuid4().hex}.part") if staged else path
         if resume and path.exists():
             with path.open("rb") as fh:
                 while block := fh.read(1 << 20):
@@ -105,7 +123,7 @@ class HashingWriter:
                     self.size += len(block)
             self._fh = path.open("ab")
         else:
-            self._fh = path.open("wb")
+            self._fh = self._target.open("wb")
 
     def write(self, chunk: bytes) -> None:
         self._fh.write(chunk)
@@ -116,6 +134,16 @@ class HashingWriter:
         self._fh.flush()
         self._fh.close()
         return self._hash.hexdigest()
+
+    def commit(self) -> None:
+        """Put a staged file in place (atomically: readers see the old copy or the new)."""
+        if self._target != self.path:
+            self._target.replace(self.path)
+
+    def discard(self) -> None:
+        """Drop a staged file that did not arrive whole."""
+        if self._target != self.path:
+            self._target.unlink(missing_ok=True)
 
 
 async def pull(
