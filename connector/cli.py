@@ -351,7 +351,7 @@ def catalog_search(
             f"\t{member['dspEndpoint']}"
         )
     shown = result["offset"] + len(result["hits"])
-    click.echo(f"{shown} of {result['total']}", err=True)
+    click.echo(f"{shown} of {result['total']}, {result['order']} order", err=True)
 
 
 # negotiations ------------------------------------------------------------------------------

@@ -70,9 +70,15 @@ class FederatedCatalogApi:
     async def search(self, request: web.Request) -> web.Response:
         crawler = self._on()
         query = parse_query(request)
-        total, hits = crawler.index.search(query)
+        found = crawler.index.search(query)
         return web.json_response(
-            {"total": total, "limit": query.limit, "offset": query.offset, "hits": hits}
+            {
+                "total": found.total,
+                "limit": query.limit,
+                "offset": query.offset,
+                "order": found.order,
+                "hits": found.hits,
+            }
         )
 
     async def members(self, request: web.Request) -> web.Response:
