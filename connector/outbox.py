@@ -185,6 +185,10 @@ class Outbox:
             self._running.pop(job.id, None)
             self._wake.set()
 
+    def holds(self, job_id: int | None) -> bool:
+        """Whether this replica still runs the job (False once its lease went to another)."""
+        return job_id in self._running
+
     def _lost(self, job: Job) -> None:
         """Another replica holds the job now (our lease ran out): its run is the one that
         counts, so this one neither retries nor gives up (which could end the process)."""

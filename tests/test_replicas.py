@@ -349,6 +349,16 @@ def test_sigterm_hands_a_running_push_to_the_other_replica_at_once(
         handed = [e["detail"] for e in entries(theirs, "failed", "dp-push")]
         assert len(handed) == 1 and "shut down and handed it over" in handed[0]
         assert "stopped renewing" not in handed[0]
+        # the stopping replica closed its part of the chain before handing the push over
+        chain = survivor.api.get(f"/api/v1/agreements/{agreement_id}/metering")["chain"]
+        kinds = [line["record"]["kind"] for line in chain]
+        assert kinds.count("start") == 2 and kinds[-1] == "complete", kinds
+        stop = kinds.index("interrupted")
+        assert stop < kinds.index("start", 1), kinds
+        cut = chain[stop]["record"]
+        assert 0 < cut["offset"] + cut["length"] <= BIG
+        assert all(line["receipt"] for line in chain)
+        assert "verifies" in verify_chain_offline(tmp_path, survivor, consumer, agreement_id)
     finally:
         for node in nodes:
             node.stop()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 from collections.abc import Awaitable, Callable
@@ -102,6 +103,9 @@ class DataPlaneRoutes:
             if cap.cut:
                 raise streams.Stopped(cap.reason(start + size))
             await response.write_eof()
+        except asyncio.CancelledError:
+            meter.interrupt()  # shutting down: the consumer resumes from the rest
+            raise
         except Exception as exc:
             # The answer is under way: no error response can follow. Cut the connection so
             # the consumer sees an incomplete body (never a short one that looks whole).

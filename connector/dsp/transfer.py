@@ -443,6 +443,13 @@ class TransferService:
         try:
             async with contextlib.aclosing(chunks):
                 size, digest = await streams.push(self.rt, tp.data_address, metered(), watch)
+        except asyncio.CancelledError:
+            # stopping: the chain says where this stream ended before another replica (or
+            # this one after a restart) pushes again; a run whose lease was lost writes
+            # nothing more, as the run that holds the job is already appending
+            if self.outbox.holds(job.id):
+                meter.interrupt()
+            raise
         except (PeerError, streams.Stopped) as exc:
             meter.close(end_kind(self.get(tp.id).state))
             if isinstance(exc, streams.Stopped) or self._left_started(tp.id, "push", exc):

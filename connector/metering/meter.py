@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
 from typing import Any
 
@@ -20,6 +21,9 @@ def end_kind(state: str, stopped: bool = True) -> Kind:
     if stopped and state == TP.TERMINATED:
         return "terminate"
     return "interrupted"
+
+
+log = logging.getLogger(__name__)
 
 
 class Meter:
@@ -69,6 +73,14 @@ class Meter:
             return None
         self.closed = True
         return self._append(kind)
+
+    def interrupt(self) -> None:
+        """Close as `interrupted` while stopping: a record that cannot be written is logged,
+        never raised, so the stop goes on (the next run meters from its own start)."""
+        try:
+            self.close("interrupted")
+        except Exception:
+            log.exception("metering: cannot close transfer %s as interrupted", self._tp.id)
 
     def _append(self, kind: Kind) -> MeteringEntry:
         rt, tp = self._rt, self._tp
