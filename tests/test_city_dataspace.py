@@ -53,9 +53,14 @@ class Space:
     def member(
         self, name: str, *, issuer: ConnectorProcess | None = None, onboard: bool = True,
         roles: tuple[str, ...] = (), valid_seconds: float | None = None,
+        verifies: bool = False,
     ) -> ConnectorProcess:  # fmt: skip
+        """`verifies`: the member itself trusts the authority and requires membership."""
         issuer = issuer or self.authority
-        node = ConnectorProcess(self.root, name)
+        checks = ("--trusted-issuer", self.authority.did, "--require-membership")
+        node = ConnectorProcess(self.root, name, extra_init=checks if verifies else ())
+        if verifies:
+            node.set(credential_cache_seconds="0")
         if onboard:
             body = {"id": node.did, "name": name, "organisation": f"{name} GmbH",
                     "roles": list(roles), "region": "DE", "dspEndpoint": node.dsp,
@@ -282,3 +287,31 @@ def test_the_registry_is_crawled_by_members_and_closed_to_revoked_ones(space: Sp
     assert any(
         "only active participants may read the registry" in e for e in summary["sourceErrors"]
     )
+
+
+def test_a_consumer_refuses_an_agreement_from_a_provider_that_is_not_a_member(
+    space: Space,
+) -> None:
+    """Membership is checked both ways: a consumer that requires it accepts no agreement
+    from a provider whose credentials fail, and both sides say why."""
+    kate = space.member("kate", verifies=True)
+    lena = space.member("lena")  # a member
+    olaf = space.member("olaf", issuer=space.rogue)  # credentials from an untrusted issuer
+    for provider in (lena, olaf):
+        provider.publish(space.payload, "stops", title="Stops")
+
+    assert negotiate(kate, lena, "stops")  # FINALIZED: lena's membership verified
+
+    catalog = kate.api.post("/api/v1/catalog/request", {"counterPartyAddress": olaf.dsp})
+    offer = catalog["dataset"][0]["hasPolicy"][0]
+    neg = kate.api.post(
+        "/api/v1/negotiations",
+        {"counterPartyAddress": olaf.dsp, "datasetId": "stops", "offer": offer},
+    )
+    mine = state_of(kate, "negotiations", neg["id"], "TERMINATED")
+    assert mine["reason"][0] == f"the provider {olaf.did} is not a verified member"
+    assert any("which is not a trusted issuer" in r for r in mine["reason"]), mine["reason"]
+    assert mine["agreement_id"] is None
+    theirs = state_of(olaf, "negotiations", mine["provider_pid"], "TERMINATED")
+    why = " ".join(theirs["reason"])
+    assert "403" in why and "which is not a trusted issuer" in why, why

@@ -43,17 +43,29 @@ class Authenticator:
         With require_membership, a caller without a valid membership credential is refused
         here, with the reasons its credentials failed.
         """
+        caller, claims, problems = await self.membership(request)
+        if problems:
+            raise not_a_member(problems)
+        return caller, claims
+
+    async def membership(self, request: web.Request) -> tuple[str, dict[str, Any], list[str]]:
+        """The caller, its verified claims, and (with require_membership) why it is not a
+        verified member: empty when it is, or when membership is not required."""
         caller = await self.caller(request)
         if self._credentials is None or not self._credentials.enabled:
-            return caller, {}
+            return caller, {}, []
         claims = await self._credentials.claims(caller, request.get("access_token"))
         if self._require and claims.get("membership") is not True:
-            problems = claims.get("problems") or [f"{caller} holds no membership credential"]
-            raise Forbidden(
-                "a verified membership credential is required: " + "; ".join(problems),
-                reasons=[
-                    "a verified membership credential of a trusted issuer is required",
-                    *problems,
-                ],
+            return (
+                caller,
+                claims,
+                claims.get("problems") or [f"{caller} holds no membership credential"],
             )
-        return caller, claims
+        return caller, claims, []
+
+
+def not_a_member(problems: list[str]) -> Forbidden:
+    return Forbidden(
+        "a verified membership credential is required: " + "; ".join(problems),
+        reasons=["a verified membership credential of a trusted issuer is required", *problems],
+    )

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from connector.dsp import messages as m
+from connector.dsp.auth import not_a_member
 from connector.dsp.client import DspClient
 from connector.dsp.states import CN, CN_TERMINAL, negotiation_next
 from connector.errors import BadRequest, NotFound, PeerError
@@ -289,13 +290,29 @@ class NegotiationService:
         return neg, False
 
     async def on_agreement(
-        self, msg: m.ContractAgreementMessage, caller: str, pid: str
+        self,
+        msg: m.ContractAgreementMessage,
+        caller: str,
+        pid: str,
+        not_member: list[str] | None = None,
     ) -> Negotiation:
+        """`not_member`: why the provider is not a verified member (require_membership);
+        the agreement is then refused and the negotiation ends here with those reasons."""
         neg = self.owned(pid, caller)
         if neg.role != "consumer":
             raise BadRequest("ContractAgreementMessage goes to the consumer's negotiation")
         self._check_pids(neg, msg.providerPid, msg.consumerPid)
         negotiation_next(neg.state, msg.type, "provider")
+        if not_member:
+            reason = [f"the provider {caller} is not a verified member", *not_member]
+            with self.rt.store.transaction():
+                self._received(neg, msg, detail="refused: " + "; ".join(reason))
+                # the refusal (403) is this side's answer: no termination message follows
+                neg = self._move(
+                    neg, m.ContractNegotiationTerminationMessage.TYPE, "consumer", reason=reason
+                )
+                self.rt.log(neg.id, "note", "TERMINATED", state=neg.state, detail=reason[0])
+            raise not_a_member(not_member)
         body = msg.agreement.model_dump(by_alias=True, exclude_none=True)
         if msg.agreement.target != neg.dataset_id:
             raise BadRequest(f"agreement target {msg.agreement.target} is not {neg.dataset_id}")

@@ -137,8 +137,10 @@ class DspRoutes:
         return web.json_response(self.cn.ack(neg), status=201 if pid is None else 200)
 
     async def cn_offer(self, request: web.Request) -> web.Response:
-        caller = await self.auth.caller(request)
         pid = request.match_info.get("pid")
+        # a provider opening a negotiation must be a member, as a consumer must be to request
+        caller = (await self.auth.member(request))[0] if pid is None else None
+        caller = caller or await self.auth.caller(request)
         self._role(request, pid)
         msg = m.parse(m.ContractOfferMessage, await read_json(request))
         neg, _created = await self.cn.on_offer(msg, caller, pid)
@@ -152,11 +154,13 @@ class DspRoutes:
         return web.json_response(self.cn.ack(await self.cn.on_event(msg, caller, pid)))
 
     async def cn_agreement(self, request: web.Request) -> web.Response:
-        caller = await self.auth.caller(request)
+        # the consumer checks the provider too: no agreement with a non-member
+        caller, _claims, problems = await self.auth.membership(request)
         pid = request.match_info["pid"]
         self._role(request, pid)
         msg = m.parse(m.ContractAgreementMessage, await read_json(request))
-        return web.json_response(self.cn.ack(await self.cn.on_agreement(msg, caller, pid)))
+        neg = await self.cn.on_agreement(msg, caller, pid, problems)
+        return web.json_response(self.cn.ack(neg))
 
     async def cn_verify(self, request: web.Request) -> web.Response:
         caller = await self.auth.caller(request)
