@@ -288,6 +288,9 @@ def main() -> int:
                     for i in range(q)
                 ],
                 "deep page": [{"theme": "mobility", "offset": "5000"} for _ in range(q)],
+                # a word in every dataset: above the ranking limit, listed in index order
+                "q (all match)": [{"q": "district"} for _ in range(q)],
+                "q all, deep": [{"q": "district", "offset": "5000"} for _ in range(q)],
             }
             search_latency(hub, kinds["q (keyword)"][:20])  # warm up
             latencies = {k: search_latency(hub, v) for k, v in kinds.items()}
