@@ -7,11 +7,13 @@ or each connector's OPA sidecar being reachable from that connector only.
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import tomllib
 from pathlib import Path
 from typing import Any
+from unittest import mock
 from urllib.parse import urlsplit
 
 import pytest
@@ -20,6 +22,7 @@ from pydantic import ValidationError
 
 import connector.config
 from connector.config import Settings, load_settings
+from connector.identity.did import did_from_url
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -47,6 +50,15 @@ def settings_from_env(env: dict[str, str]) -> dict[str, str]:
     return {n.removeprefix("CONNECTOR_").lower(): interpolate(env[n]) for n in names}
 
 
+def service_settings(config: Path, env: dict[str, str]) -> Settings:
+    """The settings a service gets: the file, and its variables read as the environment
+    (as the server reads them: lists as JSON)."""
+    given = {f"CONNECTOR_{k.upper()}": v for k, v in settings_from_env(env).items()}
+    kept = {k: v for k, v in os.environ.items() if not k.startswith("CONNECTOR_")}
+    with mock.patch.dict(os.environ, {**kept, **given}, clear=True):
+        return load_settings(config)
+
+
 # compose ------------------------------------------------------------------------------------
 
 
@@ -57,10 +69,12 @@ def compose() -> dict[str, Any]:
 
 
 def connectors(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The members' connectors (the authority runs the same image, in its own role)."""
     return {
         name: svc
         for name, svc in compose["services"].items()
         if "CONNECTOR_PUBLIC_URL" in svc.get("environment", {})
+        and "CONNECTOR_AUTHORITY" not in svc["environment"]
     }
 
 
@@ -100,7 +114,7 @@ def test_compose_settings_are_valid(compose: dict[str, Any]) -> None:
     """The mounted file plus each service's variables pass the connector's own validation."""
     config = DEPLOY / "compose" / "connector.toml"
     for name, svc in connectors(compose).items():
-        settings = load_settings(config, **settings_from_env(svc["environment"]))
+        settings = service_settings(config, svc["environment"])
         assert settings.name == name
         assert settings.policy_engine == "opa"
         assert settings.public_host == settings.management_host == "0.0.0.0"
@@ -109,6 +123,27 @@ def test_compose_settings_are_valid(compose: dict[str, Any]) -> None:
         target = svc["configs"][0]["target"]
         assert target == "/etc/connector/connector.toml"
         assert compose["configs"][svc["configs"][0]["source"]]["file"] == "./compose/connector.toml"
+
+
+def test_compose_members_take_credentials_from_the_authority(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    authority = services["authority"]
+    config = DEPLOY / "compose" / "connector.toml"
+    settings = service_settings(config, authority["environment"])
+    assert settings.authority and settings.federated_catalog
+    assert settings.registry_url == f"{settings.public_url}/authority/v1/participants"
+    assert set(authority["networks"]) == {"dataspace"}
+    onboarding = services["onboarding"]
+    assert onboarding["depends_on"] == {"authority": {"condition": "service_healthy"}}
+    assert urlsplit(onboarding["environment"]["CONNECTOR_API_URL"]).hostname == "authority"
+    script = onboarding["command"][0]
+    for name, svc in connectors(compose).items():
+        assert f"onboard did:web:{name}%3A8181" in script, f"{name} is not onboarded"
+        member = service_settings(config, svc["environment"])
+        assert member.issuer_url == settings.public_url
+        assert member.trusted_issuers == [did_from_url(settings.public_url)]
+        assert member.require_membership
+        assert svc["depends_on"]["onboarding"] == {"condition": "service_completed_successfully"}
 
 
 # Dockerfile ---------------------------------------------------------------------------------
