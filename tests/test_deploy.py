@@ -222,6 +222,20 @@ def test_chart_renders_a_working_pod(values: str) -> None:
     assert str(settings.private_key_path).startswith("/etc/connector/keys/")
 
 
+def test_chart_sets_data_space_membership() -> None:
+    docs = rendered("-f", str(CHART / "ci" / "https-values.yaml"))
+    file = tomllib.loads(docs["ConfigMap/t-connector"]["data"]["connector.toml"])
+    settings = Settings(**file, api_key="from-the-secret")
+    assert settings.issuer_url == "https://authority.example.org"
+    assert settings.trusted_issuers == ["did:web:authority.example.org"]
+    assert settings.require_membership is True
+    refused = helm_template(
+        "--set", "connector.publicUrl=https://x.org",
+        "--set", "connector.dataspace.requireMembership=true",
+    )  # fmt: skip
+    assert refused.returncode != 0 and "needs connector.dataspace.trustedIssuers" in refused.stderr
+
+
 def test_chart_scales_out_on_postgresql_only() -> None:
     values = str(CHART / "ci" / "sqlite-values.yaml")
     done = helm_template("-f", values, "--set", "replicaCount=2")
