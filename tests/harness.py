@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import subprocess
@@ -207,3 +208,22 @@ def received_files(consumer: ConnectorProcess, cid: str) -> list[Path]:
 def received_size(consumer: ConnectorProcess, cid: str) -> int:
     """Bytes received so far (the largest of the copy and a push under way)."""
     return max((p.stat().st_size for p in received_files(consumer, cid)), default=0)
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(4 * 1024 * 1024):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def sparse_file(path: Path, size: int) -> tuple[Path, str]:
+    """A large file, mostly sparse, with random bytes at every MiB so that order and length
+    matter; the path and its SHA-256."""
+    with path.open("wb") as fh:
+        fh.truncate(size)
+        for mib in range(size // (1024 * 1024)):
+            fh.seek(mib * 1024 * 1024 + mib)
+            fh.write(os.urandom(1024))
+    return path, file_sha256(path)

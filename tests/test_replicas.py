@@ -9,8 +9,6 @@ replica that accepts it.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import os
 import signal
 import socket
 import threading
@@ -27,8 +25,10 @@ from tests.harness import (
     ConnectorProcess,
     cli,
     entries,
+    file_sha256,
     negotiate,
     received_size,
+    sparse_file,
     state_of,
     wait_for,
 )
@@ -161,22 +161,7 @@ def consumer(tmp_path: Path) -> Iterator[ConnectorProcess]:
 
 @pytest.fixture
 def big_file(tmp_path: Path) -> tuple[Path, str]:
-    """Mostly sparse, with random bytes at every MiB, so order and length matter."""
-    path = tmp_path / "big.bin"
-    with path.open("wb") as fh:
-        fh.truncate(BIG)
-        for mib in range(BIG // (1024 * 1024)):
-            fh.seek(mib * 1024 * 1024 + mib)
-            fh.write(os.urandom(1024))
-    return path, file_sha256(path)
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(4 * 1024 * 1024):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return sparse_file(tmp_path / "big.bin", BIG)
 
 
 def verify_chain_offline(

@@ -10,8 +10,6 @@ that can refuse connections or swallow answers.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import os
 import socket
 import threading
 from collections.abc import Callable, Iterator
@@ -20,7 +18,16 @@ from typing import Any
 
 import pytest
 
-from tests.harness import ConnectorProcess, entries, negotiate, received_size, state_of, wait_for
+from tests.harness import (
+    ConnectorProcess,
+    entries,
+    file_sha256,
+    negotiate,
+    received_size,
+    sparse_file,
+    state_of,
+    wait_for,
+)
 
 FAST_RETRY = {"retry_base_seconds": "0.2", "retry_max_seconds": "1"}
 USE = {"action": "use"}
@@ -287,26 +294,7 @@ def test_consumer_killed_before_the_answer_to_its_accept(
 
 @pytest.fixture
 def big_file(tmp_path: Path) -> tuple[Path, str]:
-    """300 MB, mostly sparse, with random bytes at every MiB so order and length matter."""
-    path = tmp_path / "big.bin"
-    with path.open("wb") as fh:
-        fh.truncate(BIG)
-        for mib in range(BIG // (1024 * 1024)):
-            fh.seek(mib * 1024 * 1024 + mib)
-            fh.write(os.urandom(1024))
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(4 * 1024 * 1024):
-            digest.update(chunk)
-    return path, digest.hexdigest()
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(4 * 1024 * 1024):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return sparse_file(tmp_path / "big.bin", BIG)
 
 
 # (format, who is killed) -> (whose timeline, message type, text) showing the cut: the
