@@ -151,21 +151,20 @@ class DataPlaneRoutes:
         if tp.state not in (TP.STARTED, TP.REQUESTED):
             raise BadRequest(f"transfer is {tp.state}; data is not accepted")
         writer = streams.HashingWriter(streams.received_path(self.rt, pid), staged=True)
+        whole = False
         try:
             async for chunk in request.content.iter_chunked(self.rt.settings.chunk_size):
                 writer.write(chunk)
+            whole = True
         except ConnectionError as exc:
-            writer.close()
-            writer.discard()
             self.rt.log(
                 pid, "failed", "push", detail=f"interrupted after {writer.size} bytes: {exc!r}"
             )
             raise BadRequest(f"push interrupted after {writer.size} bytes") from exc
-        except BaseException:
-            writer.close()
-            writer.discard()
-            raise
-        digest = writer.close()
+        finally:
+            digest = writer.close()
+            if not whole:
+                writer.discard()
         writer.commit()
         with self.rt.store.transaction():
             tp = self.rt.store.update_transfer(

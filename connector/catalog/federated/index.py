@@ -12,7 +12,7 @@ import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel
 
@@ -58,7 +58,7 @@ class Changes(BaseModel):
 
 class Results(BaseModel):
     total: int
-    order: str  # "relevance" (words, at most RANK_LIMIT matches) or "indexed"
+    order: Literal["relevance", "indexed"]  # relevance: words, at most RANK_LIMIT matches
     hits: list[dict[str, Any]]
 
 
@@ -230,7 +230,7 @@ class FederatedIndex:
     # search ----------------------------------------------------------------------------------
 
     def search(self, query: Query) -> Results:
-        """One page of matches and their count, in one statement.
+        """One page of matches and their count.
 
         Words are matched once (the FTS result kept in a materialized CTE), never per row;
         the other filters go through indexes; the page is chosen by id and score before any
@@ -261,7 +261,9 @@ class FederatedIndex:
     def _count(self, sql: str, args: list[Any]) -> int:
         return int(self._db.execute(sql, args).fetchone()[0])
 
-    def _page(self, found: str, args: list[Any], order: str, query: Query) -> Results:
+    def _page(
+        self, found: str, args: list[Any], order: Literal["relevance", "indexed"], query: Query
+    ) -> Results:
         """`found` yields (id, score) of every match; the page is taken from it before any
         whole row is read. Ranked matches are materialized once for both the page and the
         count; unranked ones are counted and paged straight from the indexes (ids ascend)."""
