@@ -106,12 +106,16 @@ class Space:
         svc = self.services[name]
         port = self.ports[f"{name}:8181"]
         args = [a.replace("0.0.0.0:8181", f"127.0.0.1:{port}") for a in svc["command"]]
-        self.procs[name] = subprocess.Popen([self.opa, *args])
+        log = (self.root / f"{name}.log").open("ab")
+        self.procs[name] = subprocess.Popen([self.opa, *args], stdout=log, stderr=subprocess.STDOUT)
         check = [
             a.replace("127.0.0.1:8181", f"127.0.0.1:{port}") for a in svc["healthcheck"]["test"]
         ]
         assert check[:2] == ["CMD", "/opa"]
-        wait_for(f"{name} healthy", lambda: subprocess.run([self.opa, *check[2:]]).returncode == 0)
+        wait_for(
+            f"{name} healthy",
+            lambda: subprocess.run([self.opa, *check[2:]], capture_output=True).returncode == 0,
+        )
 
     def start_connector(self, name: str) -> ManagementClient:
         env = self.env(name)
