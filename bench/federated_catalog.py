@@ -34,6 +34,7 @@ from aiohttp import web
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.percentile import pct
 from connector.dsp.messages import CATALOG_DIGEST
 from connector.identity import keys
 from connector.identity.tokens import TokenIssuer
@@ -64,11 +65,6 @@ POLICIES: list[list[dict[str, Any]]] = [
         }
     ],
 ]
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def seed(node: ConnectorProcess, member: int, count: int) -> None:

@@ -27,6 +27,7 @@ from aiohttp import web
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.percentile import pct
 from tests.harness import ConnectorProcess
 
 ROUND_TRIPS = 4
@@ -34,11 +35,6 @@ ROUND_TRIPS = 4
 
 def _ts(value: str) -> float:
     return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 async def raw_baseline(n: int) -> list[float]:

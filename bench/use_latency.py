@@ -24,29 +24,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.percentile import pct
 from connector.usage.records import parse_time
-from tests.harness import ConnectorProcess
-
-
-def negotiate(consumer: ConnectorProcess, provider: ConnectorProcess, dataset_id: str) -> str:
-    """The provider's first offer, declaring the purpose 'research'."""
-    catalog = consumer.api.post("/api/v1/catalog/request", {"counterPartyAddress": provider.dsp})
-    entry = next(d for d in catalog["dataset"] if d["@id"] == dataset_id)
-    neg = consumer.api.post(
-        "/api/v1/negotiations",
-        {
-            "counterPartyAddress": provider.dsp,
-            "datasetId": dataset_id,
-            "offer": entry["hasPolicy"][0],
-            "purpose": "research",
-        },
-    )
-    return str(consumer.api.wait_state("negotiations", neg["id"], {"FINALIZED"})["agreement_id"])
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+from tests.harness import ConnectorProcess, negotiate
 
 
 def main() -> None:
@@ -80,7 +60,7 @@ def main() -> None:
                 ]
             }  # fmt: skip
             provider.publish(payload, offers=[offer])
-            agreement_id = negotiate(consumer, provider, "ds-1")
+            agreement_id = negotiate(consumer, provider, "ds-1", purpose="research")
             tp = consumer.api.post("/api/v1/transfers", {"agreementId": agreement_id})
             done = consumer.api.wait_state("transfers", tp["id"], {"COMPLETED"}, 30)
             url = (
@@ -121,7 +101,7 @@ def main() -> None:
         try:
             offer["permission"][0]["duty"][1]["constraint"][0]["rightOperand"] = args.delay
             provider.publish(payload, offers=[offer])
-            agreement_id = negotiate(consumer, provider, "ds-1")
+            agreement_id = negotiate(consumer, provider, "ds-1", purpose="research")
             tp = consumer.api.post("/api/v1/transfers", {"agreementId": agreement_id})
             done = consumer.api.wait_state("transfers", tp["id"], {"COMPLETED"}, 30)
             url = (

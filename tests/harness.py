@@ -141,17 +141,20 @@ class ConnectorProcess:
         return result
 
 
-def negotiate(consumer: ConnectorProcess, provider: ConnectorProcess, dataset_id: str) -> str:
-    """Consumer negotiates the provider's first offer of `dataset_id`; returns the agreement id."""
+def negotiate(
+    consumer: ConnectorProcess,
+    provider: ConnectorProcess,
+    dataset_id: str,
+    purpose: str | None = None,
+) -> str:
+    """Consumer negotiates the provider's first offer of `dataset_id` (declaring `purpose`, if
+    given); returns the agreement id."""
     catalog = consumer.api.post("/api/v1/catalog/request", {"counterPartyAddress": provider.dsp})
     dataset = next(d for d in catalog["dataset"] if d["@id"] == dataset_id)
+    body = {"counterPartyAddress": provider.dsp, "datasetId": dataset_id,
+            "offer": dataset["hasPolicy"][0]}  # fmt: skip
     neg = consumer.api.post(
-        "/api/v1/negotiations",
-        {
-            "counterPartyAddress": provider.dsp,
-            "datasetId": dataset_id,
-            "offer": dataset["hasPolicy"][0],
-        },
+        "/api/v1/negotiations", body | ({"purpose": purpose} if purpose else {})
     )
     done = consumer.api.wait_state("negotiations", neg["id"], {"FINALIZED"}, timeout=30)
     return str(done["agreement_id"])
