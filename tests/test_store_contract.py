@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -454,27 +454,42 @@ def test_jti_replayed_at_the_other_replica(two: tuple[PostgresStore, PostgresSto
     assert two[1].remember_jti("j", later) is False
 
 
-def test_a_locked_process_waits_for_the_other_replica(
+def second_replica_waits(
     two: tuple[PostgresStore, PostgresStore],
-) -> None:
-    """The second replica reads the state only after the first committed its transition."""
+    read: Callable[[PostgresStore], str],
+    write: Callable[[PostgresStore], object],
+) -> list[str]:
+    """The first store locks and reads a row, then changes it; what both read, the second
+    locking the same row meanwhile from another thread (it must wait for the commit)."""
     a, b = two
-    a.insert_negotiation(negotiation("n1"))
     seen: list[str] = []
     with a.transaction():
-        assert (a.lock_negotiation("n1") or negotiation("x")).state == "REQUESTED"
+        seen.append(read(a))
 
         def other() -> None:
             with b.transaction():
-                seen.append((b.lock_negotiation("n1") or negotiation("x")).state)
+                seen.append(read(b))
 
         thread = threading.Thread(target=other)
         thread.start()
         thread.join(0.5)
-        assert seen == []  # blocked by the row lock
-        a.update_negotiation("n1", state="AGREED")
+        assert len(seen) == 1  # blocked by the row lock
+        write(a)
     thread.join(10)
-    assert seen == ["AGREED"]
+    return seen
+
+
+def test_a_locked_process_waits_for_the_other_replica(
+    two: tuple[PostgresStore, PostgresStore],
+) -> None:
+    """The second replica reads the state only after the first committed its transition."""
+    two[0].insert_negotiation(negotiation("n1"))
+    seen = second_replica_waits(
+        two,
+        lambda s: (s.lock_negotiation("n1") or negotiation("x")).state,
+        lambda s: s.update_negotiation("n1", state="AGREED"),
+    )
+    assert seen == ["REQUESTED", "AGREED"]
 
 
 def test_a_receipt_committed_by_one_replica_is_seen_by_the_others_overdue_check(
@@ -482,23 +497,13 @@ def test_a_receipt_committed_by_one_replica_is_seen_by_the_others_overdue_check(
 ) -> None:
     """The overdue check re-reads the duty under its row lock: a receipt committed meanwhile
     wins instead of being overwritten by a stale 'pending'."""
-    a, b = two
-    a.put_deletion(duty("d1", due_at=50.0, role="provider"))
-    seen: list[str] = []
-    with a.transaction():
-        assert (a.lock_deletion("d1") or duty("x")).state == "pending"
-
-        def other() -> None:
-            with b.transaction():
-                seen.append((b.lock_deletion("d1") or duty("x")).state)
-
-        thread = threading.Thread(target=other)
-        thread.start()
-        thread.join(0.5)
-        assert seen == []  # blocked by the row lock
-        a.update_deletion("d1", state="fulfilled")
-    thread.join(10)
-    assert seen == ["fulfilled"]
+    two[0].put_deletion(duty("d1", due_at=50.0, role="provider"))
+    seen = second_replica_waits(
+        two,
+        lambda s: (s.lock_deletion("d1") or duty("x")).state,
+        lambda s: s.update_deletion("d1", state="fulfilled"),
+    )
+    assert seen == ["pending", "fulfilled"]
 
 
 def test_a_second_start_runs_no_schema_statements(database_url: str) -> None:
