@@ -223,7 +223,11 @@ class Connector:
     async def _listen(
         self, app: web.Application, host: str, port: int, ssl_ctx: ssl.SSLContext | None
     ) -> int:
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        # at stop, requests under way get the grace (plus a second for short ones); a pull
+        # still streaming then is cut, its metering closed as interrupted, and the consumer
+        # resumes from another replica (or this one restarted) with Range
+        grace = self.settings.shutdown_grace_seconds + 1.0
+        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=grace)
         await runner.setup()
         site = web.TCPSite(runner, host, port, ssl_context=ssl_ctx)
         await site.start()

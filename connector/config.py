@@ -125,7 +125,10 @@ class Settings(BaseSettings):
         " job over once it expires",
     )
     shutdown_grace_seconds: float = Field(
-        10.0, ge=0, description="SIGTERM: how long running jobs may finish before handover"
+        10.0,
+        ge=0,
+        description="SIGTERM: how long running jobs and requests (a pull being served) may"
+        " finish before they are handed over or cut",
     )
     policy_reload_seconds: float = Field(1.0, gt=0)
     tck_mode: bool = Field(

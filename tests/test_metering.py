@@ -7,6 +7,7 @@ import copy
 import hashlib
 import json
 import os
+import signal
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -371,6 +372,41 @@ def test_an_interrupted_pull_resumes_with_range_and_is_billed_once(
     bill = provider.api.get(f"/api/v1/agreements/{agreement_id}/invoice?period={period}")
     assert bill["usage"]["bytes"] == SIZE  # resent bytes are metered again, billed once
     assert bill["disputed"] == []
+
+
+def test_a_provider_stopped_mid_pull_closes_its_records_and_the_pull_resumes(
+    tmp_path: Path, data: bytes
+) -> None:
+    """SIGTERM while a pull is served: after the grace the stream is cut, the chain gets an
+    `interrupted` record, and the restarted provider serves the rest (Range)."""
+    slow = SlowSource(data, pause=0.2)  # about 5 s for the whole stream
+    provider = ConnectorProcess(tmp_path, "provider")
+    consumer = ConnectorProcess(tmp_path, "consumer")
+    provider.set(metering_window_bytes=str(MIB), shutdown_grace_seconds="0")
+    consumer.set(retry_base_seconds="0.2", retry_max_seconds="1")
+    try:
+        provider.start()
+        consumer.start()
+        agreement_id = agree_slow(provider, consumer, slow)
+        tp = transfer(consumer, agreement_id, "HttpData-PULL")
+        wait_for("data to arrive", lambda: received_size(consumer, tp["id"]) > MIB // 2)
+        assert provider.proc is not None
+        provider.proc.send_signal(signal.SIGTERM)
+        assert provider.proc.wait(8) == 0  # not the 60 s aiohttp waits by default
+        provider.start()
+        done = consumer.api.wait_state("transfers", tp["id"], {"COMPLETED"}, timeout=60)
+        assert done["sha256"] == hashlib.sha256(data).hexdigest()
+        chain = provider.api.get(f"/api/v1/agreements/{agreement_id}/metering")["chain"]
+    finally:
+        consumer.stop()
+        provider.stop()
+        slow.close()
+    kinds = [line["record"]["kind"] for line in chain]
+    cut = kinds.index("interrupted")
+    assert kinds[cut + 1] == "start" and kinds[-1] == "complete", kinds
+    resumed = chain[cut + 1]["record"]["offset"]
+    assert resumed == chain[cut]["record"]["offset"] + chain[cut]["record"]["length"] > 0
+    assert all(line["receipt"] for line in chain)
 
 
 def test_windows_also_close_by_time(tmp_path: Path, slow: SlowSource) -> None:
