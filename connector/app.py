@@ -8,7 +8,6 @@ import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import aiohttp
 from aiohttp import web
 
 from connector import observability, tck
@@ -37,7 +36,7 @@ from connector.outbox import Outbox
 from connector.policy.decision import DecisionPoint, PermitAll
 from connector.policy.engines import EmbeddedEngine, Engine, OpaServerEngine, PolicyError
 from connector.policy.point import RegoDecisionPoint
-from connector.runtime import Runtime, client_ssl_context
+from connector.runtime import Runtime, egress_for
 from connector.store.base import Store
 from connector.store.open import open_store
 from connector.usage.api import UsageApi
@@ -98,11 +97,9 @@ class Connector:
         s.data_dir.mkdir(parents=True, exist_ok=True)
         pair = keyfile.load(s.private_key_path)
         store = open_store(s)
-        session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(ssl=client_ssl_context(s), limit=200),
-        )
+        egress = egress_for(s)
         decisions = self._decisions or await self._decision_point(store)
-        rt = Runtime(settings=s, store=store, keys=pair, session=session, decisions=decisions)
+        rt = Runtime(settings=s, store=store, keys=pair, egress=egress, decisions=decisions)
         self.runtime = rt
         outbox = Outbox(rt)
         client = DspClient(rt)
@@ -119,7 +116,7 @@ class Connector:
         tck_auth = s.tck_authorization.get_secret_value() if s.tck_authorization else ""
         static = tck.static_callers(tck_auth) if s.tck_mode else None
         credentials = CredentialVerifier(
-            session, rt.resolver, rt.did, s.trusted_issuers, s.credential_cache_seconds
+            egress, rt.resolver, rt.did, s.trusted_issuers, s.credential_cache_seconds
         )
         auth = Authenticator(rt.verifier, static, credentials, s.require_membership)
         self.auth = auth
@@ -256,5 +253,5 @@ class Connector:
         if self.policy is not None:
             await self.policy.close()
         if self.runtime is not None:
-            await self.runtime.session.close()
+            await self.runtime.egress.close()
             self.runtime.store.close()

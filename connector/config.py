@@ -69,6 +69,12 @@ class Settings(BaseSettings):
     dev_insecure_http: bool = Field(
         False, description="Development only: resolve did:web over plain HTTP"
     )
+    egress_allow: list[str] | None = Field(
+        None,
+        description="Networks (CIDR), addresses, hosts or host:port that outbound requests may"
+        " reach although they are loopback, private or link-local; default: loopback in"
+        " development mode (dev_insecure_http), nothing otherwise",
+    )
     auto_accept_offers: bool = Field(
         False, description="Consumer: accept a provider's offer without an operator"
     )

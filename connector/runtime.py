@@ -10,9 +10,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiohttp
-
 from connector.config import Settings
+from connector.egress import Egress, EgressPolicy
 from connector.identity.did import DidResolver, build_document, did_from_url
 from connector.identity.keys import KeyPair
 from connector.identity.tokens import TokenIssuer, TokenVerifier
@@ -35,12 +34,20 @@ def client_ssl_context(settings: Settings) -> ssl.SSLContext:
     return ctx
 
 
+def egress_for(settings: Settings) -> Egress:
+    """The one outbound client, with the operator's destination policy (docs/security.md)."""
+    policy = EgressPolicy.from_settings(
+        settings.egress_allow, dev_insecure_http=settings.dev_insecure_http
+    )
+    return Egress(policy, client_ssl_context(settings))
+
+
 @dataclass
 class Runtime:
     settings: Settings
     store: Store
     keys: KeyPair
-    session: aiohttp.ClientSession
+    egress: Egress
     decisions: DecisionPoint
     replica: str = field(default_factory=replica_id)  # owner of the jobs and leases it holds
     did: str = field(init=False)
@@ -56,7 +63,7 @@ class Runtime:
         )
         self.issuer = TokenIssuer(self.did, self.keys, self.settings.token_ttl_seconds)
         self.resolver = DidResolver(
-            self.session,
+            self.egress,
             insecure_http=self.settings.dev_insecure_http,
             ttl_seconds=self.settings.did_cache_seconds,
         )

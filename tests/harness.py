@@ -71,6 +71,9 @@ class ConnectorProcess:
         self.settings: dict[str, Any] = tomllib.loads(self.config.read_text())
         self.proc: subprocess.Popen[bytes] | None = None
         self.env: dict[str, str] = {}
+        if "--tls-cert" in extra_init:
+            # HTTPS on loopback: the operator allows loopback explicitly (docs/security.md)
+            self.set(egress_allow='["127.0.0.0/8"]')
         self.log_path = self.dir / "serve.log"
 
     @property

@@ -25,6 +25,7 @@ from connector.credentials.jwt_vc import (
     read_credential,
     read_presentation,
 )
+from connector.egress import SMALL_ANSWER_MAX, Egress, json_limited, read_limited
 from connector.errors import ConnectorError
 from connector.identity.did import DidResolver, service_endpoint
 
@@ -54,13 +55,13 @@ def claims_of(valid: list[Credential], problems: list[str]) -> dict[str, Any]:
 class CredentialVerifier:
     def __init__(
         self,
-        session: aiohttp.ClientSession,
+        egress: Egress,
         resolver: DidResolver,
         own_did: str,
         trusted_issuers: list[str],
         cache_seconds: float,
     ) -> None:
-        self._session = session
+        self._egress = egress
         self._resolver = resolver
         self._did = own_did
         self._trusted = set(trusted_issuers)
@@ -115,13 +116,14 @@ class CredentialVerifier:
         query = {"@context": [DCP_CONTEXT], "type": "PresentationQueryMessage", "scope": SCOPES}
         headers = {"Authorization": f"Bearer {access_token}"}
         try:
-            async with self._session.post(
+            async with self._egress.request(
+                "POST",
                 endpoint.rstrip("/") + "/presentations/query",
                 json=query,
                 headers=headers,
                 timeout=TIMEOUT,
             ) as resp:
-                body = await resp.json(content_type=None)
+                body = await json_limited(resp, SMALL_ANSWER_MAX)
                 if resp.status != 200:
                     detail = body.get("detail") if isinstance(body, dict) else body
                     raise CredentialError(f"credential service answered {resp.status}: {detail}")
@@ -176,8 +178,8 @@ class CredentialVerifier:
         if hit and hit[0] > time.monotonic():
             return hit[1]
         try:
-            async with self._session.get(url, timeout=TIMEOUT) as resp:
-                text = await resp.text()
+            async with self._egress.request("GET", url, timeout=TIMEOUT) as resp:
+                text = (await read_limited(resp, SMALL_ANSWER_MAX)).decode("utf-8", "replace")
                 if resp.status != 200:
                     raise CredentialError(f"status list {url} answered HTTP {resp.status}")
         except (aiohttp.ClientError, TimeoutError) as exc:

@@ -89,7 +89,7 @@ class DataPlaneRoutes:
         watch = streams.StateWatch(self.rt, pid)
         meter = Meter(self.rt, tp, offset=start)
         chunks = sources.read(
-            dataset.source, self.rt.session, self.rt.settings.chunk_size, offset=start
+            dataset.source, self.rt.egress, self.rt.settings.chunk_size, offset=start
         )
         try:
             async with contextlib.aclosing(chunks):

@@ -10,6 +10,7 @@ from typing import Any
 
 import aiohttp
 
+from connector.egress import Egress, EgressRefused
 from connector.errors import BadRequest, PeerError
 
 SOURCE_TYPES = ("file", "http")
@@ -46,7 +47,7 @@ async def file_digest(path: Path, chunk_size: int) -> tuple[int, str]:
 
 
 async def read(
-    source: dict[str, Any], session: aiohttp.ClientSession, chunk_size: int, offset: int = 0
+    source: dict[str, Any], egress: Egress, chunk_size: int, offset: int = 0
 ) -> AsyncGenerator[bytes, None]:
     """Yield the source's bytes from `offset` on, chunk by chunk; memory stays flat."""
     if source["type"] == "file":
@@ -58,7 +59,7 @@ async def read(
     headers = {"Range": f"bytes={offset}-"} if offset else {}
     timeout = aiohttp.ClientTimeout(sock_read=60)
     try:
-        async with session.get(source["url"], headers=headers, timeout=timeout) as resp:
+        async with egress.request("GET", source["url"], headers=headers, timeout=timeout) as resp:
             if resp.status not in (200, 206):
                 raise PeerError(f"upstream {source['url']} answered {resp.status}", retry=True)
             # an upstream that ignores Range sends everything: skip what was delivered
@@ -69,5 +70,7 @@ async def read(
                     continue
                 yield chunk[skip:] if skip else chunk
                 skip = 0
+    except EgressRefused as exc:
+        raise PeerError(f"upstream {source['url']} refused: {exc.detail}", retry=False) from exc
     except aiohttp.ClientError as exc:
         raise PeerError(f"upstream {source['url']} failed: {exc!r}", retry=True) from exc

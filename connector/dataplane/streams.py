@@ -13,6 +13,7 @@ from typing import Any
 import aiohttp
 
 from connector.dsp.states import TP
+from connector.egress import EgressRefused
 from connector.errors import PeerError
 from connector.runtime import Runtime
 
@@ -161,16 +162,19 @@ async def pull(
     if writer.size:
         headers["Range"] = f"bytes={writer.size}-"
     try:
-        async with rt.session.get(endpoint, headers=headers, timeout=STREAM_TIMEOUT) as resp:
+        async with rt.egress.request(
+            "GET", endpoint, headers=headers, timeout=STREAM_TIMEOUT
+        ) as resp:
             if resp.status not in (200, 206):
-                text = (await resp.text())[:300]
                 retry = resp.status >= 500
-                raise PeerError(f"pull answered {resp.status}: {text}", retry=retry)
+                raise PeerError(f"pull answered {resp.status}", retry=retry)
             if resp.status == 200 and writer.size:
                 writer.close()
                 writer = HashingWriter(path)  # the provider sent everything again
             async for chunk in resp.content.iter_chunked(rt.settings.chunk_size):
                 writer.write(chunk)
+    except EgressRefused as exc:
+        raise PeerError(f"pull from {endpoint} refused: {exc.detail}", retry=False) from exc
     except aiohttp.ClientError as exc:
         raise PeerError(f"pull from {endpoint} failed: {exc!r}", retry=True) from exc
     finally:
@@ -201,12 +205,13 @@ async def push(
     if token:
         headers["Authorization"] = f"Bearer {token}"
     try:
-        async with rt.session.post(
-            endpoint, data=body(), headers=headers, timeout=STREAM_TIMEOUT
+        async with rt.egress.request(
+            "POST", endpoint, data=body(), headers=headers, timeout=STREAM_TIMEOUT
         ) as resp:
             if resp.status >= 300:
-                text = (await resp.text())[:300]
-                raise PeerError(f"push answered {resp.status}: {text}", retry=resp.status >= 500)
+                raise PeerError(f"push answered {resp.status}", retry=resp.status >= 500)
+    except EgressRefused as exc:
+        raise PeerError(f"push to {endpoint} refused: {exc.detail}", retry=False) from exc
     except aiohttp.ClientError as exc:
         raise PeerError(f"push to {endpoint} failed: {exc!r}", retry=True) from exc
     return counter["size"], digest.hexdigest()

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import aiohttp
 
+from connector.egress import CATALOG_MAX, EgressRefused, read_limited
 from connector.errors import PeerError
 from connector.runtime import Runtime
 
@@ -32,15 +34,15 @@ class DspClient:
         """Send one message; return (status, body) for 2xx, raise PeerError otherwise."""
         headers = {"Authorization": self._rt.issuer.issue(audience)}
         try:
-            async with self._rt.session.request(
+            async with self._rt.egress.request(
                 method, url, json=message, headers=headers, timeout=TIMEOUT
             ) as resp:
-                text = await resp.text()
+                raw = await read_limited(resp, CATALOG_MAX)
                 body: Any
                 try:
-                    body = await resp.json(content_type=None) if text else None
+                    body = json.loads(raw) if raw else None
                 except ValueError:
-                    body = text
+                    body = raw.decode("utf-8", "replace")
                 if 200 <= resp.status < 300:
                     return resp.status, body
                 retry = resp.status >= 500 or resp.status in (408, 425, 429)
@@ -50,6 +52,8 @@ class DspClient:
                     body=body,
                     retry=retry,
                 )
+        except EgressRefused as exc:
+            raise PeerError(f"{method} {url} refused: {exc.detail}", retry=False) from exc
         except aiohttp.ClientError as exc:
             raise PeerError(f"{method} {url} failed: {exc!r}", retry=True) from exc
         except TimeoutError as exc:

@@ -430,7 +430,7 @@ class TransferService:
         dataset = self.rt.store.get_dataset(tp.dataset_id)
         if dataset is None:
             raise PeerError(f"dataset {tp.dataset_id} no longer exists", retry=False)
-        chunks = sources.read(dataset.source, self.rt.session, self.rt.settings.chunk_size)
+        chunks = sources.read(dataset.source, self.rt.egress, self.rt.settings.chunk_size)
         watch = streams.StateWatch(self.rt, tp.id)
         cap = streams.VolumeCap(tp.limit_bytes)
         meter = Meter(self.rt, tp)

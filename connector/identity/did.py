@@ -9,6 +9,7 @@ from urllib.parse import quote, unquote, urlsplit
 import aiohttp
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from connector.egress import DID_DOCUMENT_MAX, Egress, Pool, json_limited
 from connector.errors import Unauthorized
 from connector.identity.keys import KeyPair, public_key_from_jwk
 
@@ -93,10 +94,8 @@ def verification_key(document: dict[str, Any], kid: str) -> Ed25519PublicKey:
 class DidResolver:
     """Fetches did:web documents over HTTP(S) and keeps them for a while."""
 
-    def __init__(
-        self, session: aiohttp.ClientSession, *, insecure_http: bool, ttl_seconds: int
-    ) -> None:
-        self._session = session
+    def __init__(self, egress: Egress, *, insecure_http: bool, ttl_seconds: int) -> None:
+        self._egress = egress
         self._insecure = insecure_http
         self._ttl = ttl_seconds
         self._cache: dict[str, tuple[float, dict[str, Any]]] = {}
@@ -111,10 +110,12 @@ class DidResolver:
             return hit[1]
         url = did_document_url(did, insecure_http=self._insecure)
         try:
-            async with self._session.get(url, timeout=aiohttp.ClientTimeout(total=10)) as resp:
+            async with self._egress.request(
+                "GET", url, pool=Pool.DID, timeout=aiohttp.ClientTimeout(total=10, connect=5)
+            ) as resp:
                 if resp.status != 200:
                     raise Unauthorized(f"DID document of {did} not available (HTTP {resp.status})")
-                document = await resp.json(content_type=None)
+                document = await json_limited(resp, DID_DOCUMENT_MAX)
         except aiohttp.ClientError as exc:
             raise Unauthorized(f"cannot resolve {did}: {exc}") from exc
         except TimeoutError as exc:

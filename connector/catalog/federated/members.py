@@ -9,6 +9,7 @@ import aiohttp
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from connector.config import FederatedMember
+from connector.egress import CATALOG_MAX, Egress, json_limited
 from connector.identity.did import did_from_url
 from connector.identity.tokens import TokenIssuer
 
@@ -80,12 +81,12 @@ class RegistryMembers:
 
     def __init__(
         self,
-        session: aiohttp.ClientSession,
+        egress: Egress,
         issuer: TokenIssuer,
         url: str,
         audience: str | None = None,
     ) -> None:
-        self._session = session
+        self._egress = egress
         self._issuer = issuer
         self.url = url
         self.audience = audience or did_of(url)
@@ -93,11 +94,12 @@ class RegistryMembers:
     async def members(self) -> list[Member]:
         headers = {"Authorization": self._issuer.issue(self.audience)}
         try:
-            async with self._session.get(self.url, headers=headers, timeout=TIMEOUT) as resp:
+            async with self._egress.request(
+                "GET", self.url, headers=headers, timeout=TIMEOUT
+            ) as resp:
                 if resp.status != 200:
-                    text = (await resp.text())[:300]
-                    raise SourceError(f"registry {self.url} answered {resp.status}: {text}")
-                body = await resp.json(content_type=None)
+                    raise SourceError(f"registry {self.url} answered {resp.status}")
+                body = await json_limited(resp, CATALOG_MAX)
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             raise SourceError(f"registry {self.url} failed: {exc!r}") from exc
         try:

@@ -21,7 +21,7 @@ class FederatedCatalog:
             sources: list[MemberSource] = [StaticMembers(s.federated_members)]
             if s.registry_url:
                 sources.append(
-                    RegistryMembers(rt.session, rt.issuer, s.registry_url, s.registry_did)
+                    RegistryMembers(rt.egress, rt.issuer, s.registry_url, s.registry_did)
                 )
             index = FederatedIndex(s.federated_db_path)
             self.crawler = Crawler(client, sources, index, s.federated_crawl_concurrency)

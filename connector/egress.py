@@ -1,0 +1,264 @@
+"""The one way out: every outbound HTTP request the connector makes goes through `Egress`.
+
+A peer names URLs (DID hosts, callback addresses, data addresses, credential services, DSP
+endpoints in DID documents); unchecked, each is a request forgery into the operator's network.
+The guard enforces, for every request:
+
+- HTTPS only, unless `dev_insecure_http`; no userinfo in a URL; no redirects followed;
+- the destination address decided *after* DNS resolution, on the address actually connected
+  to (loopback, private, link-local, metadata, shared and reserved ranges are refused unless
+  the operator allows them in `egress_allow`; development mode allows loopback);
+- connect and read timeouts, and a cap on the bytes read from an answer;
+- a separate small connection pool for DID resolution, so unauthenticated callers that make us
+  resolve DIDs cannot take the connections transfers and DSP messages need.
+
+Errors carry only what the guard decided ("refused: private address"), never a remote body.
+See docs/security.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import socket
+import ssl
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+from urllib.parse import SplitResult, urlsplit
+
+import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.resolver import DefaultResolver
+
+from connector.errors import ConnectorError
+
+IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+LOOPBACK: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
+
+# Read limits per kind of answer (bytes). A data stream is limited by its caller instead.
+DID_DOCUMENT_MAX = 64 * 1024
+SMALL_ANSWER_MAX = 1024 * 1024  # credentials, presentations, status lists, DSP acks
+CATALOG_MAX = 32 * 1024 * 1024  # a provider's catalog page
+
+CONNECT_TIMEOUT = 10.0
+
+
+class Pool(Enum):
+    """Which connection pool a request uses."""
+
+    GENERAL = "general"  # DSP messages, transfers, credentials, crawls
+    DID = "did"  # did:web resolution, which unauthenticated callers can cause
+
+
+class EgressRefused(ConnectorError):
+    """The guard refused the destination before any byte was sent (or read too much back)."""
+
+    status = 400
+
+
+def _network(text: str) -> IpNetwork | None:
+    try:
+        return ipaddress.ip_network(text.strip(), strict=False)
+    except ValueError:
+        return None
+
+
+def _address(host: str) -> IpAddress | None:
+    try:
+        ip = ipaddress.ip_address(host.strip("[]").split("%", 1)[0])
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
+@dataclass(frozen=True)
+class EgressPolicy:
+    """What may be reached: public addresses, plus the networks and hosts the operator allows."""
+
+    allow_http: bool = False
+    networks: tuple[IpNetwork, ...] = ()
+    hosts: frozenset[str] = field(default_factory=frozenset)  # "host" or "host:port", lowercase
+
+    @classmethod
+    def from_settings(cls, allow: Iterable[str] | None, *, dev_insecure_http: bool) -> EgressPolicy:
+        """`allow` entries are CIDR networks, addresses, host names or host:port."""
+        entries = list(LOOPBACK) if allow is None and dev_insecure_http else list(allow or ())
+        networks: list[IpNetwork] = []
+        hosts: set[str] = set()
+        for entry in entries:
+            net = _network(entry)
+            if net is not None:
+                networks.append(net)
+            else:
+                hosts.add(entry.strip().lower())
+        return cls(allow_http=dev_insecure_http, networks=tuple(networks), hosts=frozenset(hosts))
+
+    def host_allowed(self, host: str, port: int) -> bool:
+        """An operator-named host (or host:port) is reachable whatever it resolves to."""
+        host = host.lower().strip("[]")
+        return host in self.hosts or f"{host}:{port}" in self.hosts
+
+    def address_refusal(self, ip: IpAddress) -> str | None:
+        """Why `ip` may not be reached, or None if it may."""
+        if any(ip in net for net in self.networks if net.version == ip.version):
+            return None
+        if ip.is_multicast or ip.is_unspecified:
+            return "not a unicast address"
+        if ip.is_loopback:
+            return "loopback address"
+        if ip.is_link_local:
+            return "link-local or metadata address"
+        if ip.is_private or not ip.is_global:
+            return "private or reserved address"
+        return None
+
+    def check_url(self, url: str) -> SplitResult:
+        """Refuse a URL the guard would never fetch; return it parsed."""
+        try:
+            parts = urlsplit(url)
+            port = parts.port
+        except ValueError as exc:
+            raise EgressRefused(f"not a valid URL: {exc}") from exc
+        if parts.scheme not in ("http", "https"):
+            raise EgressRefused("only https URLs are fetched")
+        if parts.scheme == "http" and not self.allow_http:
+            raise EgressRefused("plain http is refused (https only outside development mode)")
+        if parts.username is not None or parts.password is not None or "@" in parts.netloc:
+            raise EgressRefused("URLs with credentials (user@host) are refused")
+        host = parts.hostname
+        if not host:
+            raise EgressRefused("the URL has no host")
+        port = port or (443 if parts.scheme == "https" else 80)
+        if self.host_allowed(host, port):
+            return parts
+        ip = _address(host)
+        if ip is not None:
+            why = self.address_refusal(ip)
+            if why is not None:
+                raise EgressRefused(f"destination {host} refused: {why}")
+        return parts
+
+
+class _Refused(OSError):
+    """Raised by the resolver; aiohttp wraps it in a ClientConnectorError."""
+
+
+class GuardedResolver(AbstractResolver):
+    """DNS resolution that drops every address the policy refuses (checked after lookup, so a
+    name that resolves to an internal address is refused however it is spelled)."""
+
+    def __init__(self, policy: EgressPolicy) -> None:
+        self._policy = policy
+        self._inner = DefaultResolver()
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        found = await self._inner.resolve(host, port, family)
+        if self._policy.host_allowed(host, port):
+            return found
+        kept = []
+        reasons = set()
+        for entry in found:
+            ip = _address(entry["host"])
+            why = "unparseable address" if ip is None else self._policy.address_refusal(ip)
+            if why is None:
+                kept.append(entry)
+            else:
+                reasons.add(why)
+        if not kept:
+            raise _Refused(f"destination {host} refused: {', '.join(sorted(reasons))}")
+        return kept
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+
+class Egress:
+    """The connector's outbound HTTP client: two pools behind one policy."""
+
+    def __init__(
+        self,
+        policy: EgressPolicy,
+        ssl_context: ssl.SSLContext | None = None,
+        *,
+        general_limit: int = 200,
+        did_limit: int = 16,
+    ) -> None:
+        self.policy = policy
+        self._ssl = ssl_context
+        self._limits = {Pool.GENERAL: general_limit, Pool.DID: did_limit}
+        self._sessions: dict[Pool, aiohttp.ClientSession] = {}
+
+    def _session(self, pool: Pool) -> aiohttp.ClientSession:
+        session = self._sessions.get(pool)
+        if session is None or session.closed:
+            connector = aiohttp.TCPConnector(
+                ssl=self._ssl if self._ssl is not None else True,
+                limit=self._limits[pool],
+                resolver=GuardedResolver(self.policy),
+                use_dns_cache=False,  # every connection decided on a fresh lookup
+            )
+            session = aiohttp.ClientSession(connector=connector, trust_env=False)
+            self._sessions[pool] = session
+        return session
+
+    @asynccontextmanager
+    async def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        pool: Pool = Pool.GENERAL,
+        timeout: aiohttp.ClientTimeout | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """One request through the guard: URL checked, redirects not followed (a 3xx is
+        returned as it is), a refused address raised as EgressRefused."""
+        self.policy.check_url(url)
+        limits = timeout or aiohttp.ClientTimeout(total=60, connect=CONNECT_TIMEOUT)
+        if limits.connect is None and limits.sock_connect is None:
+            limits = aiohttp.ClientTimeout(
+                total=limits.total, connect=CONNECT_TIMEOUT, sock_read=limits.sock_read
+            )
+        session = self._session(pool)
+        try:
+            async with session.request(
+                method, url, allow_redirects=False, timeout=limits, **kwargs
+            ) as resp:
+                yield resp
+        except aiohttp.ClientConnectorError as exc:
+            if isinstance(exc.os_error, _Refused):
+                raise EgressRefused(str(exc.os_error)) from exc
+            raise
+
+    async def close(self) -> None:
+        for session in self._sessions.values():
+            await session.close()
+        self._sessions.clear()
+
+
+async def read_limited(resp: aiohttp.ClientResponse, limit: int) -> bytes:
+    """The answer's body, refused (EgressRefused) once it passes `limit` bytes."""
+    if resp.content_length is not None and resp.content_length > limit:
+        raise EgressRefused(f"answer larger than {limit} bytes")
+    body = bytearray()
+    async for chunk in resp.content.iter_chunked(64 * 1024):
+        body += chunk
+        if len(body) > limit:
+            raise EgressRefused(f"answer larger than {limit} bytes")
+    return bytes(body)
+
+
+async def json_limited(resp: aiohttp.ClientResponse, limit: int) -> Any:
+    """The answer as JSON (ValueError if it is not), refused past `limit` bytes."""
+    raw = await read_limited(resp, limit)
+    return await asyncio.to_thread(json.loads, raw) if len(raw) > 256 * 1024 else json.loads(raw)
