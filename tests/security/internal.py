@@ -4,6 +4,7 @@ records every request and answers with a body no one outside should ever see."""
 
 from __future__ import annotations
 
+import json
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -37,7 +38,7 @@ class InternalService:
                 service.requests.append(
                     Seen(self.command, self.path, dict(self.headers.items()), body)
                 )
-                payload = ('{"detail": "%s", "reason": ["%s"]}' % (SECRET, SECRET)).encode()
+                payload = json.dumps({"detail": SECRET, "reason": [SECRET]}).encode()
                 self.send_response(service.status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(payload)))
