@@ -182,7 +182,10 @@ def test_provider_down_when_the_negotiation_starts(
 
 def test_consumer_killed_after_its_request(tmp_path: Path, proxy: Proxy, payload: Path) -> None:
     """The provider's agreement finds the consumer down; it is delivered after the restart."""
-    provider = node(tmp_path, "provider").start()
+    provider = node(tmp_path, "provider")
+    # retries must outlast the consumer's restart, which takes seconds on a loaded machine
+    provider.set(retry_max_attempts="200")
+    provider.start()
     consumer = node(tmp_path, "consumer", "--public-url", proxy.url)
     proxy.target = consumer.public_port
     consumer.start()
