@@ -536,6 +536,7 @@ class TransferService:
             raise
         except (PeerError, streams.Stopped) as exc:
             meter.close(end_kind(self.get(tp.id).state))
+            streams.record_sent(self.rt, tp.id, meter.delivered)
             if isinstance(exc, streams.Stopped) or self._left_started(tp.id, "push", exc):
                 return
             raise

@@ -16,14 +16,17 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
 
-from tests.harness import ConnectorProcess, negotiate, wait_for
+from connector.dataplane.streams import STATE_CHECK_SECONDS
+from tests.harness import ConnectorProcess, negotiate, received_size, wait_for
 from tests.test_bad_input import Reply, assert_dsp_error, http, token, tp_request
 from tests.test_replicas import FAST, LoadBalancer, replicas
 
@@ -223,3 +226,109 @@ def test_limits_hold_across_replicas(
     assert_one_accepted_by_count(replies)
     assert len(provider_transfers(cluster[1], once)) == 1
     assert_at_most_one_mib_went_out(consumer, provider, volume)
+
+
+# a stream broken off still counts ---------------------------------------------------------------
+
+
+class Upstream:
+    """Test double for an upstream HTTP source of `size` bytes that sends the first MiB at
+    once and the rest only after `gate` is set, so a test can act in the middle of a stream."""
+
+    def __init__(self, size: int) -> None:
+        self.gate = threading.Event()
+        self.data = os.urandom(size)
+        upstream = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", "application/octet-stream")
+                self.send_header("Content-Length", str(len(upstream.data)))
+                self.end_headers()
+                try:
+                    self.wfile.write(upstream.data[:MIB])
+                    self.wfile.flush()
+                    upstream.gate.wait(30)
+                    self.wfile.write(upstream.data[MIB:])
+                except OSError:
+                    pass
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/data.bin"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.gate.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def upstream() -> Iterator[Upstream]:
+    double = Upstream(2 * MIB)
+    yield double
+    double.close()
+
+
+@pytest.mark.parametrize("provider", ["sqlite"], indirect=True)
+def test_a_pull_terminated_midway_still_counts_against_the_volume(
+    provider: ConnectorProcess, consumer: ConnectorProcess, upstream: Upstream
+) -> None:
+    """A consumer pulls half of a 2 MiB lifetime volume, terminates the transfer and asks
+    again: the second transfer may send only the other half, as the provider records the
+    bytes of a stream that broke off (it used to record none, and 3 MiB went out)."""
+    volume = {"leftOperand": TDSC + "volumeBytes", "operator": "lteq", "rightOperand": 2 * MIB}
+    provider.api.post(
+        "/api/v1/datasets",
+        {"id": "ds-up", "source": {"type": "http", "url": upstream.url},
+         "offers": [_offer(volume)]},
+    )  # fmt: skip
+    agreement = negotiate(consumer, provider, "ds-up")
+    first = consumer.api.post("/api/v1/transfers", {"agreementId": agreement})
+    wait_for("the first MiB to arrive", lambda: received_size(consumer, first["id"]) >= MIB)
+    arrived = time.monotonic()
+    consumer.api.post(f"/api/v1/transfers/{first['id']}/terminate", {"reason": "enough"})
+    theirs = wait_for(
+        "the provider to stop serving",
+        lambda: (
+            (rows := provider_transfers(provider, agreement))
+            and rows[0]["state"] == "TERMINATED"
+            and rows
+        ),
+    )
+    # The provider's stream looks at the transfer's state between chunks, at most every
+    # STATE_CHECK_SECONDS (its last look was before the first MiB went out): once that long
+    # has passed, the next chunk is checked, so the stream stops at exactly 1 MiB.
+    wait_for(
+        "the provider's next state check to be due",
+        lambda: time.monotonic() - arrived > STATE_CHECK_SECONDS,
+    )
+    upstream.gate.set()  # the provider's stream goes on and notices the termination
+    pid = theirs[0]["id"]
+    stopped = wait_for(
+        "the provider to note where the pull stopped",
+        lambda: (
+            (tp := provider.api.get(f"/api/v1/transfers/{pid}"))
+            and any("stopped serving" in e["detail"] for e in tp["timeline"])
+            and tp
+        ),
+    )
+    assert stopped["bytes"] == MIB
+
+    second = consumer.api.post("/api/v1/transfers", {"agreementId": agreement})
+    mine = wait_for(
+        "the second transfer to be accepted",
+        lambda: consumer.api.get(f"/api/v1/transfers/{second['id']}")["provider_pid"],
+    )
+    cut = wait_for(
+        "the provider's second transfer to end",
+        lambda: (tp := provider.api.get(f"/api/v1/transfers/{mine}"))["state"] in ENDS and tp,
+    )
+    assert cut["state"] == "TERMINATED" and cut["bytes"] == MIB, cut
+    assert "volume limit" in " ".join(cut["reason"]), cut["reason"]
+    chain = provider.api.get(f"/api/v1/agreements/{agreement}/metering")["chain"]
+    assert sum(line["record"]["length"] for line in chain) == 2 * MIB
