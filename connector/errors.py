@@ -58,3 +58,10 @@ class PeerError(ConnectorError):
         self.http_status = http_status
         self.body = body
         self.retry = retry
+
+
+class Conflict(ConnectorError):
+    """The request kept racing others that changed what its answer depends on (409); sending
+    it again may succeed."""
+
+    status = 409

@@ -164,6 +164,8 @@ def test_agreements(store: Store) -> None:
     assert store.get_agreement("a-1") == a
     store.put_agreement(a.model_copy(update={"consumer_signature": "cs"}))
     assert (store.get_agreement("a-1") or a).consumer_signature == "cs"
+    with store.transaction():
+        assert (store.lock_agreement("a-1") or a).consumer_signature == "cs"
     done = store.update_agreement("a-1", terminated_at="t", termination_reason="r")
     assert done.terminated_at == "t" and done.termination_reason == "r"
     assert [x.id for x in store.list_agreements()] == ["a-1"]
@@ -490,6 +492,30 @@ def test_a_locked_process_waits_for_the_other_replica(
         lambda s: s.update_negotiation("n1", state="AGREED"),
     )
     assert seen == ["REQUESTED", "AGREED"]
+
+
+def test_a_transfer_accepted_under_the_agreement_lock_is_seen_by_the_other_replica(
+    two: tuple[PostgresStore, PostgresStore],
+) -> None:
+    """Deciding a transfer request locks its agreement: the other replica reads the transfers
+    (and their reservations) only after the first has written the one it accepted."""
+    two[0].put_agreement(
+        Agreement(
+            id="a-1",
+            negotiation_id="n1",
+            dataset_id="ds-1",
+            provider_id="did:web:p",
+            consumer_id="did:web:c",
+            body={},
+        )
+    )
+
+    def read(s: PostgresStore) -> str:
+        assert s.lock_agreement("a-1") is not None
+        return str(len(s.agreement_transfers("a-1", "provider")))
+
+    seen = second_replica_waits(two, read, lambda s: s.insert_transfer(transfer("t1")))
+    assert seen == ["0", "1"]
 
 
 def test_a_receipt_committed_by_one_replica_is_seen_by_the_others_overdue_check(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import logging
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
@@ -16,6 +17,8 @@ from connector.metering.meter import Meter, end_kind
 from connector.metering.records import Kind
 from connector.runtime import Runtime
 from connector.store.records import Transfer
+
+log = logging.getLogger(__name__)
 
 Terminate = Callable[[str, list[str], str | None], object]
 Settle = Callable[[str], object]
@@ -105,6 +108,10 @@ class DataPlaneRoutes:
             await response.write_eof()
         except asyncio.CancelledError:
             meter.interrupt()  # shutting down: the consumer resumes from the rest
+            try:
+                streams.record_sent(self.rt, pid, start + size)
+            except Exception:
+                log.exception("cannot record the bytes transfer %s sent before stopping", pid)
             raise
         except Exception as exc:
             # The answer is under way: no error response can follow. Cut the connection so
@@ -128,6 +135,7 @@ class DataPlaneRoutes:
                     self._terminate(pid, [cap.reason(start + size)], "VOLUME")
             else:
                 meter.close(_end_kind(self.rt, pid, stopped))
+                streams.record_sent(self.rt, pid, start + size)
             return response
         meter.close("complete")
         # a resumed pull served only the rest: the whole data's digest is the published one

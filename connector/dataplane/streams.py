@@ -75,6 +75,16 @@ class VolumeCap:
             yield chunk
 
 
+def record_sent(rt: Runtime, transfer_id: str, sent: int) -> None:
+    """A provider stream that broke off (cut, suspended, terminated, disconnected) still
+    counts the bytes that went out: a transfer that then ends without completing is charged
+    against the agreed volume for them, not for nothing (issue 13, finding 6)."""
+    with rt.store.transaction():
+        tp = rt.store.lock_transfer(transfer_id)
+        if tp is not None and sent > tp.bytes:
+            rt.store.update_transfer(transfer_id, bytes=sent)
+
+
 def received_path(rt: Runtime, transfer_id: str) -> Path:
     safe = transfer_id.rsplit(":", 1)[-1]
     return rt.settings.data_dir / "received" / f"{safe}.bin"

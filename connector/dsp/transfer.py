@@ -13,7 +13,7 @@ from connector.dsp import messages as m
 from connector.dsp.client import DspClient
 from connector.dsp.negotiation import new_pid
 from connector.dsp.states import CN, TP, TP_TERMINAL, transfer_next
-from connector.errors import BadRequest, ConnectorError, NotFound, PeerError
+from connector.errors import BadRequest, Conflict, ConnectorError, NotFound, PeerError
 from connector.metering.meter import Meter, end_kind
 from connector.metering.receipts import wait_for_answers
 from connector.metering.settle import EarlyChecks, settle
@@ -22,7 +22,7 @@ from connector.policy.decision import Decision, DecisionInput, Party, Phase
 from connector.policy.inputs import agreement_usage, dataset_facts
 from connector.runtime import Runtime
 from connector.store.base import Duplicate
-from connector.store.records import Agreement, Job, Transfer
+from connector.store.records import Agreement, Dataset, Job, Transfer
 
 HTTP_ENDPOINT = "https://w3id.org/idsa/v4.1/HTTP"
 Reaction = Callable[[Transfer], Awaitable[bool]]
@@ -34,6 +34,51 @@ class UsageHooks(Protocol):
     def guard_transfer(self, agreement: Agreement, caller: str) -> None: ...
     def transfer_decided(self, tp: Transfer, decision: Decision) -> None: ...
     async def delivered(self, tp: Transfer) -> None: ...
+
+
+# How often one transfer request is decided again because other replicas kept accepting or
+# ending transfers under the same agreement between its decision and its reservation.
+DECISION_ROUNDS = 10
+
+
+class KeyedLocks:
+    """One asyncio lock per key (an agreement), dropped when no one holds or awaits it."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    @contextlib.asynccontextmanager
+    async def hold(self, key: str) -> AsyncIterator[None]:
+        lock, users = self._locks.get(key, (asyncio.Lock(), 0))
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[key]
+            if users == 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
+
+
+def _reservation(decision: Decision, dataset: Dataset | None, usage: dict[str, Any]) -> int | None:
+    """The bytes an accepted transfer reserves and may send at most: the volume the policy
+    leaves (`bytes_remaining`), or the dataset's size if that is smaller; None without a
+    volume limit. A transfer that could send nothing of a non-empty dataset is refused."""
+    limit = decision.limits.get("bytes_remaining")
+    if isinstance(limit, bool) or not isinstance(limit, int | float):
+        return None
+    reserved = max(0, int(limit))
+    size = dataset.size if dataset is not None else None
+    if size is not None:
+        reserved = min(reserved, size)
+    if reserved == 0 and size != 0:
+        raise BadRequest(
+            "transfer refused: no bytes are left of the agreed volume"
+            f" ({usage.get('bytes', 0)} bytes delivered or reserved by transfers under way)"
+        )
+    return reserved
 
 
 def _address(endpoint: str, token: str) -> dict[str, Any]:
@@ -54,6 +99,7 @@ class TransferService:
         self.client = client
         self.script: Reaction | None = None
         self.usage: UsageHooks | None = None
+        self._deciding = KeyedLocks()
         outbox.register("tp-send", self._send_job, self._send_failed)
         outbox.register("tp-react", self._react_job, self._react_failed)
         outbox.register("dp-pull", self._pull_job, self._data_failed)
@@ -120,29 +166,83 @@ class TransferService:
         if self.usage is not None:
             self.usage.guard_transfer(agreement, caller)
         purpose = (msg.model_extra or {}).get(m.PURPOSE) or (neg.purpose if neg else None)
-        decision = await self.rt.decisions.decide(
-            DecisionInput(
-                phase=Phase.TRANSFER,
-                provider=Party(id=self.rt.did),
-                consumer=Party(id=caller, credentials=claims or {}),
-                dataset=dataset_facts(
-                    self.rt.store.get_dataset(agreement.dataset_id),
-                    agreement.dataset_id,
-                    self.rt.did,
-                ),
-                policy=agreement.body,
-                request={"format": msg.format, "purpose": purpose, "bytes": 0, "records": 0},
-                usage=agreement_usage(self.rt.store, agreement.id, agreement.body.get("timestamp")),
-            )
+        dataset = self.rt.store.get_dataset(agreement.dataset_id)
+        # Decide and reserve atomically per agreement (issue 13, finding 6): one request at a
+        # time in this process; across processes (replicas), the usage the decision saw must
+        # still hold under the agreement's row lock when the transfer and its reservation
+        # are written, or the request is decided again on the new usage.
+        async with self._deciding.hold(agreement.id):
+            for _ in range(DECISION_ROUNDS):
+                usage = agreement_usage(
+                    self.rt.store, agreement.id, agreement.body.get("timestamp")
+                )
+                decision = await self.rt.decisions.decide(
+                    DecisionInput(
+                        phase=Phase.TRANSFER,
+                        provider=Party(id=self.rt.did),
+                        consumer=Party(id=caller, credentials=claims or {}),
+                        dataset=dataset_facts(dataset, agreement.dataset_id, self.rt.did),
+                        policy=agreement.body,
+                        request={
+                            "format": msg.format,
+                            "purpose": purpose,
+                            "bytes": 0,
+                            "records": 0,
+                        },
+                        usage=usage,
+                    )
+                )
+                if not decision.allow:
+                    raise BadRequest(
+                        "transfer refused by policy: " + "; ".join(decision.reasons),
+                        reasons=decision.reasons,
+                    )
+                tp = self._accepted(
+                    msg, caller, agreement, purpose, _reservation(decision, dataset, usage)
+                )
+                try:
+                    with self.rt.store.transaction():
+                        self.rt.store.lock_agreement(agreement.id)
+                        now = agreement_usage(
+                            self.rt.store, agreement.id, agreement.body.get("timestamp")
+                        )
+                        if now != usage:
+                            continue  # another replica accepted or ended one: decide again
+                        again = self.rt.store.find_transfer(
+                            role="provider", consumer_pid=msg.consumerPid, counterparty_id=caller
+                        )
+                        if again is not None:
+                            return again, False  # the same request, accepted while we waited
+                        self.rt.store.insert_transfer(tp)
+                        if self.usage is not None:
+                            self.usage.transfer_decided(tp, decision)
+                        self._received(tp, msg)
+                        self.react(tp)
+                except Duplicate:
+                    # another replica created it from the same request a moment ago
+                    found = self.rt.store.find_transfer(
+                        role="provider", consumer_pid=msg.consumerPid, counterparty_id=caller
+                    )
+                    if found is None:
+                        raise
+                    return found, False
+                return tp, True
+        raise Conflict(
+            f"agreement {agreement.id}: other transfer requests kept changing its usage while"
+            " this one was decided; send it again"
         )
-        if not decision.allow:
-            raise BadRequest(
-                "transfer refused by policy: " + "; ".join(decision.reasons),
-                reasons=decision.reasons,
-            )
-        limit = decision.limits.get("bytes_remaining")
+
+    def _accepted(
+        self,
+        msg: m.TransferRequestMessage,
+        caller: str,
+        agreement: Agreement,
+        purpose: Any,
+        limit_bytes: int | None,
+    ) -> Transfer:
+        """The provider's record of a transfer request the policy allowed."""
         tp_id = new_pid()
-        tp = Transfer(
+        return Transfer(
             id=tp_id,
             role="provider",
             state=TP.REQUESTED.value,
@@ -157,24 +257,8 @@ class TransferService:
             if msg.dataAddress
             else None,
             purpose=purpose if isinstance(purpose, str) else None,
-            limit_bytes=int(limit) if isinstance(limit, int | float) else None,
+            limit_bytes=limit_bytes,
         )
-        try:
-            with self.rt.store.transaction():
-                self.rt.store.insert_transfer(tp)
-                if self.usage is not None:
-                    self.usage.transfer_decided(tp, decision)
-                self._received(tp, msg)
-                self.react(tp)
-        except Duplicate:
-            # another replica created it from the same request a moment ago
-            found = self.rt.store.find_transfer(
-                role="provider", consumer_pid=msg.consumerPid, counterparty_id=caller
-            )
-            if found is None:
-                raise
-            return found, False
-        return tp, True
 
     async def on_message(self, msg: m.Message, caller: str, pid: str) -> Transfer:
         """Start, completion, suspension or termination, in either role."""
@@ -452,6 +536,7 @@ class TransferService:
             raise
         except (PeerError, streams.Stopped) as exc:
             meter.close(end_kind(self.get(tp.id).state))
+            streams.record_sent(self.rt, tp.id, meter.delivered)
             if isinstance(exc, streams.Stopped) or self._left_started(tp.id, "push", exc):
                 return
             raise

@@ -77,6 +77,9 @@ class RecordTables:
     def update_agreement(self, agreement_id: str, **fields: Any) -> Agreement:
         return self._update("agreements", Agreement, agreement_id, fields)
 
+    def lock_agreement(self, agreement_id: str) -> Agreement | None:
+        return self._get("agreements", Agreement, agreement_id, lock=True)
+
     # transfers ----------------------------------------------------------------------------------
 
     def insert_transfer(self, record: Transfer) -> None:
