@@ -13,6 +13,7 @@ from connector.dsp import messages as m
 from connector.dsp.client import DspClient
 from connector.dsp.negotiation import new_pid
 from connector.dsp.states import CN, TP, TP_TERMINAL, transfer_next
+from connector.egress import EgressRefused
 from connector.errors import BadRequest, ConnectorError, NotFound, PeerError
 from connector.metering.meter import Meter, end_kind
 from connector.metering.receipts import wait_for_answers
@@ -117,6 +118,10 @@ class TransferService:
             raise BadRequest(f"unsupported format {msg.format}; supported: {', '.join(FORMATS)}")
         if msg.format.endswith("PUSH") and msg.dataAddress is None:
             raise BadRequest("a push transfer needs the consumer's dataAddress")
+        if msg.format.endswith("PUSH") and msg.dataAddress is not None:
+            refused = await self._endpoint_refusal(msg.dataAddress)
+            if refused is not None:
+                raise BadRequest(f"the push dataAddress is refused: {refused}")
         if self.usage is not None:
             self.usage.guard_transfer(agreement, caller)
         purpose = (msg.model_extra or {}).get(m.PURPOSE) or (neg.purpose if neg else None)
@@ -190,6 +195,8 @@ class TransferService:
         if tp.role == "consumer" and not tp.provider_pid and provider_pid:
             fields["provider_pid"] = provider_pid
         if isinstance(msg, m.TransferStartMessage) and msg.dataAddress is not None:
+            if tp.role == "consumer" and tp.format.endswith("PULL"):
+                await self._refuse_pull_address(tp, msg.dataAddress, provider_pid)
             fields["data_address"] = msg.dataAddress.model_dump(by_alias=True, exclude_none=True)
         reason = getattr(msg, "reason", None)
         if reason:
@@ -199,6 +206,36 @@ class TransferService:
             self._received(tp, msg, detail="; ".join(fields.get("reason", [])))
             self.react(tp)
         return tp
+
+    async def _endpoint_refusal(self, address: m.DataAddress) -> str | None:
+        """Why a peer's DataAddress may not be used (None if it may): the endpoint must be an
+        http(s) URL the egress guard would reach. Checked when the address arrives, so a
+        request forgery is refused before a byte (or a bearer token) is sent to it."""
+        endpoint = address.endpoint
+        if not endpoint or not endpoint.lower().startswith(("https://", "http://")):
+            return "the endpoint must be an http(s) URL"
+        try:
+            await self.rt.egress.check_destination(endpoint)
+        except EgressRefused as exc:
+            return exc.detail
+        return None
+
+    async def _refuse_pull_address(
+        self, tp: Transfer, address: m.DataAddress, provider_pid: str | None
+    ) -> None:
+        """Consumer: a provider naming a pull endpoint we may not reach ends the transfer; the
+        reason is our own words, never text from that endpoint."""
+        refused = await self._endpoint_refusal(address)
+        if refused is None:
+            return
+        reason = f"the provider's pull dataAddress is refused: {refused}"
+        with self.rt.store.transaction():
+            if not tp.provider_pid and provider_pid:
+                self.rt.store.update_transfer(tp.id, provider_pid=provider_pid)
+            self.rt.log(tp.id, "refused", "TransferStartMessage", detail=reason)
+        if tp.state not in TP_TERMINAL:
+            self.terminate(tp.id, [reason], code="DATA_ADDRESS")
+        raise BadRequest(reason)
 
     # operator actions ------------------------------------------------------------------------
 
