@@ -15,6 +15,7 @@ import aiohttp
 from connector.dsp.states import TP
 from connector.egress import EgressRefused
 from connector.errors import PeerError
+from connector.files import open_private, private_dir
 from connector.runtime import Runtime
 
 STREAM_TIMEOUT = aiohttp.ClientTimeout(total=None, connect=10, sock_read=60)
@@ -112,7 +113,7 @@ class HashingWriter:
     one replica to another) never truncates a copy that is being checked or used."""
 
     def __init__(self, path: Path, *, resume: bool = False, staged: bool = False) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(path.parent)
         self.path = path
         self._hash = hashlib.sha256()
         self.size = 0
@@ -122,9 +123,9 @@ class HashingWriter:
                 while block := fh.read(1 << 20):
                     self._hash.update(block)
                     self.size += len(block)
-            self._fh = path.open("ab")
+            self._fh = open_private(path, append=True)
         else:
-            self._fh = self._target.open("wb")
+            self._fh = open_private(self._target)
 
     def write(self, chunk: bytes) -> None:
         self._fh.write(chunk)
