@@ -66,6 +66,7 @@ class DataPlaneRoutes:
         tokens.verify(self.rt.keys, self.rt.did, request.headers.get("Authorization"), pid)
         if tp.state != TP.STARTED:
             raise BadRequest(f"transfer is {tp.state}, not STARTED")
+        tokens.require_current(request.headers.get("Authorization"), tp.data_address)
         dataset = self.rt.store.get_dataset(tp.dataset_id)
         if dataset is None:
             raise NotFound(f"dataset {tp.dataset_id} no longer exists")

@@ -37,6 +37,23 @@ class UsageHooks(Protocol):
     async def delivered(self, tp: Transfer) -> None: ...
 
 
+def _serves_pull(tp: Transfer) -> bool:
+    return tp.role == "provider" and tp.format.endswith("PULL")
+
+
+def _new_pull_address(tp: Transfer, msg: m.Message) -> bool:
+    """Consumer: a provider's TransferStartMessage to a STARTED pull we resumed renews its
+    DataAddress (the token from before the suspension no longer works)."""
+    return (
+        isinstance(msg, m.TransferStartMessage)
+        and msg.dataAddress is not None
+        and tp.role == "consumer"
+        and tp.format.endswith("PULL")
+        and tp.state == TP.STARTED
+        and tp.data_address is None  # cleared when we resumed: only that answer is taken
+    )
+
+
 def _address(endpoint: str, token: str) -> dict[str, Any]:
     return m.DataAddress(
         endpointType=HTTP_ENDPOINT,
@@ -86,7 +103,22 @@ class TransferService:
         # transfer at once, the second sees the first one's transition.
         current = self.rt.store.lock_transfer(tp.id) or tp
         nxt = transfer_next(current.state, message, sender)
+        if _serves_pull(current) and nxt != TP.STARTED:
+            fields = {**fields, "data_address": None}  # the pull token is revoked
         return self.rt.store.update_transfer(tp.id, state=nxt.value, **fields)
+
+    def _pull_address(self, tp: Transfer) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Provider: a fresh pull DataAddress for the consumer, and what we keep of it (the
+        token's digest: serve_pull honours only the token issued last, while STARTED)."""
+        token = tokens.issue(
+            self.rt.keys,
+            self.rt.did,
+            tp.id,
+            tp.counterparty_id,
+            self.rt.settings.transfer_token_ttl_seconds,
+        )
+        endpoint = f"{self.rt.settings.base_url}/data/pull/{tp.id}"
+        return _address(endpoint, token), _address(endpoint, tokens.digest(token))
 
     def _received(self, tp: Transfer, msg: m.Message, **kw: Any) -> None:
         self.rt.log(tp.id, "received", msg.type, state=tp.state, body=msg.dump(), **kw)
@@ -201,10 +233,26 @@ class TransferService:
         reason = getattr(msg, "reason", None)
         if reason:
             fields["reason"] = [str(r) for r in reason]
+        renewed = None
+        if isinstance(msg, m.TransferStartMessage) and _serves_pull(tp):
+            # the consumer resumes: its token was revoked at suspension, send it a new one
+            renewed, fields["data_address"] = self._pull_address(tp)
         with self.rt.store.transaction():
-            tp = self._move(tp, msg.type, sender, **fields)
+            current = self.rt.store.lock_transfer(tp.id) or tp
+            if _new_pull_address(current, msg):
+                # the provider's answer to our resume: the same STARTED transfer, a new token
+                tp = self.rt.store.update_transfer(tp.id, **fields)
+            else:
+                tp = self._move(tp, msg.type, sender, **fields)
             self._received(tp, msg, detail="; ".join(fields.get("reason", [])))
             self.react(tp)
+            if renewed is not None:
+                start = m.TransferStartMessage(
+                    providerPid=tp.provider_pid or "",
+                    consumerPid=tp.consumer_pid or "",
+                    dataAddress=renewed,
+                )
+                self._send(tp, start, "/transfers/{peer}/start", renewal=True)
         return tp
 
     async def _endpoint_refusal(self, address: m.DataAddress) -> str | None:
@@ -291,27 +339,23 @@ class TransferService:
         """Provider: start (or resume) the transfer; pull gets a fresh token."""
         tp = self.get(pid)
         data_address = None
-        if tp.role == "provider" and tp.format.endswith("PULL"):
-            token = tokens.issue(
-                self.rt.keys,
-                self.rt.did,
-                tp.id,
-                tp.counterparty_id,
-                self.rt.settings.transfer_token_ttl_seconds,
-            )
-            data_address = _address(f"{self.rt.settings.base_url}/data/pull/{tp.id}", token)
+        fields: dict[str, Any] = {}
+        if _serves_pull(tp):
+            data_address, fields["data_address"] = self._pull_address(tp)
+        elif tp.role == "consumer" and tp.format.endswith("PULL"):
+            # resuming: the provider revoked the old token at suspension; the pull goes on
+            # when its TransferStartMessage brings a new DataAddress (see on_message)
+            fields["data_address"] = None
         msg = m.TransferStartMessage(
             providerPid=tp.provider_pid or "",
             consumerPid=tp.consumer_pid or "",
             dataAddress=data_address,
         )
         with self.rt.store.transaction():
-            tp = self._move(tp, msg.type, tp.role)
+            tp = self._move(tp, msg.type, tp.role, **fields)
             self._send(tp, msg, "/transfers/{peer}/start")
             if tp.role == "provider" and tp.format.endswith("PUSH"):
                 self.outbox.enqueue(tp.id, "dp-push", {})
-            if tp.role == "consumer" and tp.format.endswith("PULL"):
-                self.outbox.enqueue(tp.id, "dp-pull", {})
         return tp
 
     def complete(self, pid: str) -> Transfer:
@@ -349,10 +393,11 @@ class TransferService:
 
     # sending ---------------------------------------------------------------------------------
 
-    def _send(self, tp: Transfer, msg: m.Message, path: str) -> None:
-        self.outbox.enqueue(
-            tp.id, "tp-send", {"type": msg.type, "path": path, "message": msg.dump()}
-        )
+    def _send(self, tp: Transfer, msg: m.Message, path: str, *, renewal: bool = False) -> None:
+        payload: dict[str, Any] = {"type": msg.type, "path": path, "message": msg.dump()}
+        if renewal:
+            payload["renewal"] = True  # a new pull token after a resume (see on_message)
+        self.outbox.enqueue(tp.id, "tp-send", payload)
 
     async def _send_job(self, job: Job) -> None:
         tp = self.get(job.process_id)
@@ -393,7 +438,9 @@ class TransferService:
     async def _send_failed(self, job: Job, why: str) -> None:
         tp = self.get(job.process_id)
         reason = f"{job.payload['type']} was not delivered: {why}"
-        if tp.state in TP_TERMINAL:
+        if tp.state in TP_TERMINAL or job.payload.get("renewal"):
+            # a consumer that did not take a renewed pull token can resume again; the
+            # transfer itself is not broken by it
             self.rt.log(tp.id, "note", job.payload["type"], detail=reason)
             return
         with self.rt.store.transaction():
