@@ -28,6 +28,7 @@ from connector.dsp.negotiation import NegotiationService
 from connector.dsp.routes import DspRoutes, _error_type
 from connector.dsp.transfer import TransferService
 from connector.errors import ConfigError, ConnectorError
+from connector.files import private_dir
 from connector.identity import keys as keyfile
 from connector.management.problems import problem, problems
 from connector.management.routes import ManagementApi, api_key_middleware
@@ -94,7 +95,7 @@ class Connector:
     async def start(self) -> None:
         s = self.settings
         observability.configure_logging(s.log_format)
-        s.data_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(s.data_dir)
         pair = keyfile.load(s.private_key_path)
         store = open_store(s)
         egress = egress_for(s)

@@ -17,6 +17,7 @@ import click
 
 from connector.config import load_settings
 from connector.errors import ConfigError
+from connector.files import private_dir
 from connector.identity import keys as keyfile
 from connector.identity.did import did_from_url
 from connector.mgmt_client import ApiError, ManagementClient
@@ -115,7 +116,7 @@ def init(
     if scheme == "http" and not dev:
         raise click.ClickException("without --tls-cert/--tls-key, pass --dev for plain HTTP")
     url = (public_url or f"{scheme}://{public_host}:{public_port}").rstrip("/")
-    directory.mkdir(parents=True, exist_ok=True)
+    private_dir(directory)
     keyfile.save(keyfile.generate(), directory / "keys" / "private.pem")
     lines = [
         f"name = {json.dumps(name)}",

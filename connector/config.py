@@ -103,6 +103,12 @@ class Settings(BaseSettings):
         True, description="provider: refuse transfers to a consumer with an overdue deletion"
     )
     did_cache_seconds: int = Field(300, ge=0)
+    receive_free_disk_bytes: int = Field(
+        256 * 1024 * 1024,
+        ge=0,
+        description="consumer: free disk space kept when receiving data; a pull or push that"
+        " would leave less is cut and refused (next to the agreed volume)",
+    )
     policy_engine: Literal["embedded", "opa", "permit-all"] = Field(
         "embedded",
         description=(

@@ -240,6 +240,25 @@ class Egress:
                 raise EgressRefused(str(exc.os_error)) from exc
             raise
 
+    async def check_destination(self, url: str) -> None:
+        """Refuse, before anything is sent, a URL a peer names for later use (a data address):
+        the URL rules, then the host's addresses through the same policy. The resolver checks
+        again at connect time, so a name that changes its answer later is still refused."""
+        parts = self.policy.check_url(url)
+        host = parts.hostname or ""
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        if self.policy.host_allowed(host, port) or _address(host) is not None:
+            return  # an allowed name, or an address check_url has decided on
+        resolver = GuardedResolver(self.policy)
+        try:
+            await resolver.resolve(host, port)
+        except _Refused as exc:
+            raise EgressRefused(str(exc)) from exc
+        except OSError as exc:
+            raise EgressRefused(f"destination {host} cannot be resolved") from exc
+        finally:
+            await resolver.close()
+
     async def close(self) -> None:
         for session in self._sessions.values():
             await session.close()

@@ -46,6 +46,12 @@ class NotFound(ConnectorError):
     status = 404
 
 
+class PayloadTooLarge(ConnectorError):
+    """More data than may be received: the agreed volume, or the disk space kept free (413)."""
+
+    status = 413
+
+
 class PeerError(ConnectorError):
     """The counterparty answered with an error or could not be reached."""
 

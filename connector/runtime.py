@@ -42,6 +42,32 @@ def egress_for(settings: Settings) -> Egress:
     return Egress(policy, client_ssl_context(settings))
 
 
+# DataAddress properties that carry a bearer credential for the data plane
+SECRET_PROPERTIES = frozenset({"authorization", "token", "authkey", "authcode"})
+REDACTED = "[redacted]"
+
+
+def _last_term(name: str) -> str:
+    """`authorization` also when written as an IRI (`https://…/ns/authorization`)."""
+    for sep in ("/", "#", ":"):
+        name = name.rsplit(sep, 1)[-1]
+    return name.lower()
+
+
+def redact_tokens(body: Any) -> Any:
+    """`body` with the value of every secret DataAddress property replaced: the timeline is
+    shown by the management API and kept for years, a data-plane token must not outlive its
+    transfer there (the transfer record itself keeps the one it needs)."""
+    if isinstance(body, list):
+        return [redact_tokens(item) for item in body]
+    if not isinstance(body, dict):
+        return body
+    name = body.get("name")
+    if isinstance(name, str) and _last_term(name) in SECRET_PROPERTIES and "value" in body:
+        return {**body, "value": REDACTED}
+    return {key: redact_tokens(value) for key, value in body.items()}
+
+
 @dataclass
 class Runtime:
     settings: Settings
@@ -73,6 +99,8 @@ class Runtime:
     def log(self, process_id: str, direction: str, message_type: str, **kw: Any) -> None:
         """Add one line to a process's timeline (what the API and CLI show), and to the log."""
         detail = kw.get("detail") or ""
+        if kw.get("body") is not None:
+            kw["body"] = redact_tokens(kw["body"])
         log.debug("%s %s %s", direction, message_type, detail, extra={"process_id": process_id})
         self.store.add_event(
             TimelineEntry(

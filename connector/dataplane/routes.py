@@ -12,7 +12,7 @@ from aiohttp import web
 
 from connector.dataplane import sources, streams, tokens
 from connector.dsp.states import TP
-from connector.errors import BadRequest, ConnectorError, NotFound
+from connector.errors import BadRequest, ConnectorError, NotFound, PayloadTooLarge
 from connector.metering.meter import Meter, end_kind
 from connector.metering.records import Kind
 from connector.runtime import Runtime
@@ -69,6 +69,7 @@ class DataPlaneRoutes:
         tokens.verify(self.rt.keys, self.rt.did, request.headers.get("Authorization"), pid)
         if tp.state != TP.STARTED:
             raise BadRequest(f"transfer is {tp.state}, not STARTED")
+        tokens.require_current(request.headers.get("Authorization"), tp.data_address)
         dataset = self.rt.store.get_dataset(tp.dataset_id)
         if dataset is None:
             raise NotFound(f"dataset {tp.dataset_id} no longer exists")
@@ -158,12 +159,23 @@ class DataPlaneRoutes:
         tokens.verify(self.rt.keys, self.rt.did, request.headers.get("Authorization"), pid)
         if tp.state not in (TP.STARTED, TP.REQUESTED):
             raise BadRequest(f"transfer is {tp.state}; data is not accepted")
-        writer = streams.HashingWriter(streams.received_path(self.rt, pid), staged=True)
+        limit = streams.receive_limit(self.rt, tp)
+        announced = request.content_length
+        if announced is not None and announced > limit.bytes:
+            self.rt.log(pid, "refused", "push", detail=str(limit.refuse(announced)))
+            raise limit.refuse(announced)
+        writer = streams.HashingWriter(
+            streams.received_path(self.rt, pid), staged=True, limit=limit
+        )
         whole = False
         try:
             async for chunk in request.content.iter_chunked(self.rt.settings.chunk_size):
                 writer.write(chunk)
             whole = True
+        except PayloadTooLarge as exc:
+            # stop reading: the sender is cut off, the staged part removed (finally)
+            self.rt.log(pid, "refused", "push", detail=exc.detail)
+            raise
         except ConnectionError as exc:
             self.rt.log(
                 pid, "failed", "push", detail=f"interrupted after {writer.size} bytes: {exc!r}"

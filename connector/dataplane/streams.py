@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import shutil
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +16,11 @@ import aiohttp
 
 from connector.dsp.states import TP
 from connector.egress import EgressRefused
-from connector.errors import PeerError
+from connector.errors import ConnectorError, PayloadTooLarge, PeerError
+from connector.files import open_private, private_dir
+from connector.policy.odrl import normalise
 from connector.runtime import Runtime
+from connector.store.records import Transfer
 
 STREAM_TIMEOUT = aiohttp.ClientTimeout(total=None, connect=10, sock_read=60)
 STATE_CHECK_SECONDS = 0.2
@@ -85,6 +90,69 @@ def record_sent(rt: Runtime, transfer_id: str, sent: int) -> None:
             rt.store.update_transfer(transfer_id, bytes=sent)
 
 
+VOLUME_TERMS = ("tdsc:transferBytes", "tdsc:volumeBytes")
+
+
+def _agreed_maxima(policy: dict[str, Any]) -> dict[str, int]:
+    """The byte limits an agreement grants (`tdsc:transferBytes` per transfer, `tdsc:volumeBytes`
+    in all): constraints every permission applies (top level or inside `and`)."""
+    try:
+        rules = normalise(policy)["permissions"]
+    except ConnectorError:
+        return {}
+    found: dict[str, int] = {}
+
+    def visit(c: dict[str, Any]) -> None:
+        for inner in c.get("and", []):
+            visit(inner)
+        left, op, right = c.get("leftOperand"), c.get("operator"), c.get("rightOperand")
+        if left not in VOLUME_TERMS or not isinstance(right, int | float):
+            return
+        most = {"lteq": int(right), "eq": int(right), "lt": int(right) - 1}.get(str(op))
+        if most is not None:
+            found[str(left)] = min(found.get(str(left), most), most)
+
+    for rule in rules:
+        for constraint in rule.get("constraints", []):
+            visit(constraint)
+    return found
+
+
+@dataclass(frozen=True)
+class ReceiveLimit:
+    """At most how many bytes one transfer's copy may hold, and why (for the refusal)."""
+
+    bytes: int
+    why: str
+
+    def refuse(self, size: int) -> PayloadTooLarge:
+        return PayloadTooLarge(f"more than {self.bytes} bytes ({self.why}); {size} refused")
+
+
+def receive_limit(rt: Runtime, tp: Transfer) -> ReceiveLimit:
+    """Consumer: the most a transfer may bring. A sender (or whoever holds its token) is not
+    trusted to stop at the agreed volume: the agreement's limits and the disk space kept free
+    (`receive_free_disk_bytes`) bound what is written."""
+    path = received_path(rt, tp.id)
+    private_dir(path.parent)
+    have = path.stat().st_size if path.exists() else 0
+    free = shutil.disk_usage(path.parent).free - rt.settings.receive_free_disk_bytes
+    limits = [ReceiveLimit(max(free, 0) + have, "the disk space kept free")]
+    agreement = rt.store.get_agreement(tp.agreement_id)
+    agreed = _agreed_maxima(agreement.body) if agreement is not None else {}
+    if "tdsc:transferBytes" in agreed:
+        limits.append(ReceiveLimit(agreed["tdsc:transferBytes"], "the agreed bytes per transfer"))
+    if "tdsc:volumeBytes" in agreed:
+        earlier = sum(
+            t.bytes
+            for t in rt.store.agreement_transfers(tp.agreement_id, "consumer")
+            if t.id != tp.id
+        )
+        left = max(agreed["tdsc:volumeBytes"] - earlier, 0)
+        limits.append(ReceiveLimit(left, "the agreed volume left"))
+    return min(limits, key=lambda limit: limit.bytes)
+
+
 def received_path(rt: Runtime, transfer_id: str) -> Path:
     safe = transfer_id.rsplit(":", 1)[-1]
     return rt.settings.data_dir / "received" / f"{safe}.bin"
@@ -121,29 +189,41 @@ class HashingWriter:
     result in place only on `commit`: a second delivery of the same data (a push handed from
     one replica to another) never truncates a copy that is being checked or used."""
 
-    def __init__(self, path: Path, *, resume: bool = False, staged: bool = False) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+    def __init__(
+        self,
+        path: Path,
+        *,
+        resume: bool = False,
+        staged: bool = False,
+        limit: ReceiveLimit | None = None,
+    ) -> None:
+        private_dir(path.parent)
         self.path = path
         self._hash = hashlib.sha256()
         self.size = 0
+        self.limit = limit
         self._target = path.with_name(f"{path.name}.{uuid.uuid4().hex}.part") if staged else path
         if resume and path.exists():
             with path.open("rb") as fh:
                 while block := fh.read(1 << 20):
                     self._hash.update(block)
                     self.size += len(block)
-            self._fh = path.open("ab")
+            self._fh = open_private(path, append=True)
         else:
-            self._fh = self._target.open("wb")
+            self._fh = open_private(self._target)
 
     def write(self, chunk: bytes) -> None:
+        """Append `chunk`; PayloadTooLarge (nothing written) once the limit would be passed."""
+        if self.limit is not None and self.size + len(chunk) > self.limit.bytes:
+            raise self.limit.refuse(self.size + len(chunk))
         self._fh.write(chunk)
         self._hash.update(chunk)
         self.size += len(chunk)
 
     def close(self) -> str:
-        self._fh.flush()
-        self._fh.close()
+        if not self._fh.closed:
+            self._fh.flush()
+            self._fh.close()
         return self._hash.hexdigest()
 
     def commit(self) -> None:
@@ -155,6 +235,10 @@ class HashingWriter:
         """Drop a staged file that did not arrive whole."""
         if self._target != self.path:
             self._target.unlink(missing_ok=True)
+
+    def remove(self) -> None:
+        """Drop what was written, also a resumed copy (it was refused, not interrupted)."""
+        self._target.unlink(missing_ok=True)
 
 
 async def pull(
@@ -168,7 +252,9 @@ async def pull(
     endpoint, token = _endpoint(data_address)
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     path = received_path(rt, transfer_id)
-    writer = HashingWriter(path, resume=True)
+    tp = rt.store.get_transfer(transfer_id)
+    limit = receive_limit(rt, tp) if tp is not None else None
+    writer = HashingWriter(path, resume=True, limit=limit)
     if writer.size:
         headers["Range"] = f"bytes={writer.size}-"
     try:
@@ -180,9 +266,20 @@ async def pull(
                 raise PeerError(f"pull answered {resp.status}", retry=retry)
             if resp.status == 200 and writer.size:
                 writer.close()
-                writer = HashingWriter(path)  # the provider sent everything again
+                writer = HashingWriter(path, limit=limit)  # the provider sent everything again
+            announced = resp.content_length
+            if (
+                limit is not None
+                and announced is not None
+                and writer.size + announced > limit.bytes
+            ):
+                raise limit.refuse(writer.size + announced)
             async for chunk in resp.content.iter_chunked(rt.settings.chunk_size):
                 writer.write(chunk)
+    except PayloadTooLarge as exc:
+        writer.close()
+        writer.remove()
+        raise PeerError(f"pull refused: {exc.detail}", retry=False) from exc
     except EgressRefused as exc:
         raise PeerError(f"pull from {endpoint} refused: {exc.detail}", retry=False) from exc
     except aiohttp.ClientError as exc:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import time
+import uuid
+from typing import Any
 
 import jwt
 
@@ -17,6 +21,7 @@ def issue(keys: KeyPair, did: str, transfer_id: str, subject: str, ttl_seconds: 
         "aud": f"{did}#dataplane",
         "sub": subject,
         "tid": transfer_id,
+        "jti": uuid.uuid4().hex,  # two tokens issued within a second still differ
         "iat": now,
         "exp": now + ttl_seconds,
     }
@@ -42,3 +47,23 @@ def verify(keys: KeyPair, did: str, header: str | None, transfer_id: str) -> str
     if claims.get("tid") != transfer_id:
         raise Unauthorized("transfer token belongs to another transfer")
     return str(claims["sub"])
+
+
+def digest(token: str) -> str:
+    """What the provider keeps of a pull token it issued: enough to recognise it, not to use."""
+    return "sha256:" + hashlib.sha256(token.encode()).hexdigest()
+
+
+def require_current(header: str | None, kept: dict[str, Any] | None) -> None:
+    """A pull token is honoured only while it is the transfer's current one: suspension and
+    termination drop it (`kept` becomes None), a resume issues another. Call after `verify`."""
+    current = None
+    for prop in (kept or {}).get("endpointProperties") or []:
+        if prop.get("name") == "authorization":
+            current = prop.get("value")
+    given = digest((header or "")[7:].strip())
+    if not isinstance(current, str) or not hmac.compare_digest(given, current):
+        raise Unauthorized(
+            "transfer token revoked: the transfer was suspended or has ended since it was"
+            " issued (a resumed transfer has a new token)"
+        )

@@ -13,6 +13,7 @@ from connector.dsp import messages as m
 from connector.dsp.client import DspClient
 from connector.dsp.negotiation import new_pid
 from connector.dsp.states import CN, TP, TP_TERMINAL, transfer_next
+from connector.egress import EgressRefused
 from connector.errors import BadRequest, Conflict, ConnectorError, NotFound, PeerError
 from connector.metering.meter import Meter, end_kind
 from connector.metering.receipts import wait_for_answers
@@ -81,6 +82,23 @@ def _reservation(decision: Decision, dataset: Dataset | None, usage: dict[str, A
     return reserved
 
 
+def _serves_pull(tp: Transfer) -> bool:
+    return tp.role == "provider" and tp.format.endswith("PULL")
+
+
+def _new_pull_address(tp: Transfer, msg: m.Message) -> bool:
+    """Consumer: a provider's TransferStartMessage to a STARTED pull we resumed renews its
+    DataAddress (the token from before the suspension no longer works)."""
+    return (
+        isinstance(msg, m.TransferStartMessage)
+        and msg.dataAddress is not None
+        and tp.role == "consumer"
+        and tp.format.endswith("PULL")
+        and tp.state == TP.STARTED
+        and tp.data_address is None  # cleared when we resumed: only that answer is taken
+    )
+
+
 def _address(endpoint: str, token: str) -> dict[str, Any]:
     return m.DataAddress(
         endpointType=HTTP_ENDPOINT,
@@ -131,7 +149,22 @@ class TransferService:
         # transfer at once, the second sees the first one's transition.
         current = self.rt.store.lock_transfer(tp.id) or tp
         nxt = transfer_next(current.state, message, sender)
+        if _serves_pull(current) and nxt != TP.STARTED:
+            fields = {**fields, "data_address": None}  # the pull token is revoked
         return self.rt.store.update_transfer(tp.id, state=nxt.value, **fields)
+
+    def _pull_address(self, tp: Transfer) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Provider: a fresh pull DataAddress for the consumer, and what we keep of it (the
+        token's digest: serve_pull honours only the token issued last, while STARTED)."""
+        token = tokens.issue(
+            self.rt.keys,
+            self.rt.did,
+            tp.id,
+            tp.counterparty_id,
+            self.rt.settings.transfer_token_ttl_seconds,
+        )
+        endpoint = f"{self.rt.settings.base_url}/data/pull/{tp.id}"
+        return _address(endpoint, token), _address(endpoint, tokens.digest(token))
 
     def _received(self, tp: Transfer, msg: m.Message, **kw: Any) -> None:
         self.rt.log(tp.id, "received", msg.type, state=tp.state, body=msg.dump(), **kw)
@@ -163,6 +196,10 @@ class TransferService:
             raise BadRequest(f"unsupported format {msg.format}; supported: {', '.join(FORMATS)}")
         if msg.format.endswith("PUSH") and msg.dataAddress is None:
             raise BadRequest("a push transfer needs the consumer's dataAddress")
+        if msg.format.endswith("PUSH") and msg.dataAddress is not None:
+            refused = await self._endpoint_refusal(msg.dataAddress)
+            if refused is not None:
+                raise BadRequest(f"the push dataAddress is refused: {refused}")
         if self.usage is not None:
             self.usage.guard_transfer(agreement, caller)
         purpose = (msg.model_extra or {}).get(m.PURPOSE) or (neg.purpose if neg else None)
@@ -274,15 +311,63 @@ class TransferService:
         if tp.role == "consumer" and not tp.provider_pid and provider_pid:
             fields["provider_pid"] = provider_pid
         if isinstance(msg, m.TransferStartMessage) and msg.dataAddress is not None:
+            if tp.role == "consumer" and tp.format.endswith("PULL"):
+                await self._refuse_pull_address(tp, msg.dataAddress, provider_pid)
             fields["data_address"] = msg.dataAddress.model_dump(by_alias=True, exclude_none=True)
         reason = getattr(msg, "reason", None)
         if reason:
             fields["reason"] = [str(r) for r in reason]
+        renewed = None
+        if isinstance(msg, m.TransferStartMessage) and _serves_pull(tp):
+            # the consumer resumes: its token was revoked at suspension, send it a new one
+            renewed, fields["data_address"] = self._pull_address(tp)
         with self.rt.store.transaction():
-            tp = self._move(tp, msg.type, sender, **fields)
+            current = self.rt.store.lock_transfer(tp.id) or tp
+            if _new_pull_address(current, msg):
+                # the provider's answer to our resume: the same STARTED transfer, a new token
+                tp = self.rt.store.update_transfer(tp.id, **fields)
+            else:
+                tp = self._move(tp, msg.type, sender, **fields)
             self._received(tp, msg, detail="; ".join(fields.get("reason", [])))
             self.react(tp)
+            if renewed is not None:
+                start = m.TransferStartMessage(
+                    providerPid=tp.provider_pid or "",
+                    consumerPid=tp.consumer_pid or "",
+                    dataAddress=renewed,
+                )
+                self._send(tp, start, "/transfers/{peer}/start", renewal=True)
         return tp
+
+    async def _endpoint_refusal(self, address: m.DataAddress) -> str | None:
+        """Why a peer's DataAddress may not be used (None if it may): the endpoint must be an
+        http(s) URL the egress guard would reach. Checked when the address arrives, so a
+        request forgery is refused before a byte (or a bearer token) is sent to it."""
+        endpoint = address.endpoint
+        if not endpoint or not endpoint.lower().startswith(("https://", "http://")):
+            return "the endpoint must be an http(s) URL"
+        try:
+            await self.rt.egress.check_destination(endpoint)
+        except EgressRefused as exc:
+            return exc.detail
+        return None
+
+    async def _refuse_pull_address(
+        self, tp: Transfer, address: m.DataAddress, provider_pid: str | None
+    ) -> None:
+        """Consumer: a provider naming a pull endpoint we may not reach ends the transfer; the
+        reason is our own words, never text from that endpoint."""
+        refused = await self._endpoint_refusal(address)
+        if refused is None:
+            return
+        reason = f"the provider's pull dataAddress is refused: {refused}"
+        with self.rt.store.transaction():
+            if not tp.provider_pid and provider_pid:
+                self.rt.store.update_transfer(tp.id, provider_pid=provider_pid)
+            self.rt.log(tp.id, "refused", "TransferStartMessage", detail=reason)
+        if tp.state not in TP_TERMINAL:
+            self.terminate(tp.id, [reason], code="DATA_ADDRESS")
+        raise BadRequest(reason)
 
     # operator actions ------------------------------------------------------------------------
 
@@ -338,27 +423,23 @@ class TransferService:
         """Provider: start (or resume) the transfer; pull gets a fresh token."""
         tp = self.get(pid)
         data_address = None
-        if tp.role == "provider" and tp.format.endswith("PULL"):
-            token = tokens.issue(
-                self.rt.keys,
-                self.rt.did,
-                tp.id,
-                tp.counterparty_id,
-                self.rt.settings.transfer_token_ttl_seconds,
-            )
-            data_address = _address(f"{self.rt.settings.base_url}/data/pull/{tp.id}", token)
+        fields: dict[str, Any] = {}
+        if _serves_pull(tp):
+            data_address, fields["data_address"] = self._pull_address(tp)
+        elif tp.role == "consumer" and tp.format.endswith("PULL"):
+            # resuming: the provider revoked the old token at suspension; the pull goes on
+            # when its TransferStartMessage brings a new DataAddress (see on_message)
+            fields["data_address"] = None
         msg = m.TransferStartMessage(
             providerPid=tp.provider_pid or "",
             consumerPid=tp.consumer_pid or "",
             dataAddress=data_address,
         )
         with self.rt.store.transaction():
-            tp = self._move(tp, msg.type, tp.role)
+            tp = self._move(tp, msg.type, tp.role, **fields)
             self._send(tp, msg, "/transfers/{peer}/start")
             if tp.role == "provider" and tp.format.endswith("PUSH"):
                 self.outbox.enqueue(tp.id, "dp-push", {})
-            if tp.role == "consumer" and tp.format.endswith("PULL"):
-                self.outbox.enqueue(tp.id, "dp-pull", {})
         return tp
 
     def complete(self, pid: str) -> Transfer:
@@ -396,10 +477,11 @@ class TransferService:
 
     # sending ---------------------------------------------------------------------------------
 
-    def _send(self, tp: Transfer, msg: m.Message, path: str) -> None:
-        self.outbox.enqueue(
-            tp.id, "tp-send", {"type": msg.type, "path": path, "message": msg.dump()}
-        )
+    def _send(self, tp: Transfer, msg: m.Message, path: str, *, renewal: bool = False) -> None:
+        payload: dict[str, Any] = {"type": msg.type, "path": path, "message": msg.dump()}
+        if renewal:
+            payload["renewal"] = True  # a new pull token after a resume (see on_message)
+        self.outbox.enqueue(tp.id, "tp-send", payload)
 
     async def _send_job(self, job: Job) -> None:
         tp = self.get(job.process_id)
@@ -440,7 +522,9 @@ class TransferService:
     async def _send_failed(self, job: Job, why: str) -> None:
         tp = self.get(job.process_id)
         reason = f"{job.payload['type']} was not delivered: {why}"
-        if tp.state in TP_TERMINAL:
+        if tp.state in TP_TERMINAL or job.payload.get("renewal"):
+            # a consumer that did not take a renewed pull token can resume again; the
+            # transfer itself is not broken by it
             self.rt.log(tp.id, "note", job.payload["type"], detail=reason)
             return
         with self.rt.store.transaction():

@@ -11,6 +11,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from connector.errors import ConfigError
+from connector.files import FILE_MODE, private_dir
 
 
 def b64url(data: bytes) -> str:
@@ -47,8 +48,9 @@ def generate() -> KeyPair:
 
 def save(pair: KeyPair, path: Path) -> None:
     """Write the private key readable by the owner only."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    private_dir(path.parent)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+    os.fchmod(fd, FILE_MODE)  # whatever the umask
     with os.fdopen(fd, "wb") as fh:
         fh.write(pair.private_pem())
 

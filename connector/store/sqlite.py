@@ -14,6 +14,7 @@ import sqlite_utils
 from pydantic import BaseModel
 
 from connector.errors import NotFound
+from connector.files import private_file
 from connector.metering.records import MeteringEntry
 from connector.store.base import Duplicate
 from connector.store.records import (
@@ -39,6 +40,12 @@ class SqliteStore(RecordTables):
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
+        # SQLite creates the WAL and shared-memory files with the database file's mode
+        private_file(path)
+        for side in ("-wal", "-shm"):
+            beside = path.with_name(path.name + side)
+            if beside.exists():
+                private_file(beside)
         conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
         self._db = sqlite_utils.Database(conn)
         self._db.execute("PRAGMA journal_mode=WAL")
