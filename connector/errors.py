@@ -46,6 +46,12 @@ class NotFound(ConnectorError):
     status = 404
 
 
+class Conflict(ConnectorError):
+    """The request contradicts something already final (e.g. a stored metering receipt)."""
+
+    status = 409
+
+
 class PeerError(ConnectorError):
     """The counterparty answered with an error or could not be reached."""
 

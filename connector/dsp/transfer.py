@@ -132,7 +132,13 @@ class TransferService:
                 ),
                 policy=agreement.body,
                 request={"format": msg.format, "purpose": purpose, "bytes": 0, "records": 0},
-                usage=agreement_usage(self.rt.store, agreement.id, agreement.body.get("timestamp")),
+                usage=agreement_usage(
+                    self.rt.store,
+                    agreement.id,
+                    agreement.body.get("timestamp"),
+                    receipt_seconds=self.rt.settings.metering_receipt_seconds,
+                    max_disputed=self.rt.settings.metering_max_disputed_windows,
+                ),
             )
         )
         if not decision.allow:

@@ -10,7 +10,7 @@ from aiohttp import web
 from connector.config import DSP_PATH
 from connector.dsp.auth import Authenticator
 from connector.dsp.routes import read_json
-from connector.errors import BadRequest, NotFound
+from connector.errors import BadRequest, Conflict, NotFound
 from connector.identity import signatures
 from connector.runtime import Runtime
 from connector.store.records import Transfer
@@ -50,7 +50,19 @@ class MeteringRoutes:
         for answer in answers:
             checked.append(self._answer(answer, chain, tp, consumer_doc))
         with self.rt.store.transaction():
+            # a receipt is final: a later refusal must not erase the evidence it is
+            stored = {e.seq: e for e in self.rt.store.metering_chain(tp.agreement_id, tp.id)}
+            final = [seq for seq, _, why in checked if why and stored[seq].receipt]
+            if final:
+                raise Conflict(
+                    f"metering record{'s' if len(final) > 1 else ''}"
+                    f" {', '.join(map(str, sorted(final)))} already carr"
+                    f"{'y' if len(final) > 1 else 'ies'} the consumer's receipt;"
+                    " a receipt is final and cannot be replaced by a refusal"
+                )
             for seq, receipt, refusal in checked:
+                if stored[seq].receipt:
+                    continue  # the same receipt again (a retried answer) changes nothing
                 self.rt.store.set_metering_receipt(
                     tp.agreement_id, seq, receipt=receipt, refusal=refusal
                 )

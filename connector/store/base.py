@@ -134,6 +134,7 @@ class Store(Protocol):
     def metering_chain(
         self, agreement_id: str | None = None, transfer_id: str | None = None
     ) -> list[MeteringEntry]: ...
+    # a stored receipt is final: the update leaves a receipted record as it is
     def set_metering_receipt(
         self, agreement_id: str, seq: int, *, receipt: str | None, refusal: str | None
     ) -> None: ...
