@@ -683,16 +683,20 @@ def metering_export(ctx: click.Context, agreement_id: str, out: Any) -> None:
 def metering_verify(chain_file: Path, provider_key: Path, consumer_key: Path) -> None:
     """Check a chain offline; exit 1 and list every altered, dropped, reordered, inserted or
     unreceipted record."""
-    from connector.metering.verify import ChainFileError, key_document, read_chain, verify_chain
+    from connector.metering.verify import (
+        ChainFileError,
+        check_distinct,
+        key_document,
+        read_chain,
+        verify_chain,
+    )
 
     try:
         header, lines = read_chain(chain_file)
-        result = verify_chain(
-            header,
-            lines,
-            key_document(provider_key, str(header.get("provider"))),
-            key_document(consumer_key, str(header.get("consumer"))),
-        )
+        provider_doc = key_document(provider_key, str(header.get("provider")))
+        consumer_doc = key_document(consumer_key, str(header.get("consumer")))
+        check_distinct(provider_doc, consumer_doc)
+        result = verify_chain(header, lines, provider_doc, consumer_doc)
     except ChainFileError as exc:
         raise click.ClickException(exc.detail) from exc
     for finding in result.findings:

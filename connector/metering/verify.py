@@ -47,13 +47,27 @@ class Verified:
 
 
 def key_document(path: Path, did: str) -> dict[str, Any]:
-    """A DID document from a file holding either the document or the bare public JWK."""
+    """A DID document from a file holding either the document or the bare public JWK.
+
+    A document must be `did`'s own, and only its own keys are kept: the key given for one
+    party must never verify a signature made with another party's key."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise ChainFileError(f"cannot read key file {path}: {exc}") from exc
     if isinstance(data, dict) and "verificationMethod" in data:
-        return data
+        if data.get("id") != did:
+            raise ChainFileError(
+                f"{path} is the DID document of {data.get('id')}, but the file names {did}"
+                " for this key"
+            )
+        methods = data.get("verificationMethod")
+        own = [
+            m
+            for m in (methods if isinstance(methods, list) else [])
+            if isinstance(m, dict) and str(m.get("id", "")).startswith(f"{did}#")
+        ]
+        return {**data, "verificationMethod": own}
     if isinstance(data, dict) and data.get("kty") == "OKP":
         vm = f"{did}#{KEY_FRAGMENT}"
         return {
@@ -62,6 +76,26 @@ def key_document(path: Path, did: str) -> dict[str, Any]:
             "assertionMethod": [vm],
         }
     raise ChainFileError(f"{path} holds neither a DID document nor an Ed25519 JWK")
+
+
+def public_keys(document: dict[str, Any]) -> set[str]:
+    """The Ed25519 public keys (JWK `x`) a key document holds."""
+    return {
+        str((m.get("publicKeyJwk") or {}).get("x"))
+        for m in document.get("verificationMethod") or []
+        if isinstance(m, dict) and isinstance(m.get("publicKeyJwk"), dict)
+    }
+
+
+def check_distinct(provider_doc: dict[str, Any], consumer_doc: dict[str, Any]) -> None:
+    """The two parties' keys must differ: a receipt is worth nothing if the provider's own key
+    is accepted as the consumer's (ChainFileError otherwise)."""
+    shared = public_keys(provider_doc) & public_keys(consumer_doc)
+    if shared:
+        raise ChainFileError(
+            "the provider's and the consumer's key files hold the same public key; a receipt"
+            " must be the consumer's own signature"
+        )
 
 
 def read_chain(path: Path) -> tuple[dict[str, Any], list[tuple[int, dict[str, Any]]]]:
