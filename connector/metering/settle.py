@@ -7,17 +7,28 @@ import asyncio
 import contextlib
 import hashlib
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from connector.dsp.client import DspClient
 from connector.errors import BadRequest, ConnectorError, PeerError
 from connector.identity import signatures
-from connector.metering.records import MeteringEntry, entry_from_line, record_hash
+from connector.identity.signatures import GENESIS
+from connector.metering.records import (
+    RECORD_FIELDS,
+    Kind,
+    MeteringEntry,
+    entry_from_line,
+    record_hash,
+)
 from connector.runtime import Runtime
 from connector.store.records import Transfer
 
 END_KINDS = ("complete", "terminate", "suspend", "interrupted")
+KINDS = get_args(Kind)
+# how far the provider's clock may run ahead of ours before a window "closes in the future"
+CLOCK_SKEW = timedelta(seconds=60)
 POLL_SECONDS = 0.05
 
 
@@ -31,9 +42,11 @@ def _end(entry: MeteringEntry) -> int:
     return int(entry.record.get("offset", 0)) + int(entry.record.get("length", 0))
 
 
-def _window_digest(path: Path, offset: int, length: int) -> str | None:
-    """SHA-256 of [offset, offset + length) of the received file; None if it is shorter."""
+def _window_digest(path: Path, offset: int, length: int) -> tuple[str, int] | None:
+    """(SHA-256, newline count) of [offset, offset + length) of the received file; None if
+    the file is shorter."""
     digest = hashlib.sha256()
+    lines = 0
     try:
         with path.open("rb") as fh:
             fh.seek(offset)
@@ -43,10 +56,110 @@ def _window_digest(path: Path, offset: int, length: int) -> str | None:
                 if not block:
                     return None
                 digest.update(block)
+                lines += block.count(b"\n")
                 left -= len(block)
     except OSError:
         return None
-    return digest.hexdigest()
+    return digest.hexdigest(), lines
+
+
+def _instant(value: object) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        at = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return at if at.tzinfo is not None else None
+
+
+def _shape(record: dict[str, Any]) -> str | None:
+    """Why a record is not a well-formed metering record (its own fields only)."""
+    if set(record) != set(RECORD_FIELDS):
+        return "the record's fields differ from the metering profile"
+    if record["kind"] not in KINDS:
+        return f"kind {record['kind']!r} is not a metering record kind"
+    for key in ("seq", "offset", "length", "records"):
+        value = record[key]
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            return f"{key} must be a non-negative integer, got {value!r}"
+    if record["records"] > record["length"]:
+        return f"{record['records']} records cannot fit in {record['length']} bytes"
+    if record["kind"] == "start" and record["length"]:
+        return "a start record carries no bytes"
+    opened, closed = _instant(record["from"]), _instant(record["to"])
+    if opened is None or closed is None:
+        return "from and to must be RFC 3339 time stamps with a zone"
+    if opened > closed:
+        return f"the window opens at {record['from']}, after it closes at {record['to']}"
+    if closed > datetime.now(UTC) + CLOCK_SKEW:
+        return f"the window closes at {record['to']}, in the future"
+    return None
+
+
+def sequence_problems(
+    entries: list[MeteringEntry], known: list[MeteringEntry], transfer: str
+) -> dict[int, str]:
+    """seq -> why, for records of one transfer that do not form its part of the chain: each
+    well formed, numbered once, linked by `prev` to the record before it (as far as this side
+    knows the agreement's chain: `known` holds the records of its other transfers), and each
+    stream a `start` followed by windows that continue its byte range and its time.
+
+    A record whose predecessor belongs to a transfer not seen yet (two transfers under one
+    agreement at once) cannot be linked here; its bytes are still checked one by one."""
+    problems: dict[int, str] = {}
+    hashes: dict[int, str] = {}
+    owners: dict[int, str] = {}
+    for entry in known:
+        hashes[entry.seq], owners[entry.seq] = entry.hash, entry.transfer_id
+    mine: dict[int, MeteringEntry] = {}
+    for entry in entries:
+        if entry.seq in mine:
+            problems[entry.seq] = f"record {entry.seq} was sent twice with different content"
+            continue
+        if (
+            entry.seq in hashes
+            and owners[entry.seq] == transfer
+            and hashes[entry.seq] != entry.hash
+        ):
+            problems[entry.seq] = f"record {entry.seq} differs from the one received before"
+        mine[entry.seq] = entry
+        hashes[entry.seq], owners[entry.seq] = entry.hash, transfer
+    previous: dict[str, Any] | None = None  # the record before, in this transfer's stream
+    for seq in sorted(mine):
+        entry = mine[seq]
+        record = entry.record
+        why = problems.get(seq) or _shape(record)
+        if why is None and record.get("seq") != seq:
+            why = f"numbered {record.get('seq')!r} inside, {seq} outside"
+        if why is None:
+            before = GENESIS if seq == 0 else hashes.get(seq - 1)
+            if before is not None and record["prev"] != before:
+                why = f"its previous-hash does not link to record {seq - 1}"
+            elif seq - 1 in owners and owners[seq - 1] == transfer and seq - 1 not in mine:
+                why = f"record {seq - 1} of this transfer is missing before it"
+        if why is None:
+            why = _continues(previous, record)
+        if why is not None:
+            problems[seq] = why
+        previous = record
+    return problems
+
+
+def _continues(previous: dict[str, Any] | None, record: dict[str, Any]) -> str | None:
+    """Why `record` does not continue the stream `previous` belongs to."""
+    if record["kind"] == "start":
+        return None
+    if previous is None or previous.get("kind") in END_KINDS:
+        return f"a {record['kind']} record outside a stream (no start record before it)"
+    end = int(previous.get("offset", 0)) + int(previous.get("length", 0))
+    if record["offset"] != end:
+        return f"the window starts at byte {record['offset']}, the stream was at byte {end}"
+    before = _instant(previous.get("to"))
+    opened = _instant(record["from"])
+    if before is not None and opened is not None and opened < before:
+        return f"the window opens at {record['from']}, before the previous one closed"
+    return None
 
 
 async def get_records(client: DspClient, tp: Transfer) -> list[MeteringEntry]:
@@ -135,11 +248,16 @@ async def settle(
         rt.log(tp.id, "note", "metering", detail=f"the provider keeps no metering records: {exc}")
         return []
     provider_doc = await rt.resolver.resolve(tp.counterparty_id)
+    # what this side already holds of the agreement's chain (kept by the provider's pids)
+    known = rt.store.metering_chain(tp.agreement_id)
+    broken = sequence_problems(entries, known, tp.provider_pid or "")
     answers: list[dict[str, Any]] = []
     refusals: list[str] = []
     for entry in entries:
         earlier = (checked or {}).get(entry.seq)
-        if earlier is not None and earlier[0] == entry.hash:
+        if entry.seq in broken:
+            why: str | None = broken[entry.seq]
+        elif earlier is not None and earlier[0] == entry.hash:
             why = earlier[1]
         else:
             why = await asyncio.to_thread(_check, rt, tp, entry, provider_doc, path)
@@ -183,17 +301,26 @@ def _check(
         signatures.verify(record, entry.signature, tp.counterparty_id, provider_doc)
     except BadRequest as exc:
         return str(exc)
+    why = _shape(record)
+    if why is not None:
+        return why
     offset, length = int(record.get("offset", 0)), int(record.get("length", 0))
     if length == 0:
         return None
     if path is None:
         return "no data was received"
-    digest = _window_digest(path, offset, length)
-    if digest is None:
+    window = _window_digest(path, offset, length)
+    if window is None:
         return f"bytes {offset}-{offset + length - 1} were not received"
+    digest, lines = window
     if digest != record.get("sha256"):
         return (
             f"bytes {offset}-{offset + length - 1} hash to {digest}, the record says"
             f" {record.get('sha256')}"
+        )
+    if lines != record.get("records"):
+        return (
+            f"bytes {offset}-{offset + length - 1} hold {lines} records, the record claims"
+            f" {record.get('records')}"
         )
     return None
