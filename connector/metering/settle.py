@@ -15,10 +15,12 @@ from connector.dsp.client import DspClient
 from connector.errors import BadRequest, ConnectorError, PeerError
 from connector.identity import signatures
 from connector.identity.signatures import GENESIS
+from connector.metering import heads
 from connector.metering.records import (
     RECORD_FIELDS,
     Kind,
     MeteringEntry,
+    MeteringHead,
     entry_from_line,
     record_hash,
 )
@@ -162,30 +164,37 @@ def _continues(previous: dict[str, Any] | None, record: dict[str, Any]) -> str |
     return None
 
 
-async def get_records(client: DspClient, tp: Transfer) -> list[MeteringEntry]:
-    """The provider's records for this transfer, as it holds them now."""
+async def get_chain(client: DspClient, tp: Transfer) -> tuple[list[MeteringEntry], Any]:
+    """The provider's records for this transfer, as it holds them now, and the head of the
+    agreement's chain it signed (None if it sent none)."""
     _, body = await client.call("GET", metering_url(tp), tp.counterparty_id)
     lines = body.get("chain") if isinstance(body, dict) else None
     if not isinstance(lines, list):
         raise PeerError("the provider's metering answer has no chain", retry=False)
     try:
-        return [entry_from_line(line) for line in lines]
+        return [entry_from_line(line) for line in lines], body.get("head")
     except (KeyError, TypeError, ValueError) as exc:
         why = f"malformed metering record from the provider: {exc}"
         raise PeerError(why, retry=False) from exc
 
 
+async def get_records(client: DspClient, tp: Transfer) -> list[MeteringEntry]:
+    """The provider's records for this transfer, as it holds them now."""
+    entries, _ = await get_chain(client, tp)
+    return entries
+
+
 async def fetch_records(
     client: DspClient, tp: Transfer, received: int, timeout: float
-) -> list[MeteringEntry]:
-    """The records once one ends at the bytes we hold: the provider writes a stream's last
-    record just after the last byte, so poll briefly."""
+) -> tuple[list[MeteringEntry], Any]:
+    """The records (and the signed head) once one ends at the bytes we hold: the provider
+    writes a stream's last record just after the last byte, so poll briefly."""
     deadline = time.monotonic() + timeout
     while True:
-        entries = await get_records(client, tp)
+        entries, head = await get_chain(client, tp)
         ended = any(e.kind in END_KINDS and _end(e) >= received for e in entries)
         if ended or time.monotonic() >= deadline:
-            return entries
+            return entries, head
         await asyncio.sleep(POLL_SECONDS)
 
 
@@ -240,7 +249,7 @@ async def settle(
     path = Path(tp.path) if tp.path else None
     received = path.stat().st_size if path and path.exists() else 0
     try:
-        entries = await fetch_records(client, tp, received, timeout)
+        entries, offered = await fetch_records(client, tp, received, timeout)
     except PeerError as exc:
         if exc.http_status not in (404, 405, 501):
             raise
@@ -269,10 +278,15 @@ async def settle(
             answers.append({"seq": entry.seq, "hash": entry.hash, "refusal": why})
             refusals.append(f"metering record {entry.seq} refused: {why}")
     rt.store.put_metering(entries)
+    head = _countersign(rt, tp, offered, known + entries, provider_doc)
     if answers:
-        await client.call(
-            "POST", metering_url(tp) + "/receipts", tp.counterparty_id, {"answers": answers}
-        )
+        payload: dict[str, Any] = {"answers": answers}
+        if head is not None:
+            payload["head"] = head.signed()
+        await client.call("POST", metering_url(tp) + "/receipts", tp.counterparty_id, payload)
+        if head is not None:
+            with rt.store.transaction():
+                rt.store.put_metering_head(head)
     rt.log(
         tp.id,
         "note",
@@ -280,6 +294,40 @@ async def settle(
         detail=f"metering: {len(answers) - len(refusals)} receipted, {len(refusals)} refused",
     )
     return refusals
+
+
+def _countersign(
+    rt: Runtime,
+    tp: Transfer,
+    offered: Any,
+    chain: list[MeteringEntry],
+    provider_doc: dict[str, Any],
+) -> MeteringHead | None:
+    """The provider's signed head, countersigned, if it names the newest record this side
+    holds and receipted; None (and a note) otherwise: a head is never signed blind."""
+    if offered is None:
+        return None
+    try:
+        body = heads.check_signed(
+            offered, tp.agreement_id, tp.counterparty_id, rt.did, provider_doc, None
+        )
+    except BadRequest as exc:
+        rt.log(tp.id, "note", "metering", detail=f"chain head not countersigned: {exc.detail}")
+        return None
+    held = {e.seq: e for e in chain}  # the newest answer for each seq wins
+    named = held.get(body["count"] - 1)
+    newest = max(held) if held else -1
+    if named is None or named.hash != body["head"] or not named.receipt or newest >= body["count"]:
+        rt.log(
+            tp.id,
+            "note",
+            "metering",
+            detail="chain head not countersigned: it does not name the newest record this"
+            " connector holds and receipted",
+        )
+        return None
+    receipt = signatures.sign(body, rt.did, rt.keys)
+    return heads.stored({"signature": offered["signature"], "receipt": receipt}, body)
 
 
 def _check(

@@ -7,7 +7,7 @@ from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
 from connector.errors import ConfigError, ConnectorError
-from connector.metering.records import MeteringEntry
+from connector.metering.records import MeteringEntry, MeteringHead
 from connector.store.records import (
     Agreement,
     Dataset,
@@ -138,6 +138,9 @@ class Store(Protocol):
     def set_metering_receipt(
         self, agreement_id: str, seq: int, *, receipt: str | None, refusal: str | None
     ) -> None: ...
+    # the newest chain head both parties signed; a shorter one never replaces it
+    def put_metering_head(self, head: MeteringHead) -> bool: ...
+    def metering_head(self, agreement_id: str) -> MeteringHead | None: ...
 
     # uses of received data: append builds the next signed record from (seq, previous hash)
     def append_use(
