@@ -19,6 +19,9 @@ def dataset_facts(dataset: Dataset | None, dataset_id: str, owner: str) -> dict[
     }
 
 
+NAMED_DISPUTES = 20  # disputed windows named in the policy input; the count covers all
+
+
 def _instant(text: object) -> datetime | None:
     try:
         return datetime.fromisoformat(str(text))
@@ -75,7 +78,9 @@ def agreement_usage(
         "first_use": None,
     }
     if receipt_seconds is not None:
-        chain = store.metering_chain(agreement_id)
-        usage["disputed_windows"] = disputed_windows(chain, receipt_seconds)
+        disputed = disputed_windows(store.metering_chain(agreement_id), receipt_seconds)
+        # the first ones by name (a reason stays short), and how many there are
+        usage["disputed_windows"] = disputed[:NAMED_DISPUTES]
+        usage["disputed_window_count"] = len(disputed)
         usage["max_disputed_windows"] = max_disputed
     return usage

@@ -30,3 +30,9 @@ test_only_at_phase_transfer if {
 	count(metering.reasons) == 0 with input as {"phase": "stream", "usage": {"disputed_windows": [_w(1, "refused")], "max_disputed_windows": 0}}
 	count(metering.reasons) == 0 with input as {"phase": "negotiation", "usage": {"disputed_windows": [_w(1, "refused")], "max_disputed_windows": 0}}
 }
+
+test_only_the_first_are_named_the_count_decides if {
+	r := metering.reasons with input as {"phase": "transfer", "usage": {"disputed_windows": [_w(1, "no receipt")], "disputed_window_count": 40, "max_disputed_windows": 5}}
+	r == ["metering windows record 1 (no receipt) and 39 more of this agreement are disputed (refused by the consumer or without its receipt past the deadline); at most 5 disputed windows allowed before new transfers: send the receipts first"]
+	count(metering.reasons) == 0 with input as {"phase": "transfer", "usage": {"disputed_windows": [_w(1, "no receipt")], "disputed_window_count": 5, "max_disputed_windows": 5}}
+}
