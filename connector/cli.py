@@ -681,19 +681,31 @@ def metering_export(ctx: click.Context, agreement_id: str, out: Any) -> None:
               help="the provider's DID document or public JWK (JSON)")  # fmt: skip
 @click.option("--consumer-key", type=click.Path(exists=True, path_type=Path), required=True,
               help="the consumer's DID document or public JWK (JSON)")  # fmt: skip
-def metering_verify(chain_file: Path, provider_key: Path, consumer_key: Path) -> None:
+@click.option("--head", "head_files", multiple=True,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="a chain head signed by both parties, or the other party's export holding"
+                   " one: the chain must be at least that long (repeatable)")  # fmt: skip
+def metering_verify(
+    chain_file: Path, provider_key: Path, consumer_key: Path, head_files: tuple[Path, ...]
+) -> None:
     """Check a chain offline; exit 1 and list every altered, dropped, reordered, inserted or
-    unreceipted record."""
-    from connector.metering.verify import ChainFileError, key_document, read_chain, verify_chain
+    unreceipted record, and a chain shorter than a head both parties signed."""
+    from connector.metering.verify import (
+        ChainFileError,
+        check_distinct,
+        key_document,
+        read_chain,
+        read_head,
+        verify_chain,
+    )
 
     try:
         header, lines = read_chain(chain_file)
-        result = verify_chain(
-            header,
-            lines,
-            key_document(provider_key, str(header.get("provider"))),
-            key_document(consumer_key, str(header.get("consumer"))),
-        )
+        provider_doc = key_document(provider_key, str(header.get("provider")))
+        consumer_doc = key_document(consumer_key, str(header.get("consumer")))
+        check_distinct(provider_doc, consumer_doc)
+        given = [(f"the head in {path}", read_head(path)) for path in head_files]
+        result = verify_chain(header, lines, provider_doc, consumer_doc, given)
     except ChainFileError as exc:
         raise click.ClickException(exc.detail) from exc
     for finding in result.findings:

@@ -93,6 +93,13 @@ class Settings(BaseSettings):
     metering_receipt_seconds: float = Field(
         30.0, ge=0, description="push: how long to wait for the consumer's receipts"
     )
+    metering_max_disputed_windows: int = Field(
+        0,
+        ge=0,
+        description="provider: how many metering windows of an agreement may be refused, or"
+        " left without a receipt longer than metering_receipt_seconds after their stream's last"
+        " record, before the policy refuses the consumer new transfers under it",
+    )
     deletion_grace_seconds: float = Field(
         60.0,
         ge=0,

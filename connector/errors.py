@@ -52,6 +52,13 @@ class PayloadTooLarge(ConnectorError):
     status = 413
 
 
+class Conflict(ConnectorError):
+    """The request contradicts something already final (a stored metering receipt), or kept
+    racing others that changed what its answer depends on (sending it again may succeed)."""
+
+    status = 409
+
+
 class PeerError(ConnectorError):
     """The counterparty answered with an error or could not be reached."""
 
@@ -64,10 +71,3 @@ class PeerError(ConnectorError):
         self.http_status = http_status
         self.body = body
         self.retry = retry
-
-
-class Conflict(ConnectorError):
-    """The request kept racing others that changed what its answer depends on (409); sending
-    it again may succeed."""
-
-    status = 409

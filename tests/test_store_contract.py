@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from connector.errors import NotFound
-from connector.metering.records import MeteringEntry
+from connector.metering.records import MeteringEntry, MeteringHead
 from connector.store.base import Duplicate, Store, StoreUnavailable
 from connector.store.postgres import PostgresStore
 from connector.store.records import (
@@ -336,10 +336,33 @@ def test_metering_chain(store: Store) -> None:
     store.set_metering_receipt("a-1", 2, receipt=None, refusal="bad hash")
     chain = store.metering_chain("a-1")
     assert (chain[1].receipt, chain[2].refusal) == ("r1", "bad hash")
+    # a stored receipt is final; a refusal may still become a receipt
+    store.set_metering_receipt("a-1", 1, receipt=None, refusal="never mind")
+    store.set_metering_receipt("a-1", 2, receipt="r2", refusal=None)
+    chain = store.metering_chain("a-1")
+    assert [(e.receipt, e.refusal) for e in chain[1:]] == [("r1", None), ("r2", None)]
     # the consumer's copy: put (again) replaces
     store.put_metering([metering("a-9", 0, None), metering("a-9", 1, "h0")])
     store.put_metering([metering("a-9", 1, "h0").model_copy(update={"receipt": "x"})])
     assert [e.receipt for e in store.metering_chain("a-9")] == [None, "x"]
+
+
+def test_metering_heads_keep_the_longest(store: Store) -> None:
+    def head(count: int) -> MeteringHead:
+        body = {"count": count, "head": f"h{count - 1}"}
+        return MeteringHead(id="a-1", count=count, body=body, signature="s", receipt="r")
+
+    assert store.metering_head("a-1") is None
+    with store.transaction():
+        assert store.put_metering_head(head(3))
+    with store.transaction():
+        assert not store.put_metering_head(head(2))
+        assert not store.put_metering_head(head(3))
+    kept = store.metering_head("a-1")
+    assert kept is not None and kept.count == 3 and kept.body == {"count": 3, "head": "h2"}
+    with store.transaction():
+        assert store.put_metering_head(head(5))
+    assert (store.metering_head("a-1") or head(0)).count == 5
 
 
 def test_a_failing_append_leaves_no_link(store: Store) -> None:

@@ -210,9 +210,7 @@ class TransferService:
         # are written, or the request is decided again on the new usage.
         async with self._deciding.hold(agreement.id):
             for _ in range(DECISION_ROUNDS):
-                usage = agreement_usage(
-                    self.rt.store, agreement.id, agreement.body.get("timestamp")
-                )
+                usage = self._usage(agreement)
                 decision = await self.rt.decisions.decide(
                     DecisionInput(
                         phase=Phase.TRANSFER,
@@ -240,9 +238,7 @@ class TransferService:
                 try:
                     with self.rt.store.transaction():
                         self.rt.store.lock_agreement(agreement.id)
-                        now = agreement_usage(
-                            self.rt.store, agreement.id, agreement.body.get("timestamp")
-                        )
+                        now = self._usage(agreement)
                         if now != usage:
                             continue  # another replica accepted or ended one: decide again
                         again = self.rt.store.find_transfer(
@@ -267,6 +263,16 @@ class TransferService:
         raise Conflict(
             f"agreement {agreement.id}: other transfer requests kept changing its usage while"
             " this one was decided; send it again"
+        )
+
+    def _usage(self, agreement: Agreement) -> dict[str, Any]:
+        """The agreement's usage as the transfer decision sees it, disputed windows included."""
+        return agreement_usage(
+            self.rt.store,
+            agreement.id,
+            agreement.body.get("timestamp"),
+            receipt_seconds=self.rt.settings.metering_receipt_seconds,
+            max_disputed=self.rt.settings.metering_max_disputed_windows,
         )
 
     def _accepted(

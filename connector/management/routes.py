@@ -376,7 +376,10 @@ class ManagementApi:
         agreement = self._agreement(request)
         chain = self.rt.store.metering_chain(agreement.id)
         return web.json_response(
-            {"header": chain_header(agreement, chain), "chain": [e.line() for e in chain]}
+            {
+                "header": chain_header(agreement, chain, self.rt.store.metering_head(agreement.id)),
+                "chain": [e.line() for e in chain],
+            }
         )
 
     async def agreement_invoice(self, request: web.Request) -> web.Response:

@@ -45,6 +45,22 @@ class MeteringEntry(BaseModel):
         }
 
 
+class MeteringHead(BaseModel):
+    """The newest head of an agreement's chain that both parties signed: the provider states
+    that the chain held `count` records ending in a hash at a time, the consumer countersigns
+    it. An export carries it, so a chain cut short shows (docs/metering.md)."""
+
+    id: str  # the agreement's id: one newest head per agreement
+    count: int
+    body: dict[str, Any]
+    signature: str
+    receipt: str
+
+    def signed(self) -> dict[str, Any]:
+        """The form an export and `metering verify --head` carry."""
+        return {"body": self.body, "signature": self.signature, "receipt": self.receipt}
+
+
 def record_hash(record: dict[str, Any]) -> str:
     return signatures.digest(record)
 

@@ -10,8 +10,10 @@ from aiohttp import web
 from connector.config import DSP_PATH
 from connector.dsp.auth import Authenticator
 from connector.dsp.routes import read_json
-from connector.errors import BadRequest, NotFound
+from connector.errors import BadRequest, Conflict, NotFound
 from connector.identity import signatures
+from connector.metering import heads
+from connector.metering.records import MeteringHead
 from connector.runtime import Runtime
 from connector.store.records import Transfer
 
@@ -36,7 +38,14 @@ class MeteringRoutes:
     async def records(self, request: web.Request) -> web.Response:
         tp = await self._transfer(request)
         chain = self.rt.store.metering_chain(tp.agreement_id, tp.id)
-        return web.json_response({"transfer": tp.id, "chain": [e.line() for e in chain]})
+        body: dict[str, Any] = {"transfer": tp.id, "chain": [e.line() for e in chain]}
+        whole = self.rt.store.metering_chain(tp.agreement_id)
+        if whole:
+            # the head of the agreement's chain now, for the consumer to countersign
+            head = heads.head_body(tp.agreement_id, self.rt.did, tp.counterparty_id, whole[-1])
+            signature = signatures.sign(head, self.rt.did, self.rt.keys)
+            body["head"] = {"body": head, "signature": signature}
+        return web.json_response(body)
 
     async def receipts(self, request: web.Request) -> web.Response:
         tp = await self._transfer(request)
@@ -49,8 +58,23 @@ class MeteringRoutes:
         checked: list[tuple[int, str | None, str | None]] = []
         for answer in answers:
             checked.append(self._answer(answer, chain, tp, consumer_doc))
+        head = self._head(body.get("head"), tp, consumer_doc) if "head" in body else None
         with self.rt.store.transaction():
+            if head is not None:
+                self.rt.store.put_metering_head(head)
+            # a receipt is final: a later refusal must not erase the evidence it is
+            stored = {e.seq: e for e in self.rt.store.metering_chain(tp.agreement_id, tp.id)}
+            final = [seq for seq, _, why in checked if why and stored[seq].receipt]
+            if final:
+                raise Conflict(
+                    f"metering record{'s' if len(final) > 1 else ''}"
+                    f" {', '.join(map(str, sorted(final)))} already carr"
+                    f"{'y' if len(final) > 1 else 'ies'} the consumer's receipt;"
+                    " a receipt is final and cannot be replaced by a refusal"
+                )
             for seq, receipt, refusal in checked:
+                if stored[seq].receipt:
+                    continue  # the same receipt again (a retried answer) changes nothing
                 self.rt.store.set_metering_receipt(
                     tp.agreement_id, seq, receipt=receipt, refusal=refusal
                 )
@@ -63,6 +87,22 @@ class MeteringRoutes:
             + (f"; the consumer refused {'; '.join(refused)}" if refused else ""),
         )
         return web.json_response({"receipted": len(checked) - len(refused), "refused": refused})
+
+    def _head(self, signed: Any, tp: Transfer, consumer_doc: dict[str, Any]) -> MeteringHead | None:
+        """The consumer's countersignature of a head this provider signed about its chain."""
+        body = heads.check_signed(
+            signed,
+            tp.agreement_id,
+            self.rt.did,
+            tp.counterparty_id,
+            self.rt.did_document,
+            consumer_doc,
+        )
+        whole = {e.seq: e for e in self.rt.store.metering_chain(tp.agreement_id)}
+        named = whole.get(body["count"] - 1)
+        if named is None or named.hash != body["head"]:
+            raise BadRequest("the countersigned chain head does not name a record of this chain")
+        return heads.stored(signed, body)
 
     def _answer(
         self, answer: Any, chain: dict[int, Any], tp: Transfer, consumer_doc: dict[str, Any]

@@ -16,6 +16,7 @@ from connector.identity import signatures
 from connector.identity.did import KEY_FRAGMENT
 from connector.identity.signatures import GENESIS
 from connector.metering.export import CHAIN_TYPE
+from connector.metering.heads import HeadRefused, check_signed
 from connector.metering.records import RECORD_FIELDS, record_hash
 
 
@@ -47,13 +48,27 @@ class Verified:
 
 
 def key_document(path: Path, did: str) -> dict[str, Any]:
-    """A DID document from a file holding either the document or the bare public JWK."""
+    """A DID document from a file holding either the document or the bare public JWK.
+
+    A document must be `did`'s own, and only its own keys are kept: the key given for one
+    party must never verify a signature made with another party's key."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise ChainFileError(f"cannot read key file {path}: {exc}") from exc
     if isinstance(data, dict) and "verificationMethod" in data:
-        return data
+        if data.get("id") != did:
+            raise ChainFileError(
+                f"{path} is the DID document of {data.get('id')}, but the file names {did}"
+                " for this key"
+            )
+        methods = data.get("verificationMethod")
+        own = [
+            m
+            for m in (methods if isinstance(methods, list) else [])
+            if isinstance(m, dict) and str(m.get("id", "")).startswith(f"{did}#")
+        ]
+        return {**data, "verificationMethod": own}
     if isinstance(data, dict) and data.get("kty") == "OKP":
         vm = f"{did}#{KEY_FRAGMENT}"
         return {
@@ -62,6 +77,26 @@ def key_document(path: Path, did: str) -> dict[str, Any]:
             "assertionMethod": [vm],
         }
     raise ChainFileError(f"{path} holds neither a DID document nor an Ed25519 JWK")
+
+
+def public_keys(document: dict[str, Any]) -> set[str]:
+    """The Ed25519 public keys (JWK `x`) a key document holds."""
+    return {
+        str((m.get("publicKeyJwk") or {}).get("x"))
+        for m in document.get("verificationMethod") or []
+        if isinstance(m, dict) and isinstance(m.get("publicKeyJwk"), dict)
+    }
+
+
+def check_distinct(provider_doc: dict[str, Any], consumer_doc: dict[str, Any]) -> None:
+    """The two parties' keys must differ: a receipt is worth nothing if the provider's own key
+    is accepted as the consumer's (ChainFileError otherwise)."""
+    shared = public_keys(provider_doc) & public_keys(consumer_doc)
+    if shared:
+        raise ChainFileError(
+            "the provider's and the consumer's key files hold the same public key; a receipt"
+            " must be the consumer's own signature"
+        )
 
 
 def read_chain(path: Path) -> tuple[dict[str, Any], list[tuple[int, dict[str, Any]]]]:
@@ -90,12 +125,36 @@ def read_chain(path: Path) -> tuple[dict[str, Any], list[tuple[int, dict[str, An
     return header, lines
 
 
+def read_head(path: Path) -> Any:
+    """A signed chain head from a file: `{body, signature, receipt}`, or an export (or its
+    header line) whose `signed_head` it is (e.g. the other party's export)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ChainFileError(f"cannot read {path}: {exc}") from exc
+    try:
+        data = json.loads(text)
+    except ValueError:
+        try:
+            data = json.loads(text.splitlines()[0]) if text.strip() else None
+        except ValueError as exc:
+            raise ChainFileError(f"{path} holds no signed chain head: {exc}") from exc
+    if isinstance(data, dict) and data.get("type") == CHAIN_TYPE:
+        data = data.get("signed_head")
+    if not isinstance(data, dict):
+        raise ChainFileError(f"{path} holds no signed chain head ({{body, signature, receipt}})")
+    return data
+
+
 def verify_chain(
     header: dict[str, Any],
     lines: list[tuple[int, dict[str, Any]]],
     provider_doc: dict[str, Any],
     consumer_doc: dict[str, Any],
+    given_heads: list[tuple[str, Any]] | None = None,
 ) -> Verified:
+    """Every finding about the chain; `given_heads` are signed heads from elsewhere (label,
+    head), each of which the chain must be at least as long as."""
     provider, consumer = str(header.get("provider")), str(header.get("consumer"))
     findings: list[Finding] = []
     by_seq: dict[int, dict[str, Any]] = {}
@@ -127,6 +186,7 @@ def verify_chain(
             except BadRequest as exc:
                 findings.append(Finding(number, seq, "unreceipted", f"receipt invalid: {exc}"))
     findings += _links(by_seq, header)
+    findings += _heads(by_seq, header, provider_doc, consumer_doc, given_heads or [])
     ordered = [by_seq[s]["record"] for s in sorted(by_seq)]
     return Verified(header, ordered, findings)
 
@@ -178,6 +238,12 @@ def _links(by_seq: dict[int, dict[str, Any]], header: dict[str, Any]) -> list[Fi
             )
         expected = seq + 1
     count, head = header.get("count"), header.get("head")
+    if isinstance(count, int) and count < expected:
+        findings.append(
+            Finding(
+                0, None, "altered", f"the header counts {count} records, {expected} are present"
+            )
+        )
     if isinstance(count, int) and count > expected:
         findings.append(
             Finding(
@@ -193,4 +259,63 @@ def _links(by_seq: dict[int, dict[str, Any]], header: dict[str, Any]) -> list[Fi
         findings.append(
             Finding(0, None, "altered", "the chain's last record is not the header's head")
         )
+    return findings
+
+
+def _heads(
+    by_seq: dict[int, dict[str, Any]],
+    header: dict[str, Any],
+    provider_doc: dict[str, Any],
+    consumer_doc: dict[str, Any],
+    given: list[tuple[str, Any]],
+) -> list[Finding]:
+    """The chain against every head both parties signed: it must hold each head's record
+    and be at least as long (the header itself is unsigned: its count proves nothing)."""
+    findings: list[Finding] = []
+    agreement = str(header.get("agreement"))
+    provider, consumer = str(header.get("provider")), str(header.get("consumer"))
+    signed = header.get("signed_head")
+    if signed is None and by_seq:
+        findings.append(
+            Finding(
+                1,
+                None,
+                "unreceipted",
+                "the header carries no chain head signed by both parties, so the chain's"
+                " length is not proven",
+            )
+        )
+    candidates = ([("the header's signed head", signed)] if signed is not None else []) + given
+    present = (max(by_seq) + 1) if by_seq else 0
+    for label, candidate in candidates:
+        where = 1 if label == "the header's signed head" else 0
+        try:
+            body = check_signed(
+                candidate, agreement, provider, consumer, provider_doc, consumer_doc
+            )
+        except HeadRefused as exc:
+            findings.append(Finding(where, None, "altered", f"{label}: {exc.detail}"))
+            continue
+        count = int(body["count"])
+        named = by_seq.get(count - 1)
+        if present < count:
+            findings.append(
+                Finding(
+                    where,
+                    None,
+                    "dropped",
+                    f"{label} (signed by both parties at {body['at']}) counts {count} records,"
+                    f" the chain holds {present}",
+                )
+            )
+        elif named is None or named["hash"] != body["head"]:
+            findings.append(
+                Finding(
+                    where,
+                    count - 1,
+                    "altered",
+                    f"{label} (signed by both parties at {body['at']}) names another record"
+                    f" {count - 1}",
+                )
+            )
     return findings

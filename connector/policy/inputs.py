@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from connector.dsp.states import TP_TERMINAL
+from connector.metering.records import MeteringEntry
 from connector.store.base import Store
 from connector.store.records import Dataset, Transfer
 
@@ -29,14 +31,60 @@ def committed_bytes(tp: Transfer) -> int:
     return max(tp.bytes, tp.limit_bytes or 0)
 
 
-def agreement_usage(store: Store, agreement_id: str, agreed_at: str | None) -> dict[str, Any]:
-    """Transfers and bytes under one agreement so far (provider side).
+NAMED_DISPUTES = 20  # disputed windows named in the policy input; the count covers all
+
+
+def _instant(text: object) -> datetime | None:
+    try:
+        return datetime.fromisoformat(str(text))
+    except ValueError:
+        return None
+
+
+def disputed_windows(
+    chain: list[MeteringEntry], receipt_seconds: float, now: datetime | None = None
+) -> list[dict[str, Any]]:
+    """The provider's windows (records that carried bytes) the consumer refused, or left
+    without a receipt for longer than `receipt_seconds` after its stream's last record: the
+    evidence a consumer withholds. A window still streaming is never disputed."""
+    now = now or datetime.now(UTC)
+    last: dict[str, datetime] = {}
+    for entry in chain:
+        at = _instant(entry.record.get("to"))
+        if at is not None and (entry.transfer_id not in last or at > last[entry.transfer_id]):
+            last[entry.transfer_id] = at
+    grace = timedelta(seconds=receipt_seconds)
+    disputed = []
+    for entry in sorted(chain, key=lambda e: e.seq):
+        if entry.receipt or not int(entry.record.get("length", 0) or 0):
+            continue
+        ended = last.get(entry.transfer_id)
+        if entry.refusal:
+            why = "refused"
+        elif ended is not None and now - ended > grace:
+            why = "no receipt"
+        else:
+            continue
+        disputed.append({"seq": entry.seq, "transfer": entry.transfer_id, "why": why})
+    return disputed
+
+
+def agreement_usage(
+    store: Store,
+    agreement_id: str,
+    agreed_at: str | None,
+    *,
+    receipt_seconds: float | None = None,
+    max_disputed: int = 0,
+) -> dict[str, Any]:
+    """Transfers and bytes under one agreement so far (provider side), and, with
+    `receipt_seconds`, the metering windows in dispute (docs/metering.md).
 
     Every accepted transfer counts from the moment it is accepted, and a transfer under way
     counts the bytes it has reserved: the decision on the next request sees them even before
     they have moved a byte (issue 13, finding 6)."""
     transfers = store.agreement_transfers(agreement_id, "provider")
-    return {
+    usage: dict[str, Any] = {
         "transfers": len(transfers),
         "bytes": sum(committed_bytes(t) for t in transfers),
         "records": 0,
@@ -44,3 +92,10 @@ def agreement_usage(store: Store, agreement_id: str, agreed_at: str | None) -> d
         "agreed_at": agreed_at,
         "first_use": None,
     }
+    if receipt_seconds is not None:
+        disputed = disputed_windows(store.metering_chain(agreement_id), receipt_seconds)
+        # the first ones by name (a reason stays short), and how many there are
+        usage["disputed_windows"] = disputed[:NAMED_DISPUTES]
+        usage["disputed_window_count"] = len(disputed)
+        usage["max_disputed_windows"] = max_disputed
+    return usage

@@ -7,7 +7,7 @@ from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
 from connector.errors import ConfigError, ConnectorError
-from connector.metering.records import MeteringEntry
+from connector.metering.records import MeteringEntry, MeteringHead
 from connector.store.records import (
     Agreement,
     Dataset,
@@ -139,9 +139,13 @@ class Store(Protocol):
     def metering_chain(
         self, agreement_id: str | None = None, transfer_id: str | None = None
     ) -> list[MeteringEntry]: ...
+    # a stored receipt is final: the update leaves a receipted record as it is
     def set_metering_receipt(
         self, agreement_id: str, seq: int, *, receipt: str | None, refusal: str | None
     ) -> None: ...
+    # the newest chain head both parties signed; a shorter one never replaces it
+    def put_metering_head(self, head: MeteringHead) -> bool: ...
+    def metering_head(self, agreement_id: str) -> MeteringHead | None: ...
 
     # uses of received data: append builds the next signed record from (seq, previous hash)
     def append_use(

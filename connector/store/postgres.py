@@ -459,7 +459,8 @@ class PostgresStore(RecordTables):
         self, agreement_id: str, seq: int, *, receipt: str | None, refusal: str | None
     ) -> None:
         self._run(
-            "update metering set receipt = %s, refusal = %s where agreement_id = %s and seq = %s",
+            "update metering set receipt = %s, refusal = %s where agreement_id = %s and seq = %s"
+            " and receipt is null",
             [receipt, refusal, agreement_id, seq],
         )
 

@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
+from connector.metering.records import MeteringHead
 from connector.store.records import Agreement, Dataset, Negotiation, Transfer
 from connector.usage.records import DeletionDuty
 
@@ -20,6 +21,7 @@ TABLES: dict[str, tuple[type[BaseModel], str]] = {
     "agreements": (Agreement, "id"),
     "transfers": (Transfer, "id"),
     "deletion_duties": (DeletionDuty, "id"),
+    "metering_heads": (MeteringHead, "id"),
 }
 
 

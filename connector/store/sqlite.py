@@ -391,7 +391,8 @@ class SqliteStore(RecordTables):
     ) -> None:
         with self.transaction():
             self._db.execute(
-                "update metering set receipt = ?, refusal = ? where agreement_id = ? and seq = ?",
+                "update metering set receipt = ?, refusal = ? where agreement_id = ? and seq = ?"
+                " and receipt is null",
                 [receipt, refusal, agreement_id, seq],
             )
 

@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
+from connector.metering.records import MeteringHead
 from connector.store.records import Agreement, Dataset, Negotiation, Transfer
 from connector.usage.records import DeletionDuty
 
@@ -42,6 +43,20 @@ class RecordTables:
 
     def get_dataset(self, dataset_id: str) -> Dataset | None:
         return self._get("datasets", Dataset, dataset_id)
+
+    # signed metering chain heads ----------------------------------------------------------------
+
+    def put_metering_head(self, head: MeteringHead) -> bool:
+        """Keep `head` if it is longer than the one kept (call inside a transaction); a shorter
+        or equal one never replaces it. True if kept."""
+        current = self._get("metering_heads", MeteringHead, head.id, lock=True)
+        if current is not None and current.count >= head.count:
+            return False
+        self._insert("metering_heads", head, replace=True)
+        return True
+
+    def metering_head(self, agreement_id: str) -> MeteringHead | None:
+        return self._get("metering_heads", MeteringHead, agreement_id)
 
     # negotiations -------------------------------------------------------------------------------
 

@@ -191,3 +191,12 @@ test_compensate_is_passed_on if {
 	d := decision.decision with input as _with(_policy([{"action": "use", "duties": [{"action": "compensate", "constraints": pay}]}], [], []))
 	d.obligations == [{"action": "compensate", "constraints": pay}]
 }
+
+test_disputed_metering_windows_deny_a_transfer if {
+	usage := object.union(_base.usage, {"disputed_windows": [{"seq": 2, "transfer": "urn:t", "why": "no receipt"}], "max_disputed_windows": 0})
+	d := decision.decision with input as object.union(_base, {"usage": usage})
+	not d.allow
+	d.reasons == ["metering window record 2 (no receipt) of this agreement is disputed (refused by the consumer or without its receipt past the deadline); at most 0 disputed windows allowed before new transfers: send the receipts first"]
+	tolerated := object.union(usage, {"max_disputed_windows": 1})
+	decision.decision.allow with input as object.union(_base, {"usage": tolerated})
+}
