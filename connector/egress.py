@@ -146,6 +146,33 @@ class EgressPolicy:
                 raise EgressRefused(f"destination {host} refused: {why}")
         return parts
 
+    async def check_destination(self, url: str) -> SplitResult:
+        """`check_url`, plus the addresses the host resolves to now, for a URL kept to be
+        fetched later (a dataset's source, a member's DSP endpoint): refused when every one of
+        them is refused. A name that does not resolve now is not refused here; the guard
+        decides again at every request."""
+        parts = self.check_url(url)
+        host = parts.hostname or ""
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        if self.host_allowed(host, port) or _address(host) is not None:
+            return parts
+        try:
+            found = await asyncio.get_running_loop().getaddrinfo(
+                host, port, type=socket.SOCK_STREAM
+            )
+        except OSError:
+            return parts
+        reasons: set[str] = set()
+        for *_, sockaddr in found:
+            ip = _address(str(sockaddr[0]))
+            why = "unparseable address" if ip is None else self.address_refusal(ip)
+            if why is None:
+                return parts
+            reasons.add(why)
+        if reasons:
+            raise EgressRefused(f"destination {host} refused: {', '.join(sorted(reasons))}")
+        return parts
+
 
 class _Refused(OSError):
     """Raised by the resolver; aiohttp wraps it in a ClientConnectorError."""
