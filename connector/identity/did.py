@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import json
 import logging
 import re
 import time
@@ -23,7 +24,7 @@ from urllib.parse import quote, unquote, urlsplit
 import aiohttp
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from connector.egress import DID_DOCUMENT_MAX, Egress, EgressRefused, Pool, json_limited
+from connector.egress import DID_DOCUMENT_MAX, Egress, EgressRefused, Pool, read_limited
 from connector.errors import Unauthorized
 from connector.identity.keys import KeyPair, public_key_from_jwk
 
@@ -32,6 +33,7 @@ log = logging.getLogger(__name__)
 KEY_FRAGMENT = "key-1"
 DID_MAX_LENGTH = 1024
 RESOLVE_TIMEOUT = 10.0  # waiting for a slot, connecting and reading, all together
+CACHE_MAX_BYTES = 16 * 1024 * 1024  # documents' sizes as read, summed over the cache
 
 _LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 _IPV4 = re.compile(r"[0-9]{1,3}(?:\.[0-9]{1,3}){3}")
@@ -218,6 +220,7 @@ def verification_key(document: dict[str, Any], kid: str) -> Ed25519PublicKey:
 class _Entry:
     expires: float
     document: dict[str, Any] | None  # None: resolution failed, do not try again until expiry
+    size: int  # bytes read (a failure counts its DID), for the cache's byte budget
 
 
 class _HostSlots:
@@ -243,7 +246,8 @@ class _HostSlots:
 class DidResolver:
     """Fetches did:web documents through the egress guard's DID pool and keeps them for a while.
 
-    The cache is an LRU of at most `max_entries` DIDs; a failure is kept `negative_seconds`
+    The cache is an LRU of at most `max_entries` DIDs and `max_bytes` of documents (as read:
+    parsed, a document takes several times that); a failure is kept `negative_seconds`
     so a caller repeating a bad issuer costs one fetch, and concurrent resolutions of one DID
     share one fetch. Resolution failures raise UnresolvableDid, whose text says nothing about
     the target (no status, no error): a resolver must not be a port scanner.
@@ -256,6 +260,7 @@ class DidResolver:
         insecure_http: bool,
         ttl_seconds: float,
         max_entries: int = 1000,
+        max_bytes: int = CACHE_MAX_BYTES,
         negative_seconds: float = 30.0,
         per_host: int = 4,
         clock: Callable[[], float] = time.monotonic,
@@ -265,6 +270,8 @@ class DidResolver:
         self._ttl = ttl_seconds
         self._negative = negative_seconds
         self._max = max_entries
+        self._max_bytes = max_bytes
+        self._bytes = 0
         self._clock = clock
         self._pinned: dict[str, dict[str, Any]] = {}
         self._cache: OrderedDict[str, _Entry] = OrderedDict()
@@ -303,15 +310,19 @@ class DidResolver:
         if not done.cancelled():
             done.exception()  # retrieved: every caller may have gone away meanwhile
 
-    def _keep(self, did: str, document: dict[str, Any] | None) -> None:
+    def _keep(self, did: str, document: dict[str, Any] | None, size: int = 0) -> None:
+        old = self._cache.pop(did, None)
+        if old is not None:
+            self._bytes -= old.size
         lifetime = self._ttl if document is not None else self._negative
         if lifetime <= 0 or self._max <= 0:
-            self._cache.pop(did, None)
             return
-        self._cache[did] = _Entry(self._clock() + lifetime, document)
-        self._cache.move_to_end(did)
-        while len(self._cache) > self._max:
-            self._cache.popitem(last=False)
+        entry = _Entry(self._clock() + lifetime, document, max(size, len(did)))
+        self._cache[did] = entry
+        self._bytes += entry.size
+        while self._cache and (len(self._cache) > self._max or self._bytes > self._max_bytes):
+            _, dropped = self._cache.popitem(last=False)
+            self._bytes -= dropped.size
 
     async def _resolve(self, did: str) -> dict[str, Any]:
         parsed = parse_did_web(did)  # a syntax error costs nothing: not cached
@@ -320,7 +331,8 @@ class DidResolver:
                 raise _Failed("an IP address where did:web requires a host name")
             url = parsed.document_url(insecure_http=self._insecure)
             async with asyncio.timeout(RESOLVE_TIMEOUT):
-                document = await self._slots.run(parsed.authority, lambda: self._fetch(url))
+                raw = await self._slots.run(parsed.authority, lambda: self._fetch(url))
+            document = json.loads(raw)
             if not isinstance(document, dict) or document.get("id") != did:
                 raise _Failed("the document does not describe this DID")
         except (
@@ -335,18 +347,18 @@ class DidResolver:
             log.debug("cannot resolve %r: %s", did[:200], why)
             self._keep(did, None)
             raise UnresolvableDid(did) from None
-        self._keep(did, document)
+        self._keep(did, document, len(raw))
         return document
 
     def _allowed_literal(self, host: str) -> bool:
         ip = ipaddress.ip_address(host)
         return any(ip in net for net in self._egress.policy.networks if net.version == ip.version)
 
-    async def _fetch(self, url: str) -> Any:
+    async def _fetch(self, url: str) -> bytes:
         async with self._egress.request("GET", url, pool=Pool.DID) as resp:
             if resp.status != 200:
                 raise _Failed(f"HTTP {resp.status}")
-            return await json_limited(resp, DID_DOCUMENT_MAX)
+            return await read_limited(resp, DID_DOCUMENT_MAX)
 
 
 class _Failed(Exception):

@@ -258,6 +258,29 @@ def test_resolver_cache_bound_and_lifetimes_in_process() -> None:
     assert seen["size"] <= 3
 
 
+def test_resolver_cache_keeps_to_its_byte_budget() -> None:
+    """Entries are bounded by count and by the bytes of the documents they hold."""
+
+    async def scenario() -> tuple[int, int]:
+        hits: dict[str, int] = {}
+        runner, port = await _serve(hits)
+        egress = Egress(EgressPolicy.from_settings(None, dev_insecure_http=True))
+        resolver = DidResolver(
+            egress, insecure_http=True, ttl_seconds=300, max_entries=100, max_bytes=200
+        )
+        try:
+            for n in range(20):
+                await resolver.resolve(f"did:web:127.0.0.1%3A{port}:d{n}")
+            return resolver.cached, len(hits)
+        finally:
+            await egress.close()
+            await runner.cleanup()
+
+    cached, fetched = asyncio.run(scenario())
+    assert fetched == 20
+    assert 1 <= cached <= 200 // len('{"id": "did:web:127.0.0.1%3A12345:d1"}')
+
+
 @pytest.mark.parametrize(
     "did",
     [
