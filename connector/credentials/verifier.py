@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import OrderedDict
 from typing import Any
 
 import aiohttp
@@ -39,6 +40,7 @@ from connector.identity.did import DidResolver, service_endpoint
 log = logging.getLogger(__name__)
 
 TIMEOUT = aiohttp.ClientTimeout(total=10)
+CLAIMS_CACHE_MAX = 10_000
 NO_PRESENTATION = "its credential service did not answer with a presentation"
 SCOPES = [f"{SCOPE_PREFIX}{MEMBERSHIP}:read", f"{SCOPE_PREFIX}{ROLE}:read"]
 
@@ -80,7 +82,8 @@ class CredentialVerifier:
         self._did = own_did
         self._trusted = set(trusted_issuers)
         self._ttl = cache_seconds
-        self._claims: dict[str, tuple[float, dict[str, Any]]] = {}
+        # an LRU: every caller with a resolvable DID adds one, authenticated or not yet a member
+        self._claims: OrderedDict[str, tuple[float, dict[str, Any]]] = OrderedDict()
         self._lists: dict[str, tuple[float, bytes]] = {}
 
     @property
@@ -90,10 +93,14 @@ class CredentialVerifier:
     async def claims(self, caller: str, access_token: str | None) -> dict[str, Any]:
         hit = self._claims.get(caller)
         if hit and hit[0] > time.monotonic():
+            self._claims.move_to_end(caller)
             return hit[1]
         result = await self._verify(caller, access_token)
         if self._ttl > 0:
             self._claims[caller] = (time.monotonic() + self._ttl, result)
+            self._claims.move_to_end(caller)
+            while len(self._claims) > CLAIMS_CACHE_MAX:
+                self._claims.popitem(last=False)
         return result
 
     async def _verify(self, caller: str, access_token: str | None) -> dict[str, Any]:

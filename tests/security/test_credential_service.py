@@ -4,12 +4,15 @@ request through, and whatever a credential service answers must not come back in
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable, Iterator
 
 import pytest
 
 from connector.dsp.messages import DSP_CONTEXT
+from connector.egress import Egress, EgressPolicy
+from connector.identity.did import DidResolver
 from tests.harness import ConnectorProcess
 from tests.security.internal import SECRET, InternalService
 from tests.security.peer import Answer, PeerHost, catalog_request, text_of
@@ -75,3 +78,19 @@ def test_a_credential_service_answer_is_not_reflected(
     assert seen[0] == seen[1] == seen[2], seen
     assert not any("500" in r for r in seen[0]), seen
     assert internal.requests == []
+
+
+def test_the_claims_cache_is_bounded() -> None:
+    """Every caller with a DID adds an entry (verified or not): the cache stays an LRU."""
+    from connector.credentials.verifier import CLAIMS_CACHE_MAX, CredentialVerifier
+
+    async def scenario() -> int:
+        egress = Egress(EgressPolicy())
+        resolver = DidResolver(egress, insecure_http=False, ttl_seconds=0)
+        verifier = CredentialVerifier(egress, resolver, "did:web:me.example", [ISSUER], 30)
+        for n in range(CLAIMS_CACHE_MAX + 100):
+            await verifier.claims(f"did:web:c{n}.example", None)  # no access token: no request
+        await egress.close()
+        return len(verifier._claims)
+
+    assert asyncio.run(scenario()) == CLAIMS_CACHE_MAX
