@@ -116,6 +116,17 @@ class Settings(BaseSettings):
         description="consumer: free disk space kept when receiving data; a pull or push that"
         " would leave less is cut and refused (next to the agreed volume)",
     )
+    did_cache_entries: int = Field(
+        1000, ge=0, description="How many resolved DIDs (and recent failures) are kept, LRU"
+    )
+    did_negative_cache_seconds: float = Field(
+        30.0,
+        ge=0,
+        description="How long a DID that could not be resolved is not tried again",
+    )
+    did_resolutions_per_host: int = Field(
+        4, ge=1, le=64, description="Concurrent did:web resolutions per DID host (host:port)"
+    )
     policy_engine: Literal["embedded", "opa", "permit-all"] = Field(
         "embedded",
         description=(

@@ -146,6 +146,35 @@ class EgressPolicy:
                 raise EgressRefused(f"destination {host} refused: {why}")
         return parts
 
+    async def check_destination(self, url: str, *, must_resolve: bool = False) -> SplitResult:
+        """`check_url`, plus the addresses the host resolves to now, for a URL kept to be
+        fetched later (a push data address, a dataset's source, a member's DSP endpoint):
+        refused when every one of them is refused. A name that does not resolve now is refused
+        only with `must_resolve`; the guard decides again at every request anyway."""
+        parts = self.check_url(url)
+        host = parts.hostname or ""
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        if self.host_allowed(host, port) or _address(host) is not None:
+            return parts  # an allowed name, or an address check_url has decided on
+        try:
+            found = await asyncio.get_running_loop().getaddrinfo(
+                host, port, type=socket.SOCK_STREAM
+            )
+        except OSError as exc:
+            if must_resolve:
+                raise EgressRefused(f"destination {host} cannot be resolved") from exc
+            return parts
+        reasons: set[str] = set()
+        for *_, sockaddr in found:
+            ip = _address(str(sockaddr[0]))
+            why = "unparseable address" if ip is None else self.address_refusal(ip)
+            if why is None:
+                return parts
+            reasons.add(why)
+        if reasons:
+            raise EgressRefused(f"destination {host} refused: {', '.join(sorted(reasons))}")
+        return parts
+
 
 class _Refused(OSError):
     """Raised by the resolver; aiohttp wraps it in a ClientConnectorError."""
@@ -239,25 +268,6 @@ class Egress:
             if isinstance(exc.os_error, _Refused):
                 raise EgressRefused(str(exc.os_error)) from exc
             raise
-
-    async def check_destination(self, url: str) -> None:
-        """Refuse, before anything is sent, a URL a peer names for later use (a data address):
-        the URL rules, then the host's addresses through the same policy. The resolver checks
-        again at connect time, so a name that changes its answer later is still refused."""
-        parts = self.policy.check_url(url)
-        host = parts.hostname or ""
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-        if self.policy.host_allowed(host, port) or _address(host) is not None:
-            return  # an allowed name, or an address check_url has decided on
-        resolver = GuardedResolver(self.policy)
-        try:
-            await resolver.resolve(host, port)
-        except _Refused as exc:
-            raise EgressRefused(str(exc)) from exc
-        except OSError as exc:
-            raise EgressRefused(f"destination {host} cannot be resolved") from exc
-        finally:
-            await resolver.close()
 
     async def close(self) -> None:
         for session in self._sessions.values():

@@ -92,6 +92,9 @@ class Runtime:
             self.egress,
             insecure_http=self.settings.dev_insecure_http,
             ttl_seconds=self.settings.did_cache_seconds,
+            max_entries=self.settings.did_cache_entries,
+            negative_seconds=self.settings.did_negative_cache_seconds,
+            per_host=self.settings.did_resolutions_per_host,
         )
         self.resolver.remember(self.did, self.did_document)
         self.verifier = TokenVerifier(self.did, self.resolver, self.store.remember_jti)

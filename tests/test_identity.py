@@ -117,7 +117,7 @@ def test_bad_tokens_are_refused_and_change_nothing(
                 real,
                 kid=None,
             ),
-            "cannot resolve did:web:127.0.0.1%3A9",
+            "the DID did:web:127.0.0.1%3A9 could not be resolved",
         ),
         (
             "other DID method",

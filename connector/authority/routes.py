@@ -12,8 +12,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from connector.authority.issuer import STATUS_PATH, Issuer
 from connector.authority.registry import Participant, Registry
 from connector.dsp.auth import Authenticator
+from connector.egress import EgressRefused
 from connector.errors import BadRequest, Forbidden, Unauthorized
-from connector.identity.did import service_endpoint
+from connector.identity.did import UnresolvableDid, parse_did_web, service_endpoint
 from connector.management.routes import Handler, Route, body_of, optional_body
 from connector.runtime import Runtime
 
@@ -38,8 +39,12 @@ class OnboardIn(BaseModel):
     @field_validator("id")
     @classmethod
     def _did(cls, value: str) -> str:
-        if not value.startswith("did:web:") or len(value) <= len("did:web:"):
-            raise ValueError("must be a did:web identifier")
+        try:
+            parse_did_web(value)
+        except UnresolvableDid as exc:
+            raise ValueError(
+                "must be a did:web identifier (host, optional %3A port, path segments)"
+            ) from exc
         return value
 
 
@@ -136,6 +141,13 @@ class Authority:
     async def onboard(self, request: web.Request) -> web.Response:
         data: OnboardIn = await body_of(request, OnboardIn)
         endpoint = data.dspEndpoint or await self._dsp_endpoint(data.id)
+        try:
+            # every member crawls this endpoint with its token: never one of our internal ones
+            await self.rt.egress.policy.check_destination(endpoint)
+        except EgressRefused as exc:
+            raise BadRequest(
+                f"the DSP endpoint {endpoint} is refused by the egress policy: {exc.detail}"
+            ) from exc
         record = self.registry.onboard(
             {
                 "id": data.id,

@@ -12,7 +12,7 @@ from aiohttp import web
 
 from connector.dataplane import sources, streams, tokens
 from connector.dsp.states import TP
-from connector.errors import BadRequest, ConnectorError, NotFound, PayloadTooLarge
+from connector.errors import BadRequest, ConnectorError, NotFound, PayloadTooLarge, PeerError
 from connector.metering.meter import Meter, end_kind
 from connector.metering.records import Kind
 from connector.runtime import Runtime
@@ -134,6 +134,13 @@ class DataPlaneRoutes:
                         pid, bytes=start + size, sha256=digest.hexdigest() if digest else None
                     )
                     self._terminate(pid, [cap.reason(start + size)], "VOLUME")
+            elif isinstance(exc, PeerError) and not exc.retry:
+                # the source failed for good (a redirect, a refused upstream): a consumer
+                # asking again cannot help, so the transfer ends here, with the reason
+                meter.close("terminate")
+                with self.rt.store.transaction():
+                    self._terminate(pid, [f"data transfer failed: {exc.detail}"], None)
+                streams.record_sent(self.rt, pid, start + size)
             else:
                 meter.close(_end_kind(self.rt, pid, stopped))
                 streams.record_sent(self.rt, pid, start + size)

@@ -299,14 +299,19 @@ async def push(
     endpoint, token = _endpoint(data_address)
     counter = {"size": 0}
     digest = hashlib.sha256()
+    source_failed: list[PeerError] = []
 
     async def body() -> AsyncIterator[bytes]:
-        async for chunk in chunks:
-            if watch is not None:
-                watch()
-            counter["size"] += len(chunk)
-            digest.update(chunk)
-            yield chunk
+        try:
+            async for chunk in chunks:
+                if watch is not None:
+                    watch()
+                counter["size"] += len(chunk)
+                digest.update(chunk)
+                yield chunk
+        except PeerError as exc:
+            source_failed.append(exc)  # aiohttp hides it in a ClientError: keep its own retry
+            raise
 
     headers = {"Content-Type": "application/octet-stream"}
     if token:
@@ -320,5 +325,7 @@ async def push(
     except EgressRefused as exc:
         raise PeerError(f"push to {endpoint} refused: {exc.detail}", retry=False) from exc
     except aiohttp.ClientError as exc:
+        if source_failed:
+            raise source_failed[0] from exc
         raise PeerError(f"push to {endpoint} failed: {exc!r}", retry=True) from exc
     return counter["size"], digest.hexdigest()

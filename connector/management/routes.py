@@ -216,6 +216,7 @@ class ManagementApi:
         if self.rt.store.get_dataset(dataset_id) is not None:
             raise BadRequest(f"dataset {dataset_id} already exists")
         source = sources.validate(data.source.model_dump(exclude_none=True))
+        await sources.admit(source, self.rt.egress.policy)
         size = digest = None
         if source["type"] == "file":
             size, digest = await sources.file_digest(

@@ -21,6 +21,7 @@ from connector.catalog.federated.index import FederatedIndex
 from connector.catalog.federated.members import Member, MemberSource, SourceError
 from connector.dsp import messages as m
 from connector.dsp.client import DspClient
+from connector.egress import EgressRefused
 from connector.errors import PeerError
 from connector.store.records import utcnow
 
@@ -49,6 +50,20 @@ class CrawlSummary(BaseModel):
     removedMembers: list[str] = Field(default_factory=list)
     sourceErrors: list[str] = Field(default_factory=list)
     results: list[MemberResult] = Field(default_factory=list)
+
+
+def failure(dsp: str, exc: PeerError | parse.CatalogError) -> str:
+    """Why a member's crawl failed, in our words only: a member names its endpoint, so what it
+    (or whatever answers there) says is never shown in the member status."""
+    if isinstance(exc, parse.CatalogError):
+        why = "the answer is not a DSP catalog"
+    elif isinstance(exc.__cause__, EgressRefused):
+        why = f"refused by this connector's egress policy: {exc.__cause__.detail}"
+    elif exc.http_status is not None:
+        why = f"answered HTTP {exc.http_status}"
+    else:
+        why = "could not be reached"
+    return f"catalog request to {dsp} failed: {why}"
 
 
 class Crawler:
@@ -163,8 +178,10 @@ class Crawler:
                     changes = self.index.apply(member.did, catalog, elapsed)
                     result = result.model_copy(update={"result": "changed", **changes.model_dump()})
             except (PeerError, parse.CatalogError) as exc:
-                result.error = str(exc)
-                self.index.record_failure(member.did, str(exc), (time.perf_counter() - t0) * 1000)
-                log.warning("federated catalog: %s (%s): %s", member.name, member.did, exc)
+                why = failure(member.dsp, exc)
+                result.error = why
+                self.index.record_failure(member.did, why, (time.perf_counter() - t0) * 1000)
+                log.warning("federated catalog: %s (%s): %s", member.name, member.did, why)
+                log.debug("federated catalog: %s (%s): %s", member.name, member.did, exc)
             result.durationMs = round((time.perf_counter() - t0) * 1000, 1)
             return result
