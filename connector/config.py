@@ -28,6 +28,7 @@ from pydantic_settings import (
 from connector.errors import ConfigError
 
 DSP_PATH = "/dsp/2025-1"
+MIN_API_KEY_LENGTH = 16
 
 
 class FederatedMember(BaseModel):
@@ -187,6 +188,18 @@ class Settings(BaseSettings):
         300.0, ge=0, description="Crawl period; 0 crawls only on demand"
     )
     federated_crawl_concurrency: int = Field(16, ge=1, le=256)
+
+    @field_validator("api_key")
+    @classmethod
+    def _api_key(cls, value: SecretStr) -> SecretStr:
+        # An empty or short key would open (or nearly open) the management API to anyone
+        # who can reach its port; refuse to start rather than run unprotected.
+        if len(value.get_secret_value().strip()) < MIN_API_KEY_LENGTH:
+            raise ValueError(
+                f"api_key (CONNECTOR_API_KEY) must be at least {MIN_API_KEY_LENGTH} characters;"
+                " generate one with: openssl rand -base64 24"
+            )
+        return value
 
     @field_validator("public_url", "issuer_url")
     @classmethod
