@@ -27,6 +27,7 @@ from connector.dsp.client import DspClient
 from connector.dsp.negotiation import NegotiationService
 from connector.dsp.routes import DspRoutes, _error_type
 from connector.dsp.transfer import TransferService
+from connector.edge import install_log_filter, request_guard
 from connector.errors import ConfigError, ConnectorError
 from connector.identity import keys as keyfile
 from connector.management.problems import problem, problems
@@ -94,6 +95,7 @@ class Connector:
     async def start(self) -> None:
         s = self.settings
         observability.configure_logging(s.log_format)
+        install_log_filter()
         s.data_dir.mkdir(parents=True, exist_ok=True)
         pair = keyfile.load(s.private_key_path)
         store = open_store(s)
@@ -126,7 +128,8 @@ class Connector:
         self.authority = authority
 
         public = web.Application(
-            middlewares=[observability.log_context, public_errors], client_max_size=4 * 1024 * 1024
+            middlewares=[observability.log_context, public_errors, request_guard],
+            client_max_size=4 * 1024 * 1024,
         )
         observability.Health(self).add_to(public)
         DspRoutes(rt, auth, self.negotiations, self.transfers).add_to(public)
@@ -145,6 +148,7 @@ class Connector:
             middlewares=[
                 observability.log_context,
                 problems,
+                request_guard,
                 api_key_middleware(s.api_key.get_secret_value()),
             ]
         )
