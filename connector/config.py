@@ -104,6 +104,25 @@ class Settings(BaseSettings):
         True, description="provider: refuse transfers to a consumer with an overdue deletion"
     )
     did_cache_seconds: int = Field(300, ge=0)
+    # both listeners: slow or greedy clients (docs/security.md) ----------------------------------
+    http_header_timeout_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="A connection must deliver a request's headers within this long of opening"
+        " (or of the previous answer, for keep-alive); otherwise it is closed",
+    )
+    http_body_timeout_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="A request body that sends nothing for this long while the connector waits"
+        " for it is cut (408)",
+    )
+    max_connections_per_client: int = Field(
+        256,
+        ge=0,
+        description="Open connections one client address may hold on each listener; more are"
+        " answered 503 and closed. 0: no cap (e.g. behind a proxy that enforces its own)",
+    )
     policy_engine: Literal["embedded", "opa", "permit-all"] = Field(
         "embedded",
         description=(
