@@ -251,6 +251,7 @@ class Connector:
             port,
             ssl_context=ssl_ctx,
             max_connections_per_client=s.max_connections_per_client,
+            handshake_timeout=s.http_header_timeout_seconds,
         )
         await site.start()
         self._runners.append(runner)

@@ -207,8 +207,20 @@ class _ConnectionGuard(asyncio.Protocol):
 class GuardedSite(web.TCPSite):
     """aiohttp's TCPSite with the per-client connection cap in front of every connection."""
 
-    def __init__(self, runner: web.BaseRunner, host: str, port: int, **kwargs: Any) -> None:
-        self.limits = ClientLimits(kwargs.pop("max_connections_per_client", 0))
+    def __init__(
+        self,
+        runner: web.BaseRunner,
+        host: str,
+        port: int,
+        *,
+        max_connections_per_client: int = 0,
+        handshake_timeout: float = 60.0,
+        **kwargs: Any,
+    ) -> None:
+        self.limits = ClientLimits(max_connections_per_client)
+        # a TLS handshake that does not finish is not yet a connection aiohttp sees: it gets
+        # the header timeout too
+        self.handshake_timeout = handshake_timeout
         super().__init__(runner, host, port, **kwargs)
 
     async def start(self) -> None:
@@ -225,6 +237,7 @@ class GuardedSite(web.TCPSite):
             self._host,
             self._port,
             ssl=self._ssl_context,
+            ssl_handshake_timeout=self.handshake_timeout if self._ssl_context else None,
             backlog=self._backlog,
             reuse_address=self._reuse_address,
             reuse_port=self._reuse_port,

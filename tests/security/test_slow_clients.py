@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import select
 import socket
+import ssl
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.harness import ConnectorProcess, wait_for
+from tests.test_tls import make_pki, tls_node
 
 TIMEOUT = 1.5  # the configured header and body timeouts
 BOUND = 15.0  # far longer than TIMEOUT, far shorter than aiohttp's default 3630 s
@@ -166,3 +168,27 @@ def test_one_client_over_the_cap_is_refused_another_is_served(
     finally:
         for sock in held:
             sock.close()
+
+
+def test_the_https_listener_cuts_a_stalled_handshake_and_a_slow_header(tmp_path: Path) -> None:
+    pki = make_pki(tmp_path / "pki")
+    node = tls_node(tmp_path, "provider", pki)
+    node.set(http_header_timeout_seconds=str(TIMEOUT), http_body_timeout_seconds=str(TIMEOUT))
+    node.start()
+    try:
+        # a TCP connection that never starts its TLS handshake
+        started = time.monotonic()
+        with connect(node.public_port) as sock:
+            closed, _ = closed_within(sock, BOUND)
+        assert closed, "a stalled TLS handshake was never cut"
+        assert TIMEOUT * 0.9 <= time.monotonic() - started < BOUND
+        # a finished handshake, then headers that never end
+        context = ssl.create_default_context(cafile=str(pki.ca))
+        started = time.monotonic()
+        with context.wrap_socket(connect(node.public_port), server_hostname="127.0.0.1") as tls:
+            tls.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
+            closed, _ = closed_within(tls, BOUND)
+        assert closed, "a slow header over HTTPS was never cut"
+        assert TIMEOUT * 0.9 <= time.monotonic() - started < BOUND
+    finally:
+        node.stop()
