@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from connector.credentials import access
 from connector.identity import keys as keyfile
 from connector.identity.tokens import TokenIssuer
 from tests.harness import ConnectorProcess
@@ -80,6 +81,7 @@ GZIP = {"Content-Type": "application/json", "Content-Encoding": "gzip"}
 NOT_GZIP = b"\x1f\x8b\x08\x00 this is no deflate stream"
 NOT_JSON = b"\xff{not json"
 HUGE = "1" + "0" * 40
+DEEP = b"[" * 100_000 + b"]" * 100_000
 
 
 @dataclass
@@ -93,6 +95,7 @@ class Case:
     kind: str  # "dsp", "problem" or "any"
     signed: bool = False  # a valid token of the consumer goes in Authorization
     api_key: bool = False
+    dcp_access: bool = False  # the provider's own DCP access token, as a verifier presents it
 
 
 CASES = {
@@ -137,6 +140,17 @@ CASES = {
     "dcp-not-json": Case(
         "public", "POST", "/dcp/v1/presentations/query", JSON, NOT_JSON, 401, "any"
     ),
+    "dcp-not-json-with-access-token": Case(
+        "public", "POST", "/dcp/v1/presentations/query", JSON, NOT_JSON, 400, "problem",
+        dcp_access=True,
+    ),
+    "dcp-nested-too-deeply-with-access-token": Case(
+        "public", "POST", "/dcp/v1/presentations/query", JSON, DEEP, 400, "problem",
+        dcp_access=True,
+    ),
+    "dsp-nested-too-deeply-signed": Case(
+        "public", "POST", f"{DSP}/catalog/request", JSON, DEEP, 400, "dsp", signed=True
+    ),
     "management-not-json": Case(
         "management", "POST", "/api/v1/datasets", JSON, NOT_JSON, 400, "problem", api_key=True
     ),
@@ -150,6 +164,10 @@ def _raw(case: Case, nodes: Nodes) -> tuple[int, bytes]:
     headers = dict(case.headers)
     if case.signed:
         headers["Authorization"] = token(nodes.consumer, nodes.provider)
+    if case.dcp_access:
+        pair = keyfile.load(nodes.provider.dir / "keys" / "private.pem")
+        grant = access.issue(pair, nodes.provider.did, nodes.consumer.did, 60)
+        headers["Authorization"] = "Bearer " + grant
     if case.api_key:
         headers["X-Api-Key"] = str(nodes.provider.settings["api_key"])
     port = nodes.provider.public_port
