@@ -10,7 +10,7 @@ import secrets
 import signal
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 import click
@@ -20,6 +20,9 @@ from connector.errors import ConfigError
 from connector.identity import keys as keyfile
 from connector.identity.did import did_from_url
 from connector.mgmt_client import ApiError, ManagementClient
+
+if TYPE_CHECKING:
+    from connector.usage.signed import Delivery
 
 CONFIG_NAME = "connector.toml"
 
@@ -839,7 +842,7 @@ def deletions_export(ctx: click.Context, duty_id: str, out: Any) -> None:
     out.write(json.dumps(doc) + "\n")
 
 
-def _delivery(recorded: Any, sha256: str | None, size: int | None) -> Any:
+def _delivery(recorded: Any, sha256: str | None, size: int | None) -> Delivery | None:
     """The delivered copy a receipt must name: the export's record, or the options."""
     from connector.usage.records import parse_time
     from connector.usage.signed import Delivery
