@@ -149,7 +149,11 @@ def main() -> int:
     args = parser.parse_args()
     port = free_port()
     server = subprocess.Popen(
-        [opa_binary(), "run", "--server", "--addr", f"127.0.0.1:{port}", "--log-level", "error"],
+        [
+            opa_binary(),
+            *("run", "--server", "--disable-telemetry"),
+            *("--addr", f"127.0.0.1:{port}", "--log-level", "error"),
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

@@ -27,6 +27,7 @@ from connector.dsp.client import DspClient
 from connector.dsp.negotiation import NegotiationService
 from connector.dsp.routes import DspRoutes, _error_type
 from connector.dsp.transfer import TransferService
+from connector.edge import GuardedSite, install_log_filter, request_guard
 from connector.errors import ConfigError, ConnectorError
 from connector.files import private_dir
 from connector.identity import keys as keyfile
@@ -95,6 +96,7 @@ class Connector:
     async def start(self) -> None:
         s = self.settings
         observability.configure_logging(s.log_format)
+        install_log_filter()
         private_dir(s.data_dir)
         pair = keyfile.load(s.private_key_path)
         store = open_store(s)
@@ -127,7 +129,12 @@ class Connector:
         self.authority = authority
 
         public = web.Application(
-            middlewares=[observability.log_context, public_errors], client_max_size=4 * 1024 * 1024
+            middlewares=[
+                observability.log_context,
+                public_errors,
+                request_guard(s.http_body_timeout_seconds),
+            ],
+            client_max_size=4 * 1024 * 1024,
         )
         observability.Health(self).add_to(public)
         DspRoutes(rt, auth, self.negotiations, self.transfers).add_to(public)
@@ -146,6 +153,7 @@ class Connector:
             middlewares=[
                 observability.log_context,
                 problems,
+                request_guard(s.http_body_timeout_seconds),
                 api_key_middleware(s.api_key.get_secret_value()),
             ]
         )
@@ -224,15 +232,31 @@ class Connector:
         # at stop, requests under way get the grace (plus a second for short ones); a pull
         # still streaming then is cut, its metering closed as interrupted, and the consumer
         # resumes from another replica (or this one restarted) with Range
-        grace = self.settings.shutdown_grace_seconds + 1.0
-        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=grace)
+        s = self.settings
+        grace = s.shutdown_grace_seconds + 1.0
+        runner = web.AppRunner(
+            app,
+            access_log=None,
+            handle_signals=False,
+            shutdown_timeout=grace,
+            # aiohttp closes a connection that has not delivered a whole request this long
+            # after it opened (or after the previous answer): the header read timeout
+            keepalive_timeout=s.http_header_timeout_seconds,
+            # a body the handler left unread is drained after the answer for at most this long
+            lingering_time=s.http_body_timeout_seconds,
+        )
         await runner.setup()
-        site = web.TCPSite(runner, host, port, ssl_context=ssl_ctx)
+        site = GuardedSite(
+            runner,
+            host,
+            port,
+            ssl_context=ssl_ctx,
+            max_connections_per_client=s.max_connections_per_client,
+            handshake_timeout=s.http_header_timeout_seconds,
+        )
         await site.start()
         self._runners.append(runner)
-        server = site._server
-        sockets = getattr(server, "sockets", None) or []
-        return int(sockets[0].getsockname()[1]) if sockets else port
+        return site.port
 
     async def stop(self) -> None:
         if self.federated is not None:

@@ -10,7 +10,7 @@ import secrets
 import signal
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 import click
@@ -21,6 +21,9 @@ from connector.files import private_dir
 from connector.identity import keys as keyfile
 from connector.identity.did import did_from_url
 from connector.mgmt_client import ApiError, ManagementClient
+
+if TYPE_CHECKING:
+    from connector.usage.signed import Delivery
 
 CONFIG_NAME = "connector.toml"
 
@@ -841,18 +844,69 @@ def deletions_export(ctx: click.Context, duty_id: str, out: Any) -> None:
     duty = _call(ctx, "GET", f"/api/v1/deletions/{duty_id}")
     if not duty.get("receipt"):
         raise click.ClickException(f"deletion {duty_id} has no receipt yet ({duty['state']})")
-    out.write(json.dumps({"record": duty["receipt"], "signature": duty["signature"]}) + "\n")
+    doc = {"record": duty["receipt"], "signature": duty["signature"]}
+    if duty.get("delivered_at"):
+        # the provider's own record of the copy: `deletions verify` checks the receipt names it
+        doc["delivered"] = {
+            "bytes": duty.get("delivered_bytes") or 0,
+            "sha256": duty.get("delivered_sha256"),
+            "at": duty["delivered_at"],
+        }
+    out.write(json.dumps(doc) + "\n")
+
+
+def _delivery(recorded: Any, sha256: str | None, size: int | None) -> Delivery | None:
+    """The delivered copy a receipt must name: the export's record, or the options."""
+    from connector.usage.records import parse_time
+    from connector.usage.signed import Delivery
+
+    known = recorded if isinstance(recorded, dict) else {}
+    if size is None and not isinstance(known.get("bytes"), int):
+        return None
+    at = known.get("at")
+    try:
+        when = parse_time(at) if isinstance(at, str) else None
+    except ValueError as exc:
+        raise click.ClickException(
+            f"the delivery record's time is not a time stamp: {at!r}"
+        ) from exc
+    return Delivery(
+        size if size is not None else int(known["bytes"]),
+        sha256 if sha256 is not None else known.get("sha256"),
+        when,
+    )
 
 
 @deletions.command("verify")
 @click.argument("receipt_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--consumer-key", type=click.Path(exists=True, path_type=Path), required=True,
               help="the consumer's DID document or public JWK (JSON)")  # fmt: skip
-def deletions_verify(receipt_file: Path, consumer_key: Path) -> None:
-    """Check a deletion receipt offline; exit 1 if it is altered or not the consumer's."""
+@click.option(
+    "--sha256",
+    "delivered_sha256",
+    default=None,
+    help="SHA-256 of the copy delivered (default: the export's delivery record)",
+)
+@click.option(
+    "--bytes",
+    "delivered_bytes",
+    type=int,
+    default=None,
+    help="size in bytes of the copy delivered (default: the export's delivery record)",
+)
+def deletions_verify(
+    receipt_file: Path,
+    consumer_key: Path,
+    delivered_sha256: str | None,
+    delivered_bytes: int | None,
+) -> None:
+    """Check a deletion receipt offline; exit 1 if it is altered, not the consumer's, or does
+    not name the delivered copy (its bytes and SHA-256) with a date after the delivery."""
+    import time
+
     from connector.metering.verify import ChainFileError, key_document
     from connector.usage.records import RECEIPT_TYPE
-    from connector.usage.signed import RecordRefused, check
+    from connector.usage.signed import RecordRefused, check, check_deleted_copy
 
     try:
         doc = json.loads(receipt_file.read_text(encoding="utf-8"))
@@ -865,6 +919,9 @@ def deletions_verify(receipt_file: Path, consumer_key: Path) -> None:
     try:
         key = key_document(consumer_key, consumer)
         check(RECEIPT_TYPE, record, doc.get("signature"), consumer, key, {})
+        check_deleted_copy(
+            record, _delivery(doc.get("delivered"), delivered_sha256, delivered_bytes), time.time()
+        )
     except ChainFileError as exc:
         raise click.ClickException(exc.detail) from exc
     except RecordRefused as exc:

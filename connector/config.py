@@ -28,6 +28,7 @@ from pydantic_settings import (
 from connector.errors import ConfigError
 
 DSP_PATH = "/dsp/2025-1"
+MIN_API_KEY_LENGTH = 16
 
 
 class FederatedMember(BaseModel):
@@ -127,6 +128,25 @@ class Settings(BaseSettings):
     did_resolutions_per_host: int = Field(
         4, ge=1, le=64, description="Concurrent did:web resolutions per DID host (host:port)"
     )
+    # both listeners: slow or greedy clients (docs/security.md) ----------------------------------
+    http_header_timeout_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="A connection must deliver a request's headers within this long of opening"
+        " (or of the previous answer, for keep-alive); otherwise it is closed",
+    )
+    http_body_timeout_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="A request body that sends nothing for this long while the connector waits"
+        " for it is cut (408)",
+    )
+    max_connections_per_client: int = Field(
+        256,
+        ge=0,
+        description="Open connections one client address may hold on each listener; more are"
+        " answered 503 and closed. 0: no cap (e.g. behind a proxy that enforces its own)",
+    )
     policy_engine: Literal["embedded", "opa", "permit-all"] = Field(
         "embedded",
         description=(
@@ -211,6 +231,18 @@ class Settings(BaseSettings):
         300.0, ge=0, description="Crawl period; 0 crawls only on demand"
     )
     federated_crawl_concurrency: int = Field(16, ge=1, le=256)
+
+    @field_validator("api_key")
+    @classmethod
+    def _api_key(cls, value: SecretStr) -> SecretStr:
+        # An empty or short key would open (or nearly open) the management API to anyone
+        # who can reach its port; refuse to start rather than run unprotected.
+        if len(value.get_secret_value().strip()) < MIN_API_KEY_LENGTH:
+            raise ValueError(
+                f"api_key (CONNECTOR_API_KEY) must be at least {MIN_API_KEY_LENGTH} characters;"
+                " generate one with: openssl rand -base64 24"
+            )
+        return value
 
     @field_validator("public_url", "issuer_url")
     @classmethod

@@ -28,6 +28,12 @@ class InvalidTransition(BadRequest):
     """A DSP message that the state machine does not allow from the current state."""
 
 
+class RequestTimeout(BadRequest):
+    """The client stopped sending the request body it announced."""
+
+    status = 408
+
+
 class Unauthorized(ConnectorError):
     """The caller's identity token is missing, invalid, expired, replayed or misaddressed."""
 

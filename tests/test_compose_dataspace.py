@@ -2,7 +2,8 @@
 `deploy/compose.yaml` started with its own command, environment and the mounted
 configuration file, in compose's dependency order, health checks included. What a container
 would isolate is mapped: each service's host name to a loopback port of its own, container
-paths to temporary directories. The OPA sidecars are real `opa run --server` processes."""
+paths to temporary directories. The OPA sidecars are real `opa run --server --disable-telemetry`
+processes."""
 
 from __future__ import annotations
 

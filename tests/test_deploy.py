@@ -167,7 +167,7 @@ def test_dockerfile_runtime_stage() -> None:
     assert f"ARG OPA_VERSION=v{opa_version()}" in text
     # The package looks for its default library beside itself: site-packages/policies.
     assert Path(connector.config.__file__).resolve().parent.parent / "policies" == (
-        Settings(data_dir=Path("/x"), api_key="k").policy_folder
+        Settings(data_dir=Path("/x"), api_key="k" * 16).policy_folder
     )
     site = f"/opt/venv/lib/python{base.group(1)}.{base.group(2)}/site-packages/policies"
     assert f"COPY policies {site}" in stage
@@ -214,7 +214,7 @@ def test_chart_renders_a_working_pod(values: str) -> None:
     # The rendered connector.toml, with the API key from its Secret, is a valid configuration
     # whose OPA URL is the sidecar's loopback address.
     file = tomllib.loads(docs["ConfigMap/t-connector"]["data"]["connector.toml"])
-    settings = Settings(**file, api_key="from-the-secret")
+    settings = Settings(**file, api_key="from-the-secret-key")
     assert settings.opa_url == f"http://127.0.0.1:{opa['args'][2].rsplit(':', 1)[1]}"
     assert main["env"][0]["name"] == "CONNECTOR_API_KEY"
     mounts = {m["mountPath"] for m in main["volumeMounts"]}
@@ -225,7 +225,7 @@ def test_chart_renders_a_working_pod(values: str) -> None:
 def test_chart_sets_data_space_membership() -> None:
     docs = rendered("-f", str(CHART / "ci" / "https-values.yaml"))
     file = tomllib.loads(docs["ConfigMap/t-connector"]["data"]["connector.toml"])
-    settings = Settings(**file, api_key="from-the-secret")
+    settings = Settings(**file, api_key="from-the-secret-key")
     assert settings.issuer_url == "https://authority.example.org"
     assert settings.trusted_issuers == ["did:web:authority.example.org"]
     assert settings.require_membership is True
@@ -257,15 +257,15 @@ def test_chart_scales_out_on_postgresql_only() -> None:
     assert claim["accessModes"] == ["ReadWriteMany"]
     # every replica signs with the one key from the Secret and has one public URL
     file = tomllib.loads(docs["ConfigMap/t-connector"]["data"]["connector.toml"])
-    settings = Settings(**file, api_key="k", database_url="postgresql://u:p@db:5432/connector")
+    settings = Settings(**file, api_key="k" * 16, database_url="postgresql://u:p@db:5432/connector")
     assert str(settings.private_key_path) == "/etc/connector/keys/private.pem"
     assert settings.public_url == "https://connector.example.org"
 
 
 def test_the_connector_takes_only_a_postgresql_database_url() -> None:
     with pytest.raises(ValidationError, match="database_url must be a postgresql:// URL"):
-        Settings(data_dir="/tmp/x", api_key="k", database_url="mysql://db/connector")
-    ok = Settings(data_dir="/tmp/x", api_key="k", database_url="postgresql://db/connector")
+        Settings(data_dir="/tmp/x", api_key="k" * 16, database_url="mysql://db/connector")
+    ok = Settings(data_dir="/tmp/x", api_key="k" * 16, database_url="postgresql://db/connector")
     assert ok.database_url is not None
 
 

@@ -19,7 +19,11 @@ def opa_server() -> Iterator[str]:
     """A real OPA server on loopback, as operators run it beside the connector."""
     port = free_port()
     proc = subprocess.Popen(
-        [str(_opa_bin()), "run", "--server", "--addr", f"127.0.0.1:{port}", "--log-level", "error"],
+        [
+            str(_opa_bin()),
+            *("run", "--server", "--disable-telemetry"),
+            *("--addr", f"127.0.0.1:{port}", "--log-level", "error"),
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

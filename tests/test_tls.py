@@ -228,7 +228,7 @@ def test_config_refuses_plain_http_without_dev_flag(tmp_path: Path, pki: Pki) ->
         'data_dir = "."',
         "public_port = 1",
         "management_port = 1",
-        'api_key = "secret-key"',
+        'api_key = "secret-key-of-tls-test"',
     ]
 
     config.write_text("\n".join([*base, 'public_url = "http://127.0.0.1:8181"']) + "\n")

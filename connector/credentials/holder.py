@@ -55,6 +55,8 @@ class Holder:
             body = await request.json()
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise BadRequest(f"body is not JSON: {exc}") from exc
+        except RecursionError as exc:
+            raise BadRequest("body is not JSON: nested too deeply") from exc
         if not isinstance(body, dict) or body.get("type", body.get("@type")) != (
             "PresentationQueryMessage"
         ):

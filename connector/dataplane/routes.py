@@ -149,13 +149,15 @@ class DataPlaneRoutes:
         # a resumed pull served only the rest: the whole data's digest is the published one
         whole = digest.hexdigest() if digest is not None and start == 0 else dataset.sha256
         with self.rt.store.transaction():
-            self.rt.store.update_transfer(pid, bytes=start + size, sha256=whole)
+            served = self.rt.store.update_transfer(pid, bytes=start + size, sha256=whole)
             self.rt.log(
                 pid,
                 "note",
                 "pull",
                 detail=f"served bytes {start}-{start + size - 1}, sha256 {whole}",
             )
+        if self._delivered is not None:
+            await self._delivered(served)  # usage control: the provider's delivery record
         return response
 
     async def receive_push(self, request: web.Request) -> web.Response:

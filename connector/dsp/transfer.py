@@ -634,6 +634,8 @@ class TransferService:
         with self.rt.store.transaction():
             tp = self.rt.store.update_transfer(tp.id, bytes=size, sha256=digest)
             self.rt.log(tp.id, "note", "push", detail=f"pushed {size} bytes, sha256 {digest}")
+        if self.usage is not None:
+            await self.usage.delivered(tp)  # the provider's delivery record
         refused = await wait_for_answers(
             self.rt, tp, last.seq if last else None, self.rt.settings.metering_receipt_seconds
         )

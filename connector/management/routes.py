@@ -449,14 +449,18 @@ class ManagementApi:
         return web.json_response(tp.model_dump())
 
 
+MAX_OFFSET = 2**62
+
+
 def _paging(request: web.Request) -> tuple[int, int]:
     try:
         limit = int(request.query.get("limit", "100"))
         offset = int(request.query.get("offset", "0"))
     except ValueError as exc:
         raise BadRequest("limit and offset must be integers") from exc
-    if not 1 <= limit <= 1000 or offset < 0:
-        raise BadRequest("limit must be 1..1000 and offset >= 0")
+    # the store binds both as 64-bit integers; a larger offset is no page of anything
+    if not 1 <= limit <= 1000 or not 0 <= offset <= MAX_OFFSET:
+        raise BadRequest(f"limit must be 1..1000 and offset 0..{MAX_OFFSET}")
     return limit, offset
 
 

@@ -72,6 +72,35 @@ def _file_digest(path: Path) -> tuple[int, str]:
     return size, digest.hexdigest()
 
 
+async def deletion_deadline(
+    rt: Runtime, agreement: Agreement, tp: Transfer, counted_from: str, at: float
+) -> tuple[str | None, bool]:
+    """The agreement's deletion deadline for a copy, counted from `at` (delivery or first
+    use), as the policy library computes it: (deadline, allowed). Only the agreement's delete
+    duties are asked, so it does not depend on whether a use would be allowed right now; `at`
+    is rounded up to the whole second, as the library rounds deadlines down to the second and
+    a deadline must never fall before the agreed delay has passed. Both parties ask the same
+    question: the consumer to fix its deadline, the provider to bound what it accepts."""
+    now = datetime.fromtimestamp(math.ceil(at), UTC)
+    decision = await rt.decisions.decide(
+        DecisionInput(
+            phase=Phase.STREAM,
+            now=now.isoformat().replace("+00:00", "Z"),
+            provider=Party(id=agreement.provider_id),
+            consumer=Party(id=agreement.consumer_id),
+            dataset=dataset_facts(None, agreement.dataset_id, agreement.provider_id),
+            policy={"permission": [{"action": "use", "duty": delete_duties(agreement.body)}]},
+            request={"process_id": tp.id, "purpose": tp.purpose, "counted_from": counted_from},
+        )
+    )
+    deadline = earliest_delete(decision.obligations)
+    if deadline is None and not decision.allow:
+        log.warning("no deletion deadline for %s: %s", tp.id, "; ".join(decision.reasons))
+    elif deadline is None:
+        log.warning("the %s policy engine gives no deletion deadline", decision.engine)
+    return deadline, decision.allow
+
+
 class ConsumerDeletions:
     def __init__(self, rt: Runtime, mail: PeerMail) -> None:
         self.rt = rt
@@ -86,24 +115,12 @@ class ConsumerDeletions:
         whole second, as the library rounds deadlines down to the second and a deadline must
         never fall before the agreed delay has passed. None when the engine decides no
         obligations (permit-all)."""
-        now = datetime.fromtimestamp(math.ceil(time.time()), UTC)
-        decision = await self.rt.decisions.decide(
-            DecisionInput(
-                phase=Phase.STREAM,
-                now=now.isoformat().replace("+00:00", "Z"),
-                provider=Party(id=agreement.provider_id),
-                consumer=Party(id=self.rt.did),
-                dataset=dataset_facts(None, agreement.dataset_id, agreement.provider_id),
-                policy={"permission": [{"action": "use", "duty": delete_duties(agreement.body)}]},
-                request={"process_id": tp.id, "purpose": tp.purpose, "counted_from": counted_from},
-            )
+        deadline, allowed = await deletion_deadline(
+            self.rt, agreement, tp, counted_from, time.time()
         )
-        deadline = earliest_delete(decision.obligations)
-        if deadline is None and decision.allow:
-            log.warning("the %s policy engine gives no deletion deadline", decision.engine)
+        if deadline is None and allowed:
             return None
         if deadline is None:  # e.g. a fixed deadline that has passed: delete now
-            log.warning("deleting %s now: %s", tp.id, "; ".join(decision.reasons))
             return utcnow()
         return deadline
 

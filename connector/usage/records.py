@@ -99,6 +99,10 @@ class DeletionDuty(BaseModel):
     receipt: dict[str, Any] | None = None
     signature: str | None = None
     fulfilled_at: str | None = None
+    # provider: its own record of the copy it delivered (a receipt must name it)
+    delivered_at: str | None = None
+    delivered_bytes: int | None = None
+    delivered_sha256: str | None = None
     notes: list[str] = Field(default_factory=list)
     created_at: str = Field(default_factory=utcnow)
     updated_at: str = Field(default_factory=utcnow)

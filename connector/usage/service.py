@@ -66,7 +66,12 @@ class Usage:
         self.tracking.expect(tp, decision)
 
     async def delivered(self, tp: Transfer) -> None:
-        await self.deletions.on_delivered(tp)
+        """A copy changed hands: the consumer schedules its deletion, the provider records
+        what it delivered and when (the deadline and the receipt are checked against it)."""
+        if tp.role == "provider":
+            await self.tracking.on_delivered(tp)
+        else:
+            await self.deletions.on_delivered(tp)
 
     # the scheduler -----------------------------------------------------------------------------
 

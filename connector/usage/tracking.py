@@ -1,10 +1,16 @@
 """The provider's side of deletion duties: each delivered copy is pending until the consumer's
 verified receipt fulfils it, and overdue (an alert) once its deadline and the grace period have
-passed without one."""
+passed without one.
+
+The provider computes every deadline itself, from the agreement and its own record of the
+delivery; a consumer's signed schedule can only bring a deadline forward (or, for a first use
+before the deadline, fix it where the agreement says), and a receipt must name the delivered
+copy and be dated after the delivery. A consumer's word alone never postpones a deletion."""
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from typing import Any
 
@@ -12,6 +18,7 @@ from connector.dsp.states import TP_TERMINAL
 from connector.policy.decision import Decision
 from connector.runtime import Runtime
 from connector.store.records import Agreement, Transfer
+from connector.usage.deletion import deletion_deadline
 from connector.usage.records import (
     RECEIPT_TYPE,
     SCHEDULE_TYPE,
@@ -21,9 +28,12 @@ from connector.usage.records import (
     parse_time,
     utcnow,
 )
-from connector.usage.signed import RecordRefused, check
+from connector.usage.signed import Delivery, RecordRefused, check, check_deleted_copy
 
 log = logging.getLogger(__name__)
+
+TERMINATED = "agreement terminated"
+FIXED_BY = ("delivery", "first use", TERMINATED)
 
 
 class ProviderDeletions:
@@ -50,6 +60,88 @@ class ProviderDeletions:
                 notes=[f"delete by {deadline}: the transfer decision's delete obligation"],
             )
         )
+
+    async def on_delivered(self, tp: Transfer) -> None:
+        """The provider delivered a copy: record what and when, and compute the deadline from
+        the agreement counted from this delivery (the provider's own, not the consumer's)."""
+        duty = self.rt.store.get_deletion(tp.id)
+        agreement = self.rt.store.get_agreement(tp.agreement_id)
+        if duty is None or duty.role != "provider" or agreement is None:
+            return
+        now = time.time()
+        deadline, _ = await deletion_deadline(self.rt, agreement, tp, "delivery", now)
+        with self.rt.store.transaction():
+            fresh = self.rt.store.lock_deletion(duty.id) or duty
+            fields: dict[str, Any] = {
+                "delivered_at": fresh.delivered_at or format_time(now),
+                "delivered_bytes": tp.bytes,
+                "delivered_sha256": tp.sha256,
+            }
+            due = parse_time(deadline) if deadline else None
+            if fresh.state == "pending" and due is not None:
+                # a copy delivered again (a pull repeated) never postpones the first deadline
+                again = fresh.delivered_at is not None
+                if again or fresh.fixed_by == TERMINATED or fresh.fixed_by.startswith("consumer:"):
+                    due = min(due, fresh.due_at if fresh.due_at is not None else due)
+                note = f"delete by {format_time(due)}: the agreement, counted from the delivery"
+                fields.update(
+                    deadline=format_time(due),
+                    due_at=due,
+                    fixed_by=fresh.fixed_by if due == fresh.due_at else "delivery",
+                    notes=[*fresh.notes, note],
+                )
+            self.rt.store.update_deletion(duty.id, **fields)
+
+    def _delivery(self, duty: DeletionDuty) -> Delivery:
+        """What was delivered, by the provider's own records: the duty's delivery record, else
+        the transfer (a delivery no earlier than the transfer decision that opened the duty)."""
+        tp = self.rt.store.get_transfer(duty.id)
+        if duty.delivered_at is not None:
+            return Delivery(
+                duty.delivered_bytes or 0, duty.delivered_sha256, parse_time(duty.delivered_at)
+            )
+        return Delivery(
+            tp.bytes if tp else 0, tp.sha256 if tp else None, parse_time(duty.created_at)
+        )
+
+    async def _latest(
+        self, agreement: Agreement, duty: DeletionDuty, record: dict[str, Any], now: float
+    ) -> tuple[float, str]:
+        """The latest deadline the agreement allows for what the schedule says fixed it, and
+        why; RecordRefused for a first use the schedule cannot have had."""
+        fixed_by = record["fixed_by"]
+        if fixed_by not in FIXED_BY:
+            raise RecordRefused(f"fixed_by is {fixed_by!r}, expected one of {', '.join(FIXED_BY)}")
+        if duty.fixed_by == TERMINATED and duty.due_at is not None:
+            return duty.due_at, "the agreement was terminated"
+        if fixed_by == TERMINATED:
+            return now, "the consumer says the agreement was terminated"
+        tp = self.rt.store.get_transfer(duty.id)
+        if tp is None:
+            raise RecordRefused(f"no transfer {duty.id}")
+        delivered = self._delivery(duty)
+        # a copy cannot have arrived later than now, nor before the provider delivered it
+        delivered_at = parse_time(duty.delivered_at) if duty.delivered_at else now
+        at = delivered_at
+        if fixed_by == "first use":
+            try:
+                used = parse_time(str(record["at"]))
+            except ValueError as exc:
+                raise RecordRefused(f"at is not a time stamp: {record['at']!r}") from exc
+            if duty.due_at is not None and now > duty.due_at + self._grace:
+                raise RecordRefused(
+                    f"a first use reported after the deletion deadline {duty.deadline} cannot"
+                    " move the deadline"
+                )
+            at = max(min(used, now), delivered.at or delivered_at)
+        deadline, allowed = await deletion_deadline(self.rt, agreement, tp, fixed_by, at)
+        if deadline is None:
+            return (math.inf if allowed else now), "the agreement"
+        return parse_time(deadline), f"the agreement, counted from {fixed_by} at {format_time(at)}"
+
+    @property
+    def _grace(self) -> float:
+        return self.rt.settings.deletion_grace_seconds
 
     def overdue_for(self, consumer: str) -> list[DeletionDuty]:
         return self.rt.store.list_deletions(
@@ -121,21 +213,34 @@ class ProviderDeletions:
             due = parse_time(str(record["deadline"]))
         except ValueError as exc:
             raise RecordRefused(f"deadline is not a time stamp: {record['deadline']!r}") from exc
-        if duty.fixed_by == "agreement terminated" and duty.due_at is not None:
-            due = min(due, duty.due_at)
-        grace = self.rt.settings.deletion_grace_seconds
-        state = "pending" if due + grace > time.time() else duty.state
+        now = time.time()
+        latest, why = await self._latest(agreement, duty, record, now)
+        # a later schedule can only be earlier; only a first use may fix the deadline anew,
+        # once (the agreement counts from it), and then it is fixed for good
+        again = duty.fixed_by == "consumer: first use" or (
+            duty.fixed_by.startswith("consumer:") and record["fixed_by"] != "first use"
+        )
+        if again and duty.due_at is not None and duty.due_at < latest:
+            latest, why = duty.due_at, "the consumer's earlier schedule"
         note = (
             f"delete by {record['deadline']}: the consumer's signed schedule ({record['fixed_by']})"
         )
+        if due > latest:
+            note = (
+                f"the consumer's signed schedule ({record['fixed_by']}) says {record['deadline']};"
+                f" {why} allows no later than {format_time(latest)}: kept"
+            )
+            due = latest
+        grace = self._grace
+        state = "pending" if due + grace > now else duty.state
         with self.rt.store.transaction():
             fresh = self.rt.store.lock_deletion(duty.id)
             if fresh is None or fresh.state == "fulfilled":
                 return fresh or duty
             duty = self.rt.store.update_deletion(
                 duty.id,
-                deadline=format_time(due),
-                due_at=due,
+                deadline=format_time(due) if math.isfinite(due) else fresh.deadline,
+                due_at=due if math.isfinite(due) else fresh.due_at,
                 fixed_by=f"consumer: {record['fixed_by']}",
                 state=state if state == "pending" else fresh.state,
                 notes=[*fresh.notes, note],
@@ -148,26 +253,13 @@ class ProviderDeletions:
         duty = self._duty_for(agreement, receipt["transfer"])
         if duty.state == "fulfilled" and duty.receipt == receipt:
             return duty  # delivered again (a retry)
-        deleted = receipt.get("deleted")
-        if not isinstance(deleted, list) or not all(isinstance(d, dict) for d in deleted):
-            raise RecordRefused("deleted must be a list of {file, bytes, sha256}")
-        tp = self.rt.store.get_transfer(duty.id)
-        hashes = {d.get("sha256") for d in deleted}
-        if deleted and tp is not None and tp.sha256 and tp.sha256 not in hashes:
-            raise RecordRefused(
-                f"the receipt names sha256 {', '.join(str(h) for h in hashes)}; the data"
-                f" delivered in transfer {duty.id} has sha256 {tp.sha256}"
-            )
+        check_deleted_copy(receipt, self._delivery(duty), time.time())
+        deleted = receipt["deleted"]
         late = ""
-        try:
-            if duty.due_at is not None and parse_time(str(receipt["deleted_at"])) > (
-                duty.due_at + self.rt.settings.deletion_grace_seconds
-            ):
-                late = " (late)"
-        except ValueError as exc:
-            raise RecordRefused(
-                f"deleted_at is not a time stamp: {receipt['deleted_at']!r}"
-            ) from exc
+        if duty.due_at is not None and parse_time(str(receipt["deleted_at"])) > (
+            duty.due_at + self._grace
+        ):
+            late = " (late)"
         what = "; ".join(f"{d.get('file')} sha256 {d.get('sha256')}" for d in deleted) or "no copy"
         note = f"fulfilled{late}: deleted {what} at {receipt['deleted_at']}: {receipt['reason']}"
         with self.rt.store.transaction():

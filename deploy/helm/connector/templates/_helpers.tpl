@@ -33,6 +33,9 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- if .Values.apiKey.existingSecret -}}
 {{- .Values.apiKey.existingSecret -}}
 {{- else if .Values.apiKey.value -}}
+{{- if lt (len .Values.apiKey.value) 16 -}}
+{{- fail "apiKey.value: the connector refuses an API key shorter than 16 characters" -}}
+{{- end -}}
 {{- include "connector.secretName" . -}}
 {{- else -}}
 {{- fail "apiKey: set apiKey.existingSecret (a Secret with key api-key) or, for development, apiKey.value" -}}
