@@ -67,6 +67,7 @@ class Space:
             host, inner = where.split(":")
             text = text.replace(f"did:web:{host}%3A{inner}", f"did:web:127.0.0.1%3A{port}")
             text = text.replace(f"//{where}", f"//127.0.0.1:{port}")
+            text = text.replace(f'"{where}"', f'"127.0.0.1:{port}"')  # egress_allow
         if any(v.endswith(":/var/lib/connector") for v in svc.get("volumes", [])):
             text = text.replace("/var/lib/connector", str(self.volume_dir(svc)))
         return text.replace("/tmp/init", str(self.root / "init" / str(id(svc))))

@@ -327,7 +327,7 @@ class DidResolver:
     async def _resolve(self, did: str) -> dict[str, Any]:
         parsed = parse_did_web(did)  # a syntax error costs nothing: not cached
         try:
-            if parsed.ip_literal and not self._allowed_literal(parsed.host):
+            if parsed.ip_literal and not self._allowed_literal(parsed):
                 raise _Failed("an IP address where did:web requires a host name")
             url = parsed.document_url(insecure_http=self._insecure)
             async with asyncio.timeout(RESOLVE_TIMEOUT):
@@ -350,9 +350,15 @@ class DidResolver:
         self._keep(did, document, len(raw))
         return document
 
-    def _allowed_literal(self, host: str) -> bool:
-        ip = ipaddress.ip_address(host)
-        return any(ip in net for net in self._egress.policy.networks if net.version == ip.version)
+    def _allowed_literal(self, parsed: DidWeb) -> bool:
+        """An IP address as a did:web host: only one the operator allows by network or by
+        address (with its port, as a compose data space mapped to loopback names them)."""
+        policy = self._egress.policy
+        port = parsed.port or (80 if self._insecure else 443)
+        if policy.host_allowed(parsed.host, port):
+            return True
+        ip = ipaddress.ip_address(parsed.host)
+        return any(ip in net for net in policy.networks if net.version == ip.version)
 
     async def _fetch(self, url: str) -> bytes:
         async with self._egress.request("GET", url, pool=Pool.DID) as resp:
