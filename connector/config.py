@@ -77,7 +77,21 @@ class Settings(BaseSettings):
         " development mode (dev_insecure_http), nothing otherwise",
     )
     auto_accept_offers: bool = Field(
-        False, description="Consumer: accept a provider's offer without an operator"
+        False,
+        description="Consumer: accept a provider's counter-offer in a negotiation this connector"
+        " started, without an operator; an unsolicited offer always waits for the operator",
+    )
+    accept_unsigned_agreements: bool = Field(
+        False,
+        description="Finalize agreements without the peer's signature (providerSignature /"
+        " consumerSignature of docs/profile.md), for peers that lack this signature profile;"
+        " off: an agreement needs a valid signature of the counterparty. TCK mode implies it",
+    )
+    max_open_processes_per_peer: int = Field(
+        100,
+        ge=1,
+        description="Negotiations one peer may have open at once that it started (requests to"
+        " this provider, offers to this consumer); more are refused with 429",
     )
     retry_base_seconds: float = Field(0.5, gt=0)
     retry_max_seconds: float = Field(30.0, gt=0)

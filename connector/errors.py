@@ -77,3 +77,15 @@ class PeerError(ConnectorError):
         self.http_status = http_status
         self.body = body
         self.retry = retry
+
+
+class UnsupportedMediaType(ConnectorError):
+    """A DSP message whose Content-Type is not JSON."""
+
+    status = 415
+
+
+class TooManyProcesses(ConnectorError):
+    """The peer already has as many open processes it started as one peer may have."""
+
+    status = 429

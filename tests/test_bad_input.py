@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +24,7 @@ from connector.identity import keys as keyfile
 from connector.identity import signatures
 from connector.identity.tokens import TokenIssuer
 from tests.harness import ConnectorProcess, negotiate
+from tests.security.peer import HostilePeer, finalize_as_consumer
 
 CTX = [DSP_CONTEXT]
 UNKNOWN = "urn:uuid:00000000-0000-4000-8000-000000000000"
@@ -168,65 +167,12 @@ def wait_state(node: ConnectorProcess, kind: str, pid: str, state: str) -> dict[
     return result
 
 
-class Sink:
-    """Stands in for a counterparty's DSP endpoint: records every message, acknowledges it.
-
-    Used where a process must rest in a state the real counterparty would move on from
-    at once; identities stay real (the messages the test sends carry a real peer's token).
-    """
-
-    NEG_PID = "urn:uuid:11111111-1111-4111-8111-111111111111"
-    TP_PID = "urn:uuid:22222222-2222-4222-8222-222222222222"
-
-    def __init__(self) -> None:
-        self.messages: list[tuple[str, Any]] = []
-        sink = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                body = json.loads(self.rfile.read(length) or b"null")
-                sink.messages.append((self.path, body))
-                ack: dict[str, Any] = {"@context": CTX}
-                kinds = {
-                    "/negotiations/request": ("ContractNegotiation", sink.NEG_PID),
-                    "/transfers/request": ("TransferProcess", sink.TP_PID),
-                }
-                for suffix, (type_, pid) in kinds.items():
-                    if self.path.endswith(suffix):
-                        ack["@type"], ack["providerPid"] = type_, pid
-                        ack["consumerPid"], ack["state"] = body.get("consumerPid"), "REQUESTED"
-                data = json.dumps(ack).encode()
-                self.send_response(201 if "@type" in ack else 200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/dsp/2025-1"
-
-    def got(self, suffix: str) -> list[Any]:
-        return [body for path, body in self.messages if path.endswith(suffix)]
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.fixture
-def sink() -> Iterator[Sink]:
-    s = Sink()
-    yield s
-    s.close()
+def tester() -> Iterator[HostilePeer]:
+    """A participant the test plays (tests/security/peer.py)."""
+    peer = HostilePeer().start()
+    yield peer
+    peer.stop()
 
 
 @pytest.fixture
@@ -518,7 +464,7 @@ def test_foreign_process_is_404(
 
 
 def test_invalid_transitions_at_the_provider(
-    provider: ConnectorProcess, consumer: ConnectorProcess, payload: Path, sink: Sink
+    provider: ConnectorProcess, consumer: ConnectorProcess, payload: Path, tester: HostilePeer
 ) -> None:
     provider.publish(payload)
     agreement_id = negotiate(consumer, provider, "ds-1")
@@ -540,20 +486,20 @@ def test_invalid_transitions_at_the_provider(
         "OFFERED"
     )
 
-    # A transfer that rests SUSPENDED: requested by the test (as the consumer, with a
-    # sink as callback), started by the provider, then suspended by its operator.
-    reply = dsp(
-        consumer,
+    # A transfer that rests SUSPENDED: requested by a consumer the test plays (its own DID,
+    # and its own endpoint as callback: a callback must be the caller's), started by the
+    # provider, then suspended by its operator.
+    tester_agreement = finalize_as_consumer(provider, tester)[2]
+    reply = tester.send(
         provider,
-        "POST",
         "/transfers/request",
-        tp_request(agreement_id, "urn:uuid:t-s", sink.url),
+        tp_request(tester_agreement["@id"], "urn:uuid:t-s", tester.dsp),
     )
     assert reply.status == 201, reply
     suspended_pid = reply.body["providerPid"]
     wait_state(provider, "transfers", suspended_pid, "STARTED")
     provider.api.post(f"/api/v1/transfers/{suspended_pid}/suspend", {"reason": "maintenance"})
-    wait_for(lambda: sink.got("/suspension"))
+    wait_for(lambda: tester.got("/suspension"))
     settle(provider, consumer)
     before = snapshot(provider), snapshot(consumer)
 
@@ -616,14 +562,17 @@ def test_invalid_transitions_at_the_provider(
         assert reply.body["providerPid"] == tp_p
 
     # SUSPENDED: it cannot be completed before it is resumed.
-    reply = send(
+    reply = tester.send(
+        provider,
         f"/transfers/{suspended_pid}/completion",
         cn("TransferCompletionMessage", suspended_pid, "urn:uuid:t-s"),
     )
     assert_dsp_error(reply, 400, "TransferError", "not allowed in state SUSPENDED")
     # ...and a consumer may not start (resume) what the provider suspended with a wrong pid.
-    reply = send(
-        f"/transfers/{suspended_pid}/start", cn("TransferStartMessage", suspended_pid, UNKNOWN)
+    reply = tester.send(
+        provider,
+        f"/transfers/{suspended_pid}/start",
+        cn("TransferStartMessage", suspended_pid, UNKNOWN),
     )
     assert_dsp_error(reply, 400, "TransferError", "does not belong")
 
@@ -645,17 +594,19 @@ def test_invalid_transitions_at_the_provider(
 
 
 def test_invalid_transitions_at_the_consumer(
-    provider: ConnectorProcess, consumer: ConnectorProcess, sink: Sink
+    consumer: ConnectorProcess, tester: HostilePeer
 ) -> None:
-    """The test plays the provider (its real DID and key; a sink receives the consumer's
-    messages), so the consumer's processes rest in each state as long as needed."""
-    pair = keyfile.load(provider.dir / "keys" / "private.pem")
-    ppid = Sink.NEG_PID
+    """The test plays the provider (its own DID, key and DSP endpoint, which receives the
+    consumer's messages), so the consumer's processes rest in each state as long as needed.
+    (Tokens go only to their audience's endpoint, so the test cannot borrow a real
+    provider's DID for a sink of its own.)"""
+    provider = tester
+    pair = tester.keys
+    ppid = tester.provider_pid
     neg = consumer.api.post(
         "/api/v1/negotiations",
         {
-            "counterPartyAddress": sink.url,
-            "counterPartyId": provider.did,
+            "counterPartyAddress": tester.dsp,
             "datasetId": "remote-ds",
             "offer": {"@id": "remote-offer", "permission": [{"action": "use"}]},
         },
@@ -666,7 +617,7 @@ def test_invalid_transitions_at_the_consumer(
     before = snapshot(consumer)
 
     def send(path: str, body: dict[str, Any]) -> Reply:
-        return dsp(provider, consumer, "POST", path, body)
+        return tester.send(consumer, path, body)
 
     terms = {
         "@id": "urn:uuid:agreement-1",
@@ -714,18 +665,14 @@ def test_invalid_transitions_at_the_consumer(
         agreement_msg({**terms, "target": "other-ds"}, pair),
     )
     assert_dsp_error(reply, 400, "ContractNegotiationError", "target")
-    reply = send(f"/negotiations/{cpid}/agreement", agreement_msg(terms, keyfile.generate()))
-    assert_dsp_error(reply, 400, "ContractNegotiationError", "does not verify")
-    body = agreement_msg(terms, pair)
-    body[PROVIDER_SIGNATURE] = agreement_msg({**terms, "permission": []}, pair)[PROVIDER_SIGNATURE]
-    reply = send(f"/negotiations/{cpid}/agreement", body)
-    assert_dsp_error(reply, 400, "ContractNegotiationError", "different document")
+    # (An agreement whose signature does not verify ends the negotiation: see
+    # tests/security/test_impersonation.py.)
     assert snapshot(consumer) == before
 
     # The real agreement: the consumer verifies it, then the "provider" finalizes.
     reply = send(f"/negotiations/{cpid}/agreement", agreement_msg(terms, pair))
     assert reply.status == 200 and reply.body["state"] == "AGREED", reply
-    wait_for(lambda: sink.got("/agreement/verification"))
+    wait_for(lambda: tester.got("/agreement/verification"))
     reply = send(
         f"/negotiations/{cpid}/events",
         cn("ContractNegotiationEventMessage", ppid, cpid, eventType="FINALIZED"),
@@ -733,7 +680,7 @@ def test_invalid_transitions_at_the_consumer(
     assert reply.status == 200 and reply.body["state"] == "FINALIZED", reply
 
     tp = consumer.api.post("/api/v1/transfers", {"agreementId": terms["@id"]})
-    tcpid, tppid = tp["id"], Sink.TP_PID
+    tcpid, tppid = tp["id"], tester.provider_pid
     wait_for(lambda: consumer.api.get(f"/api/v1/transfers/{tcpid}")["provider_pid"] == tppid)
     settle(consumer)
     before = snapshot(consumer)
@@ -760,7 +707,7 @@ def test_invalid_transitions_at_the_consumer(
     assert_dsp_error(reply, 400, "TransferError", "does not belong")
     reply = send(f"/transfers/{tcpid}/start", cn("TransferStartMessage", tppid, UNKNOWN))
     assert_dsp_error(reply, 400, "TransferError", "does not belong")
-    reply = send("/transfers/request", tp_request(terms["@id"], "urn:uuid:t-9", sink.url))
+    reply = send("/transfers/request", tp_request(terms["@id"], "urn:uuid:t-9", tester.dsp))
     assert_dsp_error(reply, 400, "TransferError", "unknown agreement")
     assert snapshot(consumer) == before
 
@@ -790,8 +737,8 @@ def test_invalid_transitions_at_the_consumer(
         reply = send(f"/transfers/{tcpid}/{action}", cn(type_, tppid, tcpid))
         assert_dsp_error(reply, 400, "TransferError", "TERMINATED", "has ended")
     assert snapshot(consumer) == before
-    # The consumer never sent anything it should not have: the sink saw the protocol.
-    assert [p.rsplit("/", 1)[-1] for p, _ in sink.messages] == [
+    # The consumer never sent anything it should not have: the tester saw the protocol.
+    assert [r.path.rsplit("/", 1)[-1] for r in tester.received if r.method == "POST"] == [
         "request",
         "verification",
         "request",

@@ -241,10 +241,13 @@ def test_consumer_killed_before_the_answer_to_its_accept(
 ) -> None:
     """The provider applied the consumer's ACCEPTED but the answer was lost and the consumer
     crashed: after the restart it sends ACCEPTED again, which must not break the deal."""
-    provider = node(tmp_path, "provider").start()
-    consumer = node(tmp_path, "consumer").start()
+    # The provider is reached through the proxy, so that is its public URL (and its DID's
+    # host): a token for the provider goes only to the provider's own host.
+    provider = node(tmp_path, "provider", "--public-url", proxy.url)
     proxy.target = provider.public_port
-    via = f"{proxy.url}/dsp/2025-1"
+    provider.start()
+    consumer = node(tmp_path, "consumer").start()
+    via = provider.dsp
     try:
         provider.publish(payload, offers=[{"permission": [USE]}])
         catalog = consumer.api.post(

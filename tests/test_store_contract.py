@@ -150,6 +150,22 @@ def test_negotiations(store: Store) -> None:
     assert len(store.list_negotiations(limit=10, offset=1)) == 1
 
 
+def test_count_open_negotiations(store: Store) -> None:
+    """The per-peer cap counts a peer's open negotiations it opened (the `initiator`)."""
+    closed = ["FINALIZED", "TERMINATED"]
+    peer = {"counterparty_id": "did:web:peer", "role": "provider", "initiator": "consumer"}
+    assert store.count_open_negotiations(closed, **peer) == 0
+    store.insert_negotiation(negotiation("o1", initiator="consumer"))
+    store.insert_negotiation(negotiation("o2", initiator="consumer", state="AGREED"))
+    store.insert_negotiation(negotiation("o3", initiator="consumer", state="TERMINATED"))
+    store.insert_negotiation(negotiation("o4", initiator="consumer", counterparty_id="did:web:x"))
+    store.insert_negotiation(negotiation("o5"))  # a record from before `initiator` was kept
+    assert store.count_open_negotiations(closed, **peer) == 2
+    store.update_negotiation("o2", state="FINALIZED")
+    assert store.count_open_negotiations(closed, **peer) == 1
+    assert (store.get_negotiation("o1") or negotiation("x")).initiator == "consumer"
+
+
 def test_agreements(store: Store) -> None:
     a = Agreement(
         id="a-1",

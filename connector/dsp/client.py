@@ -7,6 +7,7 @@ from typing import Any
 
 import aiohttp
 
+from connector.dsp.callbacks import belongs_to
 from connector.egress import CATALOG_MAX, EgressRefused, read_limited
 from connector.errors import PeerError
 from connector.runtime import Runtime
@@ -31,7 +32,19 @@ class DspClient:
     async def call(
         self, method: str, url: str, audience: str, message: dict[str, Any] | None = None
     ) -> tuple[int, Any]:
-        """Send one message; return (status, body) for 2xx, raise PeerError otherwise."""
+        """Send one message; return (status, body) for 2xx, raise PeerError otherwise.
+
+        The token is addressed to `audience`, so it goes only to a URL of that participant
+        (its did:web host or its DSP endpoint): a token sent anywhere else could be replayed
+        at the audience by whoever received it."""
+        tck_caller = self._rt.settings.tck_mode and not audience.startswith("did:")
+        if not tck_caller and not await belongs_to(self._rt, url, audience):
+            raise PeerError(
+                f"{method} {url} refused: the URL is not {audience}'s (neither on its"
+                " did:web host nor under the DSP endpoint its DID document names);"
+                " no token was sent",
+                retry=False,
+            )
         headers = {"Authorization": self._rt.issuer.issue(audience)}
         try:
             async with self._rt.egress.request(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from connector.errors import BadRequest
 
@@ -24,6 +24,24 @@ IF_CHANGED = NS + "IfChanged"  # @type of our catalog filter element
 FOAF_NAME = "http://xmlns.com/foaf/0.1/name"  # the publisher's name (DCAT's choice)
 
 NonEmpty = Annotated[str, Field(min_length=1)]
+
+# Longest process, agreement, offer or dataset id accepted from a peer (ours are 45 chars).
+MAX_ID = 256
+
+
+def _identifier(value: str) -> str:
+    """An id a peer chooses and we store, log and echo: bounded and printable, no whitespace,
+    control characters or NUL."""
+    if not value:
+        raise ValueError("must not be empty")
+    if len(value) > MAX_ID:
+        raise ValueError(f"must be at most {MAX_ID} characters")
+    if not value.isprintable() or any(c.isspace() for c in value):
+        raise ValueError("must be printable, without whitespace or control characters")
+    return value
+
+
+Identifier = Annotated[str, AfterValidator(_identifier)]
 
 
 class Message(BaseModel):
@@ -81,9 +99,9 @@ class Policy(BaseModel):
 
     model_config = ConfigDict(populate_by_name=True, extra="allow")
 
-    id: NonEmpty = Field(alias="@id")
+    id: Identifier = Field(alias="@id")
     type: Literal["Offer", "Agreement"] = Field("Offer", alias="@type")
-    target: str | None = None
+    target: Identifier | None = None
     permission: list[dict[str, Any]] | None = None
     prohibition: list[dict[str, Any]] | None = None
     obligation: list[dict[str, Any]] | None = None
@@ -121,8 +139,8 @@ class CatalogError(Message):
 
 class ContractRequestMessage(Message):
     TYPE = "ContractRequestMessage"
-    consumerPid: NonEmpty
-    providerPid: str | None = None
+    consumerPid: Identifier
+    providerPid: Identifier | None = None
     offer: Policy
     callbackAddress: str | None = None
 
@@ -138,16 +156,16 @@ class ContractRequestMessage(Message):
 
 class ContractOfferMessage(Message):
     TYPE = "ContractOfferMessage"
-    providerPid: NonEmpty
-    consumerPid: str | None = None
+    providerPid: Identifier
+    consumerPid: Identifier | None = None
     offer: Policy
     callbackAddress: str | None = None
 
 
 class ContractAgreementMessage(Message):
     TYPE = "ContractAgreementMessage"
-    providerPid: NonEmpty
-    consumerPid: NonEmpty
+    providerPid: Identifier
+    consumerPid: Identifier
     agreement: Policy
     callbackAddress: str | None = None
 
@@ -162,21 +180,21 @@ class ContractAgreementMessage(Message):
 
 class ContractAgreementVerificationMessage(Message):
     TYPE = "ContractAgreementVerificationMessage"
-    providerPid: NonEmpty
-    consumerPid: NonEmpty
+    providerPid: Identifier
+    consumerPid: Identifier
 
 
 class ContractNegotiationEventMessage(Message):
     TYPE = "ContractNegotiationEventMessage"
-    providerPid: NonEmpty
-    consumerPid: NonEmpty
+    providerPid: Identifier
+    consumerPid: Identifier
     eventType: Literal["ACCEPTED", "FINALIZED"]
 
 
 class ContractNegotiationTerminationMessage(Message):
     TYPE = "ContractNegotiationTerminationMessage"
-    providerPid: NonEmpty
-    consumerPid: NonEmpty
+    providerPid: Identifier
+    consumerPid: Identifier
     code: str | None = None
     reason: list[Any] | None = None
 
@@ -222,8 +240,8 @@ class DataAddress(BaseModel):
 
 class TransferRequestMessage(Message):
     TYPE = "TransferRequestMessage"
-    consumerPid: NonEmpty
-    agreementId: NonEmpty
+    consumerPid: Identifier
+    agreementId: Identifier
     format: NonEmpty
     callbackAddress: NonEmpty
     dataAddress: DataAddress | None = None
@@ -231,29 +249,29 @@ class TransferRequestMessage(Message):
 
 class TransferStartMessage(Message):
     TYPE = "TransferStartMessage"
-    providerPid: NonEmpty
-    consumerPid: NonEmpty
+    providerPid: Identifier
+    consumerPid: Identifier
     dataAddress: DataAddress | None = None
 
 
 class TransferCompletionMessage(Message):
     TYPE = "TransferCompletionMessage"
-    providerPid: NonEmpty
-    consumerPid: NonEmpty
+    providerPid: Identifier
+    consumerPid: Identifier
 
 
 class TransferSuspensionMessage(Message):
     TYPE = "TransferSuspensionMessage"
-    providerPid: NonEmpty
-    consumerPid: NonEmpty
+    providerPid: Identifier
+    consumerPid: Identifier
     code: str | None = None
     reason: list[Any] | None = None
 
 
 class TransferTerminationMessage(Message):
     TYPE = "TransferTerminationMessage"
-    providerPid: NonEmpty
-    consumerPid: NonEmpty
+    providerPid: Identifier
+    consumerPid: Identifier
     code: str | None = None
     reason: list[Any] | None = None
 

@@ -14,16 +14,17 @@ from typing import Any
 
 from connector.dsp import messages as m
 from connector.dsp.auth import not_a_member
+from connector.dsp.callbacks import check_callback
 from connector.dsp.client import DspClient
 from connector.dsp.states import CN, CN_TERMINAL, negotiation_next
-from connector.errors import BadRequest, NotFound, PeerError
+from connector.errors import BadRequest, NotFound, PeerError, TooManyProcesses
 from connector.identity import signatures
 from connector.outbox import Outbox
 from connector.policy.decision import DecisionInput, Party, Phase
 from connector.policy.inputs import dataset_facts
 from connector.runtime import Runtime
 from connector.store.base import Duplicate
-from connector.store.records import Agreement, Job, Negotiation
+from connector.store.records import Agreement, Job, Negotiation, Role
 
 Reaction = Callable[[Negotiation], Awaitable[bool]]
 
@@ -129,7 +130,9 @@ class NegotiationService:
             )
             if existing is not None:
                 return existing, False
+            await check_callback(self.rt, caller, msg.callbackAddress)
             self._published_offer(target, msg.offer.id)
+            self._within_cap(caller, "provider")
             neg_id = new_pid()
             neg = Negotiation(
                 id=neg_id,
@@ -142,6 +145,7 @@ class NegotiationService:
                 dataset_id=target,
                 offer=msg.offer.model_dump(by_alias=True, exclude_none=True),
                 offer_by="consumer",
+                initiator="consumer",
                 purpose=_declared_purpose(msg),
                 counterparty_credentials=claims or {},
             )
@@ -213,7 +217,22 @@ class NegotiationService:
         signature = (msg.model_extra or {}).get(m.CONSUMER_SIGNATURE)
         if agreement is not None and isinstance(signature, str):
             document = await self.rt.resolver.resolve(caller)
-            signatures.verify(agreement.body, signature, caller, document)
+            try:
+                signatures.verify(agreement.body, signature, caller, document)
+            except BadRequest as exc:
+                raise self._refuse(
+                    neg, msg, ["the consumer's countersignature is not valid", *exc.reasons]
+                ) from exc
+        elif not self._unsigned_allowed():
+            raise self._refuse(
+                neg,
+                msg,
+                [
+                    "the agreement needs the consumer's countersignature"
+                    f" ({m.CONSUMER_SIGNATURE}); this provider does not accept unsigned"
+                    " agreements (accept_unsigned_agreements)"
+                ],
+            )
         with self.rt.store.transaction():
             if agreement is not None and isinstance(signature, str):
                 self.rt.store.put_agreement(
@@ -254,6 +273,8 @@ class NegotiationService:
             )
             if existing is not None:
                 return existing, False
+            await check_callback(self.rt, caller, msg.callbackAddress)
+            self._within_cap(caller, "consumer")
             neg_id = new_pid()
             neg = Negotiation(
                 id=neg_id,
@@ -266,6 +287,7 @@ class NegotiationService:
                 dataset_id=msg.offer.target,
                 offer=offer,
                 offer_by="provider",
+                initiator="provider",
             )
             with self.rt.store.transaction():
                 self.rt.store.insert_negotiation(neg)
@@ -316,16 +338,45 @@ class NegotiationService:
         body = msg.agreement.model_dump(by_alias=True, exclude_none=True)
         if msg.agreement.target != neg.dataset_id:
             raise BadRequest(f"agreement target {msg.agreement.target} is not {neg.dataset_id}")
+        # The parties are fixed since the negotiation started: the provider is the DID whose
+        # endpoint we negotiate with (and who is calling), the consumer is us.
+        if self._fixed_parties(caller):
+            wrong = []
+            if msg.agreement.assigner != neg.counterparty_id:
+                wrong.append(
+                    f"the agreement names {msg.agreement.assigner} as assigner, but this"
+                    f" negotiation is with {neg.counterparty_id}"
+                )
+            if msg.agreement.assignee != self.rt.did:
+                wrong.append(
+                    f"the agreement names {msg.agreement.assignee} as assignee, not {self.rt.did}"
+                )
+            if wrong:
+                raise self._refuse(neg, msg, wrong)
         signature = (msg.model_extra or {}).get(m.PROVIDER_SIGNATURE)
         if isinstance(signature, str):
-            document = await self.rt.resolver.resolve(caller)
-            signatures.verify(body, signature, caller, document)
+            document = await self.rt.resolver.resolve(neg.counterparty_id)
+            try:
+                signatures.verify(body, signature, neg.counterparty_id, document)
+            except BadRequest as exc:
+                reasons = [f"the provider signature is not valid for {neg.counterparty_id}"]
+                raise self._refuse(neg, msg, reasons + exc.reasons) from exc
+        elif not self._unsigned_allowed():
+            raise self._refuse(
+                neg,
+                msg,
+                [
+                    f"the agreement carries no provider signature ({m.PROVIDER_SIGNATURE});"
+                    " this consumer does not accept unsigned agreements"
+                    " (accept_unsigned_agreements)"
+                ],
+            )
         record = Agreement(
             id=msg.agreement.id,
             negotiation_id=neg.id,
             dataset_id=neg.dataset_id,
-            provider_id=msg.agreement.assigner or caller,
-            consumer_id=msg.agreement.assignee or self.rt.did,
+            provider_id=neg.counterparty_id,
+            consumer_id=self.rt.did,
             body=body,
             provider_signature=signature if isinstance(signature, str) else None,
         )
@@ -341,6 +392,46 @@ class NegotiationService:
             self._received(neg, msg, detail="signed" if signature else "unsigned agreement")
             self.react(neg)
         return neg
+
+    # refusals and limits ---------------------------------------------------------------------
+
+    def _unsigned_allowed(self) -> bool:
+        """Whether agreements may finalize without the peer's signature (TCK mode: the TCK
+        knows nothing of our signature profile)."""
+        s = self.rt.settings
+        return s.accept_unsigned_agreements or s.tck_mode
+
+    def _fixed_parties(self, caller: str) -> bool:
+        """False only for TCK mode's fixed caller, which is no DID and names none."""
+        return not (self.rt.settings.tck_mode and not caller.startswith("did:"))
+
+    def _refuse(self, neg: Negotiation, msg: m.Message, reasons: list[str]) -> BadRequest:
+        """End `neg` here because of `msg` (the 400 answer is this side's word: no
+        termination message follows) and return the error to raise."""
+        with self.rt.store.transaction():
+            self._received(neg, msg, detail="refused: " + "; ".join(reasons))
+            neg = self._move(
+                neg, m.ContractNegotiationTerminationMessage.TYPE, neg.role, reason=reasons
+            )
+            self.rt.log(neg.id, "note", "TERMINATED", state=neg.state, detail=reasons[0])
+        return BadRequest("; ".join(reasons), reasons=reasons)
+
+    def _within_cap(self, caller: str, role: Role) -> None:
+        """Refuse (429) a new negotiation the peer opens while it already has
+        max_open_processes_per_peer open ones it opened."""
+        cap = self.rt.settings.max_open_processes_per_peer
+        peer_role: Role = "consumer" if role == "provider" else "provider"
+        open_now = self.rt.store.count_open_negotiations(
+            [CN.FINALIZED.value, CN.TERMINATED.value],
+            counterparty_id=caller,
+            role=role,
+            initiator=peer_role,
+        )
+        if open_now >= cap:
+            raise TooManyProcesses(
+                f"{caller} already has {open_now} open negotiations it started here; at most"
+                f" {cap} (max_open_processes_per_peer): finish or terminate some first"
+            )
 
     # operator actions ------------------------------------------------------------------------
 
@@ -365,6 +456,7 @@ class NegotiationService:
             dataset_id=dataset_id,
             offer=offer,
             offer_by="consumer",
+            initiator="consumer",
             purpose=purpose,
         )
         msg = m.ContractRequestMessage(
@@ -645,7 +737,9 @@ class NegotiationService:
 
     def _consumer_reaction(self, neg: Negotiation) -> None:
         if neg.state == CN.OFFERED:
-            if self.rt.settings.auto_accept_offers:
+            # only a counter-offer in a negotiation we started; an unsolicited offer (or a
+            # record from before `initiator` was kept) waits for the operator
+            if self.rt.settings.auto_accept_offers and neg.initiator == "consumer":
                 self.accept(neg.id)
             else:
                 self.rt.log(

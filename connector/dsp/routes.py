@@ -14,7 +14,7 @@ from connector.dsp import messages as m
 from connector.dsp.auth import Authenticator
 from connector.dsp.negotiation import NegotiationService
 from connector.dsp.transfer import TransferService
-from connector.errors import BadRequest, NotFound
+from connector.errors import BadRequest, NotFound, UnsupportedMediaType
 from connector.policy.decision import Party
 from connector.runtime import Runtime
 from connector.store.records import Dataset
@@ -35,6 +35,22 @@ async def read_json(request: web.Request) -> Any:
         raise BadRequest(f"body is not valid JSON: {exc}") from exc
     except RecursionError as exc:
         raise BadRequest("body is not valid JSON: nested too deeply") from exc
+
+
+def is_json(content_type: str) -> bool:
+    """application/json or a JSON-based type (application/ld+json, application/*+json)."""
+    return content_type == "application/json" or (
+        content_type.startswith("application/") and content_type.endswith("+json")
+    )
+
+
+async def read_message(request: web.Request) -> Any:
+    """A DSP message body: JSON by its Content-Type (415 otherwise), then parsed."""
+    if not is_json(request.content_type):
+        raise UnsupportedMediaType(
+            f"Content-Type must be application/json, not {request.content_type or 'missing'}"
+        )
+    return await read_json(request)
 
 
 class DspRoutes:
@@ -100,7 +116,7 @@ class DspRoutes:
 
     async def catalog(self, request: web.Request) -> web.Response:
         caller, claims = await self.auth.member(request)
-        msg = m.parse(m.CatalogRequestMessage, await read_json(request))
+        msg = m.parse(m.CatalogRequestMessage, await read_message(request))
         known = filters.known_digest(msg.filter)
         s = self.rt.settings
         shown = await self._visible(caller, self.rt.store.list_datasets(), claims)
@@ -132,7 +148,7 @@ class DspRoutes:
         caller, claims = await self.auth.member(request)
         pid = request.match_info.get("pid")
         self._role(request, pid)
-        msg = m.parse(m.ContractRequestMessage, await read_json(request))
+        msg = m.parse(m.ContractRequestMessage, await read_message(request))
         neg, _created = await self.cn.on_request(msg, caller, pid, claims)
         return web.json_response(self.cn.ack(neg), status=201 if pid is None else 200)
 
@@ -142,7 +158,7 @@ class DspRoutes:
         caller = (await self.auth.member(request))[0] if pid is None else None
         caller = caller or await self.auth.caller(request)
         self._role(request, pid)
-        msg = m.parse(m.ContractOfferMessage, await read_json(request))
+        msg = m.parse(m.ContractOfferMessage, await read_message(request))
         neg, _created = await self.cn.on_offer(msg, caller, pid)
         return web.json_response(self.cn.ack(neg), status=201 if pid is None else 200)
 
@@ -150,7 +166,7 @@ class DspRoutes:
         caller = await self.auth.caller(request)
         pid = request.match_info["pid"]
         self._role(request, pid)
-        msg = m.parse(m.ContractNegotiationEventMessage, await read_json(request))
+        msg = m.parse(m.ContractNegotiationEventMessage, await read_message(request))
         return web.json_response(self.cn.ack(await self.cn.on_event(msg, caller, pid)))
 
     async def cn_agreement(self, request: web.Request) -> web.Response:
@@ -158,7 +174,7 @@ class DspRoutes:
         caller, _claims, problems = await self.auth.membership(request)
         pid = request.match_info["pid"]
         self._role(request, pid)
-        msg = m.parse(m.ContractAgreementMessage, await read_json(request))
+        msg = m.parse(m.ContractAgreementMessage, await read_message(request))
         neg = await self.cn.on_agreement(msg, caller, pid, problems)
         return web.json_response(self.cn.ack(neg))
 
@@ -166,14 +182,14 @@ class DspRoutes:
         caller = await self.auth.caller(request)
         pid = request.match_info["pid"]
         self._role(request, pid)
-        msg = m.parse(m.ContractAgreementVerificationMessage, await read_json(request))
+        msg = m.parse(m.ContractAgreementVerificationMessage, await read_message(request))
         return web.json_response(self.cn.ack(await self.cn.on_verification(msg, caller, pid)))
 
     async def cn_terminate(self, request: web.Request) -> web.Response:
         caller = await self.auth.caller(request)
         pid = request.match_info["pid"]
         self._role(request, pid)
-        msg = m.parse(m.ContractNegotiationTerminationMessage, await read_json(request))
+        msg = m.parse(m.ContractNegotiationTerminationMessage, await read_message(request))
         return web.json_response(self.cn.ack(await self.cn.on_termination(msg, caller, pid)))
 
     # transfers -------------------------------------------------------------------------------
@@ -185,7 +201,7 @@ class DspRoutes:
     async def tp_request(self, request: web.Request) -> web.Response:
         request["role"] = "provider"
         caller, claims = await self.auth.member(request)
-        msg = m.parse(m.TransferRequestMessage, await read_json(request))
+        msg = m.parse(m.TransferRequestMessage, await read_message(request))
         tp, _created = await self.tp.on_request(msg, caller, claims)
         return web.json_response(self.tp.ack(tp), status=201)
 
@@ -204,5 +220,5 @@ class DspRoutes:
             raise NotFound(f"no such transfer endpoint: {request.match_info['action']}")
         tp = self.rt.store.get_transfer(pid)
         request["role"] = tp.role if tp else None
-        msg = m.parse(model, await read_json(request))
+        msg = m.parse(model, await read_message(request))
         return web.json_response(self.tp.ack(await self.tp.on_message(msg, caller, pid)))

@@ -10,6 +10,7 @@ from typing import Any, Protocol
 from connector.catalog.render import FORMATS
 from connector.dataplane import sources, streams, tokens
 from connector.dsp import messages as m
+from connector.dsp.callbacks import check_callback
 from connector.dsp.client import DspClient
 from connector.dsp.negotiation import new_pid
 from connector.dsp.states import CN, TP, TP_TERMINAL, transfer_next
@@ -187,6 +188,7 @@ class TransferService:
             raise BadRequest(f"unknown agreement {msg.agreementId}")
         if agreement.consumer_id != caller:
             raise BadRequest(f"agreement {msg.agreementId} was not made with {caller}")
+        await check_callback(self.rt, caller, msg.callbackAddress)
         neg = self.rt.store.get_negotiation(agreement.negotiation_id)
         if neg is not None and neg.state != CN.FINALIZED:
             raise BadRequest(

@@ -87,6 +87,10 @@ class TokenVerifier:
             raise Unauthorized("token signature does not verify against the caller's DID") from exc
         except jwt.PyJWTError as exc:
             raise Unauthorized(f"invalid token: {exc}") from exc
+        audience = claims["aud"]
+        if isinstance(audience, list) and audience != [self._did]:
+            # a token for several participants could be replayed by any of them at the others
+            raise Unauthorized(f"token must be addressed to {self._did} alone")
         if int(claims["exp"]) - int(claims["iat"]) > MAX_LIFETIME:
             raise Unauthorized(f"token lifetime exceeds {MAX_LIFETIME} s")
         if not self._remember(str(claims["jti"]), int(claims["exp"]) + CLOCK_SKEW):

@@ -250,6 +250,12 @@ class PostgresStore(RecordTables):
         rows = self._query(f"select * from {table} where {where} limit 1", list(match.values()))
         return from_row(model, rows[0]) if rows else None
 
+    def _count(self, table: str, match: dict[str, str], states_not_in: list[str]) -> int:
+        where = [f"{k} = %s" for k in match] + ["not (state = any(%s))"]
+        sql = f"select count(*) as n from {table} where {' and '.join(where)}"
+        rows = self._query(sql, [*match.values(), list(states_not_in)])
+        return int(rows[0]["n"])
+
     def _list(self, table: str, model: type[M], limit: int, offset: int) -> list[M]:
         sql = f"select * from {table} order by created_at desc limit %s offset %s"
         return [from_row(model, r) for r in self._query(sql, [limit, offset])]

@@ -40,6 +40,9 @@ class Negotiation(BaseModel):
     dataset_id: str
     offer: dict[str, Any]
     offer_by: Role
+    # who sent the first message (None: a record from before this was kept): a negotiation
+    # the peer opened is unsolicited, so never auto-accepted and counted against its cap
+    initiator: Role | None = None
     agreement_id: str | None = None
     purpose: str | None = None
     reason: list[str] = Field(default_factory=list)

@@ -175,6 +175,14 @@ class SqliteStore(RecordTables):
         )
         return from_row(model, rows[0]) if rows else None
 
+    def _count(self, table: str, match: dict[str, str], states_not_in: list[str]) -> int:
+        where = [f"{k} = ?" for k in match] + [
+            f"state not in ({', '.join('?' * len(states_not_in))})"
+        ]
+        sql = f"select count(*) as n from {table} where {' and '.join(where)}"
+        rows = list(self._db.query(sql, [*match.values(), *states_not_in]))
+        return int(rows[0]["n"])
+
     def _list(self, table: str, model: type[M], limit: int, offset: int) -> list[M]:
         sql = f"select * from {table} order by created_at desc limit ? offset ?"
         return [from_row(model, r) for r in self._db.query(sql, [limit, offset])]

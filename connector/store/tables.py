@@ -33,6 +33,10 @@ class RecordTables:
     def _list(self, table: str, model: type[M], limit: int, offset: int) -> list[M]:
         raise NotImplementedError
 
+    def _count(self, table: str, match: dict[str, str], states_not_in: list[str]) -> int:
+        """Rows matching every `match` column whose state is none of `states_not_in`."""
+        raise NotImplementedError
+
     def _update(self, table: str, model: type[M], key: str, fields: dict[str, Any]) -> M:
         raise NotImplementedError
 
@@ -77,6 +81,10 @@ class RecordTables:
 
     def list_negotiations(self, limit: int = 100, offset: int = 0) -> list[Negotiation]:
         return self._list("negotiations", Negotiation, limit, offset)
+
+    def count_open_negotiations(self, closed: list[str], **match: str) -> int:
+        """Negotiations matching `match` not in a `closed` state (the per-peer cap)."""
+        return self._count("negotiations", match, closed)
 
     # agreements ---------------------------------------------------------------------------------
 

@@ -15,7 +15,7 @@ from connector.egress import Egress, EgressPolicy
 from connector.identity.did import DidResolver
 from tests.harness import ConnectorProcess
 from tests.security.internal import SECRET, InternalService
-from tests.security.peer import Answer, PeerHost, catalog_request, text_of
+from tests.security.peer_host import Answer, PeerHost, catalog_request, text_of
 from tests.test_bad_input import Reply, assert_dsp_error
 
 Factory = Callable[..., ConnectorProcess]

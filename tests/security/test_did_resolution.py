@@ -21,7 +21,7 @@ from connector.identity.did import DidResolver
 from connector.ports import free_port
 from tests.harness import ConnectorProcess, wait_for
 from tests.security.internal import SECRET, InternalService
-from tests.security.peer import Answer, PeerHost, catalog_request, self_issued, text_of
+from tests.security.peer_host import Answer, PeerHost, catalog_request, self_issued, text_of
 from tests.test_bad_input import Reply, assert_dsp_error
 
 Factory = Callable[..., ConnectorProcess]

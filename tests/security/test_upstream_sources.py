@@ -11,7 +11,7 @@ import pytest
 from connector.mgmt_client import ApiError
 from tests.harness import ConnectorProcess, negotiate, received_size
 from tests.security.internal import SECRET, InternalService
-from tests.security.peer import Answer, PeerHost
+from tests.security.peer_host import Answer, PeerHost
 
 Factory = Callable[..., ConnectorProcess]
 
