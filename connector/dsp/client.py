@@ -25,6 +25,11 @@ def _reason(body: Any) -> str:
     return str(body)[:500] if body else "no body"
 
 
+class NotTheAudience(PeerError):
+    """The URL does not belong to the participant the token would be addressed to: nothing
+    was sent."""
+
+
 class DspClient:
     def __init__(self, runtime: Runtime) -> None:
         self._rt = runtime
@@ -39,7 +44,7 @@ class DspClient:
         at the audience by whoever received it."""
         tck_caller = self._rt.settings.tck_mode and not audience.startswith("did:")
         if not tck_caller and not await belongs_to(self._rt, url, audience):
-            raise PeerError(
+            raise NotTheAudience(
                 f"{method} {url} refused: the URL is not {audience}'s (neither on its"
                 " did:web host nor under the DSP endpoint its DID document names);"
                 " no token was sent",

@@ -10,8 +10,11 @@ import pytest
 
 from tests.harness import ConnectorProcess
 from tests.security.internal import InternalService
+from tests.security.peer import HostilePeer
+from tests.security.peer_host import PeerHost
 
 PEERS_ONLY = '["127.0.0.1/32"]'
+Factory = Callable[..., ConnectorProcess]
 
 
 @pytest.fixture
@@ -35,3 +38,19 @@ def guarded(tmp_path: Path) -> Iterator[Callable[..., ConnectorProcess]]:
     yield make
     for node in started:
         node.stop()
+
+
+@pytest.fixture
+def mallory() -> Iterator[HostilePeer]:
+    """A hostile participant with its own key, DID and DSP endpoint (tests/security/peer.py)."""
+    peer = HostilePeer().start()
+    yield peer
+    peer.stop()
+
+
+@pytest.fixture
+def peer() -> Iterator[PeerHost]:
+    """A hostile peer's web server: DID documents and scripted answers (peer_host.py)."""
+    host = PeerHost().start()
+    yield host
+    host.stop()

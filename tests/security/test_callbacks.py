@@ -9,26 +9,15 @@ nothing is ever sent there."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import pytest
-
 from tests.harness import ConnectorProcess, wait_for
+from tests.security.conftest import Factory
 from tests.security.internal import InternalService
 from tests.security.peer import HostilePeer, message, request_body
 from tests.security.test_impersonation import negotiate_as_consumer
 from tests.test_bad_input import assert_dsp_error, settle, snapshot, tp_request
 from tests.test_tls import make_pki, tls_node
-
-Factory = Callable[..., ConnectorProcess]
-
-
-@pytest.fixture
-def mallory() -> Iterator[HostilePeer]:
-    peer = HostilePeer().start()
-    yield peer
-    peer.stop()
 
 
 def bad_callbacks(

@@ -5,24 +5,15 @@ authority) and at crawl time (the egress guard), and the status shows no remote 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
 from connector.mgmt_client import ApiError
 from tests.harness import ConnectorProcess
+from tests.security.conftest import Factory
 from tests.security.internal import SECRET, InternalService
 from tests.security.peer_host import Answer, PeerHost
-
-Factory = Callable[..., ConnectorProcess]
-
-
-@pytest.fixture
-def peer() -> Iterator[PeerHost]:
-    host = PeerHost().start()
-    yield host
-    host.stop()
 
 
 def onboard(authority: ConnectorProcess, did: str, endpoint: str | None) -> dict[str, Any]:
@@ -61,8 +52,11 @@ def test_the_crawler_reaches_no_internal_endpoint_and_shows_no_answer(
 ) -> None:
     """Members as the registry lists them (an authority with a laxer policy, or a DNS name that
     changed address): one endpoint internal, one a peer that answers errors with a secret."""
+    peer.identity("named", dsp=internal.url + "/dsp")  # its DID document names it
     participants = [
         {"id": peer.did("inside"), "name": "inside", "status": "active",
+         "dspEndpoint": internal.url + "/dsp"},
+        {"id": peer.did("named"), "name": "named", "status": "active",
          "dspEndpoint": internal.url + "/dsp"},
         {"id": peer.did("leaky"), "name": "leaky", "status": "active",
          "dspEndpoint": peer.base + "/leaky/dsp"},
@@ -80,13 +74,15 @@ def test_the_crawler_reaches_no_internal_endpoint_and_shows_no_answer(
         federated_crawl_seconds="0",
     )
     summary = crawler.api.post("/api/v1/federated-catalog/crawl", {})
-    assert summary["members"] == 3 and summary["failed"] == 3, summary
+    assert summary["members"] == 4 and summary["failed"] == 4, summary
     status = crawler.api.get("/api/v1/federated-catalog/members")
     shown = json.dumps([summary, status])
     assert SECRET not in shown
     assert internal.requests == []
     assert peer.hits["/leaky/dsp/catalog/request"] >= 1  # it was asked, its answer not shown
     errors = {m["name"]: m["lastError"] for m in status["members"]}
-    assert "egress" in errors["inside"] and "127.0.0.2" in errors["inside"], errors
+    # the endpoint is not the member's: refused before the egress guard is even asked
+    assert "not the member's" in errors["inside"] and "127.0.0.2" in errors["inside"], errors
+    assert "egress" in errors["named"] and "127.0.0.2" in errors["named"], errors
     assert "answered HTTP 500" in errors["leaky"], errors
     assert "not a DSP catalog" in errors["junk"], errors

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -14,19 +13,12 @@ from connector.dsp.messages import DSP_CONTEXT
 from connector.egress import Egress, EgressPolicy
 from connector.identity.did import DidResolver
 from tests.harness import ConnectorProcess
+from tests.security.conftest import Factory
 from tests.security.internal import SECRET, InternalService
 from tests.security.peer_host import Answer, PeerHost, catalog_request, text_of
 from tests.test_bad_input import Reply, assert_dsp_error
 
-Factory = Callable[..., ConnectorProcess]
 ISSUER = "did:web:authority.example"
-
-
-@pytest.fixture
-def peer() -> Iterator[PeerHost]:
-    host = PeerHost().start()
-    yield host
-    host.stop()
 
 
 @pytest.fixture

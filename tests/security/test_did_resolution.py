@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -20,18 +19,10 @@ from connector.identity import keys as keyfile
 from connector.identity.did import DidResolver
 from connector.ports import free_port
 from tests.harness import ConnectorProcess, wait_for
+from tests.security.conftest import Factory
 from tests.security.internal import SECRET, InternalService
 from tests.security.peer_host import Answer, PeerHost, catalog_request, self_issued, text_of
 from tests.test_bad_input import Reply, assert_dsp_error
-
-Factory = Callable[..., ConnectorProcess]
-
-
-@pytest.fixture
-def peer() -> Iterator[PeerHost]:
-    host = PeerHost().start()
-    yield host
-    host.stop()
 
 
 def as_caller(provider: ConnectorProcess, did: str) -> Reply:

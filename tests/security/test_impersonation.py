@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import time
 import uuid
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,17 +20,9 @@ from connector.identity import keys as keyfile
 from connector.identity import signatures
 from connector.mgmt_client import ApiError
 from tests.harness import ConnectorProcess, wait_for
+from tests.security.conftest import Factory
 from tests.security.peer import CTX, HostilePeer, message, post, request_body
 from tests.test_bad_input import assert_dsp_error, settle
-
-Factory = Callable[..., ConnectorProcess]
-
-
-@pytest.fixture
-def mallory() -> Iterator[HostilePeer]:
-    peer = HostilePeer().start()
-    yield peer
-    peer.stop()
 
 
 def agreement_terms(assigner: str, assignee: str, dataset_id: str = "ds-1") -> dict[str, Any]:

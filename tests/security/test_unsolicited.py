@@ -7,24 +7,15 @@ DSP message is JSON by its Content-Type."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.harness import ConnectorProcess, wait_for
+from tests.security.conftest import Factory
 from tests.security.peer import CTX, HostilePeer, message, request_body
 from tests.test_bad_input import assert_dsp_error, settle, snapshot
-
-Factory = Callable[..., ConnectorProcess]
-
-
-@pytest.fixture
-def mallory() -> Iterator[HostilePeer]:
-    peer = HostilePeer().start()
-    yield peer
-    peer.stop()
 
 
 def offer_body(peer: HostilePeer, provider_pid: str | None = None) -> dict[str, Any]:

@@ -3,17 +3,16 @@ followed, and a source the egress policy refuses is refused when the dataset is 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from connector.mgmt_client import ApiError
 from tests.harness import ConnectorProcess, negotiate, received_size
+from tests.security.conftest import Factory
 from tests.security.internal import SECRET, InternalService
 from tests.security.peer_host import Answer, PeerHost
-
-Factory = Callable[..., ConnectorProcess]
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from connector.catalog.federated import parse
 from connector.catalog.federated.index import FederatedIndex
 from connector.catalog.federated.members import Member, MemberSource, SourceError
 from connector.dsp import messages as m
-from connector.dsp.client import DspClient
+from connector.dsp.client import DspClient, NotTheAudience
 from connector.egress import EgressRefused
 from connector.errors import PeerError
 from connector.store.records import utcnow
@@ -57,6 +57,9 @@ def failure(dsp: str, exc: PeerError | parse.CatalogError) -> str:
     (or whatever answers there) says is never shown in the member status."""
     if isinstance(exc, parse.CatalogError):
         why = "the answer is not a DSP catalog"
+    elif isinstance(exc, NotTheAudience):
+        why = "refused: the endpoint is not the member's (not on its did:web host, nor the DSP"
+        why += " endpoint its DID document names), so no token was sent"
     elif isinstance(exc.__cause__, EgressRefused):
         why = f"refused by this connector's egress policy: {exc.__cause__.detail}"
     elif exc.http_status is not None:
