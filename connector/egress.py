@@ -146,11 +146,12 @@ class EgressPolicy:
                 raise EgressRefused(f"destination {host} refused: {why}")
         return parts
 
-    async def check_destination(self, url: str, *, must_resolve: bool = False) -> SplitResult:
+    async def check_destination(self, url: str) -> SplitResult:
         """`check_url`, plus the addresses the host resolves to now, for a URL kept to be
         fetched later (a push data address, a dataset's source, a member's DSP endpoint):
-        refused when every one of them is refused. A name that does not resolve now is refused
-        only with `must_resolve`; the guard decides again at every request anyway."""
+        refused when every one of them is refused. A name that does not resolve now is not
+        refused here (a peer's data address may name a host only it can resolve yet); the
+        guard decides again at every request, on the addresses it then connects to."""
         parts = self.check_url(url)
         host = parts.hostname or ""
         port = parts.port or (443 if parts.scheme == "https" else 80)
@@ -160,9 +161,7 @@ class EgressPolicy:
             found = await asyncio.get_running_loop().getaddrinfo(
                 host, port, type=socket.SOCK_STREAM
             )
-        except OSError as exc:
-            if must_resolve:
-                raise EgressRefused(f"destination {host} cannot be resolved") from exc
+        except OSError:
             return parts
         reasons: set[str] = set()
         for *_, sockaddr in found:

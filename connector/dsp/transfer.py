@@ -355,7 +355,7 @@ class TransferService:
         if not endpoint or not endpoint.lower().startswith(("https://", "http://")):
             return "the endpoint must be an http(s) URL"
         try:
-            await self.rt.egress.policy.check_destination(endpoint, must_resolve=True)
+            await self.rt.egress.policy.check_destination(endpoint)
         except EgressRefused as exc:
             return exc.detail
         return None

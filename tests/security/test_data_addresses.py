@@ -74,7 +74,8 @@ def pair(guarded: Guarded, payload: Path) -> tuple[ConnectorProcess, ConnectorPr
     "endpoint",
     [
         "{internal}/admin/reset",  # an internal service
-        "http://internal.invalid/admin",  # a name that does not resolve
+        "http://169.254.169.254/latest/meta-data/",  # a cloud metadata service
+        "http://user:pw@127.0.0.1:9/x",  # credentials in the URL
         "file:///etc/passwd",  # not http(s)
         "gopher://127.0.0.1:70/x",
     ],
