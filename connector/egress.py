@@ -31,6 +31,7 @@ from typing import Any
 from urllib.parse import SplitResult, urlsplit
 
 import aiohttp
+import yarl
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
 
@@ -69,14 +70,42 @@ def _network(text: str) -> IpNetwork | None:
         return None
 
 
+# IPv6 prefixes that carry an IPv4 address in their last 32 bits (NAT64 well-known and local
+# use, IPv4-translated, IPv4-compatible): judged as that IPv4 address, since a translator on
+# the path would deliver them there.
+_EMBEDDING = tuple(
+    ipaddress.IPv6Network(n) for n in ("64:ff9b::/96", "64:ff9b:1::/48", "::ffff:0:0:0/96", "::/96")
+)
+
+
 def _address(host: str) -> IpAddress | None:
+    """The address a host names, with an IPv4 address embedded in IPv6 unpacked."""
     try:
         ip = ipaddress.ip_address(host.strip("[]").split("%", 1)[0])
     except ValueError:
         return None
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+    if isinstance(ip, ipaddress.IPv4Address):
+        return ip
+    if ip.ipv4_mapped is not None:
         return ip.ipv4_mapped
+    if ip.sixtofour is not None:
+        return ip.sixtofour
+    if any(ip in net for net in _EMBEDDING) and int(ip) > 1:  # not :: or ::1
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
     return ip
+
+
+def connect_host(url: str) -> str:
+    """The host as the HTTP client will connect to it: yarl's normalised form (IDNA, Unicode
+    digits and dots folded), not the text of the URL, so full-width or ideographic digits and
+    dots are judged as the address they become."""
+    try:
+        host = yarl.URL(url).raw_host
+    except (ValueError, UnicodeError, TypeError) as exc:
+        raise EgressRefused(f"not a valid URL: {exc}") from exc
+    if not host:
+        raise EgressRefused("the URL has no host")
+    return host.rstrip(".").lower()
 
 
 @dataclass(frozen=True)
@@ -116,6 +145,8 @@ class EgressPolicy:
             return "loopback address"
         if ip.is_link_local:
             return "link-local or metadata address"
+        if isinstance(ip, ipaddress.IPv6Address) and ip.is_site_local:
+            return "private or reserved address"
         if ip.is_private or not ip.is_global:
             return "private or reserved address"
         return None
@@ -133,9 +164,9 @@ class EgressPolicy:
             raise EgressRefused("plain http is refused (https only outside development mode)")
         if parts.username is not None or parts.password is not None or "@" in parts.netloc:
             raise EgressRefused("URLs with credentials (user@host) are refused")
-        host = parts.hostname
-        if not host:
+        if not parts.hostname:
             raise EgressRefused("the URL has no host")
+        host = connect_host(url)
         port = port or (443 if parts.scheme == "https" else 80)
         if self.host_allowed(host, port):
             return parts
@@ -153,7 +184,7 @@ class EgressPolicy:
         refused here (a peer's data address may name a host only it can resolve yet); the
         guard decides again at every request, on the addresses it then connects to."""
         parts = self.check_url(url)
-        host = parts.hostname or ""
+        host = connect_host(url)
         port = parts.port or (443 if parts.scheme == "https" else 80)
         if self.host_allowed(host, port) or _address(host) is not None:
             return parts  # an allowed name, or an address check_url has decided on

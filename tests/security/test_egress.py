@@ -77,6 +77,22 @@ async def peer() -> AsyncIterator[str]:
         ("https://0.0.0.0/", "unicast"),
         ("https://224.0.0.1/", "unicast"),
         ("https:///no-host", "no host"),
+        # Unicode digits and dots the HTTP client folds into an address (yarl's IDNA)
+        ("https://\uff11\uff10.\uff10.\uff10.\uff15/x", "private"),
+        ("https://127\u30020\u30020\u30022/", "loopback"),
+        ("https://\U0001d7cf\U0001d7d0\U0001d7d5.0.0.2/", "loopback"),
+        ("https://\u2460\u2461\u2466.0.0.2/", "loopback"),
+        (
+            "https://\uff11\uff16\uff19.\uff12\uff15\uff14.\uff11\uff16\uff19.\uff12\uff15\uff14/latest",
+            "link-local",
+        ),
+        # IPv4 embedded in IPv6: NAT64, 6to4, IPv4-translated, IPv4-compatible; site-local
+        ("https://[64:ff9b::a00:5]/", "private"),
+        ("https://[64:ff9b:1::a9fe:a9fe]/", "link-local"),
+        ("https://[2002:a9fe:a9fe::]/", "link-local"),
+        ("https://[::ffff:0:7f00:2]/", "loopback"),
+        ("https://[::7f00:2]/", "loopback"),
+        ("https://[fec0::1]/", "private"),
         ("https://example.org:99999/", "not a valid URL"),
     ],
 )
