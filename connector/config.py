@@ -125,6 +125,12 @@ class Settings(BaseSettings):
         True, description="provider: refuse transfers to a consumer with an overdue deletion"
     )
     did_cache_seconds: int = Field(300, ge=0)
+    stream_idle_seconds: float = Field(
+        60.0,
+        gt=0,
+        description="provider: a push whose destination takes nothing for this long is cut"
+        " (and retried)",
+    )
     receive_free_disk_bytes: int = Field(
         256 * 1024 * 1024,
         ge=0,

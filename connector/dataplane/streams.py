@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import shutil
@@ -312,12 +313,30 @@ async def push(
     headers = {"Content-Type": "application/octet-stream"}
     if token:
         headers["Authorization"] = f"Bearer {token}"
+    # aiohttp applies no read timeout while it writes a body: a destination that accepts and
+    # never reads would hold this job for ever. The deadline moves with every chunk taken.
+    idle = rt.settings.stream_idle_seconds
+    loop = asyncio.get_running_loop()
     try:
-        async with rt.egress.request(
-            "POST", endpoint, data=body(), headers=headers, timeout=STREAM_TIMEOUT
-        ) as resp:
-            if resp.status >= 300:
-                raise PeerError(f"push answered {resp.status}", retry=resp.status >= 500)
+        async with asyncio.timeout(idle) as deadline:
+            stream = body()
+
+            async def paced() -> AsyncIterator[bytes]:
+                async for chunk in stream:
+                    deadline.reschedule(loop.time() + idle)
+                    yield chunk
+
+            async with rt.egress.request(
+                "POST", endpoint, data=paced(), headers=headers, timeout=STREAM_TIMEOUT
+            ) as resp:
+                deadline.reschedule(None)  # the answer has its own read timeout
+                if resp.status >= 300:
+                    raise PeerError(f"push answered {resp.status}", retry=resp.status >= 500)
+    except TimeoutError as exc:
+        raise PeerError(
+            f"push to {endpoint} stalled: the destination took nothing for {idle:g} s",
+            retry=True,
+        ) from exc
     except EgressRefused as exc:
         raise PeerError(f"push to {endpoint} refused: {exc.detail}", retry=False) from exc
     except aiohttp.ClientError as exc:
