@@ -345,7 +345,10 @@ class DidResolver:
         ) as exc:
             why = exc.detail if isinstance(exc, (_Failed, EgressRefused)) else repr(exc)
             log.debug("cannot resolve %r: %s", did[:200], why)
-            self._keep(did, None)
+            if not isinstance(exc, TimeoutError):
+                # a time-out may be ours (every DID connection busy with a flood of hanging
+                # hosts): remembering it would refuse an honest peer for the negative lifetime
+                self._keep(did, None)
             raise UnresolvableDid(did) from None
         self._keep(did, document, len(raw))
         return document

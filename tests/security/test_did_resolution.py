@@ -312,3 +312,57 @@ def test_did_web_syntax_accepts_the_method_examples() -> None:
     assert found.document_url(insecure_http=False) == (
         "https://example.com:3000/user/alice/did.json"
     )
+
+
+def test_a_time_out_is_not_remembered_against_an_honest_peer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With every DID connection held by a host that never answers, an honest peer's
+    resolution times out waiting: that failure may be ours, so it is not negative-cached."""
+    from connector.identity import did as did_module
+    from connector.identity.did import UnresolvableDid
+
+    monkeypatch.setattr(did_module, "RESOLVE_TIMEOUT", 1.0)
+
+    async def scenario() -> tuple[bool, bool]:
+        hits: dict[str, int] = {}
+        runner, port = await _serve(hits)
+        release, entered = asyncio.Event(), asyncio.Event()
+
+        async def hang(_: web.Request) -> web.Response:
+            entered.set()
+            await release.wait()
+            return web.Response(status=404)
+
+        app = web.Application()
+        app.router.add_get("/{name}/did.json", hang)
+        hanging = web.AppRunner(app)
+        await hanging.setup()
+        hang_port = free_port()
+        await web.TCPSite(hanging, "127.0.0.1", hang_port).start()
+        egress = Egress(EgressPolicy.from_settings(None, dev_insecure_http=True), did_limit=1)
+        resolver = DidResolver(egress, insecure_http=True, ttl_seconds=300, negative_seconds=30)
+        honest = f"did:web:127.0.0.1%3A{port}:honest"
+        try:
+            held = asyncio.create_task(
+                resolver.resolve(f"did:web:127.0.0.1%3A{hang_port}:attacker")
+            )
+            await asyncio.wait_for(entered.wait(), 5)  # the one DID connection is held
+            starved = False
+            try:
+                await resolver.resolve(honest)
+            except UnresolvableDid:
+                starved = True
+            release.set()
+            await asyncio.gather(held, return_exceptions=True)
+            document = await resolver.resolve(honest)  # not refused from a negative cache
+            return starved, document["id"] == honest
+        finally:
+            release.set()
+            await egress.close()
+            await hanging.cleanup()
+            await runner.cleanup()
+
+    starved, resolved = asyncio.run(scenario())
+    assert starved, "the honest resolution should have waited past the time-out"
+    assert resolved
