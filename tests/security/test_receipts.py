@@ -10,22 +10,17 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from connector.dsp.messages import CONSUMER_SIGNATURE, ContractAgreementMessage
-from connector.identity import keys as keyfile
 from connector.identity import signatures
-from connector.identity.did import build_document, did_from_url
-from connector.identity.tokens import TokenIssuer
-from tests.harness import ConnectorProcess, cli, negotiate, state_of, wait_for
-from tests.test_bad_input import CTX, Reply, assert_dsp_error, dsp, http, offer, tp_request
+from tests.harness import ConnectorProcess, cli, negotiate, wait_for
+from tests.security.peer import HostilePeer, Reply, finalize_as_consumer
+from tests.test_bad_input import assert_dsp_error, dsp, http, tp_request
 from tests.test_metering import PRICED, export, transfer, verify
 
 MIB = 1024 * 1024
@@ -77,75 +72,14 @@ def test_a_refusal_after_a_receipt_is_refused_and_the_invoice_stands(
     assert run.returncode == 0, run.stdout + run.stderr
 
 
-class HostileConsumer:
-    """A consumer that is no connector: its own key, its did.json and a DSP endpoint that
-    acknowledges everything, on one loopback port. It negotiates and pulls with raw DSP
-    messages, and never answers a metering record."""
-
-    def __init__(self) -> None:
-        self.keys = keyfile.generate()
-        self.messages: list[tuple[str, Any]] = []
-        hostile = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                found = self.path == "/.well-known/did.json"
-                self._answer(200 if found else 404, hostile.document if found else {})
-
-            def do_POST(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                hostile.messages.append((self.path, json.loads(self.rfile.read(length) or b"0")))
-                self._answer(200, {})
-
-            def _answer(self, status: int, body: Any) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        base = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.did = did_from_url(base)
-        self.dsp = base + "/dsp/2025-1"
-        self.document = build_document(self.did, self.keys, self.dsp, base + "/credentials")
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-    def got(self, suffix: str, **match: str) -> list[Any]:
-        return [body for path, body in self.messages if path.endswith(suffix)
-                and all(body.get(k) == v for k, v in match.items())]  # fmt: skip
-
-    def send(self, provider: ConnectorProcess, path: str, body: Any) -> Reply:
-        token = TokenIssuer(self.did, self.keys, 120).issue(provider.did)
-        return http("POST", provider.dsp + path, body, headers={"Authorization": token})
+class HostileConsumer(HostilePeer):
+    """A consumer that is no connector (tests/security/peer.py): it negotiates and pulls with
+    raw DSP messages, and never answers a metering record."""
 
     def agree(self, provider: ConnectorProcess) -> str:
         """Negotiate the provider's default offer of ds-1, countersigned; the agreement id."""
-        cpid = "urn:uuid:10000000-0000-4000-8000-000000000001"
-        request = {"@context": CTX, "@type": "ContractRequestMessage", "consumerPid": cpid,
-                   "offer": offer(), "callbackAddress": self.dsp}  # fmt: skip
-        reply = self.send(provider, "/negotiations/request", request)
-        assert reply.status == 201, reply
-        ppid = reply.body["providerPid"]
-        message = wait_for("the provider's agreement", lambda: self.got("/agreement"))[0]
-        agreement = ContractAgreementMessage.model_validate(message).agreement
-        body = agreement.model_dump(by_alias=True, exclude_none=True)
-        verification = {"@context": CTX, "@type": "ContractAgreementVerificationMessage",
-                        "providerPid": ppid, "consumerPid": cpid,
-                        CONSUMER_SIGNATURE: signatures.sign(body, self.did, self.keys)}  # fmt: skip
-        reply = self.send(provider, f"/negotiations/{ppid}/agreement/verification", verification)
-        assert reply.status == 200, reply
-        state_of(provider, "negotiations", ppid, "FINALIZED")
-        return str(agreement.id)
+        _, _, agreement = finalize_as_consumer(provider, self)
+        return str(agreement["@id"])
 
     def pull(self, provider: ConnectorProcess, agreement_id: str, n: int) -> Reply:
         """Request a pull, download it, and send nothing else (no receipt, no completion)."""
@@ -154,9 +88,7 @@ class HostileConsumer:
         if reply.status != 201:
             return reply
         pid = reply.body["providerPid"]
-        start = wait_for(
-            "the provider's start message", lambda: self.got("/start", providerPid=pid)
-        )
+        start = wait_for("the provider's start message", lambda: self.starts(pid))
         address = start[0]["dataAddress"]
         token = next(p["value"] for p in address["endpointProperties"]
                      if p["name"] == "authorization")  # fmt: skip
@@ -171,12 +103,17 @@ class HostileConsumer:
         wait_for("the provider's record that ends the stream", ended)
         return reply
 
+    def starts(self, provider_pid: str | None = None) -> list[dict[str, Any]]:
+        """The TransferStartMessages it got (for one provider process, if given)."""
+        return [r.body for r in self.got("/start")
+                if provider_pid is None or r.body.get("providerPid") == provider_pid]  # fmt: skip
+
 
 @pytest.fixture
 def hostile() -> Iterator[HostileConsumer]:
-    consumer = HostileConsumer()
+    consumer = HostileConsumer().start()
     yield consumer
-    consumer.close()
+    consumer.stop()
 
 
 def test_a_consumer_that_withholds_receipts_is_refused_new_transfers(
@@ -203,7 +140,7 @@ def test_a_consumer_that_withholds_receipts_is_refused_new_transfers(
     assert [d["seq"] for d in bill["disputed"]] == [1, 2, 3], bill
 
     # a consumer that sends its receipts late is served again
-    pid = hostile.got("/start")[0]["providerPid"]
+    pid = hostile.starts()[0]["providerPid"]
     chain = provider.api.get(f"/api/v1/agreements/{agreement_id}/metering")["chain"]
     answers = [{"seq": line["record"]["seq"], "hash": line["hash"],
                 "receipt": signatures.sign(line["record"], hostile.did, hostile.keys)}
