@@ -6,19 +6,16 @@ carry text from a remote answer into a reason."""
 from __future__ import annotations
 
 import json
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from connector.identity import keys as keyfile
-from connector.identity.tokens import TokenIssuer
 from tests.harness import ConnectorProcess, negotiate, state_of, wait_for
 from tests.security.hostile import CONTEXT, PROVIDER_PID, HostileProvider
 from tests.security.internal import SECRET, InternalService
+from tests.test_usage_control import post_as
 
 Guarded = Callable[..., ConnectorProcess]
 
@@ -42,24 +39,6 @@ def transfer_request(agreement_id: str, consumer: ConnectorProcess, endpoint: st
             ],
         },
     }
-
-
-def post_as(sender: ConnectorProcess, receiver: ConnectorProcess, body: Any) -> tuple[int, Any]:
-    pair = keyfile.load(sender.dir / "keys" / "private.pem")
-    req = urllib.request.Request(
-        receiver.dsp + "/transfers/request",
-        data=json.dumps(body).encode(),
-        method="POST",
-        headers={
-            "Authorization": TokenIssuer(sender.did, pair, 60).issue(receiver.did),
-            "Content-Type": "application/json",
-        },
-    )
-    try:
-        with urllib.request.urlopen(req, timeout=30) as resp:
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
 
 
 @pytest.fixture
@@ -87,7 +66,8 @@ def test_a_push_address_the_guard_refuses_is_refused_when_the_request_arrives(
 ) -> None:
     provider, consumer, agreement_id = pair
     url = endpoint.format(internal=internal.url)
-    status, body = post_as(consumer, provider, transfer_request(agreement_id, consumer, url))
+    request = transfer_request(agreement_id, consumer, url)
+    status, body = post_as(consumer, provider, "/transfers/request", request)
 
     assert status == 400, body
     assert body["@type"] == "TransferError", body
