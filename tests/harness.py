@@ -7,11 +7,13 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import tomllib
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -233,3 +235,41 @@ def sparse_file(path: Path, size: int) -> tuple[Path, str]:
             fh.seek(mib * 1024 * 1024 + mib)
             fh.write(os.urandom(1024))
     return path, file_sha256(path)
+
+
+class GatedSource:
+    """Test double for an upstream HTTP data source: sends the first `hold_after` bytes of
+    `data` at once and the rest only after `release` is set, so a test can act in the middle
+    of a stream (Content-Length always announces the whole)."""
+
+    def __init__(self, data: bytes, hold_after: int) -> None:
+        self.data = data
+        self.release = threading.Event()
+        source = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", "application/octet-stream")
+                self.send_header("Content-Length", str(len(source.data)))
+                self.end_headers()
+                try:
+                    self.wfile.write(source.data[:hold_after])
+                    self.wfile.flush()
+                    source.release.wait(60)
+                    self.wfile.write(source.data[hold_after:])
+                except OSError:
+                    pass
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/data"
+
+    def close(self) -> None:
+        self.release.set()
+        self.server.shutdown()
+        self.server.server_close()

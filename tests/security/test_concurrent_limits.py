@@ -19,14 +19,13 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
 
 from connector.dataplane.streams import STATE_CHECK_SECONDS
-from tests.harness import ConnectorProcess, negotiate, received_size, wait_for
+from tests.harness import ConnectorProcess, GatedSource, negotiate, received_size, wait_for
 from tests.test_bad_input import Reply, assert_dsp_error, http, token, tp_request
 from tests.test_replicas import FAST, LoadBalancer, replicas
 
@@ -231,52 +230,16 @@ def test_limits_hold_across_replicas(
 # a stream broken off still counts ---------------------------------------------------------------
 
 
-class Upstream:
-    """Test double for an upstream HTTP source of `size` bytes that sends the first MiB at
-    once and the rest only after `gate` is set, so a test can act in the middle of a stream."""
-
-    def __init__(self, size: int) -> None:
-        self.gate = threading.Event()
-        self.data = os.urandom(size)
-        upstream = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                self.send_response(200)
-                self.send_header("Content-Type", "application/octet-stream")
-                self.send_header("Content-Length", str(len(upstream.data)))
-                self.end_headers()
-                try:
-                    self.wfile.write(upstream.data[:MIB])
-                    self.wfile.flush()
-                    upstream.gate.wait(30)
-                    self.wfile.write(upstream.data[MIB:])
-                except OSError:
-                    pass
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/data.bin"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.gate.set()
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.fixture
-def upstream() -> Iterator[Upstream]:
-    double = Upstream(2 * MIB)
+def upstream() -> Iterator[GatedSource]:
+    double = GatedSource(os.urandom(2 * MIB), MIB)
     yield double
     double.close()
 
 
 @pytest.mark.parametrize("provider", ["sqlite"], indirect=True)
 def test_a_pull_terminated_midway_still_counts_against_the_volume(
-    provider: ConnectorProcess, consumer: ConnectorProcess, upstream: Upstream
+    provider: ConnectorProcess, consumer: ConnectorProcess, upstream: GatedSource
 ) -> None:
     """A consumer pulls half of a 2 MiB lifetime volume, terminates the transfer and asks
     again: the second transfer may send only the other half, as the provider records the
@@ -307,7 +270,7 @@ def test_a_pull_terminated_midway_still_counts_against_the_volume(
         "the provider's next state check to be due",
         lambda: time.monotonic() - arrived > STATE_CHECK_SECONDS,
     )
-    upstream.gate.set()  # the provider's stream goes on and notices the termination
+    upstream.release.set()  # the provider's stream goes on and notices the termination
     pid = theirs[0]["id"]
     stopped = wait_for(
         "the provider to note where the pull stopped",

@@ -11,17 +11,15 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
 
 from connector.identity import keys as keyfile
 from connector.identity.signatures import seal
-from tests.harness import ConnectorProcess, negotiate, wait_for
+from tests.harness import ConnectorProcess, GatedSource, negotiate, wait_for
 
 WINDOW = 32 * 1024
 LINES = [f"record {i:06d} of the data set, fifty bytes long.....\n".encode() for i in range(2000)]
@@ -30,43 +28,9 @@ GATE = 2 * WINDOW  # the stream halts after two full windows
 IN_FIRST = DATA[:WINDOW].count(b"\n")  # records in the first window
 
 
-class GatedSource:
-    """Upstream HTTP source that sends the first GATE bytes, then waits until released."""
-
-    def __init__(self) -> None:
-        self.release = threading.Event()
-        gate = self.release
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(DATA)))
-                self.end_headers()
-                try:
-                    self.wfile.write(DATA[:GATE])
-                    self.wfile.flush()
-                    gate.wait(60)
-                    self.wfile.write(DATA[GATE:])
-                except OSError:
-                    pass
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/data"
-
-    def close(self) -> None:
-        self.release.set()
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.fixture
 def gated() -> Iterator[GatedSource]:
-    source = GatedSource()
+    source = GatedSource(DATA, GATE)  # the stream halts after two full windows
     yield source
     source.close()
 
