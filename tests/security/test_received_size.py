@@ -118,3 +118,28 @@ def test_a_pull_past_the_agreed_bytes_is_aborted_and_removed(
         assert not received_files(consumer, cid)
     finally:
         hostile.stop()
+
+
+def test_a_push_that_would_fill_the_disk_gets_413(guarded: Guarded, tmp_path: Path) -> None:
+    """The free-disk bound: a consumer that must keep more free than any disk has refuses even
+    a push within the agreed bytes, naming the disk."""
+    provider = guarded("provider")
+    consumer = guarded("consumer", receive_free_disk_bytes=str(10**18))
+    data = tmp_path / "data.bin"
+    data.write_bytes(os.urandom(MORE))
+    provider.publish(data, offers=[PER_TRANSFER])
+    agreement_id = negotiate(consumer, provider, "ds-1")
+    provider.stop()  # the test pushes itself, with the token the consumer hands out
+    tp = consumer.api.post(
+        "/api/v1/transfers", {"agreementId": agreement_id, "format": "HttpData-PUSH"}
+    )
+    address = tp["data_address"]
+    props: dict[str, Any] = {p["name"]: p["value"] for p in address["endpointProperties"]}
+
+    status = push(address["endpoint"], props["authorization"], blocks(64 * KIB), None)
+
+    assert status == 413
+    record = consumer.api.get(f"/api/v1/transfers/{tp['id']}")
+    refused = [e["detail"] for e in record["timeline"] if e["direction"] == "refused"]
+    assert refused and "disk space kept free" in refused[0], refused
+    wait_for("the partial copy to be removed", lambda: not received_files(consumer, tp["id"]))
