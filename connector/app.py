@@ -39,7 +39,7 @@ from connector.policy.decision import DecisionPoint, PermitAll
 from connector.policy.engines import EmbeddedEngine, Engine, OpaServerEngine, PolicyError
 from connector.policy.point import RegoDecisionPoint
 from connector.runtime import Runtime, egress_for
-from connector.store.base import Store
+from connector.store.base import STORE_FAILURES, Store
 from connector.store.open import open_store
 from connector.usage.api import UsageApi
 from connector.usage.peer_routes import UsagePeerRoutes
@@ -51,29 +51,36 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 @web.middleware
 async def public_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """DSP paths answer with DSP error bodies; the data plane with problem documents."""
+    """Errors as types, mapped to answers: a store that cannot serve the call is a 503."""
     try:
         return await handler(request)
+    except STORE_FAILURES as exc:
+        log.warning("%s %s: the store failed: %s", request.method, request.path, exc)
+        return _public_error(request, 503, ["the connector's store is unavailable; retry later"])
     except (ConnectorError, web.HTTPException) as exc:
         if isinstance(exc, web.HTTPException):
             if exc.status < 400:
                 raise
-            status, reasons = exc.status, [exc.reason]
-        else:
-            status, reasons = (exc.status if exc.status < 500 else 502), exc.reasons
-        if not request.path.startswith(DSP_PATH):
-            return problem(status, "; ".join(reasons), request.path)
-        body: dict[str, Any] = {
-            "@context": list(m.CONTEXT),
-            "@type": _error_type(request.path),
-            "code": str(status),
-            "reason": reasons,
-        }
-        pid = request.match_info.get("pid") if request.match_info else None
-        role = request.get("role")
-        if pid and role and body["@type"] != "CatalogError":
-            body["providerPid" if role == "provider" else "consumerPid"] = pid
-        return web.json_response(body, status=status)
+            return _public_error(request, exc.status, [exc.reason])
+        status = exc.status if exc.status < 500 or exc.status == 503 else 502
+        return _public_error(request, status, exc.reasons)
+
+
+def _public_error(request: web.Request, status: int, reasons: list[str]) -> web.StreamResponse:
+    """DSP paths answer with DSP error bodies; the data plane with problem documents."""
+    if not request.path.startswith(DSP_PATH):
+        return problem(status, "; ".join(reasons), request.path)
+    body: dict[str, Any] = {
+        "@context": list(m.CONTEXT),
+        "@type": _error_type(request.path),
+        "code": str(status),
+        "reason": reasons,
+    }
+    pid = request.match_info.get("pid") if request.match_info else None
+    role = request.get("role")
+    if pid and role and body["@type"] != "CatalogError":
+        body["providerPid" if role == "provider" else "consumerPid"] = pid
+    return web.json_response(body, status=status)
 
 
 class Connector:

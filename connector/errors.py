@@ -85,6 +85,12 @@ class UnsupportedMediaType(ConnectorError):
     status = 415
 
 
+class Unavailable(ConnectorError):
+    """Something this answer needs is down for now (the store cannot write); ask again later."""
+
+    status = 503
+
+
 class TooManyProcesses(ConnectorError):
     """The peer already has as many open processes it started as one peer may have."""
 

@@ -240,24 +240,35 @@ def sparse_file(path: Path, size: int) -> tuple[Path, str]:
 class GatedSource:
     """Test double for an upstream HTTP data source: sends the first `hold_after` bytes of
     `data` at once and the rest only after `release` is set, so a test can act in the middle
-    of a stream (Content-Length always announces the whole)."""
+    of a stream (Content-Length always announces the whole). Serves `Range: bytes=N-` with
+    206 (beyond the end: 416), as a resuming provider asks for the rest."""
 
     def __init__(self, data: bytes, hold_after: int) -> None:
         self.data = data
         self.release = threading.Event()
+        self.requests: list[str | None] = []  # the Range header of each request
         source = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
-                self.send_response(200)
+                asked = self.headers.get("Range")
+                source.requests.append(asked)
+                first = int(asked.removeprefix("bytes=").rstrip("-")) if asked else 0
+                if first > len(source.data):
+                    self.send_response(416)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                self.send_response(206 if asked else 200)
                 self.send_header("Content-Type", "application/octet-stream")
-                self.send_header("Content-Length", str(len(source.data)))
+                self.send_header("Content-Length", str(len(source.data) - first))
                 self.end_headers()
                 try:
-                    self.wfile.write(source.data[:hold_after])
-                    self.wfile.flush()
-                    source.release.wait(60)
-                    self.wfile.write(source.data[hold_after:])
+                    if first < hold_after:
+                        self.wfile.write(source.data[first:hold_after])
+                        self.wfile.flush()
+                        source.release.wait(60)
+                    self.wfile.write(source.data[max(first, hold_after) :])
                 except OSError:
                     pass
 

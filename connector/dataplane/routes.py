@@ -7,13 +7,14 @@ import contextlib
 import hashlib
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from aiohttp import web
 
 from connector.dataplane import sources, streams, tokens
 from connector.dsp.states import TP
 from connector.errors import BadRequest, ConnectorError, NotFound, PayloadTooLarge, PeerError
-from connector.metering.meter import Meter, end_kind
+from connector.metering.meter import Meter, MeteringUnavailable, end_kind, frontier
 from connector.metering.records import Kind
 from connector.runtime import Runtime
 from connector.store.records import Transfer
@@ -23,6 +24,7 @@ log = logging.getLogger(__name__)
 Terminate = Callable[[str, list[str], str | None], object]
 Settle = Callable[[str], object]
 Delivered = Callable[[Transfer], Awaitable[None]]
+NOTE_ATTEMPTS = 40  # about 20 minutes of a store that takes no writes
 
 
 class RangeNotSatisfiable(ConnectorError):
@@ -56,6 +58,7 @@ class DataPlaneRoutes:
         self._terminate = terminate
         self._settle = settle
         self._delivered = delivered  # usage control: a copy has arrived
+        self._notes: set[asyncio.Task[None]] = set()
 
     def add_to(self, app: web.Application) -> None:
         app.router.add_get("/data/pull/{pid}", self.serve_pull)
@@ -85,13 +88,17 @@ class DataPlaneRoutes:
             response.content_length = dataset.size - start
         # the agreed volume counts from the data's first byte, also when a pull resumes
         cap = streams.VolumeCap(None if tp.limit_bytes is None else tp.limit_bytes - start)
-        await response.prepare(request)
+        # Metering before the first byte: the stream's start record is durable before anything
+        # is sent, and bytes the consumer proves it holds beyond what the records cover (sent
+        # before a crash) are metered now. A store that cannot write answers 503: the
+        # consumer asks again later, and nothing goes out unmetered meanwhile.
         # The published digest stands for a whole file: hash again only what may differ from
         # it (an HTTP source, a stream a volume limit may cut). The meter hashes every window.
         digest = hashlib.sha256() if dataset.sha256 is None or tp.limit_bytes is not None else None
+        meter = await self._open_meter(tp, dataset.source, start, digest)
+        await response.prepare(request)
         size = 0
         watch = streams.StateWatch(self.rt, pid)
-        meter = Meter(self.rt, tp, offset=start)
         chunks = sources.read(
             dataset.source, self.rt.egress, self.rt.settings.chunk_size, offset=start
         )
@@ -107,6 +114,7 @@ class DataPlaneRoutes:
             if cap.cut:
                 raise streams.Stopped(cap.reason(start + size))
             await response.write_eof()
+            meter.close("complete")
         except asyncio.CancelledError:
             meter.interrupt()  # shutting down: the consumer resumes from the rest
             try:
@@ -114,6 +122,13 @@ class DataPlaneRoutes:
             except Exception:
                 log.exception("cannot record the bytes transfer %s sent before stopping", pid)
             raise
+        except MeteringUnavailable as exc:
+            # no record can be written: stop at once; what went out since the last record is
+            # metered when the consumer resumes and shows what it holds (docs/metering.md)
+            if request.transport is not None:
+                request.transport.close()
+            self._note_later(pid, f"stopped serving after {start + size} bytes: {exc.detail}")
+            return response
         except Exception as exc:
             # The answer is under way: no error response can follow. Cut the connection so
             # the consumer sees an incomplete body (never a short one that looks whole).
@@ -145,9 +160,7 @@ class DataPlaneRoutes:
                 meter.close(_end_kind(self.rt, pid, stopped))
                 streams.record_sent(self.rt, pid, start + size)
             return response
-        meter.close("complete")
-        # a resumed pull served only the rest: the whole data's digest is the published one
-        whole = digest.hexdigest() if digest is not None and start == 0 else dataset.sha256
+        whole = digest.hexdigest() if digest is not None else dataset.sha256
         with self.rt.store.transaction():
             served = self.rt.store.update_transfer(pid, bytes=start + size, sha256=whole)
             self.rt.log(
@@ -159,6 +172,74 @@ class DataPlaneRoutes:
         if self._delivered is not None:
             await self._delivered(served)  # usage control: the provider's delivery record
         return response
+
+    async def _open_meter(
+        self, tp: Transfer, source: dict[str, Any], start: int, digest: Any
+    ) -> Meter:
+        """The meter of a pull from byte `start`, its start record written; bytes
+        `[covered, start)` the consumer holds but no record covers yet are metered first, from
+        the source (they went out before a crash or a failed record cut the stream). A resumed
+        pull whose data has no published digest hashes `[0, start)` into `digest` on the way,
+        so that the provider states the digest of the whole, as the consumer does.
+
+        A gap larger than one window and one chunk was never sent by this connector: the
+        meter closes a window at least that often and stops when it cannot (416)."""
+        covered = frontier(self.rt, tp.id)
+        if start > covered:
+            most = self.rt.settings.metering_window_bytes + self.rt.settings.chunk_size
+            if start - covered > most:
+                raise RangeNotSatisfiable(
+                    f"range starts at {start}, but the metering records of this transfer end at"
+                    f" byte {covered} and at most {most} bytes beyond them were ever sent"
+                )
+        meter = Meter(self.rt, tp, offset=min(covered, start))
+        first = 0 if digest is not None else covered
+        if start <= first:
+            return meter
+        at = first
+        chunks = sources.read(source, self.rt.egress, self.rt.settings.chunk_size, offset=first)
+        async with contextlib.aclosing(chunks):
+            async for chunk in chunks:
+                piece = chunk[: start - at]
+                if digest is not None:
+                    digest.update(piece)
+                if at + len(piece) > covered:
+                    meter.recovered(piece[max(0, covered - at) :])
+                at += len(piece)
+                if at == start:
+                    break
+        if at < start:
+            raise RangeNotSatisfiable(f"range starts at {start}, past the end of the data")
+        if start > covered:
+            meter.cut()
+            self.rt.log(
+                tp.id,
+                "note",
+                "metering",
+                detail=f"bytes {covered}-{start - 1} reached the consumer before the stream"
+                " that carried them broke off; metered now from the source",
+            )
+        return meter
+
+    def _note_later(self, pid: str, detail: str) -> None:
+        """Put a failure on the transfer's timeline once the store takes writes again (it is
+        why the failure happened): logged at once, written when possible."""
+        log.warning("transfer %s: %s", pid, detail)
+
+        async def write() -> None:
+            delay = 0.5
+            for _ in range(NOTE_ATTEMPTS):
+                try:
+                    self.rt.log(pid, "failed", "pull", detail=detail)
+                    return
+                except Exception:
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 30.0)
+            log.error("transfer %s: could not record on its timeline: %s", pid, detail)
+
+        task = asyncio.create_task(write())
+        self._notes.add(task)
+        task.add_done_callback(self._notes.discard)
 
     async def receive_push(self, request: web.Request) -> web.Response:
         pid = request.match_info["pid"]

@@ -88,6 +88,8 @@ async def read(
                     " which is not followed",
                     retry=False,
                 )
+            if resp.status == 416 and offset:
+                return  # nothing from `offset` on: a pull of the empty rest (metering.md)
             if resp.status not in (200, 206):
                 log.warning("upstream %s answered %d", url, resp.status)
                 raise PeerError(

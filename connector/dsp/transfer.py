@@ -18,7 +18,7 @@ from connector.egress import EgressRefused
 from connector.errors import BadRequest, Conflict, ConnectorError, NotFound, PeerError
 from connector.metering.meter import Meter, end_kind
 from connector.metering.receipts import wait_for_answers
-from connector.metering.settle import EarlyChecks, settle
+from connector.metering.settle import EarlyChecks, settle, stream_ended
 from connector.outbox import Outbox
 from connector.policy.decision import Decision, DecisionInput, Party, Phase
 from connector.policy.inputs import agreement_usage, dataset_facts
@@ -41,6 +41,12 @@ class UsageHooks(Protocol):
 # How often one transfer request is decided again because other replicas kept accepting or
 # ending transfers under the same agreement between its decision and its reservation.
 DECISION_ROUNDS = 10
+# How long a consumer waits, after the last byte of a pull, for the record that ends the stream.
+STREAM_END_SECONDS = 5.0
+UNMETERED_TAIL = (
+    "the provider's records do not reach the end of the data; asking for the empty rest, so"
+    " that it meters what we hold"
+)
 
 
 class KeyedLocks:
@@ -586,6 +592,12 @@ class TransferService:
         finally:
             early.stop()
             await checking
+        if not await stream_ended(self.client, tp, size, STREAM_END_SECONDS):
+            # the provider's stream ended without its last metering record (it crashed, or
+            # its store refused the write): asking for the empty rest shows what we hold,
+            # and the provider meters the gap before it answers (docs/metering.md)
+            self.rt.log(tp.id, "note", "metering", detail=UNMETERED_TAIL)
+            size, digest, path = await streams.pull(self.rt, tp.id, tp.data_address)
         with self.rt.store.transaction():
             tp = self.rt.store.update_transfer(tp.id, bytes=size, sha256=digest, path=str(path))
             self.rt.log(tp.id, "note", "pull", detail=f"received {size} bytes, sha256 {digest}")

@@ -9,6 +9,7 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from connector.errors import ConnectorError
+from connector.store.base import STORE_FAILURES
 
 log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -58,6 +59,9 @@ async def problems(request: web.Request, handler: Handler) -> web.StreamResponse
         if exc.status < 400:
             raise
         return problem(exc.status, exc.reason, request.path)
+    except STORE_FAILURES as exc:
+        log.warning("%s %s: the store failed: %s", request.method, request.path, exc)
+        return problem(503, "the connector's store is unavailable; retry later", request.path)
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
         return problem(500, "internal error; see the connector log", request.path)

@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 from connector.dsp.states import TP
+from connector.errors import Unavailable
 from connector.identity.signatures import GENESIS, seal
 from connector.metering.records import Kind, MeteringEntry
 from connector.runtime import Runtime
@@ -26,6 +27,23 @@ def end_kind(state: str, stopped: bool = True) -> Kind:
 log = logging.getLogger(__name__)
 
 
+class MeteringUnavailable(Unavailable):
+    """A metering record could not be written (the store is locked, full or gone): the
+    stream stops at once, as no byte may go out that no durable record can be made for."""
+
+
+def frontier(rt: Runtime, transfer_id: str) -> int:
+    """The end of the bytes this transfer's records cover: the furthest `offset + length` of
+    any of its records (0 before the first)."""
+    return max(
+        (
+            int(e.record.get("offset", 0)) + int(e.record.get("length", 0))
+            for e in rt.store.metering_chain(transfer_id=transfer_id)
+        ),
+        default=0,
+    )
+
+
 class Meter:
     """Fed every chunk that reached the socket; appends a record to the agreement's chain at
     the start, at each full window (bytes or seconds) and at the end of the stream.
@@ -42,6 +60,7 @@ class Meter:
         self.offset = offset
         self.delivered = 0
         self.closed = False
+        self.broken = False
         self._open_window()
         self._append("start")
 
@@ -67,9 +86,21 @@ class Meter:
         if self._length and time.monotonic() - self._opened >= self._window_seconds:
             self._append("window")
 
+    def recovered(self, chunk: bytes) -> None:
+        """Bytes the consumer proved it holds (its Range request) that no record covers yet:
+        they were sent before a crash cut the stream that carried them. Metered from the
+        source, not sent again; `cut` then closes their window."""
+        self.feed(chunk)
+        self.delivered -= len(chunk)
+
+    def cut(self) -> None:
+        """Close the open window now, if it holds bytes (the recovered range ends here)."""
+        if self._length:
+            self._append("window")
+
     def close(self, kind: Kind) -> MeteringEntry | None:
         """The last record of this stream (its final window, possibly empty)."""
-        if self.closed:
+        if self.closed or self.broken:
             return None
         self.closed = True
         return self._append(kind)
@@ -111,7 +142,13 @@ class Meter:
                 signature=signature,
             )
 
-        entry = rt.store.append_metering(tp.agreement_id, make)
+        try:
+            entry = rt.store.append_metering(tp.agreement_id, make)
+        except Exception as exc:
+            self.broken = True
+            raise MeteringUnavailable(
+                f"a metering record of transfer {tp.id} could not be written: {exc}"
+            ) from exc
         self.offset += self._length
         self._open_window()
         return entry

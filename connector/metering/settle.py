@@ -198,6 +198,20 @@ async def fetch_records(
         await asyncio.sleep(POLL_SECONDS)
 
 
+async def stream_ended(client: DspClient, tp: Transfer, received: int, timeout: float) -> bool:
+    """Whether the provider's records of this pull end a stream at the bytes we hold (or it
+    keeps none: a peer without the metering profile). False means the stream that delivered
+    the last bytes broke off before its last record was written; the caller then shows the
+    provider what it holds (a pull of the empty rest), and the provider meters the gap."""
+    try:
+        entries, _ = await fetch_records(client, tp, received, timeout)
+    except PeerError as exc:
+        if exc.http_status in (404, 405, 501):
+            return True
+        raise
+    return any(e.kind in END_KINDS and _end(e) >= received for e in entries)
+
+
 Checked = dict[int, tuple[str, str | None]]  # seq -> (record hash, refusal or None)
 
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
+
+import psycopg
 
 from connector.errors import ConfigError, ConnectorError
 from connector.metering.records import MeteringEntry, MeteringHead
@@ -24,6 +27,11 @@ class Duplicate(ConnectorError):
     """A record with this key (or this unique combination) exists already."""
 
     status = 409
+
+
+# What a store raises when it cannot serve a call for now (locked beyond its busy timeout,
+# disk full, connection lost): answered 503 at the edge, asked again later.
+STORE_FAILURES: tuple[type[Exception], ...] = (sqlite3.OperationalError, psycopg.OperationalError)
 
 
 class StoreUnavailable(ConfigError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
 import time
@@ -148,7 +149,14 @@ class SqliteStore(RecordTables):
                 raise
             self._depth -= 1
             if outer:
-                self._db.execute("COMMIT")
+                try:
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    # a COMMIT that fails (disk full, I/O error) leaves the transaction open:
+                    # end it, so the next one starts clean instead of failing for ever
+                    with contextlib.suppress(sqlite3.Error):
+                        self._db.execute("ROLLBACK")
+                    raise
 
     def close(self) -> None:
         self._db.conn.close()
