@@ -9,9 +9,12 @@ gate, more than the last closed window, when the provider is killed.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -145,21 +148,85 @@ def test_provider_sigkilled_mid_pull_meters_what_the_consumer_holds(
         source.close()
 
 
+class SlowLink:
+    """Test double for a slow network in front of the provider's public port: answers flow at
+    about `rate` bytes a second, so a pull is still being written when a shutdown cancels it
+    (on loopback the whole file would be gone before the grace ends)."""
+
+    def __init__(self, target: int, rate: int) -> None:
+        self.target, self.rate = target, rate
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self.listener.getsockname()[1])
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return  # closed
+            try:
+                server = socket.create_connection(("127.0.0.1", self.target), timeout=5)
+            except OSError:
+                client.close()  # the provider is down: the connection is refused
+                continue
+            server.settimeout(None)
+            threading.Thread(target=self._pump, args=(client, server, 0), daemon=True).start()
+            threading.Thread(
+                target=self._pump, args=(server, client, self.rate), daemon=True
+            ).start()
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket, rate: int) -> None:
+        try:
+            while data := src.recv(16384):
+                dst.sendall(data)
+                if rate:
+                    time.sleep(len(data) / rate)  # the pacing itself, not a wait for a condition
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        self.listener.close()
+
+
 def test_provider_sigtermed_past_the_grace_mid_pull(
-    pair: tuple[ConnectorProcess, ConnectorProcess], tmp_path: Path
+    store: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     """F2: a shutdown cancels the stream inside a write: that chunk reached the consumer but
     not the meter. The consumer's resume makes the provider meter it."""
-    provider, consumer = pair
-    path, expected = sparse_file(tmp_path / "big.bin", 200 * MIB)
-    provider.publish(path)
-    agreement_id = negotiate(consumer, provider, "ds-1")
-    cid, _ = _pull(consumer, agreement_id)
-    wait_for("data to flow", lambda: received_size(consumer, cid) > 20 * MIB)
-    provider.stop()  # SIGTERM; shutdown_grace_seconds = 0
-    provider.start()
-    done = assert_all_metered(provider, consumer, agreement_id, cid)
-    assert done["sha256"] == expected
+    provider = ConnectorProcess(tmp_path, "provider")
+    link = SlowLink(provider.public_port, 30 * MIB)
+    # peers reach the provider only through the link: its URL (and so its DID) names the link
+    provider.settings["public_url"] = f"http://127.0.0.1:{link.port}"
+    provider.set(**FAST, shutdown_grace_seconds="0", public_url=provider.base_url)
+    consumer = ConnectorProcess(tmp_path, "consumer")
+    consumer.set(**FAST)
+    if store == "postgres":
+        server: PostgresServer = request.getfixturevalue("postgres")
+        provider.set(database_url=server.new_database())
+        consumer.set(database_url=server.new_database())
+    try:
+        provider.start()
+        consumer.start()
+        path, expected = sparse_file(tmp_path / "big.bin", 120 * MIB)
+        provider.publish(path)
+        agreement_id = negotiate(consumer, provider, "ds-1")
+        cid, _ = _pull(consumer, agreement_id)
+        wait_for("data to flow", lambda: received_size(consumer, cid) > 8 * MIB)
+        provider.stop()  # SIGTERM; the grace ends while the stream is still being written
+        assert received_size(consumer, cid) < 120 * MIB
+        provider.start()
+        done = assert_all_metered(provider, consumer, agreement_id, cid)
+        assert done["sha256"] == expected
+    finally:
+        consumer.stop()
+        provider.stop()
+        link.close()
 
 
 def _hold_write_lock(db: Path, release: threading.Event, held: threading.Event) -> None:
