@@ -55,18 +55,20 @@ async def public_errors(request: web.Request, handler: Handler) -> web.StreamRes
     try:
         return await handler(request)
     except (ConnectorError, web.HTTPException) as exc:
+        code: str | None = None
         if isinstance(exc, web.HTTPException):
             if exc.status < 400:
                 raise
             status, reasons = exc.status, [exc.reason]
         else:
             status, reasons = (exc.status if exc.status < 500 else 502), exc.reasons
+            code = exc.code  # CLOCK_SKEW tells the sender a retry may pass (docs/security.md)
         if not request.path.startswith(DSP_PATH):
-            return problem(status, "; ".join(reasons), request.path)
+            return problem(status, "; ".join(reasons), request.path, code=code)
         body: dict[str, Any] = {
             "@context": list(m.CONTEXT),
             "@type": _error_type(request.path),
-            "code": str(status),
+            "code": code or str(status),
             "reason": reasons,
         }
         pid = request.match_info.get("pid") if request.match_info else None
