@@ -27,6 +27,7 @@ from connector.dsp.client import DspClient
 from connector.dsp.negotiation import NegotiationService
 from connector.dsp.routes import DspRoutes, _error_type
 from connector.dsp.transfer import TransferService
+from connector.dsp.watchdog import Watchdog
 from connector.edge import GuardedSite, install_log_filter, request_guard
 from connector.errors import ConfigError, ConnectorError
 from connector.files import private_dir
@@ -92,6 +93,7 @@ class Connector:
         self.authority: Authority | None = None
         self.runtime: Runtime | None = None
         self.federated: FederatedCatalog | None = None
+        self.watchdog: Watchdog | None = None
         self.public_port = settings.public_port
         self.management_port = settings.management_port
 
@@ -185,6 +187,8 @@ class Connector:
         )
         self._worker = asyncio.create_task(outbox.run())
         usage.start()
+        self.watchdog = Watchdog(rt, self.transfers)
+        self.watchdog.start()
         holder.start()
         self.federated.start()
         log.info(
@@ -261,6 +265,8 @@ class Connector:
         return site.port
 
     async def stop(self) -> None:
+        if self.watchdog is not None:
+            await self.watchdog.stop()
         if self.federated is not None:
             await self.federated.stop()
         if self.usage is not None:

@@ -45,6 +45,10 @@ class StateWatch:
         self._rt = rt
         self._id = transfer_id
         self._checked = time.monotonic()
+        self._touched = self._checked
+        # a flowing stream is activity: the record is bumped well within the idle time, so
+        # the idle watchdog (connector/dsp/watchdog.py) leaves a long stream alone
+        self._touch_every = min(60.0, rt.settings.transfer_idle_seconds / 4)
 
     def __call__(self) -> None:
         now = time.monotonic()
@@ -55,6 +59,9 @@ class StateWatch:
         state = tp.state if tp is not None else "gone"
         if state != TP.STARTED:
             raise Stopped(f"the transfer is {state}")
+        if now - self._touched >= self._touch_every:
+            self._touched = now
+            self._rt.store.update_transfer(self._id)  # updated_at only
 
 
 class VolumeCap:

@@ -40,6 +40,13 @@ class RecordTables:
     def _update(self, table: str, model: type[M], key: str, fields: dict[str, Any]) -> M:
         raise NotImplementedError
 
+    def _untouched(
+        self, table: str, model: type[M], states_not_in: list[str], before: str, limit: int
+    ) -> list[M]:
+        """Rows in none of `states_not_in` whose updated_at is older than `before`, oldest
+        first."""
+        raise NotImplementedError
+
     # datasets -----------------------------------------------------------------------------------
 
     def put_dataset(self, dataset: Dataset) -> None:
@@ -122,6 +129,9 @@ class RecordTables:
 
     def list_transfers(self, limit: int = 100, offset: int = 0) -> list[Transfer]:
         return self._list("transfers", Transfer, limit, offset)
+
+    def untouched_transfers(self, closed: list[str], before: str, limit: int) -> list[Transfer]:
+        return self._untouched("transfers", Transfer, closed, before, limit)
 
     # deletion duties ----------------------------------------------------------------------------
 
