@@ -211,3 +211,39 @@ def test_the_watchdog_ends_an_idle_suspended_transfer_on_both_sides(
     assert ended["reason"] == ["no activity for 2 s"], ended["reason"]
     theirs = state_of(consumer, "transfers", cid, "TERMINATED")
     assert theirs["reason"] == ["no activity for 2 s"], theirs["reason"]
+
+
+def test_a_consumer_holding_the_whole_file_ends_on_both_sides_once_the_clock_is_right(
+    pair: tuple[ConnectorProcess, ConnectorProcess], upstream: GatedSource
+) -> None:
+    """The provider restarted 300 s ahead: its own pull token still passes, so the consumer
+    receives everything, but the consumer's tokens have expired by the provider's clock, so
+    fetching the metering records to receipt them is refused for clock skew: retried, not
+    the end. Once the clock is right both sides end alike: the consumer refuses the windows
+    the provider dated by its wrong clock (in the future) and terminates, and the provider,
+    reached again, terminates too (before, the consumer ended TERMINATED with the whole file
+    and the provider stayed STARTED)."""
+    provider, consumer = pair
+    cid, pid = pull_half_way(provider, consumer, upstream)
+
+    provider.kill()
+    upstream.release.set()
+    provider.start(env=skewed_clock(-SKEW))
+    wait_for("the whole file to arrive", lambda: received_size(consumer, cid) >= 2 * MIB)
+    refused = wait_for(
+        "a call to the provider refused for clock skew",
+        lambda: skew_refusals(consumer, cid, "dp-pull"),
+    )
+    assert "refused our token for its time (401 CLOCK_SKEW)" in refused[0]["detail"]
+    assert "retrying in" in refused[0]["detail"], refused[0]["detail"]
+    assert consumer.api.get(f"/api/v1/transfers/{cid}")["state"] == "STARTED"
+    assert provider.api.get(f"/api/v1/transfers/{pid}")["state"] == "STARTED"
+
+    provider.stop()
+    provider.start()
+    mine = state_of(consumer, "transfers", cid, "TERMINATED")
+    assert mine["sha256"] == hashlib.sha256(upstream.data).hexdigest()
+    assert mine["reason"], mine
+    assert all("in the future" in r for r in mine["reason"]), mine["reason"]
+    theirs = state_of(provider, "transfers", pid, "TERMINATED")
+    assert theirs["reason"] == mine["reason"]
