@@ -187,7 +187,7 @@ class Connector:
         )
         self._worker = asyncio.create_task(outbox.run())
         usage.start()
-        self.watchdog = Watchdog(rt, self.transfers)
+        self.watchdog = Watchdog(rt, self.transfers, self.negotiations)
         self.watchdog.start()
         holder.start()
         self.federated.start()

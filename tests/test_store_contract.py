@@ -225,6 +225,17 @@ def test_untouched_transfers(store: Store) -> None:
     assert [t.id for t in store.untouched_transfers(closed, cutoff, 10)] == ["t1"]
 
 
+def test_untouched_negotiations(store: Store) -> None:
+    store.insert_negotiation(negotiation("n1", state="OFFERED", updated_at="2026-01-01T00:00:00Z"))
+    store.insert_negotiation(
+        negotiation("n2", state="FINALIZED", updated_at="2026-01-01T00:00:00Z")
+    )
+    store.insert_negotiation(negotiation("n3", state="OFFERED"))
+    closed = ["FINALIZED", "TERMINATED"]
+    found = store.untouched_negotiations(closed, "2026-06-01T00:00:00.000Z", 10)
+    assert [n.id for n in found] == ["n1"]
+
+
 def test_timeline(store: Store) -> None:
     store.add_event(TimelineEntry(process_id="p", direction="sent", message_type="A", status=200))
     store.add_event(

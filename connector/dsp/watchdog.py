@@ -1,13 +1,14 @@
-"""The idle-transfer watchdog: no transfer stays open without a reason and a next step.
+"""The idle watchdog: no transfer or negotiation stays open without a reason and a next step.
 
-A transfer that is not COMPLETED or TERMINATED, that nothing has touched for
-`transfer_idle_seconds` (no state change, no timeline entry, no data moving: a stream bumps
-the record while it flows, see streams.StateWatch) and that has no job in the outbox is
-ended TERMINATED with the reason "no activity for N s". The TransferTerminationMessage goes
+A process that has not ended (COMPLETED/TERMINATED transfer, FINALIZED/TERMINATED
+negotiation), that nothing has touched for `transfer_idle_seconds` or
+`negotiation_idle_seconds` (no state change, no timeline entry, no data moving: a stream
+bumps its transfer while it flows, see streams.StateWatch) and that has no job in the outbox
+is ended TERMINATED with the reason "no activity for N s". The termination message goes
 through the outbox as for an operator's termination, so the peer ends it too once it can be
-reached. One replica sweeps at a time (a store lease); the change itself is made under the
-transfer's row lock and only if the record is still the one found idle, so two sweeps never
-end one transfer twice.
+reached. One replica sweeps at a time (a store lease); each change is made under the
+process's row lock and only if the record is still the one found idle, so two sweeps never
+end one process twice.
 """
 
 from __future__ import annotations
@@ -16,18 +17,42 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any, Protocol
 
-from connector.dsp.states import TP, TP_TERMINAL
+from connector.dsp.negotiation import NegotiationService
+from connector.dsp.states import CN_TERMINAL, TP_TERMINAL
 from connector.dsp.transfer import TransferService
 from connector.runtime import Runtime
-from connector.store.records import Transfer
 
 log = logging.getLogger(__name__)
 
-LEASE = "transfer-idle-watchdog"
-BATCH = 500  # idle candidates looked at per sweep, oldest first
+LEASE = "idle-process-watchdog"
+BATCH = 500  # idle candidates looked at per kind and sweep, oldest first
 IDLE_CODE = "IDLE"
+
+
+class Process(Protocol):
+    @property
+    def id(self) -> str: ...
+    @property
+    def state(self) -> str: ...
+    @property
+    def updated_at(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class Watched:
+    """One kind of process the watchdog looks after, and how to end one."""
+
+    kind: str
+    closed: list[str]
+    idle_seconds: float
+    untouched: Callable[[list[str], str, int], Sequence[Process]]
+    lock: Callable[[str], Process | None]
+    terminate: Callable[[str, list[str], str | None], Any]
 
 
 def _iso(seconds: float) -> str:
@@ -41,14 +66,30 @@ def sweep_period(idle_seconds: float) -> float:
 
 
 class Watchdog:
-    def __init__(self, rt: Runtime, transfers: TransferService) -> None:
+    def __init__(
+        self, rt: Runtime, transfers: TransferService, negotiations: NegotiationService
+    ) -> None:
         self.rt = rt
-        self.transfers = transfers
+        s, store = rt.settings, rt.store
+        self.watched = [
+            Watched(
+                "transfer",
+                [str(x) for x in TP_TERMINAL],
+                float(s.transfer_idle_seconds),
+                store.untouched_transfers,
+                store.lock_transfer,
+                transfers.terminate,
+            ),
+            Watched(
+                "negotiation",
+                [str(x) for x in CN_TERMINAL],
+                float(s.negotiation_idle_seconds),
+                store.untouched_negotiations,
+                store.lock_negotiation,
+                negotiations.terminate,
+            ),
+        ]
         self._task: asyncio.Task[None] | None = None
-
-    @property
-    def idle_seconds(self) -> float:
-        return float(self.rt.settings.transfer_idle_seconds)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run())
@@ -61,7 +102,7 @@ class Watchdog:
             self._task = None
 
     async def _run(self) -> None:
-        period = sweep_period(self.idle_seconds)
+        period = min(sweep_period(w.idle_seconds) for w in self.watched)
         while True:
             await asyncio.sleep(period)
             try:
@@ -71,20 +112,20 @@ class Watchdog:
                 if not store.shared or store.try_lease(LEASE, self.rt.replica, until, now):
                     self.sweep(now)
             except Exception:
-                log.exception("idle-transfer watchdog failed; trying again")
+                log.exception("idle-process watchdog failed; trying again")
 
     def sweep(self, now: float | None = None) -> list[str]:
-        """End the transfers idle longer than transfer_idle_seconds; returns their ids."""
+        """End the processes idle longer than their kind's idle time; returns their ids."""
         now = time.time() if now is None else now
-        cutoff = _iso(now - self.idle_seconds)
-        closed = [s.value for s in TP_TERMINAL]
         ended: list[str] = []
-        for tp in self.rt.store.untouched_transfers(closed, cutoff, BATCH):
-            if self._end_if_idle(tp, cutoff):
-                ended.append(tp.id)
+        for watched in self.watched:
+            cutoff = _iso(now - watched.idle_seconds)
+            for found in watched.untouched(watched.closed, cutoff, BATCH):
+                if self._end_if_idle(watched, found, cutoff):
+                    ended.append(found.id)
         return ended
 
-    def _end_if_idle(self, found: Transfer, cutoff: str) -> bool:
+    def _end_if_idle(self, watched: Watched, found: Process, cutoff: str) -> bool:
         store = self.rt.store
         if store.pending_jobs(found.id):
             return False  # a message or data move is queued or running: it has a next step
@@ -92,21 +133,24 @@ class Watchdog:
         last = max([found.updated_at, *(e.at for e in events[-1:])])
         if last >= cutoff:
             return False
-        reason = f"no activity for {self.idle_seconds:g} s"
+        reason = f"no activity for {watched.idle_seconds:g} s"
         with store.transaction():
-            tp = store.lock_transfer(found.id)
+            current = watched.lock(found.id)
             # still the record found idle (another replica or a message did not move it)?
-            if tp is None or tp.state in TP_TERMINAL or tp.updated_at != found.updated_at:
-                return False
-            if store.pending_jobs(tp.id):
+            if (
+                current is None
+                or current.state in watched.closed
+                or current.updated_at != found.updated_at
+                or store.pending_jobs(found.id)
+            ):
                 return False
             self.rt.log(
-                tp.id,
+                found.id,
                 "note",
-                TP.TERMINATED.value,
-                state=tp.state,
-                detail=f"{reason} (last at {last}, state {tp.state}): terminating",
+                "TERMINATED",
+                state=current.state,
+                detail=f"{reason} (last at {last}, state {current.state}): terminating",
             )
-            self.transfers.terminate(tp.id, [reason], code=IDLE_CODE)
-        log.warning("transfer %s ended: %s (last activity %s)", tp.id, reason, last)
+            watched.terminate(found.id, [reason], IDLE_CODE)
+        log.warning("%s %s ended: %s (last activity %s)", watched.kind, found.id, reason, last)
         return True

@@ -89,6 +89,11 @@ class RecordTables:
     def list_negotiations(self, limit: int = 100, offset: int = 0) -> list[Negotiation]:
         return self._list("negotiations", Negotiation, limit, offset)
 
+    def untouched_negotiations(
+        self, closed: list[str], before: str, limit: int
+    ) -> list[Negotiation]:
+        return self._untouched("negotiations", Negotiation, closed, before, limit)
+
     def count_open_negotiations(self, closed: list[str], **match: str) -> int:
         """Negotiations matching `match` not in a `closed` state (the per-peer cap)."""
         return self._count("negotiations", match, closed)

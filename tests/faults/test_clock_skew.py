@@ -8,10 +8,10 @@ names clock skew with both clocks, and once the provider's clock is right again 
 end. Before, the pull ended TERMINATED at the first 401, the termination message was refused
 and never retried, and the provider stayed STARTED for good.
 
-The idle watchdog ends a transfer that no party has touched for transfer_idle_seconds and
-that has nothing in the outbox: TERMINATED with the reason, on both sides when the peer can be
-reached. Its idle time is set by a restart once the transfer is where the test wants it, so no
-step races the watchdog.
+The idle watchdog ends a transfer (negotiation) that no party has touched for
+transfer_idle_seconds (negotiation_idle_seconds) and that has nothing in the outbox: TERMINATED
+with the reason, on both sides when the peer can be reached. Its idle time is set by a restart
+once the process is where the test wants it, so no step races the watchdog.
 """
 
 from __future__ import annotations
@@ -247,3 +247,40 @@ def test_a_consumer_holding_the_whole_file_ends_on_both_sides_once_the_clock_is_
     assert all("in the future" in r for r in mine["reason"]), mine["reason"]
     theirs = state_of(provider, "transfers", pid, "TERMINATED")
     assert theirs["reason"] == mine["reason"]
+
+
+def test_the_watchdog_ends_an_offer_no_operator_answers_on_both_sides(
+    pair: tuple[ConnectorProcess, ConnectorProcess], tmp_path: Path
+) -> None:
+    """A counter-offer waits for the consumer's operator, who never answers: after
+    negotiation_idle_seconds the consumer ends the negotiation, and the provider with it."""
+    provider, consumer = pair
+    data = tmp_path / "data.bin"
+    data.write_bytes(b"x" * 1024)
+    provider.publish(data, offers=[{"permission": [{"action": "use"}]}])
+    catalog = consumer.api.post("/api/v1/catalog/request", {"counterPartyAddress": provider.dsp})
+    offer = next(d for d in catalog["dataset"] if d["@id"] == "ds-1")["hasPolicy"][0]
+    other = {"action": "use", "constraint": [
+        {"leftOperand": "purpose", "operator": "eq", "rightOperand": "research"}]}  # fmt: skip
+    asked = {**offer, "permission": [other]}
+    cid = consumer.api.post(
+        "/api/v1/negotiations",
+        {"counterPartyAddress": provider.dsp, "datasetId": "ds-1", "offer": asked},
+    )["id"]
+    pid = state_of(consumer, "negotiations", cid, "OFFERED")["provider_pid"]
+    wait_for(
+        "both outboxes to drain",
+        lambda: (
+            consumer.api.get(f"/api/v1/negotiations/{cid}")["pending"] == []
+            and provider.api.get(f"/api/v1/negotiations/{pid}")["pending"] == []
+        ),
+    )
+    assert provider.api.get(f"/api/v1/negotiations/{pid}")["state"] == "OFFERED"
+
+    consumer.set(negotiation_idle_seconds="2")
+    consumer.stop()
+    consumer.start()
+    mine = state_of(consumer, "negotiations", cid, "TERMINATED")
+    assert mine["reason"] == ["no activity for 2 s"], mine["reason"]
+    theirs = state_of(provider, "negotiations", pid, "TERMINATED")
+    assert theirs["reason"] == ["no activity for 2 s"], theirs["reason"]
