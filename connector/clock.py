@@ -42,7 +42,7 @@ def peer_clock(headers: Mapping[str, str]) -> float | None:
     return when.timestamp()
 
 
-def clock_refusal(
+def skew_refusal(
     what: str, status: int, headers: Mapping[str, str], body: Any, peer: str
 ) -> ClockSkewRefused | None:
     """A retryable error if `status` is a 401 caused by the clocks, None otherwise.

@@ -68,7 +68,10 @@ class ClockSkew(Unauthorized):
 
 
 def _iso(seconds: int) -> str:
-    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    try:
+        return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    except (OverflowError, ValueError, OSError):
+        return f"{seconds} (epoch seconds, beyond any date)"
 
 
 class Forbidden(ConnectorError):

@@ -80,6 +80,7 @@ def test_bad_tokens_are_refused_and_change_nothing(
         ("no sub", signed(sub=None), "iss and sub"),
         ("lifetime", signed(iat=now, exp=now + 301), "lifetime exceeds 300"),
         ("not yet valid", signed(iat=now + 3600, exp=now + 3660), "not yet valid"),
+        ("far future", signed(iat=now + 10**12, exp=now + 10**12 + 60), "beyond any date"),
         ("no jti", signed(jti=None), "jti"),
         ("no exp", signed(exp=None), "exp"),
         (
@@ -133,7 +134,7 @@ def test_bad_tokens_are_refused_and_change_nothing(
     negotiation = cn_request(consumer, "urn:uuid:identity-1")
     catalog = {"@context": CTX, "@type": "CatalogRequestMessage"}
     # refused for its time alone: the code tells the sender a retry may pass (clock skew)
-    for_time = {"expired", "not yet valid"}
+    for_time = {"expired", "not yet valid", "far future"}
     for name, authorization, fragment in cases:
         code = "CLOCK_SKEW" if name in for_time else None
         # The message is valid: a good token would create a negotiation.

@@ -16,7 +16,7 @@ from typing import Any
 
 import aiohttp
 
-from connector.clock import clock_refusal
+from connector.clock import skew_refusal
 from connector.dsp.states import TP
 from connector.egress import EgressRefused, read_limited
 from connector.errors import ConnectorError, PayloadTooLarge, PeerError
@@ -286,7 +286,7 @@ async def pull(
                     # refused for the token's time alone (the provider's clock moved since
                     # it issued it, or is off from ours): retried, not the transfer's end
                     body = await _problem(resp)
-                    skew = clock_refusal(
+                    skew = skew_refusal(
                         f"pull from {endpoint}", 401, resp.headers, body, "the provider"
                     )
                     if skew is not None:

@@ -12,7 +12,7 @@ import jwt
 
 from connector.errors import Unauthorized
 from connector.identity.keys import KeyPair
-from connector.identity.tokens import CLOCK_SKEW, clock_refusal
+from connector.identity.tokens import CLOCK_SKEW, refused_for_time
 
 
 def issue(keys: KeyPair, did: str, transfer_id: str, subject: str, ttl_seconds: int) -> str:
@@ -49,7 +49,7 @@ def verify(keys: KeyPair, did: str, header: str | None, transfer_id: str) -> str
         # alone, which the consumer retries (a clock set right again lets it pass)
         unverified = jwt.decode(token, options={"verify_signature": False})
         claim = "exp" if isinstance(exc, jwt.ExpiredSignatureError) else "iat"
-        raise clock_refusal("transfer token", unverified, claim, CLOCK_SKEW) from exc
+        raise refused_for_time("transfer token", unverified, claim, CLOCK_SKEW) from exc
     except jwt.PyJWTError as exc:
         raise Unauthorized(f"invalid transfer token: {exc}") from exc
     if claims.get("tid") != transfer_id:

@@ -8,7 +8,7 @@ from typing import Any
 
 import aiohttp
 
-from connector.clock import clock_refusal
+from connector.clock import skew_refusal
 from connector.dsp.callbacks import belongs_to
 from connector.egress import CATALOG_MAX, EgressRefused, read_limited
 from connector.errors import PeerError
@@ -65,7 +65,7 @@ class DspClient:
                     body = raw.decode("utf-8", "replace")
                 if 200 <= resp.status < 300:
                     return resp.status, body
-                skew = clock_refusal(f"{method} {url}", resp.status, resp.headers, body, audience)
+                skew = skew_refusal(f"{method} {url}", resp.status, resp.headers, body, audience)
                 if skew is not None:
                     raise skew
                 retry = resp.status >= 500 or resp.status in (408, 425, 429)

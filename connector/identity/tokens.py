@@ -78,9 +78,9 @@ class TokenVerifier:
                 options={"require": ["iss", "sub", "aud", "jti", "iat", "exp"]},
             )
         except jwt.ExpiredSignatureError as exc:
-            raise clock_refusal("token", unverified, "exp", CLOCK_SKEW) from exc
+            raise refused_for_time("token", unverified, "exp", CLOCK_SKEW) from exc
         except jwt.ImmatureSignatureError as exc:
-            raise clock_refusal("token", unverified, "iat", CLOCK_SKEW) from exc
+            raise refused_for_time("token", unverified, "iat", CLOCK_SKEW) from exc
         except jwt.InvalidAudienceError as exc:
             raise Unauthorized(
                 f"token is addressed to another participant, not {self._did}"
@@ -100,7 +100,7 @@ class TokenVerifier:
         return claims
 
 
-def clock_refusal(what: str, claims: dict[str, Any], claim: str, leeway: int) -> Unauthorized:
+def refused_for_time(what: str, claims: dict[str, Any], claim: str, leeway: int) -> Unauthorized:
     """A token whose signature verified but whose time did not: ClockSkew naming the token's
     time (`exp`, or `nbf`/`iat` for one from our future) and our clock. Only integers are
     taken from the token, so the answer repeats none of its text."""
