@@ -46,7 +46,8 @@ class Unauthorized(ConnectorError):
 
 # The `code` of a 401 answer (DSP error body, data-plane problem document) that refused a
 # token for its time alone: the sender's clock and ours are too far apart, or the token's
-# lifetime passed. Senders retry such a refusal (docs/security.md, "Clock skew").
+# lifetime passed. Senders retry such a refusal (connector/clock.py; docs/security.md,
+# "Clocks and idle processes").
 CLOCK_SKEW_CODE = "CLOCK_SKEW"
 
 
