@@ -16,6 +16,7 @@ once the process is where the test wants it, so no step races the watchdog.
 
 from __future__ import annotations
 
+import email.utils
 import hashlib
 import os
 import re
@@ -26,6 +27,7 @@ from typing import Any
 
 import pytest
 
+from connector.clock import skew_refusal
 from tests.harness import (
     ConnectorProcess,
     GatedSource,
@@ -284,3 +286,27 @@ def test_the_watchdog_ends_an_offer_no_operator_answers_on_both_sides(
     assert mine["reason"] == ["no activity for 2 s"], mine["reason"]
     theirs = state_of(provider, "negotiations", pid, "TERMINATED")
     assert theirs["reason"] == ["no activity for 2 s"], theirs["reason"]
+
+
+# telling a clock refusal apart on the sending side -----------------------------------------------
+
+
+def test_a_401_is_taken_for_clock_skew_by_its_code_or_the_peers_date_header() -> None:
+    """A peer without the CLOCK_SKEW code is recognised by its Date header; the error names
+    both clocks from parsed values and repeats nothing of the peer's text."""
+    now = time.time()
+    hostile = {"code": "401", "reason": ["<script>call +1-555</script>"]}
+    behind = {"Date": email.utils.formatdate(now + SKEW, usegmt=True)}
+    skew = skew_refusal("POST x", 401, behind, hostile, "did:web:peer")
+    assert skew is not None and skew.retry and skew.http_status == 401
+    assert "clock skew" in str(skew) and "script" not in str(skew), str(skew)
+    assert "did:web:peer's clock" in str(skew) and " s apart" in str(skew), str(skew)
+    # the same refusal from a peer whose clock agrees with ours: not a clock matter, final
+    in_step = {"Date": email.utils.formatdate(now, usegmt=True)}
+    assert skew_refusal("POST x", 401, in_step, hostile, "did:web:peer") is None
+    # coded, without a usable Date header: retried, the peer's clock said to be unknown
+    coded = skew_refusal("POST x", 401, {"Date": "yesterday"}, {"code": "CLOCK_SKEW"}, "p")
+    assert coded is not None and coded.retry
+    assert "p's clock not given" in str(coded), str(coded)
+    # another status is never a clock matter
+    assert skew_refusal("POST x", 403, behind, {"code": "CLOCK_SKEW"}, "p") is None
