@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TCK_DEPS := tests/tck/target/.fetched
 
-.PHONY: demo test lint typecheck opa policy-test unit tck tck-deps bench clean deploy-check postgresql
+.PHONY: demo test lint typecheck opa policy-test unit tck tck-deps bench clean deploy-check postgresql faketime
 
 # OPA, pinned, built from its Go module once into .tools/bin (a few minutes on a fresh machine).
 # The embedded policy engine uses it to compile the Rego library to Wasm.
@@ -56,7 +56,14 @@ postgresql:
 	  apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends postgresql; \
 	fi
 
-unit: $(STAMP) $(TCK_DEPS) $(OPA_BIN) postgresql
+# libfaketime (Debian's package) for the clock-skew tests: a connector run with its wall
+# clock set off (tests/harness.skewed_clock). Installed only when missing.
+faketime:
+	@if ! ls /usr/lib/*/faketime/libfaketime.so.1 > /dev/null 2>&1; then \
+	  apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends faketime; \
+	fi
+
+unit: $(STAMP) $(TCK_DEPS) $(OPA_BIN) postgresql faketime
 	OPA_BIN=$(abspath $(OPA_BIN)) $(BIN)/pytest -q
 
 # The whole DSP TCK against a connector in TCK mode; fails unless every mandatory test passes.

@@ -27,6 +27,7 @@ from connector.dsp.client import DspClient
 from connector.dsp.negotiation import NegotiationService
 from connector.dsp.routes import DspRoutes, _error_type
 from connector.dsp.transfer import TransferService
+from connector.dsp.watchdog import Watchdog
 from connector.edge import GuardedSite, install_log_filter, request_guard
 from connector.errors import ConfigError, ConnectorError
 from connector.files import private_dir
@@ -63,17 +64,20 @@ async def public_errors(request: web.Request, handler: Handler) -> web.StreamRes
                 raise
             return _public_error(request, exc.status, [exc.reason])
         status = exc.status if exc.status < 500 or exc.status == 503 else 502
-        return _public_error(request, status, exc.reasons)
+        # CLOCK_SKEW tells the sender a retry may pass (docs/security.md)
+        return _public_error(request, status, exc.reasons, exc.code)
 
 
-def _public_error(request: web.Request, status: int, reasons: list[str]) -> web.StreamResponse:
+def _public_error(
+    request: web.Request, status: int, reasons: list[str], code: str | None = None
+) -> web.StreamResponse:
     """DSP paths answer with DSP error bodies; the data plane with problem documents."""
     if not request.path.startswith(DSP_PATH):
-        return problem(status, "; ".join(reasons), request.path)
+        return problem(status, "; ".join(reasons), request.path, code=code)
     body: dict[str, Any] = {
         "@context": list(m.CONTEXT),
         "@type": _error_type(request.path),
-        "code": str(status),
+        "code": code or str(status),
         "reason": reasons,
     }
     pid = request.match_info.get("pid") if request.match_info else None
@@ -97,6 +101,7 @@ class Connector:
         self.authority: Authority | None = None
         self.runtime: Runtime | None = None
         self.federated: FederatedCatalog | None = None
+        self.watchdog: Watchdog | None = None
         self.public_port = settings.public_port
         self.management_port = settings.management_port
 
@@ -190,6 +195,8 @@ class Connector:
         )
         self._worker = asyncio.create_task(outbox.run())
         usage.start()
+        self.watchdog = Watchdog(rt, self.transfers, self.negotiations)
+        self.watchdog.start()
         holder.start()
         self.federated.start()
         log.info(
@@ -266,6 +273,8 @@ class Connector:
         return site.port
 
     async def stop(self) -> None:
+        if self.watchdog is not None:
+            await self.watchdog.stop()
         if self.federated is not None:
             await self.federated.stop()
         if self.usage is not None:

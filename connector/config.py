@@ -131,6 +131,20 @@ class Settings(BaseSettings):
         description="provider: a push whose destination takes nothing for this long is cut"
         " (and retried)",
     )
+    transfer_idle_seconds: float = Field(
+        86400.0,
+        ge=1,
+        description="a transfer no party has touched for this long (no message, no state"
+        " change, no data moving, nothing in the outbox) is ended TERMINATED on both sides with"
+        " the reason 'no activity for N s' (connector/dsp/watchdog.py)",
+    )
+    negotiation_idle_seconds: float = Field(
+        86400.0,
+        ge=1,
+        description="a negotiation no party has touched for this long (no message, no state"
+        " change, nothing in the outbox; e.g. an offer no operator answered) is ended"
+        " TERMINATED on both sides with the reason 'no activity for N s'",
+    )
     receive_free_disk_bytes: int = Field(
         256 * 1024 * 1024,
         ge=0,

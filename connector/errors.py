@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 
 class ConnectorError(Exception):
     """Base of every error the connector raises on purpose."""
 
     status = 500
+    # the `code` of the error body at the edge; None: the HTTP status
+    code: str | None = None
 
     def __init__(self, detail: str, *, reasons: list[str] | None = None) -> None:
         super().__init__(detail)
@@ -38,6 +42,37 @@ class Unauthorized(ConnectorError):
     """The caller's identity token is missing, invalid, expired, replayed or misaddressed."""
 
     status = 401
+
+
+# The `code` of a 401 answer (DSP error body, data-plane problem document) that refused a
+# token for its time alone: the sender's clock and ours are too far apart, or the token's
+# lifetime passed. Senders retry such a refusal (connector/clock.py; docs/security.md,
+# "Clocks and idle processes").
+CLOCK_SKEW_CODE = "CLOCK_SKEW"
+
+
+class ClockSkew(Unauthorized):
+    """A token refused only for its time: issued (iat/nbf) in our future beyond the leeway,
+    or expired by our clock. The answer names both times so that either operator sees whose
+    clock is off; the sender can retry, as a fresh token may pass once the clocks agree."""
+
+    code = CLOCK_SKEW_CODE
+
+    def __init__(self, what: str, *, token_time: int, own_time: int, leeway: int) -> None:
+        self.token_time = token_time
+        self.own_time = own_time
+        gap = token_time - own_time
+        super().__init__(
+            f"clock skew: {what} {_iso(token_time)} but this connector's clock reads"
+            f" {_iso(own_time)} ({gap:+d} s, leeway {leeway} s)"
+        )
+
+
+def _iso(seconds: int) -> str:
+    try:
+        return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    except (OverflowError, ValueError, OSError):
+        return f"{seconds} (epoch seconds, beyond any date)"
 
 
 class Forbidden(ConnectorError):

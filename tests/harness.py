@@ -102,13 +102,17 @@ class ConnectorProcess:
         """Environment overrides (CONNECTOR_*) for the next start."""
         self.env.update({f"CONNECTOR_{k.upper()}": v for k, v in values.items()})
 
-    def start(self, timeout: float = 20.0) -> ConnectorProcess:
+    def start(
+        self, timeout: float = 20.0, *, env: dict[str, str] | None = None
+    ) -> ConnectorProcess:
+        """Start `connector serve`; `env` is added to the environment of this start only
+        (e.g. `skewed_clock`), unlike `set`, which lasts for every later start."""
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "connector", "--config", str(self.config), "serve"],
             stdout=log,
             stderr=subprocess.STDOUT,
-            env={**os.environ, **self.env},
+            env={**os.environ, **self.env, **(env or {})},
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -144,6 +148,20 @@ class ConnectorProcess:
         body.update(extra)
         result: dict[str, Any] = self.api.post("/api/v1/datasets", body)
         return result
+
+
+def skewed_clock(offset_seconds: int) -> dict[str, str]:
+    """Environment that runs a process with its wall clock `offset_seconds` off, under
+    libfaketime (Debian package faketime, installed by `make faketime`). Monotonic clocks are
+    left alone, so asyncio timers and timeouts keep working."""
+    found = sorted(Path("/usr/lib").glob("*/faketime/libfaketime.so.1"))
+    if not found:
+        raise RuntimeError("libfaketime is missing: `make faketime` (apt-get install faketime)")
+    return {
+        "LD_PRELOAD": str(found[0]),
+        "FAKETIME": f"{offset_seconds:+d}s",
+        "DONT_FAKE_MONOTONIC": "1",
+    }
 
 
 def negotiate(

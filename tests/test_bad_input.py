@@ -82,14 +82,17 @@ def dsp(
     return http(method, receiver.dsp + path, body, raw=raw, headers=headers)
 
 
-def assert_dsp_error(reply: Reply, status: int, error_type: str, *fragments: str) -> None:
+def assert_dsp_error(
+    reply: Reply, status: int, error_type: str, *fragments: str, code: str | None = None
+) -> None:
+    """`code`: the body's code when it is not the status (CLOCK_SKEW)."""
     assert reply.status == status, reply
     assert reply.content_type == "application/json", reply
     body = reply.body
     assert isinstance(body, dict), reply
     assert body["@type"] == error_type, body
     assert DSP_CONTEXT in body["@context"], body
-    assert body["code"] == str(status), body
+    assert body["code"] == (code or str(status)), body
     reasons = body["reason"]
     assert isinstance(reasons, list) and reasons, body
     assert all(isinstance(r, str) and r for r in reasons), body

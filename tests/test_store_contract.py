@@ -209,6 +209,33 @@ def test_transfers(store: Store) -> None:
         store.update_transfer("nope", state="STARTED")
 
 
+def test_untouched_transfers(store: Store) -> None:
+    """What the idle watchdog looks at: open transfers not updated since a time, oldest first."""
+    old, older = "2026-01-01T00:00:01.000Z", "2026-01-01T00:00:00.000Z"
+    store.insert_transfer(transfer("t1", state="STARTED", updated_at=old))
+    store.insert_transfer(transfer("t2", state="SUSPENDED", updated_at=older))
+    store.insert_transfer(transfer("t3", state="COMPLETED", updated_at=older))
+    store.insert_transfer(transfer("t4", state="STARTED"))  # updated now
+    closed = ["COMPLETED", "TERMINATED"]
+    cutoff = "2026-06-01T00:00:00.000Z"
+    assert [t.id for t in store.untouched_transfers(closed, cutoff, 10)] == ["t2", "t1"]
+    assert [t.id for t in store.untouched_transfers(closed, cutoff, 1)] == ["t2"]
+    assert store.untouched_transfers(closed, older, 10) == []
+    store.update_transfer("t2")  # touched: updated_at is now
+    assert [t.id for t in store.untouched_transfers(closed, cutoff, 10)] == ["t1"]
+
+
+def test_untouched_negotiations(store: Store) -> None:
+    store.insert_negotiation(negotiation("n1", state="OFFERED", updated_at="2026-01-01T00:00:00Z"))
+    store.insert_negotiation(
+        negotiation("n2", state="FINALIZED", updated_at="2026-01-01T00:00:00Z")
+    )
+    store.insert_negotiation(negotiation("n3", state="OFFERED"))
+    closed = ["FINALIZED", "TERMINATED"]
+    found = store.untouched_negotiations(closed, "2026-06-01T00:00:00.000Z", 10)
+    assert [n.id for n in found] == ["n1"]
+
+
 def test_timeline(store: Store) -> None:
     store.add_event(TimelineEntry(process_id="p", direction="sent", message_type="A", status=200))
     store.add_event(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import json
 import shutil
 import time
 import uuid
@@ -15,8 +16,9 @@ from typing import Any
 
 import aiohttp
 
+from connector.clock import skew_refusal
 from connector.dsp.states import TP
-from connector.egress import EgressRefused
+from connector.egress import EgressRefused, read_limited
 from connector.errors import ConnectorError, PayloadTooLarge, PeerError
 from connector.files import open_private, private_dir
 from connector.policy.odrl import normalise
@@ -25,6 +27,7 @@ from connector.store.records import Transfer
 
 STREAM_TIMEOUT = aiohttp.ClientTimeout(total=None, connect=10, sock_read=60)
 STATE_CHECK_SECONDS = 0.2
+PROBLEM_MAX = 64 * 1024  # an error body (problem document) read to tell its code
 
 
 class Stopped(Exception):
@@ -42,6 +45,10 @@ class StateWatch:
         self._rt = rt
         self._id = transfer_id
         self._checked = time.monotonic()
+        self._touched = self._checked
+        # a flowing stream is activity: the record is bumped well within the idle time, so
+        # the idle watchdog (connector/dsp/watchdog.py) leaves a long stream alone
+        self._touch_every = min(60.0, rt.settings.transfer_idle_seconds / 4)
 
     def __call__(self) -> None:
         now = time.monotonic()
@@ -52,6 +59,9 @@ class StateWatch:
         state = tp.state if tp is not None else "gone"
         if state != TP.STARTED:
             raise Stopped(f"the transfer is {state}")
+        if now - self._touched >= self._touch_every:
+            self._touched = now
+            self._rt.store.update_transfer(self._id)  # updated_at only
 
 
 class VolumeCap:
@@ -242,6 +252,15 @@ class HashingWriter:
         self._target.unlink(missing_ok=True)
 
 
+async def _problem(resp: aiohttp.ClientResponse) -> Any:
+    """The JSON error body of a refusal (a problem document), small and parsed; None if it
+    is not one."""
+    try:
+        return json.loads(await read_limited(resp, PROBLEM_MAX))
+    except (ValueError, ConnectorError, aiohttp.ClientError):
+        return None
+
+
 async def pull(
     rt: Runtime, transfer_id: str, data_address: dict[str, Any]
 ) -> tuple[int, str, Path]:
@@ -263,6 +282,15 @@ async def pull(
             "GET", endpoint, headers=headers, timeout=STREAM_TIMEOUT
         ) as resp:
             if resp.status not in (200, 206):
+                if resp.status == 401:
+                    # refused for the token's time alone (the provider's clock moved since
+                    # it issued it, or is off from ours): retried, not the transfer's end
+                    body = await _problem(resp)
+                    skew = skew_refusal(
+                        f"pull from {endpoint}", 401, resp.headers, body, "the provider"
+                    )
+                    if skew is not None:
+                        raise skew
                 retry = resp.status >= 500
                 raise PeerError(f"pull answered {resp.status}", retry=retry)
             if resp.status == 200 and writer.size:

@@ -12,6 +12,7 @@ import jwt
 
 from connector.errors import Unauthorized
 from connector.identity.keys import KeyPair
+from connector.identity.tokens import CLOCK_SKEW, refused_for_time
 
 
 def issue(keys: KeyPair, did: str, transfer_id: str, subject: str, ttl_seconds: int) -> str:
@@ -32,16 +33,23 @@ def verify(keys: KeyPair, did: str, header: str | None, transfer_id: str) -> str
     """Return the token's subject if it is ours, unexpired and for this transfer."""
     if not header or not header.lower().startswith("bearer "):
         raise Unauthorized("a bearer token for this transfer is required")
+    token = header[7:].strip()
     try:
         claims = jwt.decode(
-            header[7:].strip(),
+            token,
             keys.public,
             algorithms=["EdDSA"],
             audience=f"{did}#dataplane",
+            # our own token, but our clock may have been set since we issued it
+            leeway=CLOCK_SKEW,
             options={"require": ["tid", "exp", "sub"]},
         )
-    except jwt.ExpiredSignatureError as exc:
-        raise Unauthorized("transfer token expired") from exc
+    except (jwt.ExpiredSignatureError, jwt.ImmatureSignatureError) as exc:
+        # the signature verified (PyJWT checks it before the times): refused for its time
+        # alone, which the consumer retries (a clock set right again lets it pass)
+        unverified = jwt.decode(token, options={"verify_signature": False})
+        claim = "exp" if isinstance(exc, jwt.ExpiredSignatureError) else "iat"
+        raise refused_for_time("transfer token", unverified, claim, CLOCK_SKEW) from exc
     except jwt.PyJWTError as exc:
         raise Unauthorized(f"invalid transfer token: {exc}") from exc
     if claims.get("tid") != transfer_id:

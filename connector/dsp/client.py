@@ -1,4 +1,5 @@
-"""Outgoing DSP calls: signed with a fresh self-issued token, errors classified for retry."""
+"""Outgoing DSP calls: signed with a fresh self-issued token, errors classified for retry
+(a 401 for clock skew is retried: connector/clock.py)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Any
 
 import aiohttp
 
+from connector.clock import skew_refusal
 from connector.dsp.callbacks import belongs_to
 from connector.egress import CATALOG_MAX, EgressRefused, read_limited
 from connector.errors import PeerError
@@ -63,6 +65,9 @@ class DspClient:
                     body = raw.decode("utf-8", "replace")
                 if 200 <= resp.status < 300:
                     return resp.status, body
+                skew = skew_refusal(f"{method} {url}", resp.status, resp.headers, body, audience)
+                if skew is not None:
+                    raise skew
                 retry = resp.status >= 500 or resp.status in (408, 425, 429)
                 raise PeerError(
                     f"{method} {url} answered {resp.status}: {_reason(body)}",

@@ -10,7 +10,7 @@ from typing import Any
 import jwt
 
 from connector.credentials import access
-from connector.errors import Unauthorized
+from connector.errors import ClockSkew, Unauthorized
 from connector.identity.did import KEY_FRAGMENT, DidResolver, verification_key
 from connector.identity.keys import KeyPair
 
@@ -78,7 +78,9 @@ class TokenVerifier:
                 options={"require": ["iss", "sub", "aud", "jti", "iat", "exp"]},
             )
         except jwt.ExpiredSignatureError as exc:
-            raise Unauthorized("token expired") from exc
+            raise refused_for_time("token", unverified, "exp", CLOCK_SKEW) from exc
+        except jwt.ImmatureSignatureError as exc:
+            raise refused_for_time("token", unverified, "iat", CLOCK_SKEW) from exc
         except jwt.InvalidAudienceError as exc:
             raise Unauthorized(
                 f"token is addressed to another participant, not {self._did}"
@@ -96,3 +98,21 @@ class TokenVerifier:
         if not self._remember(str(claims["jti"]), int(claims["exp"]) + CLOCK_SKEW):
             raise Unauthorized("token was already used (replay)")
         return claims
+
+
+def refused_for_time(what: str, claims: dict[str, Any], claim: str, leeway: int) -> Unauthorized:
+    """A token whose signature verified but whose time did not: ClockSkew naming the token's
+    time (`exp`, or `nbf`/`iat` for one from our future) and our clock. Only integers are
+    taken from the token, so the answer repeats none of its text."""
+    now = int(time.time())
+    if claim == "exp":
+        stamp = claims.get("exp")
+        said = f"the {what} expired (exp) at"
+    else:
+        nbf, iat = claims.get("nbf"), claims.get("iat")
+        ahead = nbf if isinstance(nbf, int | float) and nbf > now + leeway else iat
+        stamp = ahead
+        said = f"the {what} is not yet valid: issued (iat/nbf) at"
+    if isinstance(stamp, bool) or not isinstance(stamp, int | float):
+        return Unauthorized(f"invalid {what}: its time claims are not numbers")
+    return ClockSkew(said, token_time=int(stamp), own_time=now, leeway=leeway)

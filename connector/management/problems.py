@@ -31,7 +31,11 @@ TITLES = {
 
 
 def problem(
-    status: int, detail: str, instance: str, errors: list[str] | None = None
+    status: int,
+    detail: str,
+    instance: str,
+    errors: list[str] | None = None,
+    code: str | None = None,
 ) -> web.Response:
     body: dict[str, object] = {
         "type": "about:blank",
@@ -42,6 +46,8 @@ def problem(
     }
     if errors:
         body["errors"] = errors
+    if code:
+        body["code"] = code  # an extension member: e.g. CLOCK_SKEW, which the sender retries
     return web.json_response(body, status=status, content_type="application/problem+json")
 
 
@@ -51,7 +57,7 @@ async def problems(request: web.Request, handler: Handler) -> web.StreamResponse
         return await handler(request)
     except ConnectorError as exc:
         errors = exc.reasons if exc.reasons != [exc.detail] else None
-        return problem(exc.status, exc.detail, request.path, errors)
+        return problem(exc.status, exc.detail, request.path, errors, exc.code)
     except ValidationError as exc:
         errors = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
         return problem(400, "request body does not match the schema", request.path, errors)

@@ -260,6 +260,16 @@ class PostgresStore(RecordTables):
         sql = f"select * from {table} order by created_at desc limit %s offset %s"
         return [from_row(model, r) for r in self._query(sql, [limit, offset])]
 
+    def _untouched(
+        self, table: str, model: type[M], states_not_in: list[str], before: str, limit: int
+    ) -> list[M]:
+        sql = (
+            f"select * from {table} where not (state = any(%s)) and updated_at < %s"
+            " order by updated_at limit %s"
+        )
+        rows = self._query(sql, [list(states_not_in), before, limit])
+        return [from_row(model, r) for r in rows]
+
     def _update(self, table: str, model: type[M], key: str, fields: dict[str, Any]) -> M:
         if "updated_at" in model.model_fields:
             fields = {**fields, "updated_at": utcnow()}

@@ -195,6 +195,16 @@ class SqliteStore(RecordTables):
         sql = f"select * from {table} order by created_at desc limit ? offset ?"
         return [from_row(model, r) for r in self._db.query(sql, [limit, offset])]
 
+    def _untouched(
+        self, table: str, model: type[M], states_not_in: list[str], before: str, limit: int
+    ) -> list[M]:
+        marks = ", ".join("?" * len(states_not_in))
+        sql = (
+            f"select * from {table} where state not in ({marks}) and updated_at < ?"
+            " order by updated_at limit ?"
+        )
+        return [from_row(model, r) for r in self._db.query(sql, [*states_not_in, before, limit])]
+
     def _update(self, table: str, model: type[M], key: str, fields: dict[str, Any]) -> M:
         with self.transaction():
             if self._get(table, model, key) is None:

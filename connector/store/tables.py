@@ -40,6 +40,13 @@ class RecordTables:
     def _update(self, table: str, model: type[M], key: str, fields: dict[str, Any]) -> M:
         raise NotImplementedError
 
+    def _untouched(
+        self, table: str, model: type[M], states_not_in: list[str], before: str, limit: int
+    ) -> list[M]:
+        """Rows in none of `states_not_in` whose updated_at is older than `before`, oldest
+        first."""
+        raise NotImplementedError
+
     # datasets -----------------------------------------------------------------------------------
 
     def put_dataset(self, dataset: Dataset) -> None:
@@ -82,6 +89,11 @@ class RecordTables:
     def list_negotiations(self, limit: int = 100, offset: int = 0) -> list[Negotiation]:
         return self._list("negotiations", Negotiation, limit, offset)
 
+    def untouched_negotiations(
+        self, closed: list[str], before: str, limit: int
+    ) -> list[Negotiation]:
+        return self._untouched("negotiations", Negotiation, closed, before, limit)
+
     def count_open_negotiations(self, closed: list[str], **match: str) -> int:
         """Negotiations matching `match` not in a `closed` state (the per-peer cap)."""
         return self._count("negotiations", match, closed)
@@ -122,6 +134,9 @@ class RecordTables:
 
     def list_transfers(self, limit: int = 100, offset: int = 0) -> list[Transfer]:
         return self._list("transfers", Transfer, limit, offset)
+
+    def untouched_transfers(self, closed: list[str], before: str, limit: int) -> list[Transfer]:
+        return self._untouched("transfers", Transfer, closed, before, limit)
 
     # deletion duties ----------------------------------------------------------------------------
 
