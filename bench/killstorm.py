@@ -25,9 +25,12 @@ import signal
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -41,10 +44,63 @@ MB = 1000 * 1000
 ROOT = Path(__file__).resolve().parent.parent
 
 
+class ThrottledUpstream:
+    """Test double for an upstream HTTP data source (outside the project): serves the files of
+    a directory at `rate` bytes/s, honouring `Range: bytes=N-`, so that a transfer lasts long
+    enough for a kill to land in the middle of the stream (a file source on loopback is sent
+    whole into the socket buffers within a fraction of a second)."""
+
+    def __init__(self, directory: Path, rate: float) -> None:
+        upstream = self
+        self.directory = directory
+        self.rate = rate
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                path = upstream.directory / self.path.lstrip("/")
+                size = path.stat().st_size
+                start = 0
+                wanted = self.headers.get("Range", "")
+                if wanted.startswith("bytes=") and wanted.endswith("-"):
+                    start = int(wanted[6:-1])
+                self.send_response(206 if start else 200)
+                if start:
+                    self.send_header("Content-Range", f"bytes {start}-{size - 1}/{size}")
+                self.send_header("Content-Length", str(size - start))
+                self.end_headers()
+                chunk = 64 * 1024
+                began = time.monotonic()
+                try:
+                    with path.open("rb") as fh:
+                        fh.seek(start)
+                        sent = 0
+                        while block := fh.read(chunk):
+                            self.wfile.write(block)
+                            sent += len(block)
+                            ahead = sent / upstream.rate - (time.monotonic() - began)
+                            if ahead > 0:
+                                time.sleep(ahead)  # the rate limit itself, not a wait
+                except OSError:
+                    pass  # the provider was killed mid-read
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
 @dataclass
 class Round:
     number: int
     kind: str  # pull | push
+    source: str  # file | upstream (throttled HTTP)
     size: int
     victim: str
     kill_at: int = 0  # bytes the consumer held when the victim was killed
@@ -92,10 +148,19 @@ def wait_terminal(pair: Pair, cid: str, deadline: float) -> str:
     return state
 
 
-def run_round(pair: Pair, number: int, rng: random.Random, args: argparse.Namespace) -> Round:
+def run_round(
+    pair: Pair,
+    upstream: ThrottledUpstream,
+    number: int,
+    rng: random.Random,
+    args: argparse.Namespace,
+) -> Round:
     size = rng.randrange(args.min_mb * MB, args.max_mb * MB + 1)
-    r = Round(number, rng.choice(["pull", "push"]), size, rng.choice(["provider", "consumer"]))
-    source, sha = make_file(pair.root / f"data-{number}.bin", size, rng)
+    kind = rng.choice(["pull", "push"])
+    where = "file" if rng.random() < args.file_share else "upstream"
+    r = Round(number, kind, where, size, rng.choice(["provider", "consumer"]))
+    path, sha = make_file(upstream.directory / f"data-{number}.bin", size, rng)
+    source: Path | str = path if where == "file" else f"{upstream.url}/{path.name}"
     agreement_id = pair.offer(source, f"ds-{number}")
     share = rng.random()  # kill once this share of the bytes has arrived
     started = time.monotonic()
@@ -131,6 +196,15 @@ def main() -> int:
     parser.add_argument("--min-mb", type=int, default=3)
     parser.add_argument("--max-mb", type=int, default=30)
     parser.add_argument(
+        "--rate", type=float, default=8.0, help="MB/s of the throttled upstream source"
+    )
+    parser.add_argument(
+        "--file-share",
+        type=float,
+        default=0.25,
+        help="share of rounds that publish a plain file instead of the throttled upstream",
+    )
+    parser.add_argument(
         "--deadline", type=float, default=180.0, help="seconds after a kill for the transfer to end"
     )
     parser.add_argument(
@@ -143,7 +217,11 @@ def main() -> int:
     )
     seed = args.seed if args.seed is not None else random.randrange(2**32)
     rng = random.Random(seed)
-    print(f"kill storm: {args.rounds} rounds on {args.store}, seed {seed}", flush=True)
+    print(
+        f"kill storm: {args.rounds} rounds on {args.store}, seed {seed}, upstream at"
+        f" {args.rate:g} MB/s",
+        flush=True,
+    )
 
     server = None
     rounds: list[Round] = []
@@ -155,15 +233,17 @@ def main() -> int:
             server = PostgresServer().start()
             urls = (server.new_database(), server.new_database())
         pair = Pair(Path(tmp), urls)
+        upstream = ThrottledUpstream(Path(tmp), args.rate * MB)
         try:
             pair.start()
             for number in range(1, args.rounds + 1):
                 began = time.monotonic()
-                r = run_round(pair, number, rng, args)
+                r = run_round(pair, upstream, number, rng, args)
                 rounds.append(r)
                 r.round_seconds = time.monotonic() - began
                 print(
-                    f"round {number:>3}: {r.kind} {r.size / MB:5.1f} MB, killed {r.victim:<8}"
+                    f"round {number:>3}: {r.kind} {r.size / MB:5.1f} MB from {r.source:<8},"
+                    f" killed {r.victim:<8}"
                     f" at {r.kill_at / MB:5.1f} MB ({r.killed_after:4.1f} s), {r.state}"
                     f" {r.recovery:5.1f} s after the kill; checked in {r.check_seconds:4.1f} s:"
                     f" {len(r.violations)} violation(s)",
@@ -173,6 +253,7 @@ def main() -> int:
                     print(f"    {v}", flush=True)
         finally:
             pair.stop()
+            upstream.close()
             if server is not None:
                 server.stop()
 

@@ -180,7 +180,12 @@ def _check_once(
             found.append(f"provider transfer {pid} (of {name}) is TERMINATED without a reason")
         if tp["state"] == "COMPLETED" and other["state"] == "COMPLETED":
             want = _expected_sha(source, tp["agreement_id"])
-            if tp["sha256"] != other["sha256"]:
+            if other["sha256"] is None:
+                found.append(
+                    f"{name} COMPLETED on both sides, but the provider recorded no sha256 of what"
+                    f" it delivered (the consumer's copy: {tp['sha256']})"
+                )
+            elif tp["sha256"] != other["sha256"]:
                 found.append(
                     f"{name} COMPLETED on both sides with different copies: consumer sha256"
                     f" {tp['sha256']}, provider {other['sha256']}"

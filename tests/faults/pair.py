@@ -78,10 +78,16 @@ class Pair:
         self.consumer.stop()
         self.provider.stop()
 
-    def offer(self, path: Path, dataset_id: str = "ds-1", *, priced: bool = True) -> str:
-        """Publish the file `path` as `dataset_id` (with a per-GB price unless not `priced`)
-        and negotiate it; the agreement id."""
-        self.provider.publish(path, dataset_id, **({"offers": [PER_GB]} if priced else {}))
+    def offer(self, source: Path | str, dataset_id: str = "ds-1", *, priced: bool = True) -> str:
+        """Publish `source` (a file, or the URL of an upstream HTTP source) as `dataset_id`
+        (with a per-GB price unless not `priced`) and negotiate it; the agreement id."""
+        where = (
+            {"type": "http", "url": source}
+            if isinstance(source, str)
+            else {"type": "file", "path": str(source)}
+        )
+        body = {"id": dataset_id, "title": dataset_id, "source": where}
+        self.provider.api.post("/api/v1/datasets", body | ({"offers": [PER_GB]} if priced else {}))
         return negotiate(self.consumer, self.provider, dataset_id)
 
     def transfer(self, agreement_id: str, *, push: bool = False) -> dict[str, Any]:
