@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import os
 import random
-import signal
 import statistics
 import sys
 import tempfile
@@ -37,8 +36,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.percentile import pct
 from connector.mgmt_client import ApiError
 from tests.faults.invariants import TERMINAL
-from tests.faults.pair import MIB, Pair
-from tests.harness import ConnectorProcess, file_sha256, received_size
+from tests.faults.pair import MIB, Pair, sigkill
+from tests.harness import file_sha256
 
 MB = 1000 * 1000
 ROOT = Path(__file__).resolve().parent.parent
@@ -125,13 +124,6 @@ def make_file(path: Path, size: int, rng: random.Random) -> tuple[Path, str]:
     return path, file_sha256(path)
 
 
-def sigkill(node: ConnectorProcess) -> None:
-    """A real SIGKILL (os.kill): the process gets no chance to clean up."""
-    assert node.proc is not None
-    os.kill(node.proc.pid, signal.SIGKILL)
-    node.proc.wait(10)
-
-
 def consumer_state(pair: Pair, cid: str) -> str | None:
     try:
         return str(pair.consumer.api.get(f"/api/v1/transfers/{cid}")["state"])
@@ -166,7 +158,7 @@ def run_round(
     started = time.monotonic()
     cid = pair.transfer(agreement_id, push=r.kind == "push")["id"]
     while time.monotonic() - started < 30:
-        r.kill_at = received_size(pair.consumer, cid)
+        r.kill_at = pair.held(cid)
         if r.kill_at >= share * size or consumer_state(pair, cid) in TERMINAL:
             break
         time.sleep(0.01)

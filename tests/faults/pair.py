@@ -3,11 +3,13 @@ on its own PostgreSQL database: what the fault tests and the kill-storm benchmar
 
 from __future__ import annotations
 
+import os
+import signal
 from pathlib import Path
 from typing import Any
 
 from tests.faults.invariants import Outcome, Source, check
-from tests.harness import ConnectorProcess, negotiate
+from tests.harness import ConnectorProcess, negotiate, received_size
 
 MIB = 1024 * 1024
 STORES = ("sqlite", "postgres")
@@ -45,6 +47,13 @@ PER_GB: dict[str, Any] = {
         }
     ]
 }
+
+
+def sigkill(node: ConnectorProcess) -> None:
+    """A real SIGKILL (os.kill): the process gets no chance to clean up or close a window."""
+    assert node.proc is not None
+    os.kill(node.proc.pid, signal.SIGKILL)
+    node.proc.wait(10)
 
 
 class Pair:
@@ -103,6 +112,10 @@ class Pair:
             "transfers", consumer_pid, TERMINAL, timeout=timeout
         )
         return done
+
+    def held(self, consumer_pid: str) -> int:
+        """Bytes of the transfer the consumer holds now (its copy, or a push being received)."""
+        return received_size(self.consumer, consumer_pid)
 
     def check(self, source: Source | dict[str, Source], **kwargs: Any) -> Outcome:
         """tests.faults.invariants.check on this pair."""
