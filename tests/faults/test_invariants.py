@@ -3,13 +3,16 @@ pass it, and a broken invariant is reported, so a fault test built on it can fai
 
 from __future__ import annotations
 
+import hashlib
 import os
 import sqlite3
 from pathlib import Path
 
 import psycopg
+import pytest
 
-from tests.faults.pair import MIB, Pair
+from tests.faults.pair import MIB, Pair, sigkill
+from tests.harness import GatedSource, wait_for
 
 SIZE = 3 * MIB + 17  # three full windows and a short one
 
@@ -71,3 +74,28 @@ def test_the_checker_reports_a_broken_invariant(pair: Pair, tmp_path: Path) -> N
         found[2]
         == f"the invoices of {agreement_id} bill {SIZE - MIB} bytes, but the consumer holds {SIZE}"
     )
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 14: a provider SIGKILLed mid-pull loses its open metering window (it lives"
+    " only in memory), and a resumed pull from an upstream source records no sha256 on the"
+    " provider; remove this marker with the fix",
+)
+def test_a_provider_killed_mid_pull_leaves_no_byte_unmetered(pair: Pair) -> None:
+    """A real fault the checker must catch: the provider is SIGKILLed while a window is open
+    (1.5 MiB delivered, 1 MiB windows), restarted, and the pull resumes with Range."""
+    data = os.urandom(SIZE)
+    source = GatedSource(data, hold_after=MIB + MIB // 2)
+    try:
+        agreement_id = pair.offer(source.url)
+        cid = pair.transfer(agreement_id)["id"]
+        wait_for("the open window's bytes to arrive", lambda: pair.held(cid) >= MIB + MIB // 2)
+        sigkill(pair.provider)
+        source.release.set()
+        pair.provider.start()
+        assert pair.terminal(cid)["state"] == "COMPLETED"
+        found = pair.violations(hashlib.sha256(data).hexdigest(), settle_seconds=5)
+    finally:
+        source.close()
+    assert found == [], "\n".join(found)
