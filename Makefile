@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TCK_DEPS := tests/tck/target/.fetched
 
-.PHONY: demo test lint typecheck opa policy-test unit tck tck-deps bench clean deploy-check postgresql faketime
+.PHONY: demo test lint typecheck opa policy-test unit tck tck-deps bench killstorm clean deploy-check postgresql faketime
 
 # OPA, pinned, built from its Go module once into .tools/bin (a few minutes on a fresh machine).
 # The embedded policy engine uses it to compile the Rego library to Wasm.
@@ -127,6 +127,11 @@ deploy-check: $(STAMP) $(DEPLOY_TOOLS)
 
 bench: $(STAMP)
 	$(BIN)/python bench/negotiation_latency.py
+
+# SIGKILLs of either side mid-transfer, the delivery invariant checked after each round
+# (bench/killstorm.py --help: --rounds, --store sqlite|postgres, --seed). Not part of `make test`.
+killstorm: $(STAMP) $(OPA_BIN)
+	OPA_BIN=$(abspath $(OPA_BIN)) $(BIN)/python bench/killstorm.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache tests/tck/target build/tck

@@ -688,11 +688,22 @@ def metering_export(ctx: click.Context, agreement_id: str, out: Any) -> None:
               type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="a chain head signed by both parties, or the other party's export holding"
                    " one: the chain must be at least that long (repeatable)")  # fmt: skip
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="one JSON document: findings and each transfer's receipted byte ranges",
+)
 def metering_verify(
-    chain_file: Path, provider_key: Path, consumer_key: Path, head_files: tuple[Path, ...]
+    chain_file: Path,
+    provider_key: Path,
+    consumer_key: Path,
+    head_files: tuple[Path, ...],
+    as_json: bool,
 ) -> None:
     """Check a chain offline; exit 1 and list every altered, dropped, reordered, inserted or
-    unreceipted record, and a chain shorter than a head both parties signed."""
+    unreceipted record, and a chain shorter than a head both parties signed. Also shows which
+    bytes of each transfer receipted records cover (what may be billed)."""
     from connector.metering.verify import (
         ChainFileError,
         check_distinct,
@@ -711,16 +722,25 @@ def metering_verify(
         result = verify_chain(header, lines, provider_doc, consumer_doc, given)
     except ChainFileError as exc:
         raise click.ClickException(exc.detail) from exc
+    report = result.report()
+    if as_json:
+        _emit(report)
+        sys.exit(0 if result.ok else 1)
     for finding in result.findings:
         click.echo(finding.text())
-    total = sum(int(r.get("length", 0)) for r in result.records)
+    for transfer, cover in report["transfers"].items():
+        ranges = ", ".join(f"[{a}, {b})" for a, b in cover["receipted"]) or "none"
+        line = f"transfer {transfer}: {cover['receipted_bytes']} bytes receipted: {ranges}"
+        if cover["unreceipted"]:
+            line += "; unreceipted: " + ", ".join(f"[{a}, {b})" for a, b in cover["unreceipted"])
+        click.echo(line)
     if not result.ok:
         click.echo(f"chain of {header.get('agreement')}: {len(result.findings)} problem(s)")
         sys.exit(1)
     click.echo(
         f"chain of {header.get('agreement')} verifies: {len(result.records)} records,"
-        f" {total} bytes metered, every record signed by the provider and receipted"
-        f" by the consumer; head {header.get('head')}"
+        f" {report['bytes_metered']} bytes metered, every record signed by the provider and"
+        f" receipted by the consumer; head {header.get('head')}"
     )
 
 

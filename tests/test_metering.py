@@ -273,6 +273,67 @@ def test_tampering_of_every_kind_is_reported(
     assert run.returncode != 0 and "cannot read key file" in run.stderr
 
 
+def test_verify_json_gives_each_transfers_receipted_byte_ranges(
+    nodes: tuple[ConnectorProcess, ConnectorProcess], tmp_path: Path, data: bytes
+) -> None:
+    """`metering verify --json`: the findings and, per transfer, which bytes validly receipted
+    records cover, so a checker can hold them against what the consumer received."""
+    provider, consumer = nodes
+    agreement_id = agree(provider, consumer, tmp_path, data)
+    pids = []
+    for _ in range(2):
+        tp = transfer(consumer, agreement_id, "HttpData-PULL")
+        done = consumer.api.wait_state("transfers", tp["id"], {"COMPLETED"}, timeout=30)
+        pids.append(done["provider_pid"])
+    header, *chain = export(provider, agreement_id, tmp_path / "chain.jsonl")
+    keys = [str(did_document(node, tmp_path / f"{node.name}-did.json"))
+            for node in (provider, consumer)]  # fmt: skip
+
+    def run(path: Path, *extra: str) -> tuple[int, dict[str, Any]]:
+        done = cli("metering", "verify", str(path), "--provider-key", keys[0],
+                   "--consumer-key", keys[1], "--json", *extra)  # fmt: skip
+        return done.returncode, json.loads(done.stdout)
+
+    code, report = run(tmp_path / "chain.jsonl")
+    assert code == 0
+    assert report == {
+        "agreement": agreement_id, "ok": True, "findings": [], "records": 10,
+        "bytes_metered": 2 * SIZE,
+        "transfers": {pid: {"receipted": [[0, SIZE]], "receipted_bytes": SIZE,
+                            "unreceipted": []} for pid in pids},
+    }  # fmt: skip
+
+    # record 2 (bytes [1 MiB, 2 MiB) of the first transfer) loses its receipt; record 7 (of
+    # the second) gets the provider's signature as its receipt: neither covers its bytes
+    tampered = copy.deepcopy(chain)
+    tampered[2]["receipt"] = None
+    tampered[7]["receipt"] = tampered[7]["signature"]
+    second = tampered[7]["record"]
+    code, report = run(write_lines(tmp_path / "tampered.jsonl", [header, *tampered]))
+    assert code == 1 and report["ok"] is False
+    assert [(f["seq"], f["problem"]) for f in report["findings"]] == [
+        (2, "unreceipted"), (7, "unreceipted")
+    ]  # fmt: skip
+    assert report["findings"][0]["line"] == 4 and "no receipt" in report["findings"][0]["detail"]
+    gap = [second["offset"], second["offset"] + second["length"]]
+    assert report["transfers"] == {
+        pids[0]: {"receipted": [[0, MIB], [2 * MIB, SIZE]], "receipted_bytes": SIZE - MIB,
+                  "unreceipted": [[MIB, 2 * MIB]]},
+        pids[1]: {"receipted": [[0, gap[0]], [gap[1], SIZE]],
+                  "receipted_bytes": SIZE - second["length"], "unreceipted": [gap]},
+    }  # fmt: skip
+
+    # without --json: one line per transfer with its receipted ranges
+    plain = verify(tmp_path, provider, consumer, tmp_path / "tampered.jsonl")
+    assert plain.returncode == 1
+    assert (
+        f"transfer {pids[0]}: {SIZE - MIB} bytes receipted: [0, {MIB}), [{2 * MIB}, {SIZE});"
+        f" unreceipted: [{MIB}, {2 * MIB})"
+    ) in plain.stdout, plain.stdout
+    whole = verify(tmp_path, provider, consumer, tmp_path / "chain.jsonl")
+    assert f"transfer {pids[1]}: {SIZE} bytes receipted: [0, {SIZE})" in whole.stdout
+
+
 @pytest.mark.parametrize("fmt", ["HttpData-PULL", "HttpData-PUSH"])
 def test_a_window_that_does_not_match_is_refused_and_ends_the_transfer(
     nodes: tuple[ConnectorProcess, ConnectorProcess], slow: SlowSource, fmt: str

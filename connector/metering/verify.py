@@ -7,7 +7,7 @@ receipt, so an auditor can trust the figures an invoice is computed from.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,10 +41,82 @@ class Verified:
     header: dict[str, Any]
     records: list[dict[str, Any]]
     findings: list[Finding]
+    receipted: set[int] = field(default_factory=set)  # seqs with a valid consumer receipt
 
     @property
     def ok(self) -> bool:
         return not self.findings
+
+    def coverage(self) -> dict[str, dict[str, Any]]:
+        """Per transfer (the provider's id, as in the records): the merged half-open byte
+        ranges its validly receipted records cover, their size, and the ranges metered only by
+        records without a valid receipt. What a consumer holds must lie inside `receipted`, or
+        bytes were delivered unmetered."""
+        receipted: dict[str, list[tuple[int, int]]] = {}
+        other: dict[str, list[tuple[int, int]]] = {}
+        for record in self.records:
+            transfer = str(record.get("transfer"))
+            receipted.setdefault(transfer, [])
+            other.setdefault(transfer, [])
+            start, length = record.get("offset"), record.get("length")
+            if not isinstance(start, int) or not isinstance(length, int) or length <= 0:
+                continue
+            into = receipted if record.get("seq") in self.receipted else other
+            into[transfer].append((start, start + length))
+        out: dict[str, dict[str, Any]] = {}
+        for transfer, ranges in receipted.items():
+            covered = merge_ranges(ranges)
+            out[transfer] = {
+                "receipted": [[a, b] for a, b in covered],
+                "receipted_bytes": sum(b - a for a, b in covered),
+                "unreceipted": [
+                    [a, b] for a, b in subtract_ranges(merge_ranges(other[transfer]), covered)
+                ],
+            }
+        return out
+
+    def report(self) -> dict[str, Any]:
+        """The `metering verify --json` document."""
+        return {
+            "agreement": self.header.get("agreement"),
+            "ok": self.ok,
+            "findings": [
+                {"line": f.line, "seq": f.seq, "problem": f.problem, "detail": f.detail}
+                for f in self.findings
+            ],
+            "records": len(self.records),
+            "bytes_metered": sum(int(r.get("length", 0)) for r in self.records),
+            "transfers": self.coverage(),
+        }
+
+
+def merge_ranges(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Half-open ranges, sorted, with overlapping and touching ones joined."""
+    out: list[tuple[int, int]] = []
+    for start, end in sorted(ranges):
+        if out and start <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], end))
+        else:
+            out.append((start, end))
+    return out
+
+
+def subtract_ranges(
+    ranges: list[tuple[int, int]], minus: list[tuple[int, int]]
+) -> list[tuple[int, int]]:
+    """The parts of merged `ranges` outside merged `minus`."""
+    out: list[tuple[int, int]] = []
+    for start, end in ranges:
+        at = start
+        for a, b in minus:
+            if b <= at or a >= end:
+                continue
+            if a > at:
+                out.append((at, a))
+            at = max(at, b)
+        if at < end:
+            out.append((at, end))
+    return out
 
 
 def key_document(path: Path, did: str) -> dict[str, Any]:
@@ -158,6 +230,7 @@ def verify_chain(
     provider, consumer = str(header.get("provider")), str(header.get("consumer"))
     findings: list[Finding] = []
     by_seq: dict[int, dict[str, Any]] = {}
+    receipted: set[int] = set()
     last_seq: int | None = None
     for number, line in lines:
         record = line.get("record")
@@ -183,12 +256,13 @@ def verify_chain(
         else:
             try:
                 signatures.verify(record, str(receipt), consumer, consumer_doc)
+                receipted.add(seq)
             except BadRequest as exc:
                 findings.append(Finding(number, seq, "unreceipted", f"receipt invalid: {exc}"))
     findings += _links(by_seq, header)
     findings += _heads(by_seq, header, provider_doc, consumer_doc, given_heads or [])
     ordered = [by_seq[s]["record"] for s in sorted(by_seq)]
-    return Verified(header, ordered, findings)
+    return Verified(header, ordered, findings, receipted)
 
 
 def _signed_problem(
