@@ -9,7 +9,6 @@ import sqlite3
 from pathlib import Path
 
 import psycopg
-import pytest
 
 from tests.faults.pair import MIB, Pair, sigkill
 from tests.harness import GatedSource, wait_for
@@ -76,12 +75,6 @@ def test_the_checker_reports_a_broken_invariant(pair: Pair, tmp_path: Path) -> N
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 14: a provider SIGKILLed mid-pull loses its open metering window (it lives"
-    " only in memory), and a resumed pull from an upstream source records no sha256 on the"
-    " provider; remove this marker with the fix",
-)
 def test_a_provider_killed_mid_pull_leaves_no_byte_unmetered(pair: Pair) -> None:
     """A real fault the checker must catch: the provider is SIGKILLed while a window is open
     (1.5 MiB delivered, 1 MiB windows), restarted, and the pull resumes with Range."""

@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from tests.faults.invariants import violations
 from tests.harness import (
     ConnectorProcess,
     GatedSource,
@@ -106,6 +107,9 @@ def assert_all_metered(
         assert covered == [(0, held)]
     invoice = provider.api.get(f"/api/v1/agreements/{agreement_id}/invoice?period=" + _month())
     assert invoice["usage"]["bytes"] == held  # each byte billed once
+    # and the same with the offline tools: export, verify with both keys, invoice
+    found = violations(provider, consumer, str(done["sha256"]), settle_seconds=5)
+    assert found == [], "\n".join(found)
     return done
 
 
