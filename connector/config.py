@@ -137,6 +137,14 @@ class Settings(BaseSettings):
         description="consumer: free disk space kept when receiving data; a pull or push that"
         " would leave less is cut and refused (next to the agreed volume)",
     )
+    receive_retry_attempts: int = Field(
+        5,
+        ge=1,
+        description="consumer: attempts of a pull whose data cannot be written (no space left on"
+        " the disk, or less than receive_free_disk_bytes) before the transfer is terminated"
+        " with the reason; retried with backoff (retry_base_seconds), resuming from what the"
+        " file holds",
+    )
     did_cache_entries: int = Field(
         1000, ge=0, description="How many resolved DIDs (and recent failures) are kept, LRU"
     )

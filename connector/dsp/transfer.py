@@ -15,7 +15,7 @@ from connector.dsp.client import DspClient
 from connector.dsp.negotiation import new_pid
 from connector.dsp.states import CN, TP, TP_TERMINAL, transfer_next
 from connector.egress import EgressRefused
-from connector.errors import BadRequest, Conflict, ConnectorError, NotFound, PeerError
+from connector.errors import BadRequest, Conflict, ConnectorError, DiskFull, NotFound, PeerError
 from connector.metering.meter import Meter, end_kind
 from connector.metering.receipts import wait_for_answers
 from connector.metering.settle import EarlyChecks, settle
@@ -583,6 +583,14 @@ class TransferService:
                 await self._settle_quietly(tp.id)
                 return
             raise
+        except DiskFull as exc:
+            # space may come back: the outbox retries with backoff (its timeline entry says
+            # why at once), until receive_retry_attempts are used up; then _data_failed
+            # terminates the transfer with this reason, on both sides
+            attempts = job.attempts + 1
+            if attempts >= self.rt.settings.receive_retry_attempts:
+                raise DiskFull(f"gave up after {attempts} attempts: {exc}", retry=False) from exc
+            raise
         finally:
             early.stop()
             await checking
@@ -684,6 +692,10 @@ class TransferService:
         return True
 
     async def _data_failed(self, job: Job, why: str) -> None:
+        """The data move gave up: the transfer ends TERMINATED with the reason, and the
+        TransferTerminationMessage carries it to the counterparty."""
         tp = self.get(job.process_id)
+        what = "pull" if job.kind == "dp-pull" else "push"
+        self.rt.log(tp.id, "failed", what, detail=f"{what} gave up: {why}")
         if tp.state not in TP_TERMINAL:
             self.terminate(tp.id, [f"data transfer failed: {why}"])
