@@ -227,6 +227,8 @@ class HashingWriter:
         staged: bool = False,
         limit: ReceiveLimit | None = None,
     ) -> None:
+        # a directory made here is an entry in its parent, synced too (the first transfer)
+        self._synced = [path.parent] if path.parent.is_dir() else [path.parent, path.parent.parent]
         private_dir(path.parent)
         self.path = path
         self._hash = hashlib.sha256()
@@ -264,7 +266,8 @@ class HashingWriter:
             try:
                 self._fh.flush()
                 os.fsync(self._fh.fileno())
-                _fsync_dir(self._target.parent)
+                for directory in self._synced:
+                    _fsync_dir(directory)
             except OSError as exc:
                 with contextlib.suppress(OSError):
                     self._fh.close()
@@ -345,7 +348,8 @@ async def pull(
     except BaseException:
         writer.abandon()
         raise
-    digest = writer.close()
+    # the fsyncs (see HashingWriter.close) of a large file take a while: not on the loop
+    digest = await asyncio.to_thread(writer.close)
     return writer.size, digest, path
 
 
