@@ -13,13 +13,20 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from tests.harness import ConnectorProcess, file_sha256, negotiate, state_of, wait_for
+from tests.harness import (
+    ConnectorProcess,
+    entries,
+    file_sha256,
+    negotiate,
+    state_of,
+    wait_for,
+)
 
 pytestmark = pytest.mark.skipif(shutil.which("strace") is None, reason="needs strace")
 
@@ -92,20 +99,28 @@ def traced(consumer: ConnectorProcess, tmp_path: Path) -> Iterator[Strace]:
         tracer.proc.wait(10)
 
 
+def first(calls: list[Call], what: str, match: Callable[[Call], bool]) -> Call:
+    found = next((c for c in calls if match(c)), None)
+    assert found is not None, f"the trace has no {what}"
+    return found
+
+
 def fd_of(calls: list[Call], path: Path) -> Call:
     """The first openat of `path` (its result is the descriptor)."""
-    return next(c for c in calls if c.name == "openat" and f'"{path}"' in c.text)
+    return first(calls, f"openat of {path}", lambda c: c.name == "openat" and f'"{path}"' in c.text)
 
 
 def fsync_of(calls: list[Call], opened: Call) -> Call:
-    """The first fsync of the descriptor `opened` returned, by the same process, after it."""
+    """The first fsync of the descriptor `opened` returned, after it (in any thread)."""
     fd = opened.result
-    return next(
-        c
-        for c in calls
-        if c.start > opened.end
-        and c.name in ("fsync", "fdatasync")
-        and c.text.startswith(f"{c.name}({fd})")
+    return first(
+        calls,
+        f"fsync of descriptor {fd} after line {opened.end} ({opened.text[:120]})",
+        lambda c: (
+            c.start > opened.end
+            and c.name in ("fsync", "fdatasync")
+            and c.text.startswith(f"{c.name}({fd})")
+        ),
     )
 
 
@@ -116,13 +131,17 @@ def dir_synced_after(calls: list[Call], directory: Path, after: int) -> Call:
             synced = fsync_of(calls, opened)
             if synced.result == "0":
                 return synced
-    raise AssertionError(f"{directory} was not fsynced after line {after}")
+    raise AssertionError(f"the trace has no fsync of {directory} after line {after}")
 
 
 def sent(calls: list[Call], pattern: str) -> Call:
     """The first data written to a socket that matches `pattern` (an HTTP request line)."""
     found = re.compile(pattern)
-    return next(c for c in calls if c.name in ("sendto", "write") and found.search(c.text))
+    return first(
+        calls,
+        f"data sent matching {pattern}",
+        lambda c: c.name in ("sendto", "write") and bool(found.search(c.text)),
+    )
 
 
 def test_a_pulled_file_is_on_disk_before_its_receipt_and_completion(
@@ -135,6 +154,13 @@ def test_a_pulled_file_is_on_disk_before_its_receipt_and_completion(
     )
     done = state_of(consumer, "transfers", tp["id"], "COMPLETED")
     assert file_sha256(Path(done["path"])) == file_sha256(payload)
+    # COMPLETED is recorded first, the message goes out after it (the outbox)
+    wait_for(
+        "the TransferCompletionMessage to go out",
+        lambda: entries(
+            consumer.api.get(f"/api/v1/transfers/{tp['id']}"), "sent", "TransferCompletionMessage"
+        ),
+    )
     calls = traced.stop()
 
     copy = Path(done["path"])
@@ -171,14 +197,17 @@ def test_a_pushed_file_is_on_disk_before_the_push_is_answered_and_receipted(
     calls = traced.stop()
 
     # staged beside the copy, synced, renamed into place, the rename synced
-    staged = next(
-        c
-        for c in calls
-        if c.name == "openat" and re.search(rf'"{re.escape(str(copy))}\.\w+\.part"', c.text)
+    part = re.compile(rf'"{re.escape(str(copy))}\.\w+\.part"')
+    staged = first(
+        calls,
+        "openat of the staged part",
+        lambda c: c.name == "openat" and bool(part.search(c.text)),
     )
     file_synced = fsync_of(calls, staged)
     assert file_synced.result == "0"
-    renamed = next(c for c in calls if c.name.startswith("rename") and f'"{copy}"' in c.text)
+    renamed = first(
+        calls, f"rename to {copy}", lambda c: c.name.startswith("rename") and f'"{copy}"' in c.text
+    )
     assert file_synced.end < renamed.start
     dir_synced = dir_synced_after(calls, copy.parent, renamed.end)
     answer = sent(calls, r'HTTP/1\.1 200 OK.*\{\\"bytes\\": \d+, \\"sha256\\"')
