@@ -166,7 +166,7 @@ def disk_full(path: Path, size: int, exc: OSError | PayloadTooLarge) -> DiskFull
     why = exc.detail if isinstance(exc, PayloadTooLarge) else os.strerror(exc.errno or 0)
     return DiskFull(
         f"no space left on the disk of {path.parent} ({why}); the {size} bytes received so"
-        " far are kept for the resume"
+        " far are kept"
     )
 
 

@@ -589,6 +589,7 @@ class TransferService:
             # terminates the transfer with this reason, on both sides
             attempts = job.attempts + 1
             if attempts >= self.rt.settings.receive_retry_attempts:
+                await self._settle_kept(tp.id)
                 raise DiskFull(f"gave up after {attempts} attempts: {exc}", retry=False) from exc
             raise
         finally:
@@ -606,6 +607,16 @@ class TransferService:
                 self.terminate(tp.id, refused, code="METERING")
             elif tp.state == TP.STARTED:
                 self.complete(tp.id)
+
+    async def _settle_kept(self, pid: str) -> None:
+        """A pull given up: what the file holds was delivered (a prefix of the data), so it
+        is recorded and its windows are receipted before the transfer ends."""
+        path = streams.received_path(self.rt, pid)
+        kept = path.stat().st_size if path.exists() else 0
+        with self.rt.store.transaction():
+            self.rt.store.update_transfer(pid, bytes=kept, path=str(path))
+            self.rt.log(pid, "note", "pull", detail=f"{kept} bytes received before giving up")
+        await self._settle_quietly(pid)
 
     async def _push_job(self, job: Job) -> None:
         tp = self.get(job.process_id)
@@ -696,6 +707,6 @@ class TransferService:
         TransferTerminationMessage carries it to the counterparty."""
         tp = self.get(job.process_id)
         what = "pull" if job.kind == "dp-pull" else "push"
-        self.rt.log(tp.id, "failed", what, detail=f"{what} gave up: {why}")
+        self.rt.log(tp.id, "failed", what, detail=f"{what} ended: {why}")
         if tp.state not in TP_TERMINAL:
             self.terminate(tp.id, [f"data transfer failed: {why}"])

@@ -188,6 +188,13 @@ def test_full_disk_is_reported_retried_and_given_up_on_both_sides(
     kept = copy.read_bytes()
     assert GATE <= len(kept) < len(DATA)
     assert kept == DATA[: len(kept)]
+    # and it is recorded and metered as delivered: the windows it holds are receipted
+    record = consumer.api.get(f"/api/v1/transfers/{cid}")
+    assert record["bytes"] == len(kept)
+    settled = [
+        e["detail"] for e in entries(record, "note", "metering") if "receipted" in e["detail"]
+    ]
+    assert settled and not settled[0].startswith("metering: 0 receipted"), settled
 
 
 def test_pull_resumes_and_completes_when_space_comes_back(nodes_factory: Any) -> None:
