@@ -161,12 +161,14 @@ NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 
 
 def disk_full(path: Path, size: int, exc: OSError | PayloadTooLarge) -> DiskFull:
-    """The error of a write that found no space: it names the disk (the directory) and says
-    that what arrived is kept, since the pull resumes from it once space is back."""
+    """The error of a write that found no space: it names the disk (the directory, for the
+    operator; not for the peer) and says that what arrived is kept, since the pull resumes
+    from it once space is back."""
     why = exc.detail if isinstance(exc, PayloadTooLarge) else os.strerror(exc.errno or 0)
+    kept = f"the {size} bytes received so far are kept"
     return DiskFull(
-        f"no space left on the disk of {path.parent} ({why}); the {size} bytes received so"
-        " far are kept"
+        f"no space left on the disk of {path.parent} ({why}); {kept}",
+        reasons=[f"no space left on the consumer's disk for received data ({why}); {kept}"],
     )
 
 

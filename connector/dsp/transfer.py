@@ -590,7 +590,9 @@ class TransferService:
             attempts = job.attempts + 1
             if attempts >= self.rt.settings.receive_retry_attempts:
                 await self._settle_kept(tp.id)
-                raise DiskFull(f"gave up after {attempts} attempts: {exc}", retry=False) from exc
+                # the reason goes to the provider too: without the local path
+                why = f"gave up after {attempts} attempts: {exc.reasons[0]}"
+                raise DiskFull(why, retry=False) from exc
             raise
         finally:
             early.stop()

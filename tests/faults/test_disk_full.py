@@ -173,6 +173,7 @@ def test_full_disk_is_reported_retried_and_given_up_on_both_sides(
     assert [f.split(" failed")[0] for f in failures[:2]] == ["attempt 1", "attempt 2"]
     [reason] = mine["reason"]
     assert reason.startswith("data transfer failed: gave up after 3 attempts: no space left")
+    assert str(consumer.dir) not in reason  # the peer learns no local path
     [sent] = wait_for(
         "the TransferTerminationMessage to go out",
         lambda: entries(
