@@ -128,9 +128,11 @@ def dir_synced_after(calls: list[Call], directory: Path, after: int) -> Call:
     """An fsync of `directory` (opened after line `after`) that returned 0."""
     for opened in calls:
         if opened.start > after and opened.name == "openat" and f'"{directory}"' in opened.text:
-            synced = fsync_of(calls, opened)
-            if synced.result == "0":
-                return synced
+            # opened to be synced: the thread's next call (a listing opens it too)
+            then = next((c for c in calls if c.pid == opened.pid and c.start > opened.end), None)
+            if then is not None and then.text.startswith(f"fsync({opened.result})"):
+                assert then.result == "0", then.text
+                return then
     raise AssertionError(f"the trace has no fsync of {directory} after line {after}")
 
 
