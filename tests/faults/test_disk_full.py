@@ -19,7 +19,7 @@ import shutil
 import subprocess
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -91,7 +91,9 @@ def start(tmp_path: Path, attempts: int) -> Nodes:
 
 
 @pytest.fixture
-def nodes_factory(tmp_path: Path) -> Iterator[Any]:
+def nodes_factory(tmp_path: Path) -> Iterator[Callable[[int], Nodes]]:
+    """Starts the provider, the consumer on its small disk (`attempts`: receive_retry_attempts)
+    and the gated upstream; stops them after the test."""
     started: list[Nodes] = []
 
     def make(attempts: int) -> Nodes:
@@ -148,9 +150,9 @@ def readyz(node: ConnectorProcess) -> tuple[int, dict[str, Any]]:
 
 
 def test_full_disk_is_reported_retried_and_given_up_on_both_sides(
-    nodes_factory: Any,
+    nodes_factory: Callable[[int], Nodes],
 ) -> None:
-    nodes: Nodes = nodes_factory(3)
+    nodes = nodes_factory(3)
     consumer, provider = nodes.consumer, nodes.provider
     cid, pid = pull_into_full_disk(nodes)
 
@@ -159,7 +161,6 @@ def test_full_disk_is_reported_retried_and_given_up_on_both_sides(
     assert "attempt 1 failed, retrying in" in first
     assert f"no space left on the disk of {consumer.dir / 'received'}" in first
     assert os.strerror(28) in first  # "No space left on device": the real write failed
-    assert consumer.api.get(f"/api/v1/transfers/{cid}")["state"] in ("STARTED", "TERMINATED")
 
     # readiness names the low disk while it is full
     status, body = readyz(consumer)
@@ -202,8 +203,10 @@ def test_full_disk_is_reported_retried_and_given_up_on_both_sides(
     assert settled and not settled[0].startswith("metering: 0 receipted"), settled
 
 
-def test_pull_resumes_and_completes_when_space_comes_back(nodes_factory: Any) -> None:
-    nodes: Nodes = nodes_factory(50)
+def test_pull_resumes_and_completes_when_space_comes_back(
+    nodes_factory: Callable[[int], Nodes],
+) -> None:
+    nodes = nodes_factory(50)
     consumer, provider = nodes.consumer, nodes.provider
     cid, pid = pull_into_full_disk(nodes)
     # a retry too finds the disk full (the free disk is then below receive_free_disk_bytes):
