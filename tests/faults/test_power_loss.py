@@ -60,7 +60,7 @@ def parse(trace: str) -> list[Call]:
         pid, _, text = line.partition(" ")
         text = text.strip()
         if text.endswith("<unfinished ...>"):
-            pending[pid] = (number, text.removesuffix("<unfinished ...>"))
+            pending[pid] = (number, text.removesuffix("<unfinished ...>").rstrip())
         elif text.startswith("<..."):
             start, head = pending.pop(pid, (number, ""))
             tail = text.split("resumed>", 1)[-1]
