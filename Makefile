@@ -47,13 +47,18 @@ policy-test: $(OPA_BIN)
 	$(OPA_BIN) check --strict policies
 	$(OPA_BIN) test policies -v
 
-# PostgreSQL server binaries for the store tests (Debian's package; the tests start their own
-# throwaway cluster with them, tests/postgres_server.py). Installed only when missing.
+# Debian packages the tests use, installed only when missing: PostgreSQL server binaries for
+# the store tests (the tests start their own throwaway cluster with them,
+# tests/postgres_server.py), and strace, which watches a real consumer's system calls in
+# tests/faults/test_power_loss.py.
 postgresql:
-	@if ! ls /usr/lib/postgresql/*/bin/initdb > /dev/null 2>&1; then \
+	@missing=""; \
+	ls /usr/lib/postgresql/*/bin/initdb > /dev/null 2>&1 || missing="$$missing postgresql"; \
+	command -v strace > /dev/null 2>&1 || missing="$$missing strace"; \
+	if [ -n "$$missing" ]; then \
 	  mkdir -p /etc/postgresql-common/createcluster.d && \
 	  echo "create_main_cluster = false" > /etc/postgresql-common/createcluster.d/tdsc-no-main.conf && \
-	  apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends postgresql; \
+	  apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing; \
 	fi
 
 # libfaketime (Debian's package) for the clock-skew tests: a connector run with its wall

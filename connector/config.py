@@ -148,8 +148,17 @@ class Settings(BaseSettings):
     receive_free_disk_bytes: int = Field(
         256 * 1024 * 1024,
         ge=0,
-        description="consumer: free disk space kept when receiving data; a pull or push that"
-        " would leave less is cut and refused (next to the agreed volume)",
+        description="consumer: free disk space kept when receiving data; a push that would leave"
+        " less is refused (413), a pull is cut and retried like a full disk"
+        " (receive_retry_attempts); below it /readyz answers 503 (disk)",
+    )
+    receive_retry_attempts: int = Field(
+        5,
+        ge=1,
+        description="consumer: attempts of a pull whose data cannot be written (no space left on"
+        " the disk, or less than receive_free_disk_bytes) before the transfer is terminated"
+        " with the reason; retried with backoff (retry_base_seconds), resuming from what the"
+        " file holds (at most retry_max_attempts)",
     )
     did_cache_entries: int = Field(
         1000, ge=0, description="How many resolved DIDs (and recent failures) are kept, LRU"

@@ -93,6 +93,21 @@ class PayloadTooLarge(ConnectorError):
     status = 413
 
 
+class DiskFull(ConnectorError):
+    """Received data cannot be written: no space is left on the disk holding it (or less than
+    the space kept free). Space may come back, so the move is retried (what arrived is kept
+    for the resume) until `retry` is False: the attempts are used up. `detail` names the
+    directory, for the operator; `reasons` say the same without it, for the peer."""
+
+    status = 507
+
+    def __init__(
+        self, detail: str, *, retry: bool = True, reasons: list[str] | None = None
+    ) -> None:
+        super().__init__(detail, reasons=reasons)
+        self.retry = retry
+
+
 class Conflict(ConnectorError):
     """The request contradicts something already final (a stored metering receipt), or kept
     racing others that changed what its answer depends on (sending it again may succeed)."""

@@ -18,7 +18,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from connector.errors import PeerError
+from connector.errors import DiskFull, PeerError
 from connector.observability.logs import process_id
 from connector.runtime import Runtime
 from connector.store.records import Job
@@ -144,10 +144,12 @@ class Outbox:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            retry = not isinstance(exc, PeerError) or exc.retry
+            # a peer's error or a full disk is expected and says what happened (no traceback)
+            expected = isinstance(exc, PeerError | DiskFull)
+            retry = exc.retry if isinstance(exc, PeerError | DiskFull) else True
             attempts = job.attempts + 1
-            error = str(exc) if isinstance(exc, PeerError) else f"{type(exc).__name__}: {exc}"
-            if not isinstance(exc, PeerError):
+            error = str(exc) if expected else f"{type(exc).__name__}: {exc}"
+            if not expected:
                 log.exception("job %s (%s) failed", job.id, job.kind)
             if retry and attempts < self._rt.settings.retry_max_attempts:
                 delay = self.backoff(attempts)

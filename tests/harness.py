@@ -77,6 +77,10 @@ class ConnectorProcess:
             # HTTPS on loopback: the operator allows loopback explicitly (docs/security.md)
             self.set(egress_allow='["127.0.0.0/8"]')
         self.log_path = self.dir / "serve.log"
+        # a command the serve command line is handed to (e.g. `unshare -m sh -c '...' sh`, to
+        # run the process in its own mount namespace); it must exec the command it is given, so
+        # that the process started is the connector (signals reach it, /proc/<pid> is it)
+        self.wrapper: list[str] = []
 
     @property
     def base_url(self) -> str:
@@ -108,8 +112,9 @@ class ConnectorProcess:
         """Start `connector serve`; `env` is added to the environment of this start only
         (e.g. `skewed_clock`), unlike `set`, which lasts for every later start."""
         log = self.log_path.open("ab")
+        serve = [sys.executable, "-m", "connector", "--config", str(self.config), "serve"]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "connector", "--config", str(self.config), "serve"],
+            [*self.wrapper, *serve],
             stdout=log,
             stderr=subprocess.STDOUT,
             env={**os.environ, **self.env, **(env or {})},

@@ -50,7 +50,7 @@ def test_probes_answer_without_credentials(provider: ConnectorProcess) -> None:
     assert status == 200
     assert json.loads(body) == {
         "status": "ready",
-        "checks": {"store": "ok", "policies": "ok", "outbox": "ok"},
+        "checks": {"store": "ok", "policies": "ok", "outbox": "ok", "disk": "ok"},
     }
 
 
@@ -151,6 +151,11 @@ async def test_readyz_says_what_is_missing_and_nothing_more() -> None:
         assert resp.status == 503
         assert await resp.json() == {
             "status": "not ready",
-            "checks": {"store": "failing", "policies": "failing", "outbox": "failing"},
+            "checks": {
+                "store": "failing",
+                "policies": "failing",
+                "outbox": "failing",
+                "disk": "failing",
+            },
         }
         assert (await client.get("/healthz")).status == 200

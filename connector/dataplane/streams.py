@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import hashlib
 import json
+import os
 import shutil
 import time
 import uuid
@@ -19,7 +21,7 @@ import aiohttp
 from connector.clock import skew_refusal
 from connector.dsp.states import TP
 from connector.egress import EgressRefused, read_limited
-from connector.errors import ConnectorError, PayloadTooLarge, PeerError
+from connector.errors import ConnectorError, DiskFull, PayloadTooLarge, PeerError
 from connector.files import open_private, private_dir
 from connector.policy.odrl import normalise
 from connector.runtime import Runtime
@@ -135,6 +137,7 @@ class ReceiveLimit:
 
     bytes: int
     why: str
+    disk: bool = False  # the bound is the free disk: it may pass (space freed), unlike a term
 
     def refuse(self, size: int) -> PayloadTooLarge:
         return PayloadTooLarge(f"more than {self.bytes} bytes ({self.why}); {size} refused")
@@ -148,7 +151,7 @@ def receive_limit(rt: Runtime, tp: Transfer) -> ReceiveLimit:
     private_dir(path.parent)
     have = path.stat().st_size if path.exists() else 0
     free = shutil.disk_usage(path.parent).free - rt.settings.receive_free_disk_bytes
-    limits = [ReceiveLimit(max(free, 0) + have, "the disk space kept free")]
+    limits = [ReceiveLimit(max(free, 0) + have, "the disk space kept free", disk=True)]
     agreement = rt.store.get_agreement(tp.agreement_id)
     agreed = _agreed_maxima(agreement.body) if agreement is not None else {}
     if "tdsc:transferBytes" in agreed:
@@ -162,6 +165,30 @@ def receive_limit(rt: Runtime, tp: Transfer) -> ReceiveLimit:
         left = max(agreed["tdsc:volumeBytes"] - earlier, 0)
         limits.append(ReceiveLimit(left, "the agreed volume left"))
     return min(limits, key=lambda limit: limit.bytes)
+
+
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
+def disk_full(path: Path, size: int, exc: OSError | PayloadTooLarge) -> DiskFull:
+    """The error of a write that found no space: it names the disk (the directory, for the
+    operator; not for the peer) and says that what arrived is kept, since the pull resumes
+    from it once space is back."""
+    why = exc.detail if isinstance(exc, PayloadTooLarge) else os.strerror(exc.errno or 0)
+    kept = f"the {size} bytes received so far are kept"
+    return DiskFull(
+        f"no space left on the disk of {path.parent} ({why}); {kept}",
+        reasons=[f"no space left on the consumer's disk for received data ({why}); {kept}"],
+    )
+
+
+def _fsync_dir(path: Path) -> None:
+    """Make an entry in `path` (a file created, or renamed into place) survive a power loss."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def received_path(rt: Runtime, transfer_id: str) -> Path:
@@ -198,7 +225,11 @@ class HashingWriter:
     """Writes chunks to a file while counting and hashing them; `resume` keeps what the file
     already holds (hashed again) and appends. `staged` writes beside the file and puts the
     result in place only on `commit`: a second delivery of the same data (a push handed from
-    one replica to another) never truncates a copy that is being checked or used."""
+    one replica to another) never truncates a copy that is being checked or used.
+
+    Nothing is acknowledged that a power loss could take back: `close` returns only once the
+    file and its directory entry are on disk (fsync), `commit` once the rename is; receipts
+    and COMPLETED follow them. A write that finds no space raises DiskFull."""
 
     def __init__(
         self,
@@ -208,6 +239,8 @@ class HashingWriter:
         staged: bool = False,
         limit: ReceiveLimit | None = None,
     ) -> None:
+        # a directory made here is an entry in its parent, synced too (the first transfer)
+        self._synced = [path.parent] if path.parent.is_dir() else [path.parent, path.parent.parent]
         private_dir(path.parent)
         self.path = path
         self._hash = hashlib.sha256()
@@ -224,23 +257,50 @@ class HashingWriter:
             self._fh = open_private(self._target)
 
     def write(self, chunk: bytes) -> None:
-        """Append `chunk`; PayloadTooLarge (nothing written) once the limit would be passed."""
+        """Append `chunk`; PayloadTooLarge (nothing written) once the limit would be passed,
+        DiskFull if the disk has no space (the file then holds a prefix of the data)."""
         if self.limit is not None and self.size + len(chunk) > self.limit.bytes:
             raise self.limit.refuse(self.size + len(chunk))
-        self._fh.write(chunk)
+        try:
+            self._fh.write(chunk)
+        except OSError as exc:
+            if exc.errno in NO_SPACE:
+                raise disk_full(self.path, self.size, exc) from exc
+            raise
         self._hash.update(chunk)
         self.size += len(chunk)
 
     def close(self) -> str:
+        """Flush, fsync the file and its directory, close; the digest of what was written.
+        The file is closed also when this raises (DiskFull or OSError): then nothing may be
+        acknowledged."""
         if not self._fh.closed:
-            self._fh.flush()
+            try:
+                self._fh.flush()
+                os.fsync(self._fh.fileno())
+                for directory in self._synced:
+                    _fsync_dir(directory)
+            except OSError as exc:
+                with contextlib.suppress(OSError):
+                    self._fh.close()
+                if exc.errno in NO_SPACE:
+                    raise disk_full(self.path, self.size, exc) from exc
+                raise
             self._fh.close()
         return self._hash.hexdigest()
 
+    def abandon(self) -> None:
+        """Close after a failed move, without syncing (nothing is acknowledged); what reached
+        the file stays for a resume."""
+        with contextlib.suppress(OSError):
+            self._fh.close()
+
     def commit(self) -> None:
-        """Put a staged file in place (atomically: readers see the old copy or the new)."""
+        """Put a staged file in place (atomically: readers see the old copy or the new), and
+        the rename on disk before the push is acknowledged."""
         if self._target != self.path:
             self._target.replace(self.path)
+            _fsync_dir(self.path.parent)
 
     def discard(self) -> None:
         """Drop a staged file that did not arrive whole."""
@@ -267,7 +327,9 @@ async def pull(
     """Consumer: fetch the data at the provider's DataAddress into our store.
 
     What an interrupted pull already wrote is kept: the next attempt asks for the rest with
-    `Range: bytes=N-`, so nothing is sent (or metered) twice.
+    `Range: bytes=N-`, so nothing is sent (or metered) twice. A full disk (a write that finds
+    no space, or less free than `receive_free_disk_bytes`) raises DiskFull and keeps the file:
+    the pull is tried again, later (see TransferService._pull_job).
     """
     endpoint, token = _endpoint(data_address)
     headers = {"Authorization": f"Bearer {token}"} if token else {}
@@ -294,7 +356,7 @@ async def pull(
                 retry = resp.status >= 500
                 raise PeerError(f"pull answered {resp.status}", retry=retry)
             if resp.status == 200 and writer.size:
-                writer.close()
+                writer.abandon()
                 writer = HashingWriter(path, limit=limit)  # the provider sent everything again
             # the writer refuses the first byte past the limit: an announced length is not
             # refused up front, since a provider cutting at the agreed volume announces the
@@ -302,15 +364,22 @@ async def pull(
             async for chunk in resp.content.iter_chunked(rt.settings.chunk_size):
                 writer.write(chunk)
     except PayloadTooLarge as exc:
-        writer.close()
+        writer.abandon()
+        if limit is not None and limit.disk:
+            raise disk_full(path, writer.size, exc) from exc
         writer.remove()
         raise PeerError(f"pull refused: {exc.detail}", retry=False) from exc
     except EgressRefused as exc:
+        writer.abandon()
         raise PeerError(f"pull from {endpoint} refused: {exc.detail}", retry=False) from exc
     except aiohttp.ClientError as exc:
+        writer.abandon()
         raise PeerError(f"pull from {endpoint} failed: {exc!r}", retry=True) from exc
-    finally:
-        digest = writer.close()
+    except BaseException:
+        writer.abandon()
+        raise
+    # the fsyncs (see HashingWriter.close) of a large file take a while: not on the loop
+    digest = await asyncio.to_thread(writer.close)
     return writer.size, digest, path
 
 

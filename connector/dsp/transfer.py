@@ -15,7 +15,7 @@ from connector.dsp.client import DspClient
 from connector.dsp.negotiation import new_pid
 from connector.dsp.states import CN, TP, TP_TERMINAL, transfer_next
 from connector.egress import EgressRefused
-from connector.errors import BadRequest, Conflict, ConnectorError, NotFound, PeerError
+from connector.errors import BadRequest, Conflict, ConnectorError, DiskFull, NotFound, PeerError
 from connector.metering.meter import Meter, end_kind
 from connector.metering.receipts import wait_for_answers
 from connector.metering.settle import EarlyChecks, settle, stream_ended
@@ -589,6 +589,17 @@ class TransferService:
                 await self._settle_quietly(tp.id)
                 return
             raise
+        except DiskFull as exc:
+            # space may come back: the outbox retries with backoff (its timeline entry says
+            # why at once), until receive_retry_attempts are used up; then _data_failed
+            # terminates the transfer with this reason, on both sides
+            attempts = job.attempts + 1
+            if attempts >= self.rt.settings.receive_retry_attempts:
+                await self._settle_kept(tp.id)
+                # the reason goes to the provider too: without the local path
+                why = f"gave up after {attempts} attempts: {exc.reasons[0]}"
+                raise DiskFull(why, retry=False) from exc
+            raise
         finally:
             early.stop()
             await checking
@@ -610,6 +621,16 @@ class TransferService:
                 self.terminate(tp.id, refused, code="METERING")
             elif tp.state == TP.STARTED:
                 self.complete(tp.id)
+
+    async def _settle_kept(self, pid: str) -> None:
+        """A pull given up: what the file holds was delivered (a prefix of the data), so it
+        is recorded and its windows are receipted before the transfer ends."""
+        path = streams.received_path(self.rt, pid)
+        kept = path.stat().st_size if path.exists() else 0
+        with self.rt.store.transaction():
+            self.rt.store.update_transfer(pid, bytes=kept, path=str(path))
+            self.rt.log(pid, "note", "pull", detail=f"{kept} bytes received before giving up")
+        await self._settle_quietly(pid)
 
     async def _push_job(self, job: Job) -> None:
         tp = self.get(job.process_id)
@@ -696,6 +717,10 @@ class TransferService:
         return True
 
     async def _data_failed(self, job: Job, why: str) -> None:
+        """The data move gave up: the transfer ends TERMINATED with the reason, and the
+        TransferTerminationMessage carries it to the counterparty."""
         tp = self.get(job.process_id)
+        what = "pull" if job.kind == "dp-pull" else "push"
+        self.rt.log(tp.id, "failed", what, detail=f"{what} ended: {why}")
         if tp.state not in TP_TERMINAL:
             self.terminate(tp.id, [f"data transfer failed: {why}"])

@@ -7,6 +7,7 @@ only: never error texts, which could hold a database URL or a path.
 from __future__ import annotations
 
 import logging
+import shutil
 from typing import TYPE_CHECKING, Protocol
 
 from aiohttp import web
@@ -41,11 +42,13 @@ class Health:
         return web.json_response({"status": "alive"})
 
     async def readyz(self, request: web.Request) -> web.Response:
-        """Ready: store answers, policies loaded, outbox worker running; else 503."""
+        """Ready: store answers, policies loaded, outbox worker running, disk space for
+        received data; else 503."""
         checks = {
             "store": self._store_ok(),
             "policies": self._policies_ok(),
             "outbox": self._node.outbox_running,
+            "disk": self._disk_ok(),
         }
         ready = all(checks.values())
         body = {
@@ -70,3 +73,26 @@ class Health:
         if self._node.policy is not None:
             return bool(self._node.policy.version)
         return self._node.runtime is not None
+
+    def _disk_ok(self) -> bool:
+        """The disk that received data lands on (data_dir/received) has at least the space
+        kept free (`receive_free_disk_bytes`): below it, pulls and pushes to this connector
+        are cut or retried, so it should not be sent more work."""
+        rt = self._node.runtime
+        if rt is None:
+            return False
+        where = rt.settings.data_dir / "received"
+        try:
+            free = shutil.disk_usage(where if where.is_dir() else rt.settings.data_dir).free
+        except OSError:
+            log.exception("readiness: the free space of the data directory cannot be read")
+            return False
+        if free < rt.settings.receive_free_disk_bytes:
+            log.warning(
+                "readiness: low disk, %d bytes free for received data, below the %d kept free"
+                " (receive_free_disk_bytes)",
+                free,
+                rt.settings.receive_free_disk_bytes,
+            )
+            return False
+        return True
