@@ -191,6 +191,14 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def cut_back(path: Path, size: int) -> None:
+    """Truncate a received copy to `size` bytes, durably."""
+    with path.open("r+b") as fh:
+        fh.truncate(size)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
 def received_path(rt: Runtime, transfer_id: str) -> Path:
     safe = transfer_id.rsplit(":", 1)[-1]
     return rt.settings.data_dir / "received" / f"{safe}.bin"

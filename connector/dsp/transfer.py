@@ -18,7 +18,7 @@ from connector.egress import EgressRefused
 from connector.errors import BadRequest, Conflict, ConnectorError, DiskFull, NotFound, PeerError
 from connector.metering.meter import Meter, end_kind
 from connector.metering.receipts import wait_for_answers
-from connector.metering.settle import EarlyChecks, settle, stream_ended
+from connector.metering.settle import EarlyChecks, receipted_prefix, settle, stream_ended
 from connector.outbox import Outbox
 from connector.policy.decision import Decision, DecisionInput, Party, Phase
 from connector.policy.inputs import agreement_usage, dataset_facts
@@ -701,11 +701,32 @@ class TransferService:
         self.rt.log(job.process_id, "failed", "metering", detail=f"no receipts sent: {why}")
 
     async def _settle_quietly(self, pid: str) -> None:
-        """After a stream was cut (volume, termination): receipt what did arrive."""
+        """After a pull was cut for good (volume, termination, given up): record what the file
+        holds, receipt what did arrive, and cut the copy back to the bytes receipted records
+        cover. Bytes past them (the start of a window that did not arrive whole) no record can
+        meter any more, so they are not kept: nothing is held that is not billed."""
+        path = streams.received_path(self.rt, pid)
+        if path.exists():
+            self.rt.store.update_transfer(pid, bytes=path.stat().st_size, path=str(path))
+        tp = self.get(pid)
         try:
-            await settle(self.rt, self.client, self.get(pid), timeout=2.0)
+            await settle(self.rt, self.client, tp, timeout=2.0)
         except ConnectorError as exc:
             self.rt.log(pid, "failed", "metering", detail=f"no receipts sent: {exc}")
+            return
+        held = path.stat().st_size if path.exists() else 0
+        metered = receipted_prefix(self.rt.store.metering_chain(tp.agreement_id), tp.provider_pid)
+        if held > metered:
+            await asyncio.to_thread(streams.cut_back, path, metered)
+            with self.rt.store.transaction():
+                self.rt.store.update_transfer(pid, bytes=metered, sha256=None)
+                self.rt.log(
+                    pid,
+                    "note",
+                    "metering",
+                    detail=f"kept the first {metered} of {held} bytes received: the rest lies"
+                    " in a window that did not arrive whole, which no record can meter",
+                )
 
     def _left_started(self, pid: str, what: str, exc: Exception) -> bool:
         """After a data move broke off: True (and noted) if the transfer left STARTED, as a

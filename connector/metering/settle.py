@@ -198,6 +198,22 @@ async def fetch_records(
         await asyncio.sleep(POLL_SECONDS)
 
 
+def receipted_prefix(chain: list[MeteringEntry], transfer: str | None) -> int:
+    """How many bytes from the data's first one the receipted records of `transfer` cover
+    without a gap."""
+    end = 0
+    spans = sorted(
+        (int(e.record.get("offset", 0)), _end(e))
+        for e in chain
+        if e.transfer_id == transfer and e.receipt
+    )
+    for start, stop in spans:
+        if start > end:
+            break
+        end = max(end, stop)
+    return end
+
+
 async def stream_ended(client: DspClient, tp: Transfer, received: int, timeout: float) -> bool:
     """Whether the provider's records of this pull end a stream at the bytes we hold (or it
     keeps none: a peer without the metering profile). False means the stream that delivered

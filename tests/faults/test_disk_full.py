@@ -40,6 +40,7 @@ MIB = 1024 * 1024
 DISK = 4 * MIB  # the consumer's received-data tmpfs
 DATA = os.urandom(3 * MIB + 17)  # fits the empty disk, not a disk with the filler on it
 GATE = 1 * MIB  # the upstream holds the stream here until the filler is written
+WINDOW = 256 * 1024  # metering windows: the copy kept when the pull is given up ends at one
 FILLER = DISK - GATE - MIB // 2  # leaves half a MiB: the write fails before the data ends
 RESERVE = 64 * 1024  # receive_free_disk_bytes: small, so the real write is what fails
 FAST_RETRY = {"retry_base_seconds": "0.2", "retry_max_seconds": "1"}
@@ -74,7 +75,7 @@ def small_disk(node: ConnectorProcess, size: int) -> None:
 
 def start(tmp_path: Path, attempts: int) -> Nodes:
     provider = ConnectorProcess(tmp_path, "provider")
-    provider.set(**FAST_RETRY)
+    provider.set(**FAST_RETRY, metering_window_bytes=str(WINDOW))
     consumer = ConnectorProcess(tmp_path, "consumer")
     consumer.set(
         **FAST_RETRY,
@@ -189,10 +190,12 @@ def test_full_disk_is_reported_retried_and_given_up_on_both_sides(
     theirs = state_of(provider, "transfers", pid, "TERMINATED")
     assert theirs["reason"] == [reason]
 
-    # what did arrive is kept as it arrived: a prefix of the data, not a torn file
+    # what did arrive is kept as it arrived, a prefix of the data, cut back to the end of the
+    # last window that arrived whole: the bytes past it no record can meter, so none are kept
     copy = nodes.disk() / f"{cid.rsplit(':', 1)[-1]}.bin"
     kept = copy.read_bytes()
     assert GATE <= len(kept) < len(DATA)
+    assert len(kept) % WINDOW == 0
     assert kept == DATA[: len(kept)]
     # and it is recorded and metered as delivered: the windows it holds are receipted
     record = consumer.api.get(f"/api/v1/transfers/{cid}")
