@@ -54,11 +54,14 @@ class LoadBalancer:
         self.served: dict[int, int] = {}
         self._next = 0
         self._closing = False
+        self._open: list[socket.socket] = []
+        self._lock = threading.Lock()
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _backend(self) -> tuple[socket.socket, int] | None:
-        for _ in range(len(self.targets)):
-            port = self.targets[self._next % len(self.targets)]
+        targets = list(self.targets)  # (as `cut` may empty it meanwhile)
+        for _ in range(len(targets)):
+            port = targets[self._next % len(targets)]
             self._next += 1
             with contextlib.suppress(OSError):
                 return socket.create_connection(("127.0.0.1", port), timeout=5), port
@@ -75,6 +78,12 @@ class LoadBalancer:
                 client.close()
                 continue
             server, port = found
+            with self._lock:
+                if port not in self.targets:  # cut meanwhile
+                    client.close()
+                    server.close()
+                    continue
+                self._open += [client, server]
             server.settimeout(None)
             self.served[port] = self.served.get(port, 0) + 1
             for src, dst in ((client, server), (server, client)):
@@ -91,6 +100,16 @@ class LoadBalancer:
             with contextlib.suppress(OSError):
                 dst.shutdown(socket.SHUT_RDWR)
             dst.close()
+
+    def cut(self) -> None:
+        """No replica reachable through the public URL until `targets` is set again: new
+        connections are refused and open ones (kept alive by a client) dropped."""
+        with self._lock:
+            self.targets = []
+            for sock in self._open:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+            self._open.clear()
 
     def close(self) -> None:
         self._closing = True
@@ -395,7 +414,7 @@ def test_sigterm_after_the_push_went_out_hands_over_without_pushing_again(
         wait_for("data to flow", lambda: received_size(consumer, cid) > 0)
         # the consumer cannot reach any replica now, so its receipts wait; the push (to the
         # consumer's own address) goes on to its end
-        balancer.targets = []
+        balancer.cut()
         gated.release.set()
 
         def pushed() -> bool:
