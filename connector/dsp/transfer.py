@@ -615,20 +615,6 @@ class TransferService:
             elif tp.state == TP.STARTED:
                 self.complete(tp.id)
 
-    def _pushed_whole(self, tp: Transfer) -> MeteringEntry | None:
-        """The `complete` record of this transfer's push if its stream already went out whole
-        (the consumer answered it and the transfer holds its size and hash), else None.
-
-        A job is run again after its stream went out when it is handed over at a stop (no
-        grace: SIGTERM reaching the outbox while the job waits for the consumer's receipts,
-        which on a loaded machine is often), taken over after a lease ran out, or retried: it
-        then waits for the answers and completes, and never pushes the whole stream a second
-        time (the consumer would receive and the chain meter every byte twice)."""
-        if tp.sha256 is None:
-            return None
-        chain = self.rt.store.metering_chain(tp.agreement_id, tp.id)
-        return chain[-1] if chain and chain[-1].kind == "complete" else None
-
     async def _push_job(self, job: Job) -> None:
         tp = self.get(job.process_id)
         if tp.state != TP.STARTED or not tp.data_address:
@@ -695,6 +681,20 @@ class TransferService:
             tp = self.rt.store.update_transfer(tp.id, bytes=size, sha256=digest)
             self.rt.log(tp.id, "note", "push", detail=f"pushed {size} bytes, sha256 {digest}")
         return tp, last
+
+    def _pushed_whole(self, tp: Transfer) -> MeteringEntry | None:
+        """The `complete` record of this transfer's push if its stream already went out whole
+        (the consumer answered it and the transfer holds its size and hash), else None.
+
+        A job is run again after its stream went out when it is handed over at a stop (no
+        grace: SIGTERM reaching the outbox while the job waits for the consumer's receipts,
+        which on a loaded machine is often), taken over after a lease ran out, or retried: it
+        then waits for the answers and completes, and never pushes the whole stream a second
+        time (the consumer would receive and the chain meter every byte twice)."""
+        if tp.sha256 is None:
+            return None
+        chain = self.rt.store.metering_chain(tp.agreement_id, tp.id)
+        return chain[-1] if chain and chain[-1].kind == "complete" else None
 
     # metering (consumer) -----------------------------------------------------------------------
 
