@@ -659,6 +659,7 @@ class TransferService:
 
         try:
             size, digest = await streams.push(self.rt, address, metered(), watch)
+            await chunks.aclose()  # (a stop while the source closes is a cut like any other)
         except asyncio.CancelledError:
             # stopping: the chain says where this stream ended before another replica (or
             # this one after a restart) pushes again; a run whose lease was lost writes
@@ -673,7 +674,7 @@ class TransferService:
                 return None
             raise
         finally:
-            await _close_source(chunks)
+            await _close_source(chunks)  # when the push broke off
         # no await from here to the update: a stop never falls between the `complete` record
         # and the size and hash that `_pushed_whole` reads
         last = meter.close("terminate" if cap.cut else "complete")
