@@ -9,6 +9,8 @@ replica that accepts it.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import os
 import signal
 import socket
 import threading
@@ -23,6 +25,7 @@ import pytest
 
 from tests.harness import (
     ConnectorProcess,
+    GatedSource,
     cli,
     entries,
     file_sha256,
@@ -35,6 +38,7 @@ from tests.harness import (
 from tests.test_observability import metrics
 
 BIG = 200 * 1024 * 1024
+GATED = 4 * 1024 * 1024  # a stream held in its middle by the upstream (GatedSource)
 FAST = {"retry_base_seconds": "0.2", "retry_max_seconds": "1"}
 
 
@@ -50,11 +54,14 @@ class LoadBalancer:
         self.served: dict[int, int] = {}
         self._next = 0
         self._closing = False
+        self._open: list[socket.socket] = []
+        self._lock = threading.Lock()
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _backend(self) -> tuple[socket.socket, int] | None:
-        for _ in range(len(self.targets)):
-            port = self.targets[self._next % len(self.targets)]
+        targets = list(self.targets)  # (as `cut` may empty it meanwhile)
+        for _ in range(len(targets)):
+            port = targets[self._next % len(targets)]
             self._next += 1
             with contextlib.suppress(OSError):
                 return socket.create_connection(("127.0.0.1", port), timeout=5), port
@@ -71,6 +78,12 @@ class LoadBalancer:
                 client.close()
                 continue
             server, port = found
+            with self._lock:
+                if port not in self.targets:  # cut meanwhile
+                    client.close()
+                    server.close()
+                    continue
+                self._open += [client, server]
             server.settimeout(None)
             self.served[port] = self.served.get(port, 0) + 1
             for src, dst in ((client, server), (server, client)):
@@ -87,6 +100,16 @@ class LoadBalancer:
             with contextlib.suppress(OSError):
                 dst.shutdown(socket.SHUT_RDWR)
             dst.close()
+
+    def cut(self) -> None:
+        """No replica reachable through the public URL until `targets` is set again: new
+        connections are refused and open ones (kept alive by a client) dropped."""
+        with self._lock:
+            self.targets = []
+            for sock in self._open:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+            self._open.clear()
 
     def close(self) -> None:
         self._closing = True
@@ -162,6 +185,13 @@ def consumer(tmp_path: Path) -> Iterator[ConnectorProcess]:
 @pytest.fixture
 def big_file(tmp_path: Path) -> tuple[Path, str]:
     return sparse_file(tmp_path / "big.bin", BIG)
+
+
+def publish_upstream(provider: ConnectorProcess, consumer: ConnectorProcess, url: str) -> str:
+    """Publish an upstream HTTP source as ds-1 and negotiate it; the agreement id."""
+    source = {"type": "http", "url": url}
+    provider.api.post("/api/v1/datasets", {"id": "ds-1", "title": "gated", "source": source})
+    return negotiate(consumer, provider, "ds-1")
 
 
 def verify_chain_offline(
@@ -301,10 +331,13 @@ def test_sigterm_hands_a_running_push_to_the_other_replica_at_once(
     tmp_path: Path,
     database_url: str,
     consumer: ConnectorProcess,
-    big_file: tuple[Path, str],
 ) -> None:
     """No grace: the stopping replica releases the job, which the other takes over without
-    waiting for its lease (an hour here) to expire."""
+    waiting for its lease (an hour here) to expire. The upstream holds the stream in its
+    middle until the replica has stopped, so SIGTERM always cuts a push under way (a stream
+    that went out whole before the stop is not pushed again: the next test)."""
+    data = os.urandom(GATED)
+    gated = GatedSource(data, hold_after=GATED // 4)
     balancer = LoadBalancer()
     nodes = replicas(
         tmp_path, database_url, balancer, job_lease_seconds="3600", shutdown_grace_seconds="0"
@@ -313,9 +346,7 @@ def test_sigterm_hands_a_running_push_to_the_other_replica_at_once(
     try:
         for node in nodes:
             node.start()
-        path, expected = big_file
-        nodes[0].publish(path)
-        agreement_id = negotiate(consumer, nodes[0], "ds-1")
+        agreement_id = publish_upstream(nodes[0], consumer, gated.url)
         tp = consumer.api.post(
             "/api/v1/transfers", {"agreementId": agreement_id, "format": "HttpData-PUSH"}
         )
@@ -323,13 +354,14 @@ def test_sigterm_hands_a_running_push_to_the_other_replica_at_once(
         pid = state_of(consumer, "transfers", cid, "STARTED")["provider_pid"]
         pusher = cluster.replica_running("dp-push")
         survivor = next(r for r in nodes if r is not pusher)
-        wait_for("data to flow", lambda: received_size(consumer, cid) > BIG // 10)
+        wait_for("data to flow", lambda: received_size(consumer, cid) > 0)
         assert pusher.proc is not None
         pusher.proc.send_signal(signal.SIGTERM)
         assert pusher.proc.wait(20) == 0
+        gated.release.set()  # the survivor's push gets the whole stream
 
         done = state_of(consumer, "transfers", cid, "COMPLETED")
-        assert done["sha256"] == expected
+        assert done["sha256"] == hashlib.sha256(data).hexdigest()
         theirs = state_of(survivor, "transfers", pid, "COMPLETED")
         handed = [e["detail"] for e in entries(theirs, "failed", "dp-push")]
         assert len(handed) == 1 and "shut down and handed it over" in handed[0]
@@ -341,13 +373,79 @@ def test_sigterm_hands_a_running_push_to_the_other_replica_at_once(
         stop = kinds.index("interrupted")
         assert stop < kinds.index("start", 1), kinds
         cut = chain[stop]["record"]
-        assert 0 < cut["offset"] + cut["length"] <= BIG
+        assert 0 < cut["offset"] + cut["length"] <= GATED
         assert all(line["receipt"] for line in chain)
         assert "verifies" in verify_chain_offline(tmp_path, survivor, consumer, agreement_id)
     finally:
         for node in nodes:
             node.stop()
         balancer.close()
+        gated.close()
+
+
+def test_sigterm_after_the_push_went_out_hands_over_without_pushing_again(
+    tmp_path: Path, database_url: str
+) -> None:
+    """SIGTERM (no grace) while the pusher waits for the consumer's receipts, the stream
+    having gone out whole: the other replica takes the job over, waits for the receipts and
+    completes the transfer; it does not push the whole stream a second time."""
+    consumer = ConnectorProcess(tmp_path, "consumer")
+    consumer.set(**FAST, retry_max_attempts="1000")  # it keeps asking while no replica answers
+    data = os.urandom(GATED)
+    gated = GatedSource(data, hold_after=GATED // 4)
+    balancer = LoadBalancer()
+    nodes = replicas(
+        tmp_path, database_url, balancer, job_lease_seconds="3600", shutdown_grace_seconds="0",
+        metering_receipt_seconds="120",
+    )  # fmt: skip
+    cluster = Cluster(nodes, balancer, database_url)
+    try:
+        consumer.start()
+        for node in nodes:
+            node.start()
+        agreement_id = publish_upstream(nodes[0], consumer, gated.url)
+        tp = consumer.api.post(
+            "/api/v1/transfers", {"agreementId": agreement_id, "format": "HttpData-PUSH"}
+        )
+        cid = tp["id"]
+        pid = state_of(consumer, "transfers", cid, "STARTED")["provider_pid"]
+        pusher = cluster.replica_running("dp-push")
+        survivor = next(r for r in nodes if r is not pusher)
+        wait_for("data to flow", lambda: received_size(consumer, cid) > 0)
+        # the consumer cannot reach any replica now, so its receipts wait; the push (to the
+        # consumer's own address) goes on to its end
+        balancer.cut()
+        gated.release.set()
+
+        def pushed() -> bool:
+            record = pusher.api.get(f"/api/v1/transfers/{pid}")
+            return any("pushed" in e["detail"] for e in entries(record, "note", "push"))
+
+        wait_for("the stream to go out whole", pushed)
+        assert pusher.proc is not None
+        pusher.proc.send_signal(signal.SIGTERM)
+        assert pusher.proc.wait(20) == 0
+        assert cluster.replica_running("dp-push") is survivor  # handed over, not done
+        balancer.targets = [survivor.public_port]
+
+        done = state_of(consumer, "transfers", cid, "COMPLETED")
+        assert done["sha256"] == hashlib.sha256(data).hexdigest()
+        theirs = state_of(survivor, "transfers", pid, "COMPLETED")
+        handed = [e["detail"] for e in entries(theirs, "failed", "dp-push")]
+        assert len(handed) == 1 and "shut down and handed it over" in handed[0], handed
+        # one stream, metered once: the taken-over job only waited for the receipts
+        chain = survivor.api.get(f"/api/v1/agreements/{agreement_id}/metering")["chain"]
+        kinds = [line["record"]["kind"] for line in chain]
+        assert kinds.count("start") == 1 and kinds[-1] == "complete", kinds
+        assert sum(line["record"]["length"] for line in chain) == GATED
+        assert all(line["receipt"] for line in chain)
+        assert len([e for e in entries(theirs, "note", "push") if "pushed" in e["detail"]]) == 1
+    finally:
+        for node in nodes:
+            node.stop()
+        consumer.stop()
+        balancer.close()
+        gated.close()
 
 
 def test_sigterm_lets_a_running_push_finish_within_the_grace(

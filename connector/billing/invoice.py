@@ -2,8 +2,11 @@
 
 Only windows the consumer countersigned are billed; a window without a receipt (or refused)
 is listed as disputed. Bytes are billed once per transfer however often a range was sent (a
-resumed pull re-sends what was in flight when it broke off): the billed bytes are the union of
-the receipted byte ranges, less what earlier months already billed.
+resumed pull re-sends what was in flight when it broke off): a byte is billed in the month of
+the first receipted record, in chain order (`seq`), that covers it. Which bytes are new is
+decided by chain order alone, never by comparing dates: a provider's clock may step back
+between an interrupted stream and its resume, and the same range must not then be billed once
+under each of two months.
 """
 
 from __future__ import annotations
@@ -55,15 +58,18 @@ def _new_bytes(start: int, end: int, covered: list[tuple[int, int]]) -> int:
 
 
 def usage_of(chain: list[MeteringEntry], period: str) -> tuple[Usage, list[dict[str, Any]]]:
-    """(billable usage in the period, disputed windows in the period)."""
+    """(billable usage in the period, disputed windows in the period).
+
+    Every record is walked in chain order whatever its month: a record dated after the period
+    may still come first in the chain (the clock stepped back), and the bytes it covers are
+    then its month's, not the period's. Summed over all months, the billed bytes of a
+    transfer are the union of its receipted ranges."""
     usage = Usage()
     disputed: list[dict[str, Any]] = []
     covered: dict[str, list[tuple[int, int]]] = {}
     for entry in sorted(chain, key=lambda e: e.seq):
         rec = entry.record
-        month = str(rec.get("to", ""))[:7]
-        if month > period:
-            continue
+        month = str(rec.get("to", ""))[:7]  # which month a record bills in, nothing more
         start, length = int(rec.get("offset", 0)), int(rec.get("length", 0))
         if length == 0:
             continue

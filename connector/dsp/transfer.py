@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+import types
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any, Protocol
 
 from connector.catalog.render import FORMATS
@@ -18,6 +19,7 @@ from connector.egress import EgressRefused
 from connector.errors import BadRequest, Conflict, ConnectorError, DiskFull, NotFound, PeerError
 from connector.metering.meter import Meter, end_kind
 from connector.metering.receipts import wait_for_answers
+from connector.metering.records import MeteringEntry
 from connector.metering.settle import EarlyChecks, receipted_prefix, settle, stream_ended
 from connector.outbox import Outbox
 from connector.policy.decision import Decision, DecisionInput, Party, Phase
@@ -115,6 +117,20 @@ def _address(endpoint: str, token: str) -> dict[str, Any]:
             m.EndpointProperty(name="authType", value="bearer"),
         ],
     ).model_dump(by_alias=True, exclude_none=True)
+
+
+async def _close_source(chunks: AsyncGenerator[bytes, None]) -> None:
+    """Close a push's source once the push ended, unless its body is still being read.
+
+    aiohttp writes a request body in a task of its own, which a stop cancels without waiting
+    for it: the source may then still be running under that task (waiting for the upstream).
+    Closing it there raised RuntimeError ("aclose(): asynchronous generator is already
+    running") in place of the CancelledError, so a push cut by SIGTERM wrote no `interrupted`
+    record and was retried by the stopping replica instead of handed over. The cancelled
+    writer task ends the source itself."""
+    if isinstance(chunks, types.AsyncGeneratorType) and chunks.ag_running:
+        return
+    await chunks.aclose()
 
 
 class TransferService:
@@ -636,12 +652,37 @@ class TransferService:
         tp = self.get(job.process_id)
         if tp.state != TP.STARTED or not tp.data_address:
             return
+        cap = streams.VolumeCap(tp.limit_bytes)
+        last = self._pushed_whole(tp)
+        if last is None:
+            pushed = await self._push_stream(job, tp, tp.data_address, cap)
+            if pushed is None:
+                return  # the stream stopped with the transfer (suspended, terminated)
+            tp, last = pushed
+        if self.usage is not None:
+            await self.usage.delivered(tp)  # the provider's delivery record
+        refused = await wait_for_answers(
+            self.rt, tp, last.seq if last else None, self.rt.settings.metering_receipt_seconds
+        )
+        with self.rt.store.transaction():
+            tp = self.get(tp.id)
+            if tp.state == TP.STARTED and cap.cut:
+                self.terminate(tp.id, [cap.reason(tp.bytes)], code="VOLUME")
+            elif tp.state == TP.STARTED and refused:
+                self.terminate(tp.id, refused, code="METERING")
+            elif tp.state == TP.STARTED:
+                self.complete(tp.id)
+
+    async def _push_stream(
+        self, job: Job, tp: Transfer, address: dict[str, Any], cap: streams.VolumeCap
+    ) -> tuple[Transfer, MeteringEntry | None] | None:
+        """Push the source to the consumer, metered: (the transfer, the stream's last record),
+        or None when the stream stopped because the transfer left STARTED."""
         dataset = self.rt.store.get_dataset(tp.dataset_id)
         if dataset is None:
             raise PeerError(f"dataset {tp.dataset_id} no longer exists", retry=False)
         chunks = sources.read(dataset.source, self.rt.egress, self.rt.settings.chunk_size)
         watch = streams.StateWatch(self.rt, tp.id)
-        cap = streams.VolumeCap(tp.limit_bytes)
         meter = Meter(self.rt, tp)
 
         async def metered() -> AsyncIterator[bytes]:
@@ -650,8 +691,8 @@ class TransferService:
                 meter.feed(chunk)  # resumed: the chunk went out
 
         try:
-            async with contextlib.aclosing(chunks):
-                size, digest = await streams.push(self.rt, tp.data_address, metered(), watch)
+            size, digest = await streams.push(self.rt, address, metered(), watch)
+            await chunks.aclose()  # (a stop while the source closes is a cut like any other)
         except asyncio.CancelledError:
             # stopping: the chain says where this stream ended before another replica (or
             # this one after a restart) pushes again; a run whose lease was lost writes
@@ -663,25 +704,31 @@ class TransferService:
             meter.close(end_kind(self.get(tp.id).state))
             streams.record_sent(self.rt, tp.id, meter.delivered)
             if isinstance(exc, streams.Stopped) or self._left_started(tp.id, "push", exc):
-                return
+                return None
             raise
+        finally:
+            await _close_source(chunks)  # when the push broke off
+        # no await from here to the update: a stop never falls between the `complete` record
+        # and the size and hash that `_pushed_whole` reads
         last = meter.close("terminate" if cap.cut else "complete")
         with self.rt.store.transaction():
             tp = self.rt.store.update_transfer(tp.id, bytes=size, sha256=digest)
             self.rt.log(tp.id, "note", "push", detail=f"pushed {size} bytes, sha256 {digest}")
-        if self.usage is not None:
-            await self.usage.delivered(tp)  # the provider's delivery record
-        refused = await wait_for_answers(
-            self.rt, tp, last.seq if last else None, self.rt.settings.metering_receipt_seconds
-        )
-        with self.rt.store.transaction():
-            tp = self.get(tp.id)
-            if tp.state == TP.STARTED and cap.cut:
-                self.terminate(tp.id, [cap.reason(size)], code="VOLUME")
-            elif tp.state == TP.STARTED and refused:
-                self.terminate(tp.id, refused, code="METERING")
-            elif tp.state == TP.STARTED:
-                self.complete(tp.id)
+        return tp, last
+
+    def _pushed_whole(self, tp: Transfer) -> MeteringEntry | None:
+        """The `complete` record of this transfer's push if its stream already went out whole
+        (the consumer answered it and the transfer holds its size and hash), else None.
+
+        A job is run again after its stream went out when it is handed over at a stop (no
+        grace: SIGTERM reaching the outbox while the job waits for the consumer's receipts,
+        which on a loaded machine is often), taken over after a lease ran out, or retried: it
+        then waits for the answers and completes, and never pushes the whole stream a second
+        time (the consumer would receive and the chain meter every byte twice)."""
+        if tp.sha256 is None:
+            return None
+        chain = self.rt.store.metering_chain(tp.agreement_id, tp.id)
+        return chain[-1] if chain and chain[-1].kind == "complete" else None
 
     # metering (consumer) -----------------------------------------------------------------------
 
