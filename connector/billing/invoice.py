@@ -19,7 +19,7 @@ from typing import Any
 
 from connector.billing.prices import Price
 from connector.errors import BadRequest
-from connector.metering.records import MeteringEntry
+from connector.metering.records import MeteringEntry, merge_ranges
 
 CENT = Decimal("0.01")
 GB = Decimal(10**9)
@@ -39,16 +39,6 @@ def check_period(period: str) -> str:
     ):
         raise BadRequest(f"period must be YYYY-MM, got {period!r}")
     return f"{year}-{int(month):02d}"
-
-
-def _merge(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    out: list[tuple[int, int]] = []
-    for start, end in sorted(ranges):
-        if out and start <= out[-1][1]:
-            out[-1] = (out[-1][0], max(out[-1][1], end))
-        else:
-            out.append((start, end))
-    return out
 
 
 def _new_bytes(start: int, end: int, covered: list[tuple[int, int]]) -> int:
@@ -88,7 +78,7 @@ def usage_of(chain: list[MeteringEntry], period: str) -> tuple[Usage, list[dict[
             # a window partly sent before (resumed pull) counts its records in proportion
             usage.records += int(rec.get("records", 0)) * fresh // length
             usage.transfers.add(entry.transfer_id)
-        covered[entry.transfer_id] = _merge([*seen, (start, start + length)])
+        covered[entry.transfer_id] = merge_ranges([*seen, (start, start + length)])
     return usage, disputed
 
 

@@ -79,3 +79,14 @@ def entry_from_line(line: dict[str, Any]) -> MeteringEntry:
         receipt=line.get("receipt"),
         refusal=line.get("refusal"),
     )
+
+
+def merge_ranges(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Half-open ranges, sorted, with overlapping and touching ones joined."""
+    out: list[tuple[int, int]] = []
+    for start, end in sorted(ranges):
+        if out and start <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], end))
+        else:
+            out.append((start, end))
+    return out

@@ -22,6 +22,7 @@ from connector.metering.records import (
     MeteringEntry,
     MeteringHead,
     entry_from_line,
+    merge_ranges,
     record_hash,
 )
 from connector.runtime import Runtime
@@ -201,17 +202,14 @@ async def fetch_records(
 def receipted_prefix(chain: list[MeteringEntry], transfer: str | None) -> int:
     """How many bytes from the data's first one the receipted records of `transfer` cover
     without a gap."""
-    end = 0
-    spans = sorted(
-        (int(e.record.get("offset", 0)), _end(e))
-        for e in chain
-        if e.transfer_id == transfer and e.receipt
+    spans = merge_ranges(
+        [
+            (int(e.record.get("offset", 0)), _end(e))
+            for e in chain
+            if e.transfer_id == transfer and e.receipt
+        ]
     )
-    for start, stop in spans:
-        if start > end:
-            break
-        end = max(end, stop)
-    return end
+    return spans[0][1] if spans and spans[0][0] == 0 else 0
 
 
 async def stream_ended(client: DspClient, tp: Transfer, received: int, timeout: float) -> bool:

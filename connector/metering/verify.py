@@ -17,7 +17,7 @@ from connector.identity.did import KEY_FRAGMENT
 from connector.identity.signatures import GENESIS
 from connector.metering.export import CHAIN_TYPE
 from connector.metering.heads import HeadRefused, check_signed
-from connector.metering.records import RECORD_FIELDS, record_hash
+from connector.metering.records import RECORD_FIELDS, merge_ranges, record_hash
 
 
 class ChainFileError(BadRequest):
@@ -88,17 +88,6 @@ class Verified:
             "bytes_metered": sum(int(r.get("length", 0)) for r in self.records),
             "transfers": self.coverage(),
         }
-
-
-def merge_ranges(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    """Half-open ranges, sorted, with overlapping and touching ones joined."""
-    out: list[tuple[int, int]] = []
-    for start, end in sorted(ranges):
-        if out and start <= out[-1][1]:
-            out[-1] = (out[-1][0], max(out[-1][1], end))
-        else:
-            out.append((start, end))
-    return out
 
 
 def subtract_ranges(

@@ -15,13 +15,15 @@ import socket
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from connector.metering.records import merge_ranges
 from tests.faults.invariants import violations
+from tests.faults.pair import Pair
 from tests.harness import (
     ConnectorProcess,
     GatedSource,
@@ -45,47 +47,23 @@ FAST = {
 }
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def store(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
 @pytest.fixture
-def pair(
-    tmp_path: Path, store: str, request: pytest.FixtureRequest
-) -> Iterator[tuple[ConnectorProcess, ConnectorProcess]]:
-    """A provider and a consumer, each on its own SQLite file or PostgreSQL database."""
-    server: PostgresServer | None = (
-        request.getfixturevalue("postgres") if store == "postgres" else None
-    )
-    nodes = []
-    for name, extra in (("provider", {"shutdown_grace_seconds": "0"}), ("consumer", {})):
-        node = ConnectorProcess(tmp_path, name)
-        node.set(**FAST, **extra)
-        if server is not None:
-            node.set(database_url=server.new_database())
-        nodes.append(node.start())
-    provider, consumer = nodes
-    yield provider, consumer
-    consumer.stop()
-    provider.stop()
+def pair(make_pair: Callable[..., Pair]) -> tuple[ConnectorProcess, ConnectorProcess]:
+    """A provider (with no shutdown grace) and a consumer, on SQLite and on PostgreSQL."""
+    both = make_pair(**FAST, shutdown_grace_seconds="0")
+    return both.provider, both.consumer
 
 
 def receipted(node: ConnectorProcess, agreement_id: str, transfer: str) -> list[tuple[int, int]]:
     """The merged byte ranges of `transfer` that records the consumer receipted cover."""
     chain = node.api.get(f"/api/v1/agreements/{agreement_id}/metering")["chain"]
-    spans = sorted(
-        (r["offset"], r["offset"] + r["length"])
-        for line in chain
-        if (r := line["record"])["transfer"] == transfer and line["receipt"] and r["length"]
+    return merge_ranges(
+        [
+            (r["offset"], r["offset"] + r["length"])
+            for line in chain
+            if (r := line["record"])["transfer"] == transfer and line["receipt"] and r["length"]
+        ]
     )
-    merged: list[tuple[int, int]] = []
-    for start, end in spans:
-        if merged and start <= merged[-1][1]:
-            merged[-1] = (merged[-1][0], max(merged[-1][1], end))
-        else:
-            merged.append((start, end))
-    return merged
 
 
 def assert_all_metered(
@@ -199,7 +177,7 @@ class SlowLink:
 
 
 def test_provider_sigtermed_past_the_grace_mid_pull(
-    store: str, tmp_path: Path, request: pytest.FixtureRequest
+    store_kind: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     """F2: a shutdown cancels the stream inside a write: that chunk reached the consumer but
     not the meter. The consumer's resume makes the provider meter it."""
@@ -210,7 +188,7 @@ def test_provider_sigtermed_past_the_grace_mid_pull(
     provider.set(**FAST, shutdown_grace_seconds="0", public_url=provider.base_url)
     consumer = ConnectorProcess(tmp_path, "consumer")
     consumer.set(**FAST)
-    if store == "postgres":
+    if store_kind == "postgres":
         server: PostgresServer = request.getfixturevalue("postgres")
         provider.set(database_url=server.new_database())
         consumer.set(database_url=server.new_database())
@@ -244,7 +222,7 @@ def _hold_write_lock(db: Path, release: threading.Event, held: threading.Event) 
     conn.close()
 
 
-@pytest.mark.parametrize("store", ["sqlite"], indirect=True)
+@pytest.mark.parametrize("store_kind", ["sqlite"], indirect=True)
 def test_provider_store_locked_mid_pull(
     pair: tuple[ConnectorProcess, ConnectorProcess],
 ) -> None:
