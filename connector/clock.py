@@ -56,6 +56,16 @@ def skew_refusal(
     apart = theirs is not None and abs(theirs - now) > CLOCK_SKEW
     if not (coded or apart):
         return None
+    if coded and theirs is not None and not apart:
+        # the clocks agree: the token itself is out of date (a pull token past its lifetime),
+        # and sending it again cannot help
+        return ClockSkewRefused(
+            f"{what}: {peer} refused the token for its time while our clocks agree (ours"
+            f" {iso(now)}, {peer}'s {iso(theirs)}): the token has expired",
+            http_status=401,
+            body=body,
+            retry=False,
+        )
     why = (
         "refused our token for its time (401 CLOCK_SKEW)"
         if coded

@@ -308,5 +308,10 @@ def test_a_401_is_taken_for_clock_skew_by_its_code_or_the_peers_date_header() ->
     coded = skew_refusal("POST x", 401, {"Date": "yesterday"}, {"code": "CLOCK_SKEW"}, "p")
     assert coded is not None and coded.retry
     assert "p's clock not given" in str(coded), str(coded)
+    # coded while the clocks agree: the token itself expired (a pull token past its
+    # lifetime), which no retry can help
+    expired = skew_refusal("GET x", 401, in_step, {"code": "CLOCK_SKEW"}, "p")
+    assert expired is not None and not expired.retry
+    assert "the token has expired" in str(expired), str(expired)
     # another status is never a clock matter
     assert skew_refusal("POST x", 403, behind, {"code": "CLOCK_SKEW"}, "p") is None
