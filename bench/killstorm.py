@@ -24,12 +24,9 @@ import random
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -37,62 +34,10 @@ from bench.percentile import pct
 from connector.mgmt_client import ApiError
 from tests.faults.invariants import TERMINAL
 from tests.faults.pair import MIB, Pair, sigkill
-from tests.harness import file_sha256
+from tests.harness import ThrottledUpstream, file_sha256
 
 MB = 1000 * 1000
 ROOT = Path(__file__).resolve().parent.parent
-
-
-class ThrottledUpstream:
-    """Test double for an upstream HTTP data source (outside the project): serves the files of
-    a directory at `rate` bytes/s, honouring `Range: bytes=N-`, so that a transfer lasts long
-    enough for a kill to land in the middle of the stream (a file source on loopback is sent
-    whole into the socket buffers within a fraction of a second)."""
-
-    def __init__(self, directory: Path, rate: float) -> None:
-        upstream = self
-        self.directory = directory
-        self.rate = rate
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                path = upstream.directory / self.path.lstrip("/")
-                size = path.stat().st_size
-                start = 0
-                wanted = self.headers.get("Range", "")
-                if wanted.startswith("bytes=") and wanted.endswith("-"):
-                    start = int(wanted[6:-1])
-                self.send_response(206 if start else 200)
-                if start:
-                    self.send_header("Content-Range", f"bytes {start}-{size - 1}/{size}")
-                self.send_header("Content-Length", str(size - start))
-                self.end_headers()
-                chunk = 64 * 1024
-                began = time.monotonic()
-                try:
-                    with path.open("rb") as fh:
-                        fh.seek(start)
-                        sent = 0
-                        while block := fh.read(chunk):
-                            self.wfile.write(block)
-                            sent += len(block)
-                            ahead = sent / upstream.rate - (time.monotonic() - began)
-                            if ahead > 0:
-                                time.sleep(ahead)  # the rate limit itself, not a wait
-                except OSError:
-                    pass  # the provider was killed mid-read
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @dataclass

@@ -259,8 +259,10 @@ class DataPlaneRoutes:
         )
         whole = False
         try:
+            activity = streams.Activity(self.rt, pid)
             async for chunk in request.content.iter_chunked(self.rt.settings.chunk_size):
                 writer.write(chunk)
+                activity()  # a push still arriving keeps the idle watchdog away
             whole = True
         except PayloadTooLarge as exc:
             # stop reading: the sender is cut off, the staged part removed (finally)

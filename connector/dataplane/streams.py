@@ -36,6 +36,24 @@ class Stopped(Exception):
     """The transfer left STARTED (suspended, terminated) while its data was moving."""
 
 
+class Activity:
+    """A flowing stream is activity: the transfer's record is bumped well within the idle
+    time, so the idle watchdog (connector/dsp/watchdog.py) leaves a long stream alone. Called
+    per chunk; writes at most every min(60 s, transfer_idle_seconds / 4)."""
+
+    def __init__(self, rt: Runtime, transfer_id: str) -> None:
+        self._rt = rt
+        self._id = transfer_id
+        self._touched = time.monotonic()
+        self._every = min(60.0, rt.settings.transfer_idle_seconds / 4)
+
+    def __call__(self) -> None:
+        now = time.monotonic()
+        if now - self._touched >= self._every:
+            self._touched = now
+            self._rt.store.update_transfer(self._id)  # updated_at only
+
+
 class StateWatch:
     """Checked between chunks: raises Stopped once the transfer is no longer STARTED.
 
@@ -47,10 +65,7 @@ class StateWatch:
         self._rt = rt
         self._id = transfer_id
         self._checked = time.monotonic()
-        self._touched = self._checked
-        # a flowing stream is activity: the record is bumped well within the idle time, so
-        # the idle watchdog (connector/dsp/watchdog.py) leaves a long stream alone
-        self._touch_every = min(60.0, rt.settings.transfer_idle_seconds / 4)
+        self._activity = Activity(rt, transfer_id)
 
     def __call__(self) -> None:
         now = time.monotonic()
@@ -61,9 +76,7 @@ class StateWatch:
         state = tp.state if tp is not None else "gone"
         if state != TP.STARTED:
             raise Stopped(f"the transfer is {state}")
-        if now - self._touched >= self._touch_every:
-            self._touched = now
-            self._rt.store.update_transfer(self._id)  # updated_at only
+        self._activity()
 
 
 class VolumeCap:

@@ -31,6 +31,7 @@ from connector.clock import skew_refusal
 from tests.harness import (
     ConnectorProcess,
     GatedSource,
+    ThrottledUpstream,
     entries,
     negotiate,
     received_size,
@@ -315,3 +316,36 @@ def test_a_401_is_taken_for_clock_skew_by_its_code_or_the_peers_date_header() ->
     assert "the token has expired" in str(expired), str(expired)
     # another status is never a clock matter
     assert skew_refusal("POST x", 403, behind, {"code": "CLOCK_SKEW"}, "p") is None
+
+
+def test_the_watchdog_leaves_a_slow_push_that_is_still_arriving_alone(
+    tmp_path: Path,
+) -> None:
+    """A consumer has no job while a push arrives: the bytes arriving are its activity. A push
+    that takes longer than the idle time but never stops flowing completes."""
+    files = tmp_path / "upstream"
+    files.mkdir()
+    data = os.urandom(5 * MIB)
+    (files / "slow.bin").write_bytes(data)
+    slow = ThrottledUpstream(files, rate=MIB)  # five seconds of data, idle time two
+    provider = node(tmp_path, "provider").start()
+    consumer = node(tmp_path, "consumer")
+    consumer.set(transfer_idle_seconds="2")
+    consumer.start()
+    try:
+        provider.api.post(
+            "/api/v1/datasets",
+            {"id": "ds-slow", "source": {"type": "http", "url": slow.url + "/slow.bin"}},
+        )
+        agreement = negotiate(consumer, provider, "ds-slow")
+        cid = consumer.api.post(
+            "/api/v1/transfers", {"agreementId": agreement, "format": "HttpData-PUSH"}
+        )["id"]
+        wait_for("the push to begin", lambda: received_size(consumer, cid) > 0)
+        done = consumer.api.wait_state("transfers", cid, {"COMPLETED", "TERMINATED"}, timeout=60)
+        assert done["state"] == "COMPLETED", done.get("reason")
+        assert done["sha256"] == hashlib.sha256(data).hexdigest()
+    finally:
+        consumer.stop()
+        provider.stop()
+        slow.close()
