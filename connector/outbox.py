@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
 import time
@@ -20,7 +21,7 @@ from typing import Any
 
 from connector.errors import DiskFull, PeerError
 from connector.observability.logs import process_id
-from connector.runtime import Runtime
+from connector.runtime import Runtime, replica_gone
 from connector.store.records import Job
 
 log = logging.getLogger(__name__)
@@ -58,7 +59,8 @@ class Outbox:
         return float(self._rt.settings.job_lease_seconds)
 
     async def run(self) -> None:
-        for job in self._rt.store.reset_running_jobs():
+        gone = functools.partial(replica_gone, me=self.owner)
+        for job in self._rt.store.reset_running_jobs(gone):
             self._interrupted(job, "by a restart")
         self._heartbeat = asyncio.create_task(self._keep_leases())
         pause = 0.25

@@ -27,6 +27,26 @@ def replica_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
 
+def replica_gone(owner: str, me: str) -> bool:
+    """Whether `owner` (a replica id) was an earlier process on this host that no longer
+    runs: a restart after a kill, whose jobs need not wait for their leases to expire. A pid
+    that runs again (reused, or in another pid namespace) counts as alive: the lease decides."""
+    host, _, rest = owner.partition(":")
+    pid_text, _, _ = rest.partition(":")
+    if owner == me or host != socket.gethostname() or not pid_text.isdigit():
+        return False
+    pid = int(pid_text)
+    if pid == os.getpid():
+        return True  # this process's pid, another process's id: an earlier run (a container)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
 def client_ssl_context(settings: Settings) -> ssl.SSLContext:
     ctx = ssl.create_default_context()
     if settings.ca_file:

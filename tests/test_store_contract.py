@@ -356,6 +356,17 @@ def test_reset_running_jobs_at_start(store: Store) -> None:
         assert store.pending_jobs("p1")[0].status == "pending"
 
 
+def test_reset_running_jobs_takes_back_a_killed_earlier_process_s_jobs(store: Store) -> None:
+    """A restarted replica need not wait out the leases its killed predecessor held."""
+    mine, alive = store.add_job(job("p1")), store.add_job(job("p2"))
+    now = time.time()
+    store.claim_jobs(now, 1, "host:1:killed", now + 3600)
+    store.claim_jobs(now, 1, "host:2:running", now + 3600)
+    reset = store.reset_running_jobs(lambda owner: owner == "host:1:killed")
+    assert [j.id for j in reset] == ([mine] if store.shared else [mine, alive])
+    assert store.pending_jobs("p1")[0].status == "pending"
+
+
 def test_named_leases(store: Store) -> None:
     assert store.try_lease("x", "r1", 110, 100) is True
     assert store.try_lease("x", "r2", 120, 105) is False

@@ -129,11 +129,12 @@ class Store(Protocol):
         """Hand `owner`'s running jobs back (pending now, the attempt counted); return them."""
         ...
 
-    def reset_running_jobs(self) -> list[Job]:
+    def reset_running_jobs(self, gone: Callable[[str], bool] | None = None) -> list[Job]:
         """At start-up: make jobs a crash interrupted pending again (counting the attempt).
 
-        SQLite: every running job (one process per file). A shared store: only jobs whose
-        lease expired, as other replicas are running theirs."""
+        SQLite: every running job (one process per file). A shared store: jobs whose lease
+        expired, as other replicas are running theirs, and jobs of owners `gone` names (an
+        earlier process of this replica, killed: its leases need not be waited out)."""
         ...
 
     def reclaim_expired_jobs(self, now: float) -> list[Job]:

@@ -382,9 +382,17 @@ class PostgresStore(RecordTables):
             "status = 'running' and owner = %s and id = any(%s)", [owner, job_ids]
         )
 
-    def reset_running_jobs(self) -> list[Job]:
-        # Other replicas are running theirs: only jobs whose owner stopped renewing them.
-        return self.reclaim_expired_jobs(time.time())
+    def reset_running_jobs(self, gone: Callable[[str], bool] | None = None) -> list[Job]:
+        # Other replicas are running theirs: only jobs whose owner stopped renewing them, or
+        # that an earlier process of this replica held when it was killed.
+        jobs = self.reclaim_expired_jobs(time.time())
+        if gone is None:
+            return jobs
+        rows = self._query("select distinct owner from jobs where status = 'running'", [])
+        dead = [r["owner"] for r in rows if r["owner"] and gone(r["owner"])]
+        if dead:
+            jobs += self._make_pending("status = 'running' and owner = any(%s)", [dead])
+        return jobs
 
     def reclaim_expired_jobs(self, now: float) -> list[Job]:
         return self._make_pending("status = 'running' and lease_until < %s", [now])

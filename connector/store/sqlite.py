@@ -319,7 +319,7 @@ class SqliteStore(RecordTables):
             f"status = 'running' and owner = ? and id in ({marks})", [owner, *job_ids]
         )
 
-    def reset_running_jobs(self) -> list[Job]:
+    def reset_running_jobs(self, gone: Callable[[str], bool] | None = None) -> list[Job]:
         return self._make_pending("status = 'running'", [])
 
     def reclaim_expired_jobs(self, now: float) -> list[Job]:
