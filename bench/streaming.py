@@ -50,8 +50,8 @@ def make_file(path: Path, size: int) -> str:
 
 
 async def raw_stream(source: Path, target: Path) -> float:
-    """Seconds for a bare aiohttp server to stream the file to a client that writes and
-    hashes it: what the data plane does minus identity, policy and metering."""
+    """Seconds for a bare aiohttp server to stream the file to a client that writes, hashes
+    and fsyncs it: what the data plane does minus identity, policy and metering."""
 
     async def serve(request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse()
@@ -79,6 +79,9 @@ async def raw_stream(source: Path, target: Path) -> float:
             async for chunk in resp.content.iter_chunked(CHUNK):
                 fh.write(chunk)
                 digest.update(chunk)
+            # durable, as the connector's copy is before it is receipted or COMPLETED
+            fh.flush()
+            os.fsync(fh.fileno())
     elapsed = time.perf_counter() - t0
     await runner.cleanup()
     return elapsed
