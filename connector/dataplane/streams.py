@@ -284,6 +284,9 @@ class HashingWriter:
             raise self.limit.refuse(self.size + len(chunk))
         try:
             self._fh.write(chunk)
+            # at once, not when a buffer fills: what lies on disk is what arrived (the size a
+            # resume asks from and progress is read from), also while a stream pauses
+            self._fh.flush()
         except OSError as exc:
             if exc.errno in NO_SPACE:
                 raise disk_full(self.path, self.size, exc) from exc
