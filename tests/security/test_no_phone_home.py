@@ -44,19 +44,24 @@ def opa_run_commands(text: str) -> list[tuple[int, str]]:
     return found
 
 
+# what the samples' placeholders stand for, spelled apart for the same reason
+FILLS = {"opa": "o" + "pa", "run": "r" + "un", "server": "--" + "server", "s": "-" + "s"}
+
+
 def test_the_detector_sees_every_kind_of_command_line() -> None:
-    # the samples name the subcommand as {run}, filled in here: this file itself then holds no
-    # OPA command line without the flag for any scanner to find
+    # the samples name the binary, the subcommand and the server flags as {opa}, {run},
+    # {server}, {s}, filled in here: this file itself then holds no OPA command line without
+    # the flag for any scanner to find
     samples = {
-        '[opa, "{run}", "--server", "--addr", "x"]': False,
-        'command: ["{run}", "--server", "--addr=0.0.0.0:8181", "--disable-telemetry"]': True,
-        "args:\n  - {run}\n  - --server\n  - --addr=x\n  - --disable-telemetry\n": True,
-        "args:\n  - {run}\n  - --server\n  - --addr=x\n": False,
-        "start it with `opa {run} -s policies/`": False,
-        '*("{run}", "--server", "--disable-telemetry")': True,
+        '[{opa}, "{run}", "{server}", "--addr", "x"]': False,
+        'command: ["{run}", "{server}", "--addr=0.0.0.0:8181", "--disable-telemetry"]': True,
+        "args:\n  - {run}\n  - {server}\n  - --addr=x\n  - --disable-telemetry\n": True,
+        "args:\n  - {run}\n  - {server}\n  - --addr=x\n": False,
+        "start it with `{opa} {run} {s} policies/`": False,
+        '*("{run}", "{server}", "--disable-telemetry")': True,
     }
     for template, ok in samples.items():
-        text = template.replace("{run}", "run")
+        text = template.format_map(FILLS)
         [(_, command)] = opa_run_commands(text)
         assert (FLAG in command) is ok, text
     assert opa_run_commands('subprocess.run(["ls"])\nrun the tests') == []
