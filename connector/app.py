@@ -40,8 +40,10 @@ from connector.policy.decision import DecisionPoint, PermitAll
 from connector.policy.engines import EmbeddedEngine, Engine, OpaServerEngine, PolicyError
 from connector.policy.point import RegoDecisionPoint
 from connector.runtime import Runtime, egress_for
-from connector.store.base import STORE_FAILURES, Store
+from connector.store.base import STORE_FAILURES
+from connector.store.gateway import Database
 from connector.store.open import open_store
+from connector.store.records import DecisionRecord
 from connector.usage.api import UsageApi
 from connector.usage.peer_routes import UsagePeerRoutes
 from connector.usage.service import Usage
@@ -111,10 +113,10 @@ class Connector:
         install_log_filter()
         private_dir(s.data_dir)
         pair = keyfile.load(s.private_key_path)
-        store = open_store(s)
+        db = Database(open_store(s), lambda: open_store(s, migrate=False))
         egress = egress_for(s)
-        decisions = self._decisions or await self._decision_point(store)
-        rt = Runtime(settings=s, store=store, keys=pair, egress=egress, decisions=decisions)
+        decisions = self._decisions or await self._decision_point(db)
+        rt = Runtime(settings=s, db=db, keys=pair, egress=egress, decisions=decisions)
         self.runtime = rt
         outbox = Outbox(rt)
         client = DspClient(rt)
@@ -212,7 +214,7 @@ class Connector:
     def outbox_running(self) -> bool:
         return self._worker is not None and not self._worker.done()
 
-    async def _decision_point(self, store: Store) -> DecisionPoint:
+    async def _decision_point(self, db: Database) -> DecisionPoint:
         """The configured engine with the policies loaded; a bad library stops the start."""
         s = self.settings
         if s.policy_engine == "permit-all":
@@ -228,7 +230,11 @@ class Connector:
             engine = EmbeddedEngine(opa_bin)
         else:
             engine = OpaServerEngine(s.opa_url or "")
-        point = RegoDecisionPoint(engine, s.policy_folder, store, opa_bin=opa_bin)
+
+        async def record(decisions: list[DecisionRecord]) -> None:
+            await db.write(lambda store: store.add_decisions(decisions))
+
+        point = RegoDecisionPoint(engine, s.policy_folder, record, opa_bin=opa_bin)
         try:
             await point.load()
         except PolicyError as exc:
@@ -295,4 +301,4 @@ class Connector:
             await self.policy.close()
         if self.runtime is not None:
             await self.runtime.egress.close()
-            self.runtime.store.close()
+            self.runtime.db.close()

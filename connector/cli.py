@@ -603,7 +603,6 @@ def policy_eval(input_file: Any, directory: Path | None) -> None:
     from connector.policy.engines import EmbeddedEngine, PolicyError
     from connector.policy.odrl import UndecidablePolicy
     from connector.policy.point import RegoDecisionPoint
-    from connector.store.sqlite import SqliteStore
 
     try:
         data = DecisionInput.model_validate(json.load(input_file))
@@ -611,24 +610,17 @@ def policy_eval(input_file: Any, directory: Path | None) -> None:
         raise click.ClickException(f"--input is not a decision input: {exc}") from exc
 
     async def run() -> dict[str, Any]:
-        import tempfile
-
-        with tempfile.TemporaryDirectory() as tmp:
-            point = RegoDecisionPoint(
-                EmbeddedEngine(_opa_binary()),
-                _policy_dir(directory),
-                SqliteStore(Path(tmp) / "eval.db"),
-            )
-            await point.load()
-            try:
-                built = point.build_input(data)
-            except UndecidablePolicy as exc:
-                raise click.ClickException(str(exc)) from exc
-            decision = await point.decide(data)
-            out = decision.model_dump()
-            out["policy_version"] = point.version
-            out["normalised_input"] = built
-            return out
+        point = RegoDecisionPoint(EmbeddedEngine(_opa_binary()), _policy_dir(directory))
+        await point.load()
+        try:
+            built = point.build_input(data)
+        except UndecidablePolicy as exc:
+            raise click.ClickException(str(exc)) from exc
+        decision = await point.decide(data)
+        out = decision.model_dump()
+        out["policy_version"] = point.version
+        out["normalised_input"] = built
+        return out
 
     try:
         result = asyncio.run(run())

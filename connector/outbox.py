@@ -22,6 +22,7 @@ from typing import Any
 from connector.errors import DiskFull, PeerError
 from connector.observability.logs import process_id
 from connector.runtime import Runtime, replica_gone
+from connector.store.base import Store
 from connector.store.records import Job
 
 log = logging.getLogger(__name__)
@@ -39,15 +40,32 @@ class Outbox:
         self._concurrency = concurrency
         self._stopping = False
         self._heartbeat: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.owner = runtime.replica
 
     def register(self, kind: str, handler: Handler, give_up: GiveUp) -> None:
         self._handlers[kind] = (handler, give_up)
 
     def enqueue(self, process_id: str, kind: str, payload: dict[str, Any]) -> int:
+        """Queue a job in the current store transaction (inside a `db.write` unit): it is
+        claimed only once that transaction has committed."""
         job_id = self._rt.store.add_job(Job(process_id=process_id, kind=kind, payload=payload))
-        self._wake.set()
+        self.poke()
         return job_id
+
+    def poke(self) -> None:
+        """Look for due jobs soon; callable from the store's writer thread too."""
+        loop = self._loop
+        if loop is None:
+            return  # not running yet: run() looks at once when it starts
+        try:
+            here = asyncio.get_running_loop()
+        except RuntimeError:
+            here = None
+        if here is loop:
+            self._wake.set()
+        else:
+            loop.call_soon_threadsafe(self._wake.set)
 
     def backoff(self, attempts: int) -> float:
         s = self._rt.settings
@@ -59,14 +77,19 @@ class Outbox:
         return float(self._rt.settings.job_lease_seconds)
 
     async def run(self) -> None:
+        self._loop = asyncio.get_running_loop()
         gone = functools.partial(replica_gone, me=self.owner)
-        for job in self._rt.store.reset_running_jobs(gone):
-            self._interrupted(job, "by a restart")
+
+        def reset(store: Store) -> None:
+            for job in store.reset_running_jobs(gone):
+                self._interrupted(job, "by a restart")
+
+        await self._rt.db.write(reset)
         self._heartbeat = asyncio.create_task(self._keep_leases())
         pause = 0.25
         while not self._stopping:
             try:
-                self._dispatch()
+                await self._dispatch()
                 pause = 0.25
             except Exception:
                 # a store that fails (disk, lock timeout) must not end the worker for good:
@@ -78,6 +101,7 @@ class Outbox:
                 await asyncio.wait_for(self._wake.wait(), timeout=pause)
 
     def _interrupted(self, job: Job, how: str) -> None:
+        """(inside a store unit)"""
         self._rt.log(
             job.process_id,
             "failed",
@@ -85,12 +109,15 @@ class Outbox:
             detail=f"attempt {job.attempts + 1} was interrupted {how}; running it again",
         )
 
-    def _dispatch(self) -> None:
+    async def _dispatch(self) -> None:
         free = self._concurrency - len(self._running)
         if free <= 0 or self._stopping:
             return
         now = time.time()
-        for job in self._rt.store.claim_jobs(now, free, self.owner, now + self._lease):
+        claimed = await self._rt.db.write(
+            lambda s: s.claim_jobs(now, free, self.owner, now + self._lease)
+        )
+        for job in claimed:
             assert job.id is not None
             self._running[job.id] = asyncio.create_task(self._run_one(job))
 
@@ -100,7 +127,7 @@ class Outbox:
             await asyncio.sleep(self._lease / 3)
             try:
                 ids = list(self._running)
-                held = self._rt.store.renew_leases(self.owner, ids, time.time() + self._lease)
+                held = await self._renew(ids, time.time() + self._lease)
                 for job_id in set(ids) - held:
                     # another replica has taken it over: this run's outcome no longer counts
                     log.warning("outbox: lost the lease of job %s; stopping it here", job_id)
@@ -109,11 +136,20 @@ class Outbox:
                         task.cancel()
                 if self._stopping:
                     continue
-                for job in self._rt.store.reclaim_expired_jobs(time.time()):
-                    self._interrupted(job, f"(replica {job.owner} stopped renewing its lease)")
+
+                def reclaim(store: Store) -> int:
+                    jobs = store.reclaim_expired_jobs(time.time())
+                    for job in jobs:
+                        self._interrupted(job, f"(replica {job.owner} stopped renewing its lease)")
+                    return len(jobs)
+
+                if await self._rt.db.write(reclaim):
                     self._wake.set()
             except Exception:
                 log.exception("outbox: cannot renew or reclaim job leases; trying again")
+
+    async def _renew(self, ids: list[int], until: float) -> set[int]:
+        return await self._rt.db.write(lambda s: s.renew_leases(self.owner, ids, until))
 
     async def stop(self, grace: float = 0.0) -> None:
         """Stop taking jobs; let running ones finish within `grace` seconds, then hand the
@@ -131,9 +167,13 @@ class Outbox:
             self._heartbeat.cancel()
             await asyncio.gather(self._heartbeat, return_exceptions=True)
         if left:
-            try:
-                for job in self._rt.store.release_jobs(self.owner, list(left)):
+
+            def release(store: Store) -> None:
+                for job in store.release_jobs(self.owner, list(left)):
                     self._interrupted(job, f"(replica {self.owner} shut down and handed it over)")
+
+            try:
+                await self._rt.db.write(release)
             except Exception:
                 log.exception("outbox: cannot hand over running jobs; their leases will expire")
 
@@ -155,25 +195,40 @@ class Outbox:
                 log.exception("job %s (%s) failed", job.id, job.kind)
             if retry and attempts < self._rt.settings.retry_max_attempts:
                 delay = self.backoff(attempts)
-                if not self._rt.store.update_job(
-                    job.id,
-                    owner=self.owner,
-                    status="pending",
-                    attempts=attempts,
-                    next_at=time.time() + delay,
-                    last_error=error,
-                ):
+                status = getattr(exc, "http_status", None)
+
+                def retry_later(store: Store) -> bool:
+                    assert job.id is not None
+                    if not store.update_job(
+                        job.id,
+                        owner=self.owner,
+                        status="pending",
+                        attempts=attempts,
+                        next_at=time.time() + delay,
+                        last_error=error,
+                    ):
+                        return False
+                    self._rt.log(
+                        job.process_id,
+                        "failed",
+                        job.payload.get("type", job.kind),
+                        detail=f"attempt {attempts} failed, retrying in {delay:.1f}s: {error}",
+                        status=status,
+                    )
+                    return True
+
+                if not await self._rt.db.write(retry_later):
                     return self._lost(job)
-                self._rt.log(
-                    job.process_id,
-                    "failed",
-                    job.payload.get("type", job.kind),
-                    detail=f"attempt {attempts} failed, retrying in {delay:.1f}s: {error}",
-                    status=getattr(exc, "http_status", None),
-                )
             else:
-                if not self._rt.store.update_job(
-                    job.id, owner=self.owner, status="failed", attempts=attempts, last_error=error
+                job_id = job.id
+                if not await self._rt.db.write(
+                    lambda s: s.update_job(
+                        job_id,
+                        owner=self.owner,
+                        status="failed",
+                        attempts=attempts,
+                        last_error=error,
+                    )
                 ):
                     return self._lost(job)
                 why = error if not retry else f"gave up after {attempts} attempts: {error}"
@@ -182,8 +237,11 @@ class Outbox:
                 except Exception:
                     log.exception("give-up handler of job %s failed", job.id)
         else:
-            self._rt.store.update_job(
-                job.id, owner=self.owner, status="done", attempts=job.attempts + 1
+            job_id = job.id
+            await self._rt.db.write(
+                lambda s: s.update_job(
+                    job_id, owner=self.owner, status="done", attempts=job.attempts + 1
+                )
             )
         finally:
             self._running.pop(job.id, None)

@@ -17,6 +17,7 @@ from connector.identity.keys import KeyPair
 from connector.identity.tokens import TokenIssuer, TokenVerifier
 from connector.policy.decision import DecisionPoint
 from connector.store.base import Store
+from connector.store.gateway import Database
 from connector.store.records import TimelineEntry
 
 log = logging.getLogger(__name__)
@@ -91,7 +92,7 @@ def redact_tokens(body: Any) -> Any:
 @dataclass
 class Runtime:
     settings: Settings
-    store: Store
+    db: Database  # the event loop's way to the store (connector/store/gateway.py)
     keys: KeyPair
     egress: Egress
     decisions: DecisionPoint
@@ -117,10 +118,23 @@ class Runtime:
             per_host=self.settings.did_resolutions_per_host,
         )
         self.resolver.remember(self.did, self.did_document)
-        self.verifier = TokenVerifier(self.did, self.resolver, self.store.remember_jti)
+        self.verifier = TokenVerifier(self.did, self.resolver, self._remember_jti)
+
+    @property
+    def store(self) -> Store:
+        """The writer's store: for code running inside `db.write` units (the writer thread)."""
+        return self.db.store
+
+    async def _remember_jti(self, jti: str, expires_at: int) -> bool:
+        return await self.db.write(lambda s: s.remember_jti(jti, expires_at))
+
+    async def note(self, process_id: str, direction: str, message_type: str, **kw: Any) -> None:
+        """`log` from the event loop: the line is written by the store's writer thread."""
+        await self.db.write(lambda s: self.log(process_id, direction, message_type, **kw))
 
     def log(self, process_id: str, direction: str, message_type: str, **kw: Any) -> None:
-        """Add one line to a process's timeline (what the API and CLI show), and to the log."""
+        """Add one line to a process's timeline (what the API and CLI show), and to the log.
+        Inside a `db.write` unit only; on the event loop, `await note(...)`."""
         detail = kw.get("detail") or ""
         if kw.get("body") is not None:
             kw["body"] = redact_tokens(kw["body"])

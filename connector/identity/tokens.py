@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import jwt
@@ -44,7 +44,10 @@ class TokenVerifier:
     """Checks a peer's token; `remember_jti` returns False when a jti was seen before."""
 
     def __init__(
-        self, own_did: str, resolver: DidResolver, remember_jti: Callable[[str, int], bool]
+        self,
+        own_did: str,
+        resolver: DidResolver,
+        remember_jti: Callable[[str, int], Awaitable[bool]],
     ) -> None:
         self._did = own_did
         self._resolver = resolver
@@ -95,7 +98,7 @@ class TokenVerifier:
             raise Unauthorized(f"token must be addressed to {self._did} alone")
         if int(claims["exp"]) - int(claims["iat"]) > MAX_LIFETIME:
             raise Unauthorized(f"token lifetime exceeds {MAX_LIFETIME} s")
-        if not self._remember(str(claims["jti"]), int(claims["exp"]) + CLOCK_SKEW):
+        if not await self._remember(str(claims["jti"]), int(claims["exp"]) + CLOCK_SKEW):
             raise Unauthorized("token was already used (replay)")
         return claims
 

@@ -45,7 +45,7 @@ class Health:
         """Ready: store answers, policies loaded, outbox worker running, disk space for
         received data; else 503."""
         checks = {
-            "store": self._store_ok(),
+            "store": await self._store_ok(),
             "policies": self._policies_ok(),
             "outbox": self._node.outbox_running,
             "disk": self._disk_ok(),
@@ -57,12 +57,13 @@ class Health:
         }
         return web.json_response(body, status=200 if ready else 503)
 
-    def _store_ok(self) -> bool:
+    async def _store_ok(self) -> bool:
         rt = self._node.runtime
         if rt is None:
             return False
         try:
-            rt.store.get_dataset("")  # a primary-key read: cheap, but a real round trip
+            # a primary-key read: cheap, but a real round trip
+            await rt.db.read(lambda s: s.get_dataset(""))
         except Exception:
             log.exception("readiness: the store does not answer")
             return False

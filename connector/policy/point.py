@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import subprocess
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,6 @@ from connector.policy.decision import Decision, DecisionInput
 from connector.policy.engines import Engine, PolicyBundle, PolicyError
 from connector.policy.odrl import UndecidablePolicy, normalise
 from connector.policy.reads import reads_dataset_identity
-from connector.store.base import Store
 from connector.store.records import DecisionRecord, utcnow
 
 log = logging.getLogger(__name__)
@@ -38,11 +38,17 @@ def run_opa_tests(opa_bin: str, folder: Path) -> tuple[bool, str]:
 
 class RegoDecisionPoint:
     def __init__(
-        self, engine: Engine, folder: Path, store: Store, *, opa_bin: str | None = None
+        self,
+        engine: Engine,
+        folder: Path,
+        record: Callable[[list[DecisionRecord]], Awaitable[None]] | None = None,
+        *,
+        opa_bin: str | None = None,
     ) -> None:
+        """`record` keeps the decision log (the store's writer); None keeps none (the CLI)."""
         self.engine = engine
         self.folder = folder
-        self.store = store
+        self._record = record
         self.opa_bin = opa_bin
         self.version = ""
         # False when the library reads only a dataset's classification and owner: the
@@ -126,12 +132,14 @@ class RegoDecisionPoint:
 
     async def decide(self, decision_input: DecisionInput) -> Decision:
         decision, record = await self._decide(decision_input)
-        self.store.add_decisions([record])
+        if self._record is not None:
+            await self._record([record])
         return decision
 
     async def decide_many(self, inputs: list[DecisionInput]) -> list[Decision]:
         pairs = [await self._decide(i) for i in inputs]
-        self.store.add_decisions([record for _, record in pairs])
+        if self._record is not None:
+            await self._record([record for _, record in pairs])
         return [decision for decision, _ in pairs]
 
     async def _decide(self, decision_input: DecisionInput) -> tuple[Decision, DecisionRecord]:

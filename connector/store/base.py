@@ -46,6 +46,10 @@ class Store(Protocol):
         """All writes inside commit together or not at all."""
         ...
 
+    def savepoint(self) -> AbstractContextManager[None]:
+        """Inside a transaction: the block's writes are undone alone if it raises."""
+        ...
+
     def close(self) -> None: ...
 
     # datasets

@@ -6,7 +6,8 @@ from connector.config import Settings
 from connector.store.base import Store
 
 
-def open_store(settings: Settings) -> Store:
+def open_store(settings: Settings, *, migrate: bool = True) -> Store:
+    # TODO(h1 merge): migrate=False opens without migrating
     if settings.database_url is not None:
         from connector.store.postgres import PostgresStore
 

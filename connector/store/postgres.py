@@ -209,6 +209,12 @@ class PostgresStore(RecordTables):
                 finally:
                     self._depth = 0
 
+    @contextmanager
+    def savepoint(self) -> Iterator[None]:
+        """Inside a transaction: what the block writes is undone alone if it raises."""
+        with self._lock, self._live().transaction():  # nested: a SAVEPOINT
+            yield
+
     def close(self) -> None:
         self._conn.close()
 

@@ -36,6 +36,21 @@ C = TypeVar("C", bound=BaseModel)
 SCHEMA_VERSION = 2
 
 
+class _LockedDatabase(sqlite_utils.Database):
+    """Every statement under the store's lock, rows read before it is let go: the writer
+    thread and other threads share one connection."""
+
+    lock = threading.RLock()  # replaced per store at once (sqlite-utils runs a PRAGMA first)
+
+    def query(self, sql: str, params: Any = None) -> Iterator[dict[str, Any]]:  # type: ignore[override]
+        with self.lock:
+            return iter(list(super().query(sql, params)))
+
+    def execute(self, sql: str, parameters: Any = None) -> sqlite3.Cursor:
+        with self.lock:
+            return super().execute(sql, parameters)
+
+
 class SqliteStore(RecordTables):
     shared = False  # one file, one process
 
@@ -48,11 +63,12 @@ class SqliteStore(RecordTables):
             if beside.exists():
                 private_file(beside)
         conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
-        self._db = sqlite_utils.Database(conn)
+        self._db = _LockedDatabase(conn)
+        self._db.lock = threading.RLock()
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA busy_timeout=5000")
-        self._lock = threading.RLock()
+        self._lock = self._db.lock
         self._depth = 0
         self._migrate()
 
@@ -157,6 +173,19 @@ class SqliteStore(RecordTables):
                     with contextlib.suppress(sqlite3.Error):
                         self._db.execute("ROLLBACK")
                     raise
+
+    @contextmanager
+    def savepoint(self) -> Iterator[None]:
+        """Inside a transaction: what the block writes is undone alone if it raises."""
+        with self._lock:
+            self._db.execute("SAVEPOINT unit")
+            try:
+                yield
+            except BaseException:
+                self._db.execute("ROLLBACK TO unit")
+                self._db.execute("RELEASE unit")
+                raise
+            self._db.execute("RELEASE unit")
 
     def close(self) -> None:
         self._db.conn.close()
