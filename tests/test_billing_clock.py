@@ -24,6 +24,7 @@ from connector.identity import signatures
 from connector.metering.meter import Meter
 from connector.policy.decision import PermitAll
 from connector.runtime import Runtime, egress_for
+from connector.store.gateway import Database
 from connector.store.open import open_store
 from connector.store.records import Transfer
 from tests.harness import ConnectorProcess, cli
@@ -58,7 +59,7 @@ def runtime(node: ConnectorProcess) -> Runtime:
     settings = load_settings(node.config, metering_window_bytes=MIB)
     return Runtime(
         settings=settings,
-        store=open_store(settings),
+        db=Database(open_store(settings)),
         keys=keyfile.load(settings.private_key_path),
         egress=egress_for(settings),
         decisions=PermitAll(),
