@@ -121,7 +121,8 @@ async def run_phase(
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         records = await api.records(kind)
-        ended = {pid: r for pid, r in records.items() if pid in sent and r["state"] in done | {"TERMINATED"}}  # fmt: skip
+        over = done | {"TERMINATED"}
+        ended = {pid: r for pid, r in records.items() if pid in sent and r["state"] in over}
         if len(ended) == len(sent):
             break
         await asyncio.sleep(POLL)

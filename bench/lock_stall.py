@@ -32,7 +32,9 @@ from tests.test_store_lock import WriteLockHolder, get, reads
 GOAL = 0.1  # seconds
 
 
-def sample(urls: dict[str, str], key: str, until: float, holder: WriteLockHolder | None) -> dict[str, list[float]]:  # fmt: skip
+def sample(
+    urls: dict[str, str], key: str, until: float, holder: WriteLockHolder | None
+) -> dict[str, list[float]]:
     """Each read, round after round, until `until` (or the holder lets go)."""
     out: dict[str, list[float]] = {name: [] for name in urls}
     while time.monotonic() < until and (holder is None or holder.holding):
@@ -76,7 +78,8 @@ def main() -> int:
             held_for = time.monotonic() - held_from
 
     print(f"lock stall: another process holds the {args.side}'s SQLite write lock for"
-          f" {args.hold:g} s (held {held_for:.1f} s); reads back to back, one at a time")  # fmt: skip
+          f" {args.hold:g} s (held {held_for:.1f} s); reads back to back, one at a"
+          " time")  # fmt: skip
     print("  (shared machine: compare figures of one run only)")
     print(f"  {'read':<24} {'n':>5} {'p99':>9} {'max':>9}   {'unlocked p99':>12}")
     worst = 0.0
@@ -91,7 +94,9 @@ def main() -> int:
     everything = [t for times in locked.values() for t in times] or [float("inf")]
     print(f"  all reads: {len(everything)}, p99 {pct(everything, 0.99) * 1000:.1f} ms,"
           f" max {worst * 1000:.1f} ms")  # fmt: skip
-    print(f"  goal (every read within {GOAL * 1000:.0f} ms): {'met' if worst <= GOAL else 'MISSED'}")
+    print(
+        f"  goal (every read within {GOAL * 1000:.0f} ms): {'met' if worst <= GOAL else 'MISSED'}"
+    )
     return 0
 
 
