@@ -5,7 +5,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TCK_DEPS := tests/tck/target/.fetched
 
-.PHONY: demo test lint typecheck opa policy-test unit tck tck-deps bench killstorm clean deploy-check postgresql faketime
+.PHONY: demo test lint typecheck opa policy-test unit tck tck-deps bench bench-concurrency \
+  bench-lock-stall killstorm clean deploy-check postgresql faketime
 
 # OPA, pinned, built from its Go module once into .tools/bin (a few minutes on a fresh machine).
 # The embedded policy engine uses it to compile the Rego library to Wasm.
@@ -132,6 +133,16 @@ deploy-check: $(STAMP) $(DEPLOY_TOOLS)
 
 bench: $(STAMP)
 	$(BIN)/python bench/negotiation_latency.py
+
+# 200 negotiations, then 200 small pulls, all at once between two connectors, against raw
+# aiohttp in the same run. BENCH_ARGS passes options (bench/concurrency.py --help), e.g.
+# BENCH_ARGS="--store postgres" or "--store postgres --provider-replicas 2". Not part of `make test`.
+bench-concurrency: $(STAMP) postgresql
+	OPA_BIN=$(abspath $(OPA_BIN)) $(BIN)/python bench/concurrency.py $(BENCH_ARGS)
+
+# /healthz and management reads while another process holds the SQLite write lock for 10 s.
+bench-lock-stall: $(STAMP)
+	OPA_BIN=$(abspath $(OPA_BIN)) $(BIN)/python bench/lock_stall.py $(BENCH_ARGS)
 
 # SIGKILLs of either side mid-transfer, the delivery invariant checked after each round
 # (bench/killstorm.py --help: --rounds, --store sqlite|postgres, --seed). Not part of `make test`.

@@ -28,6 +28,7 @@ from aiohttp import web
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.common import peak_rss_mb
 from connector.metering.export import CHAIN_TYPE
 from connector.metering.verify import verify_chain
 from tests.harness import ConnectorProcess, negotiate
@@ -85,14 +86,6 @@ async def raw_stream(source: Path, target: Path) -> float:
     elapsed = time.perf_counter() - t0
     await runner.cleanup()
     return elapsed
-
-
-def peak_rss_mb(node: ConnectorProcess) -> float:
-    assert node.proc is not None
-    for line in Path(f"/proc/{node.proc.pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def did_document(node: ConnectorProcess) -> dict[str, Any]:
