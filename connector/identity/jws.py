@@ -8,7 +8,7 @@ these errors into their own (Unauthorized, BadRequest, CredentialError) with the
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -64,22 +64,23 @@ def unverified(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
     return head, claims
 
 
-def verify(
-    token: str,
-    key: Ed25519PublicKey,
-    *,
-    audience: str | None = None,
-    issuer: str | None = None,
-    leeway: int = 0,
-    require: Sequence[str] = (),
-    times: bool = True,
-) -> dict[str, Any]:
-    """The claims of a token `key` signed with EdDSA (no other algorithm is accepted). Without
-    `audience` the `aud` claim is not judged; `times=False` leaves `exp`/`nbf` to the caller."""
-    options: Options = {"require": list(require)}
+class Checks(TypedDict, total=False):
+    """What `verify` judges beyond the signature."""
+
+    audience: str  # the `aud` that must be named; without it `aud` is not judged
+    issuer: str
+    leeway: int  # seconds of clock difference allowed on `exp`/`nbf`/`iat`
+    require: Sequence[str]  # claims that must be present
+    times: bool  # False leaves `exp`/`nbf` to the caller
+
+
+def verify(token: str, key: Ed25519PublicKey, **checks: Unpack[Checks]) -> dict[str, Any]:
+    """The claims of a token `key` signed with EdDSA (no other algorithm is accepted)."""
+    audience = checks.get("audience")
+    options: Options = {"require": list(checks.get("require", ()))}
     if audience is None:
         options["verify_aud"] = False
-    if not times:
+    if not checks.get("times", True):
         options["verify_exp"] = options["verify_nbf"] = False
     try:
         claims: dict[str, Any] = jwt.decode(
@@ -87,8 +88,8 @@ def verify(
             key,
             algorithms=[ALGORITHM],
             audience=audience,
-            issuer=issuer,
-            leeway=leeway,
+            issuer=checks.get("issuer"),
+            leeway=checks.get("leeway", 0),
             options=options,
         )
     except jwt.PyJWTError as exc:
@@ -96,7 +97,9 @@ def verify(
     return claims
 
 
-def verify_by(token: str, document: dict[str, Any], kid: str, **checks: Any) -> dict[str, Any]:
+def verify_by(
+    token: str, document: dict[str, Any], kid: str, **checks: Unpack[Checks]
+) -> dict[str, Any]:
     """`verify` with the key `kid` names in a DID document (Unauthorized if it has none)."""
     return verify(token, verification_key(document, kid), **checks)
 
