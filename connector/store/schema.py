@@ -13,7 +13,7 @@ from pydantic import BaseModel
 
 from connector.metering.records import MeteringEntry
 from connector.store.dialect import Dialect
-from connector.store.records import DecisionRecord, Job
+from connector.store.records import DecisionRecord, Job, TimelineEntry
 from connector.store.rows import TABLES, column_type
 from connector.usage.records import UseEntry
 
@@ -71,22 +71,7 @@ def _model(
 TABLE_LIST: list[Table] = [
     *(_model(name, model, (pk,)) for name, (model, pk) in TABLES.items()),
     _model("decisions", DecisionRecord, ("seq",), identity=True, allow=int),
-    Table(
-        "timeline",
-        (
-            ("seq", int),
-            ("process_id", str),
-            ("direction", str),
-            ("message_type", str),
-            ("state", str),
-            ("status", int),
-            ("detail", str),
-            ("body", str),
-            ("at", str),
-        ),
-        ("seq",),
-        identity=True,
-    ),
+    _model("timeline", TimelineEntry, ("seq",), identity=True),
     _model("jobs", Job, ("id",), identity=True),
     Table("leases", (("name", str), ("owner", str), ("until", float)), ("name",)),
     _model("metering", MeteringEntry, ("agreement_id", "seq")),
