@@ -17,18 +17,8 @@ def _dict_row(cursor: sqlite3.Cursor, row: tuple[Any, ...]) -> dict[str, Any]:
 
 
 class SqliteDialect(Dialect):
-    name = "sqlite"
-    shared = False  # one file, one process
-    begin = "BEGIN IMMEDIATE"
-    for_update = ""
-    skip_locked = ""
-    types = {str: "text", int: "integer", float: "real"}
-    identity_key = "integer primary key"
-    duplicate_errors = (sqlite3.IntegrityError,)
-    errors = (sqlite3.Error,)
-    columns_sql = "select name from pragma_table_info(?)"
-
     def __init__(self, path: Path, *, busy_timeout_ms: int = 5000) -> None:
+        super().__init__("sqlite")
         self.path = path
         self.busy_timeout_ms = busy_timeout_ms
 
