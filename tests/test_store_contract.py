@@ -878,6 +878,8 @@ def test_a_database_made_by_the_code_before_opens_and_is_upgraded(database: Data
     assert {"negotiations_provider_once", "transfers_provider_once"} <= indexes
     assert {i.name for i in INDEXES} <= indexes
     assert not {i for i in indexes if i.startswith("idx_")}  # no index kept twice
+    if database.kind == "postgres":  # the DDL fingerprint gave way to the version
+        assert database.execute("select to_regclass('schema_meta')") == [(None,)]
     again = database.open()  # the second start finds nothing to do
     assert again.get_negotiation("n-old") is not None
     again.close()

@@ -82,8 +82,7 @@ class Jobs(Statements):
               order by j.next_at, j.id limit ?{self.dialect.skip_locked})
             returning *
         """
-        with self.transaction():
-            jobs = self._models(Job, sql, [owner, lease_until, now, limit])
+        jobs = self._models(Job, sql, [owner, lease_until, now, limit])  # one statement: atomic
         return sorted(jobs, key=lambda j: (j.next_at, j.id or 0))
 
     def update_job(self, job_id: int, *, owner: str | None = None, **fields: Any) -> bool:
