@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import ssl
-from collections.abc import Awaitable, Callable
-from typing import Any
 
 from aiohttp import web
 
@@ -14,25 +13,24 @@ from connector import observability, tck
 from connector.authority.registry import Registry
 from connector.authority.routes import Authority
 from connector.catalog.federated.service import FederatedCatalog
-from connector.config import DSP_PATH, Settings
+from connector.config import Settings
 from connector.credentials.api import CredentialsApi
 from connector.credentials.holder import Holder
 from connector.credentials.verifier import CredentialVerifier
 from connector.credentials.wallet import Wallet
 from connector.dataplane import streams
 from connector.dataplane.routes import DataPlaneRoutes
-from connector.dsp import messages as m
 from connector.dsp.auth import Authenticator
 from connector.dsp.client import DspClient
 from connector.dsp.negotiation import NegotiationService
-from connector.dsp.routes import DspRoutes, _error_type
+from connector.dsp.routes import DspRoutes
 from connector.dsp.transfer import TransferService
 from connector.dsp.watchdog import Watchdog
 from connector.edge import GuardedSite, install_log_filter, request_guard
-from connector.errors import ConfigError, ConnectorError
+from connector.errors import ConfigError
 from connector.files import private_dir
+from connector.http import problems, public_errors
 from connector.identity import keys as keyfile
-from connector.management.problems import problem, problems
 from connector.management.routes import ManagementApi, api_key_middleware
 from connector.metering.routes import MeteringRoutes
 from connector.outbox import Outbox
@@ -40,7 +38,6 @@ from connector.policy.decision import DecisionPoint, PermitAll
 from connector.policy.engines import EmbeddedEngine, Engine, OpaServerEngine, PolicyError
 from connector.policy.point import RegoDecisionPoint
 from connector.runtime import Runtime, egress_for
-from connector.store.base import STORE_FAILURES
 from connector.store.gateway import Database
 from connector.store.open import open_store
 from connector.store.records import DecisionRecord
@@ -49,44 +46,6 @@ from connector.usage.peer_routes import UsagePeerRoutes
 from connector.usage.service import Usage
 
 log = logging.getLogger(__name__)
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-@web.middleware
-async def public_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Errors as types, mapped to answers: a store that cannot serve the call is a 503."""
-    try:
-        return await handler(request)
-    except STORE_FAILURES as exc:
-        log.warning("%s %s: the store failed: %s", request.method, request.path, exc)
-        return _public_error(request, 503, ["the connector's store is unavailable; retry later"])
-    except (ConnectorError, web.HTTPException) as exc:
-        if isinstance(exc, web.HTTPException):
-            if exc.status < 400:
-                raise
-            return _public_error(request, exc.status, [exc.reason])
-        status = exc.status if exc.status < 500 or exc.status == 503 else 502
-        # CLOCK_SKEW tells the sender a retry may pass (docs/security.md)
-        return _public_error(request, status, exc.reasons, exc.code)
-
-
-def _public_error(
-    request: web.Request, status: int, reasons: list[str], code: str | None = None
-) -> web.StreamResponse:
-    """DSP paths answer with DSP error bodies; the data plane with problem documents."""
-    if not request.path.startswith(DSP_PATH):
-        return problem(status, "; ".join(reasons), request.path, code=code)
-    body: dict[str, Any] = {
-        "@context": list(m.CONTEXT),
-        "@type": _error_type(request.path),
-        "code": code or str(status),
-        "reason": reasons,
-    }
-    pid = request.match_info.get("pid") if request.match_info else None
-    role = request.get("role")
-    if pid and role and body["@type"] != "CatalogError":
-        body["providerPid" if role == "provider" else "consumerPid"] = pid
-    return web.json_response(body, status=status)
 
 
 class Connector:
@@ -113,7 +72,11 @@ class Connector:
         install_log_filter()
         private_dir(s.data_dir)
         pair = keyfile.load(s.private_key_path)
-        db = Database(open_store(s), lambda: open_store(s, migrate=False))
+        guard = os.environ.get("CONNECTOR_STORE_GUARD") == "1"  # TODO(issue 15): always on
+        db = Database(
+            open_store(s, forbid_event_loop=guard),
+            lambda: open_store(s, migrate=False, forbid_event_loop=guard),
+        )
         egress = egress_for(s)
         decisions = self._decisions or await self._decision_point(db)
         rt = Runtime(settings=s, db=db, keys=pair, egress=egress, decisions=decisions)

@@ -6,17 +6,32 @@ database rely on (two connections at once)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 
-from connector.errors import NotFound
+from connector.config import Settings
+from connector.errors import ConfigError, NotFound
 from connector.metering.records import MeteringEntry, MeteringHead
-from connector.store.base import Duplicate, Store, StoreUnavailable
+from connector.store.base import (
+    Duplicate,
+    SchemaTooNew,
+    Store,
+    StoreOnEventLoop,
+    StoreUnavailable,
+)
+from connector.store.migrations import LATEST
+from connector.store.open import open_store
 from connector.store.postgres import PostgresStore
 from connector.store.records import (
     Agreement,
@@ -27,6 +42,7 @@ from connector.store.records import (
     TimelineEntry,
     Transfer,
 )
+from connector.store.schema import INDEXES, SCHEMA
 from connector.store.sqlite import SqliteStore
 from connector.usage.records import DeletionDuty, UseEntry
 
@@ -610,13 +626,13 @@ def test_a_receipt_committed_by_one_replica_is_seen_by_the_others_overdue_check(
 
 
 def test_a_second_start_runs_no_schema_statements(database_url: str) -> None:
-    """Replicas restarting on an up-to-date schema take no table locks (schema_meta)."""
+    """Replicas restarting on an up-to-date schema take no table locks (schema_version)."""
     PostgresStore(database_url).close()
     import psycopg
 
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute("alter table negotiations add column probe text")
-    PostgresStore(database_url).close()  # same DDL fingerprint: the probe column stays
+    PostgresStore(database_url).close()  # same schema version: the probe column stays
     with psycopg.connect(database_url, autocommit=True) as conn:
         cols = [r[0] for r in conn.execute(
             "select column_name from information_schema.columns where table_name = 'negotiations'"
@@ -654,3 +670,341 @@ def test_unreachable_database_is_a_clear_error(postgres: Any) -> None:
         PostgresStore(url)
     assert "cannot connect to postgresql://someone:***@127.0.0.1" in str(err.value)
     assert "secret" not in str(err.value)
+
+
+# one schema, one migration history ----------------------------------------------------------
+
+
+class Database:
+    """One empty database of either kind: stores opened on it, and plain SQL run on it as the
+    code before one store (or another program) would."""
+
+    def __init__(self, kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+        self.kind = kind
+        self.url = request.getfixturevalue("database_url") if kind == "postgres" else ""
+        self.settings = Settings(
+            data_dir=tmp_path, api_key="k" * 24, database_url=self.url or None
+        )  # fmt: skip
+        self.path = self.settings.db_path
+
+    def open(self, **kw: Any) -> Store:
+        return open_store(self.settings, **kw)
+
+    def execute(self, script: str) -> list[tuple[Any, ...]]:
+        """Each statement of `script`; the rows of the last."""
+        rows: list[tuple[Any, ...]] = []
+        statements = [s for s in script.split(";\n") if s.strip()]
+        if self.kind == "sqlite":
+            with contextlib.closing(sqlite3.connect(self.path, isolation_level=None)) as conn:
+                for statement in statements:
+                    rows = conn.execute(statement).fetchall()
+            return rows
+        with psycopg.connect(self.url, autocommit=True) as pg:
+            for statement in statements:
+                cursor = pg.execute(statement.replace("%", "%%"))  # type: ignore[arg-type]
+                rows = cursor.fetchall() if cursor.description else []
+        return rows
+
+    def indexes(self) -> set[str]:
+        if self.kind == "sqlite":
+            sql = "select name from sqlite_master where type = 'index' and sql is not null"
+        else:
+            sql = "select indexname from pg_indexes where schemaname = current_schema()"
+        return {r[0] for r in self.execute(sql)}
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database(request: pytest.FixtureRequest, tmp_path: Path) -> Database:
+    return Database(request.param, tmp_path, request)
+
+
+# The DDL the code before one store ran (commit 13282c8), copied here: what a database made by
+# it holds. SQLite (sqlite-utils), at PRAGMA user_version 2:
+OLD_SQLITE_DDL = """
+CREATE TABLE "datasets" ("id" TEXT PRIMARY KEY, "title" TEXT, "description" TEXT,
+ "keywords" TEXT, "themes" TEXT, "media_type" TEXT, "source" TEXT, "offers" TEXT,
+ "classification" TEXT, "size" INTEGER, "sha256" TEXT, "created_at" TEXT);
+CREATE TABLE "negotiations" ("id" TEXT PRIMARY KEY, "role" TEXT, "state" TEXT,
+ "provider_pid" TEXT, "consumer_pid" TEXT, "counterparty_id" TEXT, "counterparty_address" TEXT,
+ "dataset_id" TEXT, "offer" TEXT, "offer_by" TEXT, "initiator" TEXT, "agreement_id" TEXT,
+ "purpose" TEXT, "reason" TEXT, "counterparty_credentials" TEXT, "created_at" TEXT,
+ "updated_at" TEXT);
+CREATE TABLE "agreements" ("id" TEXT PRIMARY KEY, "negotiation_id" TEXT, "dataset_id" TEXT,
+ "provider_id" TEXT, "consumer_id" TEXT, "body" TEXT, "provider_signature" TEXT,
+ "consumer_signature" TEXT, "policy_version" TEXT, "terminated_at" TEXT,
+ "termination_reason" TEXT, "created_at" TEXT);
+CREATE TABLE "transfers" ("id" TEXT PRIMARY KEY, "role" TEXT, "state" TEXT,
+ "provider_pid" TEXT, "consumer_pid" TEXT, "agreement_id" TEXT, "dataset_id" TEXT,
+ "format" TEXT, "counterparty_id" TEXT, "counterparty_address" TEXT, "data_address" TEXT,
+ "bytes" INTEGER, "sha256" TEXT, "path" TEXT, "purpose" TEXT, "limit_bytes" INTEGER,
+ "reason" TEXT, "created_at" TEXT, "updated_at" TEXT);
+CREATE TABLE "deletion_duties" ("id" TEXT PRIMARY KEY, "role" TEXT, "agreement_id" TEXT,
+ "dataset_id" TEXT, "counterparty_id" TEXT, "peer_transfer_id" TEXT, "deadline" TEXT,
+ "due_at" REAL, "fixed_by" TEXT, "state" TEXT, "path" TEXT, "receipt" TEXT, "signature" TEXT,
+ "fulfilled_at" TEXT, "delivered_at" TEXT, "delivered_bytes" INTEGER, "delivered_sha256" TEXT,
+ "notes" TEXT, "created_at" TEXT, "updated_at" TEXT);
+CREATE TABLE "metering_heads" ("id" TEXT PRIMARY KEY, "count" INTEGER, "body" TEXT,
+ "signature" TEXT, "receipt" TEXT);
+CREATE TABLE "decisions" ("seq" INTEGER PRIMARY KEY, "at" TEXT, "phase" TEXT,
+ "process_id" TEXT, "dataset_id" TEXT, "consumer_id" TEXT, "input_sha256" TEXT,
+ "allow" INTEGER, "reasons" TEXT, "obligations" TEXT, "limits" TEXT, "engine" TEXT,
+ "policy_version" TEXT);
+CREATE TABLE "timeline" ("seq" INTEGER PRIMARY KEY, "process_id" TEXT, "direction" TEXT,
+ "message_type" TEXT, "state" TEXT, "status" INTEGER, "detail" TEXT, "body" TEXT, "at" TEXT);
+CREATE INDEX "idx_timeline_process_id" ON "timeline" ("process_id");
+CREATE TABLE "jobs" ("id" INTEGER PRIMARY KEY, "process_id" TEXT, "kind" TEXT,
+ "payload" TEXT, "attempts" INTEGER, "next_at" REAL, "status" TEXT, "last_error" TEXT,
+ "owner" TEXT, "lease_until" REAL);
+CREATE INDEX "idx_jobs_status_process_id" ON "jobs" ("status", "process_id");
+CREATE TABLE "leases" ("name" TEXT PRIMARY KEY, "owner" TEXT, "until" REAL);
+CREATE TABLE "metering" ("agreement_id" TEXT, "seq" INTEGER, "transfer_id" TEXT, "kind" TEXT,
+ "hash" TEXT, "record" TEXT, "signature" TEXT, "receipt" TEXT, "refusal" TEXT,
+ PRIMARY KEY ("agreement_id", "seq"));
+CREATE INDEX "idx_metering_transfer_id" ON "metering" ("transfer_id");
+CREATE TABLE "uses" ("agreement_id" TEXT, "seq" INTEGER, "hash" TEXT, "record" TEXT,
+ "signature" TEXT, "reported_at" TEXT, PRIMARY KEY ("agreement_id", "seq"));
+CREATE TABLE "seen_tokens" ("jti" TEXT PRIMARY KEY, "expires_at" INTEGER);
+CREATE INDEX "idx_negotiations_consumer_pid" ON "negotiations" ("consumer_pid");
+CREATE INDEX "idx_negotiations_provider_pid" ON "negotiations" ("provider_pid");
+CREATE INDEX "idx_transfers_consumer_pid" ON "transfers" ("consumer_pid");
+CREATE INDEX "idx_transfers_provider_pid" ON "transfers" ("provider_pid");
+CREATE INDEX "idx_transfers_agreement_id" ON "transfers" ("agreement_id");
+CREATE INDEX "idx_deletion_duties_role_state_due_at"
+ ON "deletion_duties" ("role", "state", "due_at");
+CREATE INDEX "idx_deletion_duties_agreement_id" ON "deletion_duties" ("agreement_id");
+CREATE INDEX "idx_negotiations_role_state" ON "negotiations" ("role", "state");
+CREATE INDEX "idx_transfers_role_state_bytes" ON "transfers" ("role", "state", "bytes");
+CREATE INDEX "idx_decisions_phase_allow" ON "decisions" ("phase", "allow");
+CREATE INDEX "idx_seen_tokens_expires_at" ON "seen_tokens" ("expires_at");
+PRAGMA user_version=2
+"""
+
+# PostgreSQL: the tables as its create-then-add-columns DDL left them, its indexes, and the
+# fingerprint of that DDL in schema_meta.
+OLD_POSTGRES_DDL = """
+create table datasets (id text primary key, title text, description text, keywords text,
+ themes text, media_type text, source text, offers text, classification text, size bigint,
+ sha256 text, created_at text);
+create table negotiations (id text primary key, role text, state text, provider_pid text,
+ consumer_pid text, counterparty_id text, counterparty_address text, dataset_id text,
+ offer text, offer_by text, initiator text, agreement_id text, purpose text, reason text,
+ counterparty_credentials text, created_at text, updated_at text);
+create table agreements (id text primary key, negotiation_id text, dataset_id text,
+ provider_id text, consumer_id text, body text, provider_signature text,
+ consumer_signature text, policy_version text, terminated_at text, termination_reason text,
+ created_at text);
+create table transfers (id text primary key, role text, state text, provider_pid text,
+ consumer_pid text, agreement_id text, dataset_id text, format text, counterparty_id text,
+ counterparty_address text, data_address text, bytes bigint, sha256 text, path text,
+ purpose text, limit_bytes bigint, reason text, created_at text, updated_at text);
+create table deletion_duties (id text primary key, role text, agreement_id text,
+ dataset_id text, counterparty_id text, peer_transfer_id text, deadline text,
+ due_at double precision, fixed_by text, state text, path text, receipt text, signature text,
+ fulfilled_at text, delivered_at text, delivered_bytes bigint, delivered_sha256 text,
+ notes text, created_at text, updated_at text);
+create table metering_heads (id text primary key, count bigint, body text, signature text,
+ receipt text);
+create table decisions (seq bigint generated by default as identity primary key,
+ allow integer, at text, phase text, process_id text, dataset_id text, consumer_id text,
+ input_sha256 text, reasons text, obligations text, limits text, engine text,
+ policy_version text);
+create table timeline (seq bigint generated by default as identity primary key,
+ process_id text, direction text, message_type text, state text, status bigint, detail text,
+ body text, at text);
+create table jobs (id bigint generated by default as identity primary key, process_id text,
+ kind text, payload text, attempts bigint, next_at double precision, status text,
+ last_error text, owner text, lease_until double precision);
+create table metering (agreement_id text, seq bigint, transfer_id text, kind text, hash text,
+ record text, signature text, receipt text, refusal text, primary key (agreement_id, seq));
+create table uses (agreement_id text, seq bigint, hash text, record text, signature text,
+ reported_at text, primary key (agreement_id, seq));
+create table seen_tokens (jti text primary key, expires_at bigint);
+create table leases (name text primary key, owner text, until double precision);
+create index timeline_process_id_idx on timeline (process_id);
+create index jobs_status_process_id_idx on jobs (status, process_id);
+create index metering_transfer_id_idx on metering (transfer_id);
+create index negotiations_role_state_idx on negotiations (role, state);
+create index transfers_role_state_bytes_idx on transfers (role, state, bytes);
+create index decisions_phase_allow_idx on decisions (phase, allow);
+create index seen_tokens_expires_at_idx on seen_tokens (expires_at);
+create index deletion_duties_role_state_due_at_idx on deletion_duties (role, state, due_at);
+create index negotiations_consumer_pid_idx on negotiations (consumer_pid);
+create index negotiations_provider_pid_idx on negotiations (provider_pid);
+create index transfers_consumer_pid_idx on transfers (consumer_pid);
+create index transfers_provider_pid_idx on transfers (provider_pid);
+create index transfers_agreement_id_idx on transfers (agreement_id);
+create index deletion_duties_agreement_id_idx on deletion_duties (agreement_id);
+create unique index negotiations_provider_once on negotiations (counterparty_id, consumer_pid)
+ where role = 'provider';
+create unique index transfers_provider_once on transfers (counterparty_id, consumer_pid)
+ where role = 'provider';
+create table schema_meta (id int primary key, ddl text);
+insert into schema_meta (id, ddl) values (1, 'a3f1')
+"""
+
+# What the code before left in those tables: a negotiation, a job, two chain links.
+OLD_ROWS = """
+insert into negotiations (id, role, state, consumer_pid, counterparty_id, counterparty_address,
+ dataset_id, offer, offer_by, reason, counterparty_credentials, created_at, updated_at)
+ values ('n-old', 'provider', 'REQUESTED', 'c-old', 'did:web:peer', 'http://peer/dsp', 'ds-1',
+ '{"@id": "o1"}', 'consumer', '[]', '{}', '2026-01-01T00:00:00.000Z',
+ '2026-01-01T00:00:00.000Z');
+insert into jobs (process_id, kind, payload, attempts, next_at, status)
+ values ('n-old', 'cn-send', '{"type": "x"}', 0, 0, 'pending');
+insert into metering (agreement_id, seq, transfer_id, kind, hash, record, signature)
+ values ('a-1', 0, 't-1', 'window', 'h0', '{"seq": 0, "prev": null}', 'sig');
+insert into metering (agreement_id, seq, transfer_id, kind, hash, record, signature)
+ values ('a-1', 1, 't-1', 'window', 'h1', '{"seq": 1, "prev": "h0"}', 'sig')
+"""
+
+
+def test_a_database_made_by_the_code_before_opens_and_is_upgraded(database: Database) -> None:
+    old = OLD_SQLITE_DDL if database.kind == "sqlite" else OLD_POSTGRES_DDL
+    database.execute(old + ";\n" + OLD_ROWS)
+    store = database.open()
+    try:
+        assert (store.get_negotiation("n-old") or negotiation("x")).offer == {"@id": "o1"}
+        assert [j.kind for j in store.pending_jobs("n-old")] == ["cn-send"]
+        assert store.add_job(job("n-old")) > (store.pending_jobs("n-old")[0].id or 0)
+        store.append_metering("a-1", lambda seq, prev: metering("a-1", seq, prev))
+        assert [e.record["prev"] for e in store.metering_chain("a-1")] == [None, "h0", "h1"]
+        # the provider-once index now holds on both databases
+        with pytest.raises(Duplicate):
+            store.insert_negotiation(negotiation("n-new", consumer_pid="c-old"))
+    finally:
+        store.close()
+    assert database.execute("select version from schema_version") == [(LATEST,)]
+    indexes = database.indexes()
+    assert {"negotiations_provider_once", "transfers_provider_once"} <= indexes
+    assert {i.name for i in INDEXES} <= indexes
+    assert not {i for i in indexes if i.startswith("idx_")}  # no index kept twice
+    if database.kind == "postgres":  # the DDL fingerprint gave way to the version
+        assert database.execute("select to_regclass('schema_meta')") == [(None,)]
+    again = database.open()  # the second start finds nothing to do
+    assert again.get_negotiation("n-old") is not None
+    again.close()
+
+
+def test_a_new_database_has_every_declared_column(database: Database) -> None:
+    database.open().close()
+    for table in SCHEMA.values():
+        rows = database.execute(f"select * from {table.name} where 1 = 0")  # the table is there
+        assert rows == []
+    if database.kind == "sqlite":
+        columns = {
+            (t, r[1])
+            for t in SCHEMA
+            for r in database.execute(f"select * from pragma_table_info('{t}')")
+        }
+    else:
+        columns = set(
+            database.execute(
+                "select table_name, column_name from information_schema.columns"
+                " where table_schema = current_schema()"
+            )
+        )
+    for table in SCHEMA.values():
+        assert {(table.name, name) for name, _ in table.columns} <= columns
+
+
+def test_a_store_newer_than_the_code_is_refused(database: Database) -> None:
+    database.open().close()
+    database.execute(f"update schema_version set version = {LATEST + 5}")
+    with pytest.raises(SchemaTooNew) as err:
+        database.open()
+    assert f"schema version {LATEST + 5}" in str(err.value)
+    assert f"newer than the {LATEST} this connector knows" in str(err.value)
+    assert isinstance(err.value, ConfigError)
+    with pytest.raises(SchemaTooNew):
+        database.open(migrate=False)
+
+
+def test_one_more_connection_needs_a_migrated_store(database: Database) -> None:
+    with pytest.raises(StoreUnavailable):
+        database.open(migrate=False)
+    if database.kind == "sqlite":
+        assert not database.path.exists()  # nothing made by a connection that only reads
+    first = database.open()
+    first.insert_negotiation(negotiation("n1"))
+    second = database.open(migrate=False)
+    assert (second.get_negotiation("n1") or negotiation("x")).id == "n1"
+    second.update_negotiation("n1", state="AGREED")
+    assert (first.get_negotiation("n1") or negotiation("x")).state == "AGREED"
+    second.close()
+    first.close()
+
+
+def test_provider_once_on_both_databases(store: Store) -> None:
+    """Of two provider-side records for one consumer process, the second is refused."""
+    store.insert_negotiation(negotiation("n1", consumer_pid="c-x"))
+    with pytest.raises(Duplicate):
+        store.insert_negotiation(negotiation("n2", consumer_pid="c-x"))
+    store.insert_negotiation(negotiation("n3", consumer_pid="c-x", counterparty_id="did:web:o"))
+    store.insert_negotiation(negotiation("n4", consumer_pid="c-x", role="consumer"))
+    store.insert_transfer(transfer("t1", consumer_pid="c-x"))
+    with pytest.raises(Duplicate):
+        store.insert_transfer(transfer("t2", consumer_pid="c-x"))
+
+
+WRITER = """
+import sqlite3, sys
+conn = sqlite3.connect(sys.argv[1], isolation_level=None)
+conn.execute("BEGIN IMMEDIATE")
+conn.execute("update negotiations set state = 'UNCOMMITTED'")
+print("locked", flush=True)
+sys.stdin.readline()
+conn.execute("ROLLBACK")
+"""
+
+
+def test_a_sqlite_reader_does_not_wait_for_a_writer_in_another_process(tmp_path: Path) -> None:
+    path = tmp_path / "c.db"
+    SqliteStore(path).close()
+    writer = SqliteStore(path)
+    writer.insert_negotiation(negotiation("n1"))
+    reader = SqliteStore(path, migrate=False)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "locked"
+        # the reader's busy timeout would end in "database is locked" if it waited
+        assert (reader.get_negotiation("n1") or negotiation("x")).state == "REQUESTED"
+        assert [n.id for n in reader.list_negotiations()] == ["n1"]
+    finally:
+        assert proc.stdin is not None
+        proc.stdin.write("\n")
+        proc.stdin.close()
+        proc.wait(30)
+    reader.close()
+    writer.close()
+
+
+def test_forbid_event_loop_refuses_statements_on_the_loop_thread(database: Database) -> None:
+    guarded = database.open(forbid_event_loop=True)
+    plain = database.open(migrate=False)
+    guarded.insert_negotiation(negotiation("n1"))  # no loop on this thread: allowed
+
+    async def on_loop() -> None:
+        with pytest.raises(StoreOnEventLoop) as err:
+            guarded.get_negotiation("n1")
+        assert "get_negotiation" in str(err.value)
+        with pytest.raises(StoreOnEventLoop) as err:
+            guarded.update_negotiation("n1", state="AGREED")
+        assert "update_negotiation" in str(err.value)
+        with pytest.raises(StoreOnEventLoop) as err, guarded.transaction():
+            pass
+        assert "transaction" in str(err.value)
+        # on a worker thread it runs
+        found = await asyncio.to_thread(guarded.get_negotiation, "n1")
+        assert found is not None and found.state == "REQUESTED"
+        # without the guard (the default) nothing changes
+        assert plain.get_negotiation("n1") is not None
+
+    asyncio.run(on_loop())
+    assert (guarded.get_negotiation("n1") or negotiation("x")).state == "REQUESTED"
+    plain.close()
+    guarded.close()

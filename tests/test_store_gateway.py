@@ -25,9 +25,9 @@ from connector.store.sqlite import SqliteStore
 @pytest.fixture(params=["sqlite", "postgres"])
 def opener(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], Store]:
     if request.param == "sqlite":
-        return lambda: SqliteStore(tmp_path / "c.db")
+        return lambda: SqliteStore(tmp_path / "c.db", forbid_event_loop=True)
     url = request.getfixturevalue("database_url")
-    return lambda: PostgresStore(url)
+    return lambda: PostgresStore(url, forbid_event_loop=True)
 
 
 @pytest.fixture
@@ -153,7 +153,10 @@ def test_reads_and_the_loop_go_on_while_another_process_holds_the_write_lock(
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "c.db"
-    db = Database(SqliteStore(path), lambda: SqliteStore(path))
+    db = Database(
+        SqliteStore(path, forbid_event_loop=True),
+        lambda: SqliteStore(path, migrate=False, forbid_event_loop=True),
+    )
     holder = subprocess.Popen(
         [sys.executable, "-c", _HOLD_LOCK, str(path)],
         stdin=subprocess.PIPE,

@@ -14,8 +14,8 @@ from connector.authority.registry import Participant, Registry
 from connector.dsp.auth import Authenticator
 from connector.egress import EgressRefused
 from connector.errors import BadRequest, Forbidden, Unauthorized
+from connector.http import Handler, Route, body, optional_body
 from connector.identity.did import UnresolvableDid, parse_did_web, service_endpoint
-from connector.management.routes import Handler, Route, body_of, optional_body
 from connector.runtime import Runtime
 
 ISSUE_PATH = "/authority/v1/credentials"
@@ -139,7 +139,7 @@ class Authority:
         return [(route, getattr(self, route.handler)) for route in ROUTES]
 
     async def onboard(self, request: web.Request) -> web.Response:
-        data: OnboardIn = await body_of(request, OnboardIn)
+        data = await body(request, OnboardIn)
         endpoint = data.dspEndpoint or await self._dsp_endpoint(data.id)
         try:
             # every member crawls this endpoint with its token: never one of our internal ones
@@ -178,7 +178,7 @@ class Authority:
         return web.json_response(_show(self.registry.get(_did(request))))
 
     async def revoke(self, request: web.Request) -> web.Response:
-        data: RevokeIn = await optional_body(request, RevokeIn)
+        data = await optional_body(request, RevokeIn)
         record = await asyncio.to_thread(
             self.registry.set_status, _did(request), "revoked", data.reason
         )

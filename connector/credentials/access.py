@@ -10,9 +10,8 @@ from __future__ import annotations
 import time
 import uuid
 
-import jwt
-
 from connector.errors import Unauthorized
+from connector.identity import jws
 from connector.identity.keys import KeyPair
 
 SCOPE = "presentation.query"
@@ -29,24 +28,23 @@ def issue(keys: KeyPair, holder: str, verifier: str, ttl_seconds: int) -> str:
         "iat": now,
         "exp": now + ttl_seconds,
     }
-    return jwt.encode(claims, keys.private, algorithm="EdDSA", headers={"typ": "JWT"})
+    return jws.sign(claims, keys)
 
 
 def check(token: str, keys: KeyPair, holder: str) -> str:
     """The verifier this token was issued to, or Unauthorized with the reason."""
     try:
-        claims = jwt.decode(
+        claims = jws.verify(
             token,
             keys.public,
-            algorithms=["EdDSA"],
             audience=holder,
             issuer=holder,
             leeway=30,
-            options={"require": ["sub", "exp", "scope"]},
+            require=("sub", "exp", "scope"),
         )
-    except jwt.ExpiredSignatureError as exc:
+    except jws.Expired as exc:
         raise Unauthorized("access token expired") from exc
-    except jwt.PyJWTError as exc:
+    except jws.JwsError as exc:
         raise Unauthorized(f"access token is not one this holder issued: {exc}") from exc
     if claims.get("scope") != SCOPE:
         raise Unauthorized(f"access token scope must be {SCOPE}")

@@ -7,7 +7,7 @@ import time
 from aiohttp import web
 
 from connector.credentials.holder import Holder
-from connector.management.routes import Handler, Route
+from connector.http import Handler, Route
 
 ROUTES = [
     Route(

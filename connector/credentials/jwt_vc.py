@@ -11,10 +11,9 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-import jwt
-
 from connector.errors import BadRequest
-from connector.identity.did import KEY_FRAGMENT, DidResolver, verification_key
+from connector.identity import jws
+from connector.identity.did import KEY_FRAGMENT, DidResolver
 from connector.identity.keys import KeyPair
 
 VC_CONTEXT = "https://www.w3.org/2018/credentials/v1"
@@ -98,16 +97,14 @@ def sign_credential(
         "exp": now + int(valid_seconds),
         "vc": vc,
     }
-    headers = {"kid": f"{issuer}#{KEY_FRAGMENT}", "typ": "JWT"}
-    return jwt.encode(payload, keys.private, algorithm="EdDSA", headers=headers)
+    return jws.sign(payload, keys, kid=f"{issuer}#{KEY_FRAGMENT}")
 
 
 def read_credential(token: str) -> Credential:
     """Parse a JWT VC without checking its signature (the verifier does that next)."""
     try:
-        header = jwt.get_unverified_header(token)
-        payload: dict[str, Any] = jwt.decode(token, options={"verify_signature": False})
-    except jwt.PyJWTError as exc:
+        header, payload = jws.unverified(token)
+    except jws.JwsError as exc:
         raise CredentialError(f"malformed credential: {exc}") from exc
     vc = payload.get("vc")
     if not isinstance(vc, dict):
@@ -139,15 +136,9 @@ async def check_signature(credential: Credential, resolver: DidResolver) -> None
     document = await resolver.resolve(credential.issuer)
     if not credential.kid.startswith(credential.issuer + "#") and credential.kid.startswith("did:"):
         raise CredentialError(f"{credential.kind} is signed with a key of another DID")
-    key = verification_key(document, credential.kid)
     try:
-        jwt.decode(
-            credential.token,
-            key,
-            algorithms=["EdDSA"],
-            options={"verify_exp": False, "verify_nbf": False, "verify_aud": False},
-        )
-    except jwt.PyJWTError as exc:
+        jws.verify_by(credential.token, document, credential.kid, times=False)
+    except jws.JwsError as exc:
         raise CredentialError(
             f"{credential.kind} from {credential.issuer}: signature does not verify ({exc})"
         ) from exc
@@ -171,8 +162,7 @@ def sign_presentation(
             "verifiableCredential": credentials,
         },
     }
-    headers = {"kid": f"{holder}#{KEY_FRAGMENT}", "typ": "JWT"}
-    return jwt.encode(payload, keys.private, algorithm="EdDSA", headers=headers)
+    return jws.sign(payload, keys, kid=f"{holder}#{KEY_FRAGMENT}")
 
 
 async def read_presentation(
@@ -180,24 +170,25 @@ async def read_presentation(
 ) -> list[str]:
     """The credential tokens of a presentation the holder signed for this audience."""
     try:
-        header = jwt.get_unverified_header(token)
-        unverified = jwt.decode(token, options={"verify_signature": False})
-    except jwt.PyJWTError as exc:
+        header, unverified = jws.unverified(token)
+    except jws.JwsError as exc:
         raise CredentialError(f"malformed presentation: {exc}") from exc
     if unverified.get("iss") != holder:
         raise CredentialError(
             f"presentation was signed by {unverified.get('iss')}, not the caller {holder}"
         )
-    key = verification_key(await resolver.resolve(holder), str(header.get("kid") or ""))
+    document = await resolver.resolve(holder)
     try:
-        payload = jwt.decode(token, key, algorithms=["EdDSA"], audience=audience, leeway=30)
-    except jwt.ExpiredSignatureError as exc:
+        payload = jws.verify_by(
+            token, document, str(header.get("kid") or ""), audience=audience, leeway=30
+        )
+    except jws.Expired as exc:
         raise CredentialError("presentation expired") from exc
-    except jwt.InvalidAudienceError as exc:
+    except jws.WrongAudience as exc:
         raise CredentialError(
             f"presentation is addressed to another verifier, not {audience}"
         ) from exc
-    except jwt.PyJWTError as exc:
+    except jws.JwsError as exc:
         raise CredentialError(f"presentation does not verify: {exc}") from exc
     vp = payload.get("vp")
     tokens = vp.get("verifiableCredential") if isinstance(vp, dict) else None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from aiohttp import web
@@ -14,27 +13,11 @@ from connector.dsp import messages as m
 from connector.dsp.auth import Authenticator
 from connector.dsp.negotiation import NegotiationService
 from connector.dsp.transfer import TransferService
-from connector.errors import BadRequest, NotFound, UnsupportedMediaType
+from connector.errors import NotFound, UnsupportedMediaType
+from connector.http import read_json
 from connector.policy.decision import Party
 from connector.runtime import Runtime
 from connector.store.records import Dataset
-
-
-def _error_type(path: str) -> str:
-    if "/negotiations" in path:
-        return "ContractNegotiationError"
-    if "/transfers" in path:
-        return "TransferError"
-    return "CatalogError"
-
-
-async def read_json(request: web.Request) -> Any:
-    try:
-        return await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BadRequest(f"body is not valid JSON: {exc}") from exc
-    except RecursionError as exc:
-        raise BadRequest("body is not valid JSON: nested too deeply") from exc
 
 
 def is_json(content_type: str) -> bool:

@@ -6,10 +6,9 @@ import hashlib
 import json
 from typing import Any
 
-import jwt
-
 from connector.errors import BadRequest
-from connector.identity.did import KEY_FRAGMENT, verification_key
+from connector.identity import jws
+from connector.identity.did import KEY_FRAGMENT
 from connector.identity.keys import KeyPair
 
 
@@ -25,9 +24,7 @@ def digest(document: Any) -> str:
 def sign(document: Any, signer_did: str, keys: KeyPair) -> str:
     """Compact JWS whose payload names the signer and the document's SHA-256."""
     claims = {"iss": signer_did, "sha256": digest(document)}
-    return jwt.encode(
-        claims, keys.private, algorithm="EdDSA", headers={"kid": f"{signer_did}#{KEY_FRAGMENT}"}
-    )
+    return jws.sign(claims, keys, kid=f"{signer_did}#{KEY_FRAGMENT}")
 
 
 def seal(document: Any, signer_did: str, keys: KeyPair) -> tuple[str, str]:
@@ -43,9 +40,8 @@ GENESIS = "0" * 64
 def verify(document: Any, signature: str, signer_did: str, did_document: dict[str, Any]) -> None:
     """Raise BadRequest unless `signature` is `signer_did`'s over exactly this document."""
     try:
-        header = jwt.get_unverified_header(signature)
-        key = verification_key(did_document, str(header.get("kid") or f"#{KEY_FRAGMENT}"))
-        claims = jwt.decode(signature, key, algorithms=["EdDSA"], options={"verify_aud": False})
+        kid = str(jws.header(signature).get("kid") or f"#{KEY_FRAGMENT}")
+        claims = jws.verify_by(signature, did_document, kid)
     except Exception as exc:
         raise BadRequest(f"signature by {signer_did} does not verify: {exc}") from exc
     if claims.get("iss") != signer_did:

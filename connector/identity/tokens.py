@@ -7,11 +7,10 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import jwt
-
 from connector.credentials import access
 from connector.errors import ClockSkew, Unauthorized
-from connector.identity.did import KEY_FRAGMENT, DidResolver, verification_key
+from connector.identity import jws
+from connector.identity.did import KEY_FRAGMENT, DidResolver
 from connector.identity.keys import KeyPair
 
 MAX_LIFETIME = 300
@@ -36,8 +35,7 @@ class TokenIssuer:
             # DCP: lets the audience ask our credential service for a presentation
             "token": access.issue(self._keys, self.did, audience, self._ttl),
         }
-        headers = {"kid": f"{self.did}#{KEY_FRAGMENT}", "typ": "JWT"}
-        return jwt.encode(claims, self._keys.private, algorithm="EdDSA", headers=headers)
+        return jws.sign(claims, self._keys, kid=f"{self.did}#{KEY_FRAGMENT}")
 
 
 class TokenVerifier:
@@ -60,37 +58,35 @@ class TokenVerifier:
     async def verify_claims(self, token: str) -> dict[str, Any]:
         """The checked claims of a caller's token (`iss` is its DID)."""
         try:
-            header = jwt.get_unverified_header(token)
-            unverified: dict[str, Any] = jwt.decode(token, options={"verify_signature": False})
-        except jwt.PyJWTError as exc:
+            header, unverified = jws.unverified(token)
+        except jws.JwsError as exc:
             raise Unauthorized(f"malformed token: {exc}") from exc
-        if header.get("alg") != "EdDSA":
+        if header.get("alg") != jws.ALGORITHM:
             raise Unauthorized("token must be signed with EdDSA")
         issuer = unverified.get("iss")
         if not isinstance(issuer, str) or issuer != unverified.get("sub"):
             raise Unauthorized("token iss and sub must both be the caller's DID")
         document = await self._resolver.resolve(issuer)
-        key = verification_key(document, str(header.get("kid") or f"#{KEY_FRAGMENT}"))
         try:
-            claims: dict[str, Any] = jwt.decode(
+            claims = jws.verify_by(
                 token,
-                key,
-                algorithms=["EdDSA"],
+                document,
+                str(header.get("kid") or f"#{KEY_FRAGMENT}"),
                 audience=self._did,
                 leeway=CLOCK_SKEW,
-                options={"require": ["iss", "sub", "aud", "jti", "iat", "exp"]},
+                require=("iss", "sub", "aud", "jti", "iat", "exp"),
             )
-        except jwt.ExpiredSignatureError as exc:
+        except jws.Expired as exc:
             raise refused_for_time("token", unverified, "exp", CLOCK_SKEW) from exc
-        except jwt.ImmatureSignatureError as exc:
+        except jws.NotYetValid as exc:
             raise refused_for_time("token", unverified, "iat", CLOCK_SKEW) from exc
-        except jwt.InvalidAudienceError as exc:
+        except jws.WrongAudience as exc:
             raise Unauthorized(
                 f"token is addressed to another participant, not {self._did}"
             ) from exc
-        except jwt.InvalidSignatureError as exc:
+        except jws.BadSignature as exc:
             raise Unauthorized("token signature does not verify against the caller's DID") from exc
-        except jwt.PyJWTError as exc:
+        except jws.JwsError as exc:
             raise Unauthorized(f"invalid token: {exc}") from exc
         audience = claims["aud"]
         if isinstance(audience, list) and audience != [self._did]:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from connector import __version__
 
 if TYPE_CHECKING:
-    from connector.management.routes import Route
+    from connector.http import Route
 
 PROBLEM = {
     "type": "object",

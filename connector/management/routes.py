@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import hmac
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -13,6 +12,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 from pydantic import BaseModel
 
+from connector import http
 from connector.billing import invoice
 from connector.billing.prices import price_terms
 from connector.config import DSP_PATH
@@ -22,6 +22,7 @@ from connector.dsp.client import DspClient
 from connector.dsp.negotiation import NegotiationService
 from connector.dsp.transfer import TransferService
 from connector.errors import BadRequest, NotFound, PeerError, Unauthorized
+from connector.http import Handler, Route
 from connector.identity import signatures
 from connector.identity.did import did_from_url
 from connector.management import models
@@ -33,17 +34,6 @@ from connector.runtime import Runtime
 from connector.store.records import Agreement, Dataset
 
 PREFIX = "/api/v1"
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-@dataclass(frozen=True)
-class Route:
-    method: str
-    path: str
-    handler: str
-    summary: str
-    body: type[BaseModel] | None = None
-    status: int = 200
 
 
 ROUTES = [
@@ -159,24 +149,6 @@ def api_key_middleware(key: str) -> Any:
     return check
 
 
-async def body_of(request: web.Request, model: type[BaseModel]) -> Any:
-    try:
-        data = await request.json()
-    except ValueError as exc:
-        raise BadRequest(f"body is not valid JSON: {exc}") from exc
-    except RecursionError as exc:
-        raise BadRequest("body is not valid JSON: nested too deeply") from exc
-    if not isinstance(data, dict):
-        raise BadRequest("body must be a JSON object")
-    return model.model_validate(data)
-
-
-async def optional_body(request: web.Request, model: type[BaseModel]) -> Any:
-    if not request.can_read_body:
-        return model()
-    return await body_of(request, model)
-
-
 class ManagementApi:
     def __init__(
         self,
@@ -211,7 +183,7 @@ class ManagementApi:
         return web.json_response([d.model_dump() for d in self.rt.store.list_datasets()])
 
     async def create_dataset(self, request: web.Request) -> web.Response:
-        data: models.DatasetIn = await body_of(request, models.DatasetIn)
+        data = await http.body(request, models.DatasetIn)
         dataset_id = data.id or f"urn:uuid:{uuid.uuid4()}"
         if self.rt.store.get_dataset(dataset_id) is not None:
             raise BadRequest(f"dataset {dataset_id} already exists")
@@ -265,7 +237,7 @@ class ManagementApi:
     # catalog ---------------------------------------------------------------------------------
 
     async def fetch_catalog(self, request: web.Request) -> web.Response:
-        data: models.CatalogIn = await body_of(request, models.CatalogIn)
+        data = await http.body(request, models.CatalogIn)
         peer = counterparty_did(data.counterPartyAddress, data.counterPartyId)
         url = data.counterPartyAddress.rstrip("/") + "/catalog/request"
         try:
@@ -294,7 +266,7 @@ class ManagementApi:
         return web.json_response([n.model_dump() for n in rows])
 
     async def start_negotiation(self, request: web.Request) -> web.Response:
-        data: models.NegotiationIn = await body_of(request, models.NegotiationIn)
+        data = await http.body(request, models.NegotiationIn)
         if not isinstance(data.offer.get("@id"), str):
             raise BadRequest("offer.@id is required (use the offer as the catalog shows it)")
         peer = counterparty_did(data.counterPartyAddress, data.counterPartyId)
@@ -310,7 +282,7 @@ class ManagementApi:
         return web.json_response(self.cn.accept(request.match_info["id"]).model_dump())
 
     async def counter_request(self, request: web.Request) -> web.Response:
-        data: models.OfferIn = await body_of(request, models.OfferIn)
+        data = await http.body(request, models.OfferIn)
         neg = self.cn.counter_request(request.match_info["id"], data.offer)
         return web.json_response(neg.model_dump())
 
@@ -318,7 +290,7 @@ class ManagementApi:
         return web.json_response(self.cn.verify(request.match_info["id"]).model_dump())
 
     async def counter_offer(self, request: web.Request) -> web.Response:
-        data: models.OfferIn = await body_of(request, models.OfferIn)
+        data = await http.body(request, models.OfferIn)
         neg = self.cn.counter_offer(request.match_info["id"], data.offer)
         return web.json_response(neg.model_dump())
 
@@ -329,7 +301,7 @@ class ManagementApi:
         return web.json_response(self.cn.finalize(request.match_info["id"]).model_dump())
 
     async def terminate_negotiation(self, request: web.Request) -> web.Response:
-        data: models.TerminateIn = await optional_body(request, models.TerminateIn)
+        data = await http.optional_body(request, models.TerminateIn)
         neg = self.cn.terminate(request.match_info["id"], [data.reason], data.code)
         return web.json_response(neg.model_dump())
 
@@ -403,7 +375,7 @@ class ManagementApi:
         return web.json_response(self.policy.status())
 
     async def policy_eval(self, request: web.Request) -> web.Response:
-        data: models.EvalIn = await body_of(request, models.EvalIn)
+        data = await http.body(request, models.EvalIn)
         decision = await self.rt.decisions.decide(data.input)
         return web.json_response(decision.model_dump())
 
@@ -424,7 +396,7 @@ class ManagementApi:
         )
 
     async def start_transfer(self, request: web.Request) -> web.Response:
-        data: models.TransferIn = await body_of(request, models.TransferIn)
+        data = await http.body(request, models.TransferIn)
         tp = self.tp.request(data.agreementId, data.format, data.purpose)
         return web.json_response(self._transfer_view(tp.id), status=201)
 
@@ -432,7 +404,7 @@ class ManagementApi:
         return web.json_response(self._transfer_view(request.match_info["id"]))
 
     async def suspend(self, request: web.Request) -> web.Response:
-        data: models.TerminateIn = await optional_body(request, models.TerminateIn)
+        data = await http.optional_body(request, models.TerminateIn)
         return web.json_response(
             self.tp.suspend(request.match_info["id"], [data.reason]).model_dump()
         )
@@ -444,7 +416,7 @@ class ManagementApi:
         return web.json_response(self.tp.complete(request.match_info["id"]).model_dump())
 
     async def terminate_transfer(self, request: web.Request) -> web.Response:
-        data: models.TerminateIn = await optional_body(request, models.TerminateIn)
+        data = await http.optional_body(request, models.TerminateIn)
         tp = self.tp.terminate(request.match_info["id"], [data.reason], data.code)
         return web.json_response(tp.model_dump())
 
@@ -464,4 +436,4 @@ def _paging(request: web.Request) -> tuple[int, int]:
     return limit, offset
 
 
-__all__ = ["DSP_PATH", "ROUTES", "Handler", "ManagementApi", "Route"]
+__all__ = ["DSP_PATH", "ROUTES", "ManagementApi"]

@@ -9,8 +9,8 @@ from aiohttp import web
 
 from connector.config import DSP_PATH
 from connector.dsp.auth import Authenticator
-from connector.dsp.routes import read_json
 from connector.errors import BadRequest, Conflict, NotFound
+from connector.http import read_json
 from connector.identity import signatures
 from connector.metering import heads
 from connector.metering.records import MeteringHead

@@ -1,4 +1,5 @@
-"""Persistence behind a narrow interface (SQLite now; PostgreSQL can implement the same)."""
+"""Persistence behind a narrow interface: one SQL store for SQLite and PostgreSQL
+(docs/store.md)."""
 
 from connector.store.base import Store
 from connector.store.sqlite import SqliteStore

@@ -15,9 +15,9 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 from connector.dsp.negotiation import NegotiationService
-from connector.dsp.routes import read_json
 from connector.dsp.transfer import TransferService
 from connector.errors import BadRequest, NotFound
+from connector.http import read_json
 from connector.runtime import Runtime
 from connector.tck.seed import negotiation_id
 

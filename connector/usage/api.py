@@ -9,8 +9,8 @@ import os
 from aiohttp import web
 
 from connector.errors import BadRequest, NotFound
+from connector.http import Handler, Route, optional_body
 from connector.management import models
-from connector.management.routes import Handler, Route, optional_body
 from connector.runtime import Runtime
 from connector.usage.records import RECEIPT_TYPE, USE_TYPE, DeletionDuty
 from connector.usage.service import Usage
@@ -100,7 +100,7 @@ class UsageApi:
         return web.json_response({"agreement": agreement_id, "count": len(uses), "uses": lines})
 
     async def terminate_agreement(self, request: web.Request) -> web.Response:
-        data: models.TerminateIn = await optional_body(request, models.TerminateIn)
+        data = await optional_body(request, models.TerminateIn)
         agreement = self.usage.termination.terminate(request.match_info["id"], data.reason)
         return web.json_response(agreement.model_dump())
 

@@ -8,8 +8,8 @@ from aiohttp import web
 
 from connector.config import DSP_PATH
 from connector.dsp.auth import Authenticator
-from connector.dsp.routes import read_json
 from connector.errors import NotFound
+from connector.http import read_json
 from connector.runtime import Runtime
 from connector.store.records import Agreement
 from connector.usage.service import Usage

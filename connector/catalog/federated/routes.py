@@ -8,7 +8,7 @@ from connector.catalog.federated.crawler import Crawler
 from connector.catalog.federated.index import Query, fts_query
 from connector.catalog.federated.parse import CLASSES
 from connector.errors import BadRequest, NotFound
-from connector.management.routes import Handler, Route
+from connector.http import Handler, Route
 
 BASE = "/federated-catalog"
 ROUTES = [

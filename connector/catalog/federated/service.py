@@ -7,7 +7,7 @@ from connector.catalog.federated.index import FederatedIndex
 from connector.catalog.federated.members import MemberSource, RegistryMembers, StaticMembers
 from connector.catalog.federated.routes import FederatedCatalogApi
 from connector.dsp.client import DspClient
-from connector.management.routes import Handler, Route
+from connector.http import Handler, Route
 from connector.runtime import Runtime
 
 

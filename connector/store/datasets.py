@@ -1,0 +1,29 @@
+"""Datasets: what the catalogue offers."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from connector.store.core import Statements
+from connector.store.records import Dataset
+
+
+class DatasetRepository(Protocol):
+    def put_dataset(self, dataset: Dataset) -> None: ...
+    def get_dataset(self, dataset_id: str) -> Dataset | None: ...
+    def list_datasets(self) -> list[Dataset]: ...
+    def delete_dataset(self, dataset_id: str) -> bool: ...
+
+
+class Datasets(Statements):
+    def put_dataset(self, dataset: Dataset) -> None:
+        self._insert("datasets", dataset, replace=True)
+
+    def get_dataset(self, dataset_id: str) -> Dataset | None:
+        return self._get("datasets", Dataset, dataset_id)
+
+    def list_datasets(self) -> list[Dataset]:
+        return self._models(Dataset, "select * from datasets order by id")
+
+    def delete_dataset(self, dataset_id: str) -> bool:
+        return self._run("delete from datasets where id = ?", [dataset_id]) > 0
