@@ -21,7 +21,6 @@ from connector.credentials.verifier import CredentialVerifier
 from connector.credentials.wallet import Wallet
 from connector.dataplane import streams
 from connector.dataplane.routes import DataPlaneRoutes
-from connector.dsp import messages as m
 from connector.dsp.auth import Authenticator
 from connector.dsp.client import DspClient
 from connector.dsp.negotiation import NegotiationService
@@ -35,6 +34,7 @@ from connector.identity import keys as keyfile
 from connector.management.problems import problem, problems
 from connector.management.routes import ManagementApi, api_key_middleware
 from connector.metering.routes import MeteringRoutes
+from connector.model import messages as m
 from connector.outbox import Outbox
 from connector.policy.decision import DecisionPoint, PermitAll
 from connector.policy.engines import EmbeddedEngine, Engine, OpaServerEngine, PolicyError

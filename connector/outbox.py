@@ -20,9 +20,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from connector.errors import DiskFull, PeerError
+from connector.model.records import Job
 from connector.observability.logs import process_id
 from connector.runtime import Runtime, replica_gone
-from connector.store.records import Job
 
 log = logging.getLogger(__name__)
 

@@ -15,9 +15,9 @@ from connector.egress import Egress, EgressPolicy
 from connector.identity.did import DidResolver, build_document, did_from_url
 from connector.identity.keys import KeyPair
 from connector.identity.tokens import TokenIssuer, TokenVerifier
+from connector.model.records import TimelineEntry
 from connector.policy.decision import DecisionPoint
 from connector.store.base import Store
-from connector.store.records import TimelineEntry
 
 log = logging.getLogger(__name__)
 

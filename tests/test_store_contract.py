@@ -15,10 +15,8 @@ from typing import Any
 import pytest
 
 from connector.errors import NotFound
-from connector.metering.records import MeteringEntry, MeteringHead
-from connector.store.base import Duplicate, Store, StoreUnavailable
-from connector.store.postgres import PostgresStore
-from connector.store.records import (
+from connector.model.metering import MeteringEntry, MeteringHead
+from connector.model.records import (
     Agreement,
     Dataset,
     DecisionRecord,
@@ -27,8 +25,10 @@ from connector.store.records import (
     TimelineEntry,
     Transfer,
 )
+from connector.model.usage import DeletionDuty, UseEntry
+from connector.store.base import Duplicate, Store, StoreUnavailable
+from connector.store.postgres import PostgresStore
 from connector.store.sqlite import SqliteStore
-from connector.usage.records import DeletionDuty, UseEntry
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

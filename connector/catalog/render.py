@@ -6,14 +6,14 @@ import hashlib
 import json
 from typing import Any
 
-from connector.dsp.messages import (
+from connector.model.messages import (
     CATALOG_DIGEST,
     CATALOG_UNCHANGED,
     CLASSIFICATION,
     CONTEXT,
     FOAF_NAME,
 )
-from connector.store.records import Dataset
+from connector.model.records import Dataset
 
 FORMATS = ("HttpData-PULL", "HttpData-PUSH")
 

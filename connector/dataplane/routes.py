@@ -12,12 +12,12 @@ from typing import Any
 from aiohttp import web
 
 from connector.dataplane import sources, streams, tokens
-from connector.dsp.states import TP
 from connector.errors import BadRequest, ConnectorError, NotFound, PayloadTooLarge, PeerError
 from connector.metering.meter import Meter, MeteringUnavailable, end_kind, frontier
-from connector.metering.records import Kind
+from connector.model.metering import Kind
+from connector.model.records import Transfer
+from connector.model.states import TP
 from connector.runtime import Runtime
-from connector.store.records import Transfer
 
 log = logging.getLogger(__name__)
 

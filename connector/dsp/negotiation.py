@@ -12,19 +12,19 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from connector.dsp import messages as m
 from connector.dsp.auth import not_a_member
 from connector.dsp.callbacks import check_callback
 from connector.dsp.client import DspClient
-from connector.dsp.states import CN, CN_TERMINAL, negotiation_next
 from connector.errors import BadRequest, NotFound, PeerError, TooManyProcesses
 from connector.identity import signatures
+from connector.model import messages as m
+from connector.model.records import Agreement, Job, Negotiation, Role
+from connector.model.states import CN, CN_TERMINAL, negotiation_next
 from connector.outbox import Outbox
 from connector.policy.decision import DecisionInput, Party, Phase
 from connector.policy.inputs import dataset_facts
 from connector.runtime import Runtime
 from connector.store.base import Duplicate
-from connector.store.records import Agreement, Job, Negotiation, Role
 
 Reaction = Callable[[Negotiation], Awaitable[bool]]
 

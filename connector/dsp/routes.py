@@ -10,14 +10,14 @@ from aiohttp import web
 from connector.catalog import filters, render
 from connector.catalog.visibility import visible
 from connector.config import DSP_PATH
-from connector.dsp import messages as m
 from connector.dsp.auth import Authenticator
 from connector.dsp.negotiation import NegotiationService
 from connector.dsp.transfer import TransferService
 from connector.errors import BadRequest, NotFound, UnsupportedMediaType
+from connector.model import messages as m
+from connector.model.records import Dataset
 from connector.policy.decision import Party
 from connector.runtime import Runtime
-from connector.store.records import Dataset
 
 
 def _error_type(path: str) -> str:

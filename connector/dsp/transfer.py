@@ -10,23 +10,23 @@ from typing import Any, Protocol
 
 from connector.catalog.render import FORMATS
 from connector.dataplane import sources, streams, tokens
-from connector.dsp import messages as m
 from connector.dsp.callbacks import check_callback
 from connector.dsp.client import DspClient
 from connector.dsp.negotiation import new_pid
-from connector.dsp.states import CN, TP, TP_TERMINAL, transfer_next
 from connector.egress import EgressRefused
 from connector.errors import BadRequest, Conflict, ConnectorError, DiskFull, NotFound, PeerError
 from connector.metering.meter import Meter, end_kind
 from connector.metering.receipts import wait_for_answers
-from connector.metering.records import MeteringEntry
 from connector.metering.settle import EarlyChecks, receipted_prefix, settle, stream_ended
+from connector.model import messages as m
+from connector.model.metering import MeteringEntry
+from connector.model.records import Agreement, Dataset, Job, Transfer
+from connector.model.states import CN, TP, TP_TERMINAL, transfer_next
 from connector.outbox import Outbox
 from connector.policy.decision import Decision, DecisionInput, Party, Phase
 from connector.policy.inputs import agreement_usage, dataset_facts
 from connector.runtime import Runtime
 from connector.store.base import Duplicate
-from connector.store.records import Agreement, Dataset, Job, Transfer
 
 HTTP_ENDPOINT = "https://w3id.org/idsa/v4.1/HTTP"
 Reaction = Callable[[Transfer], Awaitable[bool]]

@@ -23,8 +23,8 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from connector.dsp.negotiation import NegotiationService
-from connector.dsp.states import CN_TERMINAL, TP_TERMINAL
 from connector.dsp.transfer import TransferService
+from connector.model.states import CN_TERMINAL, TP_TERMINAL
 from connector.runtime import Runtime
 
 log = logging.getLogger(__name__)

@@ -7,12 +7,12 @@ import logging
 import time
 from typing import Any
 
-from connector.dsp.states import TP
 from connector.errors import Unavailable
 from connector.identity.signatures import GENESIS, seal
-from connector.metering.records import Kind, MeteringEntry
+from connector.model.metering import Kind, MeteringEntry
+from connector.model.records import Transfer, utcnow
+from connector.model.states import TP
 from connector.runtime import Runtime
-from connector.store.records import Transfer, utcnow
 
 
 def end_kind(state: str, stopped: bool = True) -> Kind:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import time
 
+from connector.model.records import Transfer
 from connector.runtime import Runtime
-from connector.store.records import Transfer
 
 POLL_SECONDS = 0.05
 

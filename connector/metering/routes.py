@@ -13,9 +13,9 @@ from connector.dsp.routes import read_json
 from connector.errors import BadRequest, Conflict, NotFound
 from connector.identity import signatures
 from connector.metering import heads
-from connector.metering.records import MeteringHead
+from connector.model.metering import MeteringHead
+from connector.model.records import Transfer
 from connector.runtime import Runtime
-from connector.store.records import Transfer
 
 
 class MeteringRoutes:

@@ -16,17 +16,10 @@ from connector.errors import BadRequest, ConnectorError, PeerError
 from connector.identity import signatures
 from connector.identity.signatures import GENESIS
 from connector.metering import heads
-from connector.metering.records import (
-    RECORD_FIELDS,
-    Kind,
-    MeteringEntry,
-    MeteringHead,
-    entry_from_line,
-    merge_ranges,
-    record_hash,
-)
+from connector.metering.records import entry_from_line, record_hash
+from connector.model.metering import RECORD_FIELDS, Kind, MeteringEntry, MeteringHead, merge_ranges
+from connector.model.records import Transfer
 from connector.runtime import Runtime
-from connector.store.records import Transfer
 
 END_KINDS = ("complete", "terminate", "suspend", "interrupted")
 KINDS = get_args(Kind)

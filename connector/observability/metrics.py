@@ -24,7 +24,7 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
 from connector.config import Settings
-from connector.dsp.states import ANY_ROLE, CN, TP
+from connector.model.states import ANY_ROLE, CN, TP
 
 log = logging.getLogger(__name__)
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from connector.dsp.states import TP_TERMINAL
-from connector.metering.records import MeteringEntry
+from connector.model.metering import MeteringEntry
+from connector.model.records import Dataset, Transfer
+from connector.model.states import TP_TERMINAL
 from connector.store.base import Store
-from connector.store.records import Dataset, Transfer
 
 
 def dataset_facts(dataset: Dataset | None, dataset_id: str, owner: str) -> dict[str, Any]:

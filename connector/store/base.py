@@ -10,8 +10,8 @@ from typing import Any, Protocol
 import psycopg
 
 from connector.errors import ConfigError, ConnectorError
-from connector.metering.records import MeteringEntry, MeteringHead
-from connector.store.records import (
+from connector.model.metering import MeteringEntry, MeteringHead
+from connector.model.records import (
     Agreement,
     Dataset,
     DecisionRecord,
@@ -20,7 +20,7 @@ from connector.store.records import (
     TimelineEntry,
     Transfer,
 )
-from connector.usage.records import DeletionDuty, UseEntry, UseSummary
+from connector.model.usage import DeletionDuty, UseEntry, UseSummary
 
 
 class Duplicate(ConnectorError):

@@ -16,9 +16,8 @@ from pydantic import BaseModel
 
 from connector.errors import NotFound
 from connector.files import private_file
-from connector.metering.records import MeteringEntry
-from connector.store.base import Duplicate
-from connector.store.records import (
+from connector.model.metering import MeteringEntry
+from connector.model.records import (
     Dataset,
     DecisionRecord,
     Job,
@@ -26,9 +25,10 @@ from connector.store.records import (
     Transfer,
     utcnow,
 )
+from connector.model.usage import DeletionDuty, UseEntry, UseSummary
+from connector.store.base import Duplicate
 from connector.store.rows import TABLES, column_type, encode, from_row, to_row
 from connector.store.tables import RecordTables
-from connector.usage.records import DeletionDuty, UseEntry, UseSummary
 
 M = TypeVar("M", bound=BaseModel)
 C = TypeVar("C", bound=BaseModel)

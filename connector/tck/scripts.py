@@ -16,10 +16,10 @@ from collections import Counter
 from typing import Any, Generic, TypeVar
 
 from connector.dsp.negotiation import NegotiationService
-from connector.dsp.states import CN_TERMINAL, TP_TERMINAL
 from connector.dsp.transfer import TransferService
 from connector.errors import ConnectorError
-from connector.store.records import Negotiation, Transfer
+from connector.model.records import Negotiation, Transfer
+from connector.model.states import CN_TERMINAL, TP_TERMINAL
 from connector.tck.cases import (
     CONSUMER_NEGOTIATIONS,
     CONSUMER_TRANSFERS,

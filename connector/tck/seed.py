@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from connector.dsp.states import CN
+from connector.model.records import Agreement, Dataset, Negotiation
+from connector.model.states import CN
 from connector.runtime import Runtime
-from connector.store.records import Agreement, Dataset, Negotiation
 from connector.tck.cases import (
     CATALOG_DATASETS,
     CONSUMER_TRANSFERS,

@@ -11,8 +11,8 @@ from aiohttp import web
 from connector.errors import BadRequest, NotFound
 from connector.management import models
 from connector.management.routes import Handler, Route, optional_body
+from connector.model.usage import RECEIPT_TYPE, USE_TYPE, DeletionDuty
 from connector.runtime import Runtime
-from connector.usage.records import RECEIPT_TYPE, USE_TYPE, DeletionDuty
 from connector.usage.service import Usage
 from connector.usage.signed import RecordRefused, check
 from connector.usage.uses import DataGone

@@ -15,13 +15,8 @@ from typing import Any
 from urllib.parse import quote
 
 from connector.identity.signatures import seal
-from connector.policy.decision import DecisionInput, Party, Phase
-from connector.policy.inputs import dataset_facts
-from connector.policy.odrl import term
-from connector.runtime import Runtime
-from connector.store.records import Agreement, Transfer
-from connector.usage.outbound import PeerMail
-from connector.usage.records import (
+from connector.model.records import Agreement, Transfer
+from connector.model.usage import (
     RECEIPT_TYPE,
     SCHEDULE_TYPE,
     DeletionDuty,
@@ -29,6 +24,11 @@ from connector.usage.records import (
     parse_time,
     utcnow,
 )
+from connector.policy.decision import DecisionInput, Party, Phase
+from connector.policy.inputs import dataset_facts
+from connector.policy.odrl import term
+from connector.runtime import Runtime
+from connector.usage.outbound import PeerMail
 
 log = logging.getLogger(__name__)
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 from typing import Any
 
 from connector.dsp.client import DspClient
+from connector.model.records import Job
+from connector.model.usage import utcnow
 from connector.outbox import Outbox
 from connector.runtime import Runtime
-from connector.store.records import Job
-from connector.usage.records import utcnow
 
 KIND = "usage-send"
 

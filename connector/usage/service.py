@@ -10,10 +10,10 @@ import time
 
 from connector.dsp.client import DspClient
 from connector.errors import BadRequest
+from connector.model.records import Agreement, Transfer
 from connector.outbox import Outbox
 from connector.policy.decision import Decision
 from connector.runtime import Runtime
-from connector.store.records import Agreement, Transfer
 from connector.usage.deletion import ConsumerDeletions
 from connector.usage.outbound import PeerMail
 from connector.usage.termination import TerminateTransfer, Termination

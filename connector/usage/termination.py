@@ -9,14 +9,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from connector.dsp.states import TP_TERMINAL
 from connector.errors import BadRequest, NotFound
 from connector.identity.signatures import seal
+from connector.model.records import Agreement
+from connector.model.states import TP_TERMINAL
+from connector.model.usage import TERMINATION_TYPE, utcnow
 from connector.runtime import Runtime
-from connector.store.records import Agreement
 from connector.usage.deletion import ConsumerDeletions, agreement_path, peer_address
 from connector.usage.outbound import PeerMail
-from connector.usage.records import TERMINATION_TYPE, utcnow
 from connector.usage.signed import check
 from connector.usage.tracking import ProviderDeletions
 

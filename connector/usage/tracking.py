@@ -14,12 +14,9 @@ import math
 import time
 from typing import Any
 
-from connector.dsp.states import TP_TERMINAL
-from connector.policy.decision import Decision
-from connector.runtime import Runtime
-from connector.store.records import Agreement, Transfer
-from connector.usage.deletion import deletion_deadline
-from connector.usage.records import (
+from connector.model.records import Agreement, Transfer
+from connector.model.states import TP_TERMINAL
+from connector.model.usage import (
     RECEIPT_TYPE,
     SCHEDULE_TYPE,
     DeletionDuty,
@@ -28,6 +25,9 @@ from connector.usage.records import (
     parse_time,
     utcnow,
 )
+from connector.policy.decision import Decision
+from connector.runtime import Runtime
+from connector.usage.deletion import deletion_deadline
 from connector.usage.signed import Delivery, RecordRefused, check, check_deleted_copy
 
 log = logging.getLogger(__name__)

@@ -8,17 +8,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from connector.dsp.states import TP
 from connector.errors import BadRequest, ConnectorError, NotFound
 from connector.identity import signatures
 from connector.identity.signatures import GENESIS, seal
-from connector.policy.decision import DecisionInput, Party, Phase
-from connector.policy.inputs import dataset_facts
-from connector.runtime import Runtime
-from connector.store.records import Agreement, Transfer
-from connector.usage.deletion import ConsumerDeletions, agreement_path, peer_address
-from connector.usage.outbound import PeerMail
-from connector.usage.records import (
+from connector.model.records import Agreement, Transfer
+from connector.model.states import TP
+from connector.model.usage import (
     USE_TYPE,
     UseEntry,
     UseSummary,
@@ -26,6 +21,11 @@ from connector.usage.records import (
     reporting_duty,
     utcnow,
 )
+from connector.policy.decision import DecisionInput, Party, Phase
+from connector.policy.inputs import dataset_facts
+from connector.runtime import Runtime
+from connector.usage.deletion import ConsumerDeletions, agreement_path, peer_address
+from connector.usage.outbound import PeerMail
 from connector.usage.signed import RecordRefused, check
 
 
