@@ -44,7 +44,7 @@ def is_json(content_type: str) -> bool:
     )
 
 
-async def read_message(request: web.Request) -> Any:
+async def read_message(request: web.Request) -> object:
     """A DSP message body: JSON by its Content-Type (415 otherwise), then parsed."""
     if not is_json(request.content_type):
         raise UnsupportedMediaType(

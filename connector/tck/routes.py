@@ -9,7 +9,7 @@ The TCK posts plain JSON (not JSON-LD), with its configured Authorization value:
 from __future__ import annotations
 
 import hmac
-from typing import Any
+from typing import TypeVar
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
@@ -41,6 +41,9 @@ class TransferRequest(_Request):
     format: str = Field(min_length=1)
 
 
+R = TypeVar("R", bound=_Request)
+
+
 class TckWebhooks:
     def __init__(
         self,
@@ -58,7 +61,7 @@ class TckWebhooks:
         app.router.add_post(NEGOTIATIONS_PATH, self.negotiation)
         app.router.add_post(TRANSFERS_PATH, self.transfer)
 
-    async def _body(self, request: web.Request, model: type[_Request]) -> Any:
+    async def _body(self, request: web.Request, model: type[R]) -> R:
         given = request.headers.get("Authorization", "")
         if not hmac.compare_digest(given.encode(), self._authorization.encode()):
             raise NotFound("no such endpoint")
@@ -71,7 +74,7 @@ class TckWebhooks:
             raise BadRequest(f"invalid TCK request: {exc}") from exc
 
     async def negotiation(self, request: web.Request) -> web.Response:
-        req: NegotiationRequest = await self._body(request, NegotiationRequest)
+        req = await self._body(request, NegotiationRequest)
         offer = {"@id": req.offerId, "permission": [{"action": "use"}]}
         neg = self.cn.request(req.connectorAddress, req.providerId, req.datasetId, offer)
         # Give the script its first look once the request is out (e.g. terminate at once).
@@ -79,7 +82,7 @@ class TckWebhooks:
         return web.json_response({"id": neg.id, "state": neg.state}, status=201)
 
     async def transfer(self, request: web.Request) -> web.Response:
-        req: TransferRequest = await self._body(request, TransferRequest)
+        req = await self._body(request, TransferRequest)
         agreement = self.rt.store.get_agreement(req.agreementId)
         if agreement is None:
             raise NotFound(f"no agreement {req.agreementId}")
