@@ -35,6 +35,7 @@ from connector.management.problems import problem, problems
 from connector.management.routes import ManagementApi, api_key_middleware
 from connector.metering.routes import MeteringRoutes
 from connector.model import messages as m
+from connector.model.enums import Role
 from connector.outbox import Outbox
 from connector.policy.decision import DecisionPoint, PermitAll
 from connector.policy.engines import EmbeddedEngine, Engine, OpaServerEngine, PolicyError
@@ -83,7 +84,7 @@ def _public_error(
     pid = request.match_info.get("pid") if request.match_info else None
     role = request.get("role")
     if pid and role and body["@type"] != "CatalogError":
-        body["providerPid" if role == "provider" else "consumerPid"] = pid
+        body["providerPid" if role == Role.PROVIDER else "consumerPid"] = pid
     return web.json_response(body, status=status)
 
 

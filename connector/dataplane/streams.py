@@ -22,6 +22,7 @@ from connector.clock import skew_refusal
 from connector.egress import EgressRefused, read_limited
 from connector.errors import ConnectorError, DiskFull, PayloadTooLarge, PeerError
 from connector.files import open_private, private_dir
+from connector.model.enums import Role
 from connector.model.records import Transfer
 from connector.model.states import TP
 from connector.policy.odrl import normalise
@@ -172,7 +173,7 @@ def receive_limit(rt: Runtime, tp: Transfer) -> ReceiveLimit:
     if "tdsc:volumeBytes" in agreed:
         earlier = sum(
             t.bytes
-            for t in rt.store.agreement_transfers(tp.agreement_id, "consumer")
+            for t in rt.store.agreement_transfers(tp.agreement_id, Role.CONSUMER)
             if t.id != tp.id
         )
         left = max(agreed["tdsc:volumeBytes"] - earlier, 0)

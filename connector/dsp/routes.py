@@ -15,6 +15,7 @@ from connector.dsp.negotiation import NegotiationService
 from connector.dsp.transfer import TransferService
 from connector.errors import BadRequest, NotFound, UnsupportedMediaType
 from connector.model import messages as m
+from connector.model.enums import Role
 from connector.model.records import Dataset
 from connector.policy.decision import Party
 from connector.runtime import Runtime
@@ -199,7 +200,7 @@ class DspRoutes:
         return web.json_response(self.tp.ack(self.tp.owned(request.match_info["pid"], caller)))
 
     async def tp_request(self, request: web.Request) -> web.Response:
-        request["role"] = "provider"
+        request["role"] = Role.PROVIDER
         caller, claims = await self.auth.member(request)
         msg = m.parse(m.TransferRequestMessage, await read_message(request))
         tp, _created = await self.tp.on_request(msg, caller, claims)

@@ -19,6 +19,7 @@ from connector.metering.meter import Meter, end_kind
 from connector.metering.receipts import wait_for_answers
 from connector.metering.settle import EarlyChecks, receipted_prefix, settle, stream_ended
 from connector.model import messages as m
+from connector.model.enums import Role
 from connector.model.metering import MeteringEntry
 from connector.model.records import Agreement, Dataset, Job, Transfer
 from connector.model.states import CN, TP, TP_TERMINAL, transfer_next
@@ -92,7 +93,7 @@ def _reservation(decision: Decision, dataset: Dataset | None, usage: dict[str, A
 
 
 def _serves_pull(tp: Transfer) -> bool:
-    return tp.role == "provider" and tp.format.endswith("PULL")
+    return tp.role == Role.PROVIDER and tp.format.endswith("PULL")
 
 
 def _new_pull_address(tp: Transfer, msg: m.Message) -> bool:
@@ -101,7 +102,7 @@ def _new_pull_address(tp: Transfer, msg: m.Message) -> bool:
     return (
         isinstance(msg, m.TransferStartMessage)
         and msg.dataAddress is not None
-        and tp.role == "consumer"
+        and tp.role == Role.CONSUMER
         and tp.format.endswith("PULL")
         and tp.state == TP.STARTED
         and tp.data_address is None  # cleared when we resumed: only that answer is taken
@@ -167,7 +168,9 @@ class TransferService:
             providerPid=tp.provider_pid or "", consumerPid=tp.consumer_pid or "", state=tp.state
         ).dump()
 
-    def _move(self, tp: Transfer, message: str, sender: str, **fields: Any) -> Transfer:
+    def _move(
+        self, tp: Transfer, message: m.Message | type[m.Message], sender: Role, **fields: Any
+    ) -> Transfer:
         # The state as it is now, locked: of two replicas handling messages for this
         # transfer at once, the second sees the first one's transition.
         current = self.rt.store.lock_transfer(tp.id) or tp
@@ -201,7 +204,7 @@ class TransferService:
         self, msg: m.TransferRequestMessage, caller: str, claims: dict[str, Any] | None = None
     ) -> tuple[Transfer, bool]:
         existing = self.rt.store.find_transfer(
-            role="provider", consumer_pid=msg.consumerPid, counterparty_id=caller
+            role=Role.PROVIDER, consumer_pid=msg.consumerPid, counterparty_id=caller
         )
         if existing is not None:
             return existing, False
@@ -266,7 +269,7 @@ class TransferService:
                         if now != usage:
                             continue  # another replica accepted or ended one: decide again
                         again = self.rt.store.find_transfer(
-                            role="provider", consumer_pid=msg.consumerPid, counterparty_id=caller
+                            role=Role.PROVIDER, consumer_pid=msg.consumerPid, counterparty_id=caller
                         )
                         if again is not None:
                             return again, False  # the same request, accepted while we waited
@@ -278,7 +281,7 @@ class TransferService:
                 except Duplicate:
                     # another replica created it from the same request a moment ago
                     found = self.rt.store.find_transfer(
-                        role="provider", consumer_pid=msg.consumerPid, counterparty_id=caller
+                        role=Role.PROVIDER, consumer_pid=msg.consumerPid, counterparty_id=caller
                     )
                     if found is None:
                         raise
@@ -311,7 +314,7 @@ class TransferService:
         tp_id = new_pid()
         return Transfer(
             id=tp_id,
-            role="provider",
+            role=Role.PROVIDER,
             state=TP.REQUESTED.value,
             provider_pid=tp_id,
             consumer_pid=msg.consumerPid,
@@ -336,12 +339,12 @@ class TransferService:
             raise BadRequest(f"providerPid {provider_pid} does not belong to this transfer")
         if tp.consumer_pid and consumer_pid != tp.consumer_pid:
             raise BadRequest(f"consumerPid {consumer_pid} does not belong to this transfer")
-        sender = "consumer" if tp.role == "provider" else "provider"
+        sender = tp.role.other
         fields: dict[str, Any] = {}
-        if tp.role == "consumer" and not tp.provider_pid and provider_pid:
+        if tp.role == Role.CONSUMER and not tp.provider_pid and provider_pid:
             fields["provider_pid"] = provider_pid
         if isinstance(msg, m.TransferStartMessage) and msg.dataAddress is not None:
-            if tp.role == "consumer" and tp.format.endswith("PULL"):
+            if tp.role == Role.CONSUMER and tp.format.endswith("PULL"):
                 await self._refuse_pull_address(tp, msg.dataAddress, provider_pid)
             fields["data_address"] = msg.dataAddress.model_dump(by_alias=True, exclude_none=True)
         reason = getattr(msg, "reason", None)
@@ -357,7 +360,7 @@ class TransferService:
                 # the provider's answer to our resume: the same STARTED transfer, a new token
                 tp = self.rt.store.update_transfer(tp.id, **fields)
             else:
-                tp = self._move(tp, msg.type, sender, **fields)
+                tp = self._move(tp, msg, sender, **fields)
             self._received(tp, msg, detail="; ".join(fields.get("reason", [])))
             self.react(tp)
             if renewed is not None:
@@ -424,7 +427,7 @@ class TransferService:
             data_address = _address(f"{self.rt.settings.base_url}/data/push/{tp_id}", token)
         tp = Transfer(
             id=tp_id,
-            role="consumer",
+            role=Role.CONSUMER,
             state=TP.REQUESTED.value,
             consumer_pid=tp_id,
             agreement_id=agreement_id,
@@ -456,7 +459,7 @@ class TransferService:
         fields: dict[str, Any] = {}
         if _serves_pull(tp):
             data_address, fields["data_address"] = self._pull_address(tp)
-        elif tp.role == "consumer" and tp.format.endswith("PULL"):
+        elif tp.role == Role.CONSUMER and tp.format.endswith("PULL"):
             # resuming: the provider revoked the old token at suspension; the pull goes on
             # when its TransferStartMessage brings a new DataAddress (see on_message)
             fields["data_address"] = None
@@ -466,9 +469,9 @@ class TransferService:
             dataAddress=data_address,
         )
         with self.rt.store.transaction():
-            tp = self._move(tp, msg.type, tp.role, **fields)
+            tp = self._move(tp, msg, tp.role, **fields)
             self._send(tp, msg, "/transfers/{peer}/start")
-            if tp.role == "provider" and tp.format.endswith("PUSH"):
+            if tp.role == Role.PROVIDER and tp.format.endswith("PUSH"):
                 self.outbox.enqueue(tp.id, "dp-push", {})
         return tp
 
@@ -478,7 +481,7 @@ class TransferService:
             providerPid=tp.provider_pid or "", consumerPid=tp.consumer_pid or ""
         )
         with self.rt.store.transaction():
-            tp = self._move(tp, msg.type, tp.role)
+            tp = self._move(tp, msg, tp.role)
             self._send(tp, msg, "/transfers/{peer}/completion")
         return tp
 
@@ -488,7 +491,7 @@ class TransferService:
             providerPid=tp.provider_pid or "", consumerPid=tp.consumer_pid or "", reason=reason
         )
         with self.rt.store.transaction():
-            tp = self._move(tp, msg.type, tp.role, reason=reason)
+            tp = self._move(tp, msg, tp.role, reason=reason)
             self._send(tp, msg, "/transfers/{peer}/suspension")
         return tp
 
@@ -501,7 +504,7 @@ class TransferService:
             reason=reason,
         )
         with self.rt.store.transaction():
-            tp = self._move(tp, msg.type, tp.role, reason=reason)
+            tp = self._move(tp, msg, tp.role, reason=reason)
             self._send(tp, msg, "/transfers/{peer}/termination")
         return tp
 
@@ -517,13 +520,13 @@ class TransferService:
         tp = self.get(job.process_id)
         payload = job.payload
         message = dict(payload["message"])
-        peer_pid = tp.provider_pid if tp.role == "consumer" else tp.consumer_pid
+        peer_pid = tp.provider_pid if tp.role == Role.CONSUMER else tp.consumer_pid
         path: str = payload["path"]
         if "{peer}" in path:
             if not peer_pid:
                 raise PeerError("the counterparty's process id is not known yet", retry=False)
             path = path.replace("{peer}", peer_pid)
-            message["providerPid" if tp.role == "consumer" else "consumerPid"] = peer_pid
+            message["providerPid" if tp.role == Role.CONSUMER else "consumerPid"] = peer_pid
         url = tp.counterparty_address.rstrip("/") + path
         try:
             status, body = await self.client.call("POST", url, tp.counterparty_id, message)
@@ -560,7 +563,7 @@ class TransferService:
         with self.rt.store.transaction():
             tp = self.rt.store.update_transfer(tp.id, state=TP.TERMINATED.value, reason=[reason])
             self.rt.log(tp.id, "note", "TERMINATED", state=tp.state, detail=reason)
-            peer_pid = tp.provider_pid if tp.role == "consumer" else tp.consumer_pid
+            peer_pid = tp.provider_pid if tp.role == Role.CONSUMER else tp.consumer_pid
             if peer_pid and job.payload["type"] != "TransferTerminationMessage":
                 msg = m.TransferTerminationMessage(
                     providerPid=tp.provider_pid or "",
@@ -577,11 +580,11 @@ class TransferService:
             return
         if self.script is not None and await self.script(tp):
             return
-        if tp.role == "provider" and tp.state == TP.REQUESTED:
+        if tp.role == Role.PROVIDER and tp.state == TP.REQUESTED:
             self.start(tp.id)
-        elif tp.role == "provider" and tp.state == TP.STARTED and tp.format.endswith("PUSH"):
+        elif tp.role == Role.PROVIDER and tp.state == TP.STARTED and tp.format.endswith("PUSH"):
             self.outbox.enqueue(tp.id, "dp-push", {})
-        elif tp.role == "consumer" and tp.state == TP.STARTED and tp.format.endswith("PULL"):
+        elif tp.role == Role.CONSUMER and tp.state == TP.STARTED and tp.format.endswith("PULL"):
             self.outbox.enqueue(tp.id, "dp-pull", {})
 
     async def _react_failed(self, job: Job, why: str) -> None:

@@ -13,6 +13,7 @@ from connector.dsp.routes import read_json
 from connector.errors import BadRequest, Conflict, NotFound
 from connector.identity import signatures
 from connector.metering import heads
+from connector.model.enums import Role
 from connector.model.metering import MeteringHead
 from connector.model.records import Transfer
 from connector.runtime import Runtime
@@ -31,7 +32,7 @@ class MeteringRoutes:
         caller = await self.auth.caller(request)
         pid = request.match_info["pid"]
         tp = self.rt.store.get_transfer(pid)
-        if tp is None or tp.role != "provider" or tp.counterparty_id != caller:
+        if tp is None or tp.role != Role.PROVIDER or tp.counterparty_id != caller:
             raise NotFound(f"no transfer {pid}")
         return tp
 

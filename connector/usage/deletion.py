@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import quote
 
 from connector.identity.signatures import seal
+from connector.model.enums import Role
 from connector.model.records import Agreement, Transfer
 from connector.model.usage import (
     RECEIPT_TYPE,
@@ -140,7 +141,7 @@ class ConsumerDeletions:
         why = "the agreement's delete duty, counted from delivery"
         duty = DeletionDuty(
             id=tp.id,
-            role="consumer",
+            role=Role.CONSUMER,
             agreement_id=agreement.id,
             dataset_id=agreement.dataset_id,
             counterparty_id=agreement.provider_id,
@@ -185,7 +186,7 @@ class ConsumerDeletions:
         while page := self.rt.store.list_transfers(1000, offset):
             offset += len(page)
             for tp in page:
-                if tp.role != "consumer" or not tp.path or not Path(tp.path).exists():
+                if tp.role != Role.CONSUMER or not tp.path or not Path(tp.path).exists():
                     continue
                 if self.rt.store.get_deletion(tp.id) is None:
                     await self.on_delivered(tp)
@@ -195,7 +196,7 @@ class ConsumerDeletions:
     def resend_receipts(self) -> int:
         """At start-up: receipts the provider has not acknowledged and no job is sending."""
         sent = 0
-        for duty in self.rt.store.list_deletions(role="consumer", state="fulfilled", limit=1000):
+        for duty in self.rt.store.list_deletions(role=Role.CONSUMER, state="fulfilled", limit=1000):
             if duty.receipt is None or any("receipt accepted" in n for n in duty.notes):
                 continue
             if any(
@@ -215,7 +216,7 @@ class ConsumerDeletions:
             return 0
         now = time.time()
         due = 0
-        for tp in self.rt.store.agreement_transfers(agreement.id, "consumer"):
+        for tp in self.rt.store.agreement_transfers(agreement.id, Role.CONSUMER):
             duty = self.rt.store.get_deletion(tp.id)
             if duty is not None and duty.state != "pending":
                 continue
@@ -230,7 +231,7 @@ class ConsumerDeletions:
                 self.rt.store.put_deletion(
                     DeletionDuty(
                         id=tp.id,
-                        role="consumer",
+                        role=Role.CONSUMER,
                         agreement_id=agreement.id,
                         dataset_id=agreement.dataset_id,
                         counterparty_id=agreement.provider_id,
@@ -273,7 +274,7 @@ class ConsumerDeletions:
         """Carry out every duty whose deadline has come; returns how many. `at_start`: the
         deadlines passed while the connector was stopped (the receipts say so)."""
         done = 0
-        for duty in self.rt.store.due_deletions("consumer", ("pending",), time.time()):
+        for duty in self.rt.store.due_deletions(Role.CONSUMER, ("pending",), time.time()):
             reason = None
             if at_start and duty.fixed_by != TERMINATED:
                 reason = (

@@ -11,6 +11,7 @@ from typing import Any
 
 from connector.errors import BadRequest, NotFound
 from connector.identity.signatures import seal
+from connector.model.enums import Role
 from connector.model.records import Agreement
 from connector.model.states import TP_TERMINAL
 from connector.model.usage import TERMINATION_TYPE, utcnow
@@ -60,7 +61,7 @@ class Termination:
             agreement = self.rt.store.update_agreement(
                 agreement.id, terminated_at=record["terminated_at"], termination_reason=reason
             )
-            for tp in self.rt.store.agreement_transfers(agreement.id, "provider"):
+            for tp in self.rt.store.agreement_transfers(agreement.id, Role.PROVIDER):
                 if tp.state not in TP_TERMINAL:
                     self.terminate_transfer(tp.id, [f"agreement terminated: {reason}"], None)
             self.provider.on_terminated(agreement)

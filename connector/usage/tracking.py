@@ -14,6 +14,7 @@ import math
 import time
 from typing import Any
 
+from connector.model.enums import Role
 from connector.model.records import Agreement, Transfer
 from connector.model.states import TP_TERMINAL
 from connector.model.usage import (
@@ -49,7 +50,7 @@ class ProviderDeletions:
         self.rt.store.put_deletion(
             DeletionDuty(
                 id=tp.id,
-                role="provider",
+                role=Role.PROVIDER,
                 agreement_id=tp.agreement_id,
                 dataset_id=tp.dataset_id,
                 counterparty_id=tp.counterparty_id,
@@ -66,7 +67,7 @@ class ProviderDeletions:
         the agreement counted from this delivery (the provider's own, not the consumer's)."""
         duty = self.rt.store.get_deletion(tp.id)
         agreement = self.rt.store.get_agreement(tp.agreement_id)
-        if duty is None or duty.role != "provider" or agreement is None:
+        if duty is None or duty.role != Role.PROVIDER or agreement is None:
             return
         now = time.time()
         deadline, _ = await deletion_deadline(self.rt, agreement, tp, "delivery", now)
@@ -145,14 +146,14 @@ class ProviderDeletions:
 
     def overdue_for(self, consumer: str) -> list[DeletionDuty]:
         return self.rt.store.list_deletions(
-            role="provider", state="overdue", counterparty_id=consumer
+            role=Role.PROVIDER, state="overdue", counterparty_id=consumer
         )
 
     def check_overdue(self) -> list[DeletionDuty]:
         """Mark every pending deletion whose deadline and grace passed overdue, with an alert."""
         grace = self.rt.settings.deletion_grace_seconds
         marked: list[DeletionDuty] = []
-        for duty in self.rt.store.due_deletions("provider", ("pending",), time.time() - grace):
+        for duty in self.rt.store.due_deletions(Role.PROVIDER, ("pending",), time.time() - grace):
             tp = self.rt.store.get_transfer(duty.id)
             if tp is not None and not tp.bytes and tp.state not in TP_TERMINAL:
                 continue  # nothing delivered yet
@@ -183,7 +184,7 @@ class ProviderDeletions:
         """The agreement ended: the consumer must delete its copies now."""
         now = time.time()
         for duty in self.rt.store.list_deletions(
-            role="provider", agreement_id=agreement.id, state="pending", limit=1000
+            role=Role.PROVIDER, agreement_id=agreement.id, state="pending", limit=1000
         ):
             if duty.due_at is not None and duty.due_at > now:
                 self.rt.store.update_deletion(
@@ -198,7 +199,7 @@ class ProviderDeletions:
 
     def _duty_for(self, agreement: Agreement, transfer: Any) -> DeletionDuty:
         duty = self.rt.store.get_deletion(str(transfer))
-        if duty is None or duty.role != "provider" or duty.agreement_id != agreement.id:
+        if duty is None or duty.role != Role.PROVIDER or duty.agreement_id != agreement.id:
             raise RecordRefused(
                 f"no deletion is tracked for transfer {transfer} of agreement {agreement.id}"
             )

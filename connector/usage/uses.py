@@ -11,6 +11,7 @@ from typing import Any
 from connector.errors import BadRequest, ConnectorError, NotFound
 from connector.identity import signatures
 from connector.identity.signatures import GENESIS, seal
+from connector.model.enums import Role
 from connector.model.records import Agreement, Transfer
 from connector.model.states import TP
 from connector.model.usage import (
@@ -70,7 +71,7 @@ class ConsumerUses:
     def _copy(self, agreement: Agreement) -> Transfer:
         """The newest completed copy still held; DataGone or NotFound otherwise."""
         transfers = sorted(
-            self.rt.store.agreement_transfers(agreement.id, "consumer"),
+            self.rt.store.agreement_transfers(agreement.id, Role.CONSUMER),
             key=lambda t: t.updated_at,
             reverse=True,
         )
@@ -82,7 +83,7 @@ class ConsumerUses:
                 return tp
         deleted = [
             d
-            for d in self.rt.store.list_deletions(role="consumer", agreement_id=agreement.id)
+            for d in self.rt.store.list_deletions(role=Role.CONSUMER, agreement_id=agreement.id)
             if d.state == "fulfilled"
         ]
         if deleted:
@@ -95,7 +96,7 @@ class ConsumerUses:
 
     def usage(self, agreement: Agreement, uses: UseSummary) -> dict[str, Any]:
         delivered = [
-            t for t in self.rt.store.agreement_transfers(agreement.id, "consumer") if t.bytes
+            t for t in self.rt.store.agreement_transfers(agreement.id, Role.CONSUMER) if t.bytes
         ]
         return {
             "transfers": len(delivered),
