@@ -6,6 +6,7 @@ import hashlib
 import json
 from typing import Any
 
+from connector.model.enums import TransferFormat
 from connector.model.messages import (
     CATALOG_DIGEST,
     CATALOG_UNCHANGED,
@@ -15,7 +16,7 @@ from connector.model.messages import (
 )
 from connector.model.records import Dataset
 
-FORMATS = ("HttpData-PULL", "HttpData-PUSH")
+FORMATS = tuple(TransferFormat)
 
 
 def service_id(did: str) -> str:

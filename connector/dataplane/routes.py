@@ -14,6 +14,7 @@ from aiohttp import web
 from connector.dataplane import sources, streams, tokens
 from connector.errors import BadRequest, ConnectorError, NotFound, PayloadTooLarge, PeerError
 from connector.metering.meter import Meter, MeteringUnavailable, end_kind, frontier
+from connector.model.enums import Direction
 from connector.model.metering import Kind
 from connector.model.records import Transfer
 from connector.model.states import TP
@@ -136,7 +137,7 @@ class DataPlaneRoutes:
             why = str(exc) if isinstance(exc, ConnectorError | streams.Stopped) else repr(exc)
             self.rt.log(
                 pid,
-                "note" if stopped else "failed",
+                Direction.NOTE if stopped else Direction.FAILED,
                 "pull",
                 detail=f"stopped serving after {size} bytes: {why}",
             )
@@ -165,7 +166,7 @@ class DataPlaneRoutes:
             served = self.rt.store.update_transfer(pid, bytes=start + size, sha256=whole)
             self.rt.log(
                 pid,
-                "note",
+                Direction.NOTE,
                 "pull",
                 detail=f"served bytes {start}-{start + size - 1}, sha256 {whole}",
             )
@@ -214,7 +215,7 @@ class DataPlaneRoutes:
             meter.cut()
             self.rt.log(
                 tp.id,
-                "note",
+                Direction.NOTE,
                 "metering",
                 detail=f"bytes {covered}-{start - 1} reached the consumer before the stream"
                 " that carried them broke off; metered now from the source",
@@ -230,7 +231,7 @@ class DataPlaneRoutes:
             delay = 0.5
             for _ in range(NOTE_ATTEMPTS):
                 try:
-                    self.rt.log(pid, "failed", "pull", detail=detail)
+                    self.rt.log(pid, Direction.FAILED, "pull", detail=detail)
                     return
                 except Exception:
                     await asyncio.sleep(delay)
@@ -252,7 +253,7 @@ class DataPlaneRoutes:
         limit = streams.receive_limit(self.rt, tp)
         announced = request.content_length
         if announced is not None and announced > limit.bytes:
-            self.rt.log(pid, "refused", "push", detail=str(limit.refuse(announced)))
+            self.rt.log(pid, Direction.REFUSED, "push", detail=str(limit.refuse(announced)))
             raise limit.refuse(announced)
         writer = streams.HashingWriter(
             streams.received_path(self.rt, pid), staged=True, limit=limit
@@ -266,11 +267,14 @@ class DataPlaneRoutes:
             whole = True
         except PayloadTooLarge as exc:
             # stop reading: the sender is cut off, the staged part removed (finally)
-            self.rt.log(pid, "refused", "push", detail=exc.detail)
+            self.rt.log(pid, Direction.REFUSED, "push", detail=exc.detail)
             raise
         except ConnectionError as exc:
             self.rt.log(
-                pid, "failed", "push", detail=f"interrupted after {writer.size} bytes: {exc!r}"
+                pid,
+                Direction.FAILED,
+                "push",
+                detail=f"interrupted after {writer.size} bytes: {exc!r}",
             )
             raise BadRequest(f"push interrupted after {writer.size} bytes") from exc
         finally:
@@ -283,7 +287,7 @@ class DataPlaneRoutes:
                 pid, bytes=writer.size, sha256=digest, path=str(writer.path)
             )
             self.rt.log(
-                pid, "note", "push", detail=f"received {writer.size} bytes, sha256 {digest}"
+                pid, Direction.NOTE, "push", detail=f"received {writer.size} bytes, sha256 {digest}"
             )
             self._settle(pid)
         if self._delivered is not None:

@@ -18,7 +18,7 @@ from connector.dsp.client import DspClient
 from connector.errors import BadRequest, NotFound, PeerError, TooManyProcesses
 from connector.identity import signatures
 from connector.model import messages as m
-from connector.model.enums import CNEvent, Role
+from connector.model.enums import CNEvent, Direction, JobKind, Role
 from connector.model.records import Agreement, Job, Negotiation
 from connector.model.states import CN, CN_TERMINAL, CNStep, negotiation_next
 from connector.outbox import Outbox
@@ -65,8 +65,8 @@ class NegotiationService:
         self.client = client
         # A scripted reaction (TCK mode) may take over; it returns True when it handled one.
         self.script: Reaction | None = None
-        outbox.register("cn-send", self._send_job, self._send_failed)
-        outbox.register("cn-react", self._react_job, self._react_failed)
+        outbox.register(JobKind.CN_SEND, self._send_job, self._send_failed)
+        outbox.register(JobKind.CN_REACT, self._react_job, self._react_failed)
 
     # lookups ---------------------------------------------------------------------------------
 
@@ -107,10 +107,10 @@ class NegotiationService:
         return self.rt.store.update_negotiation(neg.id, state=nxt.value, **fields)
 
     def _received(self, neg: Negotiation, msg: m.Message, **kw: Any) -> None:
-        self.rt.log(neg.id, "received", msg.type, state=neg.state, body=msg.dump(), **kw)
+        self.rt.log(neg.id, Direction.RECEIVED, msg.type, state=neg.state, body=msg.dump(), **kw)
 
     def react(self, neg: Negotiation) -> None:
-        self.outbox.enqueue(neg.id, "cn-react", {"state": neg.state})
+        self.outbox.enqueue(neg.id, JobKind.CN_REACT, {"state": neg.state})
 
     # incoming: provider side -----------------------------------------------------------------
 
@@ -336,7 +336,7 @@ class NegotiationService:
                 neg = self._move(
                     neg, m.ContractNegotiationTerminationMessage, Role.CONSUMER, reason=reason
                 )
-                self.rt.log(neg.id, "note", "TERMINATED", state=neg.state, detail=reason[0])
+                self.rt.log(neg.id, Direction.NOTE, "TERMINATED", state=neg.state, detail=reason[0])
             raise not_a_member(not_member)
         body = msg.agreement.model_dump(by_alias=True, exclude_none=True)
         if msg.agreement.target != neg.dataset_id:
@@ -414,7 +414,7 @@ class NegotiationService:
         with self.rt.store.transaction():
             self._received(neg, msg, detail="refused: " + "; ".join(reasons))
             neg = self._move(neg, m.ContractNegotiationTerminationMessage, neg.role, reason=reasons)
-            self.rt.log(neg.id, "note", "TERMINATED", state=neg.state, detail=reasons[0])
+            self.rt.log(neg.id, Direction.NOTE, "TERMINATED", state=neg.state, detail=reasons[0])
         return BadRequest("; ".join(reasons), reasons=reasons)
 
     def _within_cap(self, caller: str, role: Role) -> None:
@@ -601,7 +601,7 @@ class NegotiationService:
     ) -> None:
         self.outbox.enqueue(
             neg.id,
-            "cn-send",
+            JobKind.CN_SEND,
             {"type": msg.type, "path": path, "message": body or msg.dump(), "expect": neg.state},
         )
 
@@ -623,10 +623,10 @@ class NegotiationService:
         except PeerError as exc:
             if exc.http_status == 400 and job.attempts > 0 and await self._peer_in(neg, payload):
                 self.rt.log(
-                    neg.id, "note", payload["type"], detail="delivered earlier (peer state)"
+                    neg.id, Direction.NOTE, payload["type"], detail="delivered earlier (peer state)"
                 )
                 return
-            direction = "failed" if exc.retry else "refused"
+            direction = Direction.FAILED if exc.retry else Direction.REFUSED
             if not exc.retry:
                 self.rt.log(
                     neg.id,
@@ -645,7 +645,12 @@ class NegotiationService:
             if updates:
                 self.rt.store.update_negotiation(neg.id, **updates)
             self.rt.log(
-                neg.id, "sent", payload["type"], status=status, body=message, state=neg.state
+                neg.id,
+                Direction.SENT,
+                payload["type"],
+                status=status,
+                body=message,
+                state=neg.state,
             )
 
     async def _peer_in(self, neg: Negotiation, payload: dict[str, Any]) -> bool:
@@ -667,13 +672,13 @@ class NegotiationService:
         neg = self.get(job.process_id)
         reason = f"{job.payload['type']} was not delivered: {why}"
         if neg.state in CN_TERMINAL:
-            self.rt.log(neg.id, "note", job.payload["type"], detail=reason)
+            self.rt.log(neg.id, Direction.NOTE, job.payload["type"], detail=reason)
             return
         with self.rt.store.transaction():
             neg = self.rt.store.update_negotiation(
                 neg.id, state=CN.TERMINATED.value, reason=[reason]
             )
-            self.rt.log(neg.id, "note", "TERMINATED", state=neg.state, detail=reason)
+            self.rt.log(neg.id, Direction.NOTE, "TERMINATED", state=neg.state, detail=reason)
             peer_pid = neg.provider_pid if neg.role == Role.CONSUMER else neg.consumer_pid
             if peer_pid and job.payload["type"] != "ContractNegotiationTerminationMessage":
                 msg = m.ContractNegotiationTerminationMessage(
@@ -728,7 +733,10 @@ class NegotiationService:
                 self.agree(neg.id)
             else:
                 self.rt.log(
-                    neg.id, "note", "counter-offer", detail="requested terms differ from the offer"
+                    neg.id,
+                    Direction.NOTE,
+                    "counter-offer",
+                    detail="requested terms differ from the offer",
                 )
                 self.counter_offer(neg.id, published)
         elif neg.state == CN.ACCEPTED:
@@ -745,7 +753,7 @@ class NegotiationService:
             else:
                 self.rt.log(
                     neg.id,
-                    "note",
+                    Direction.NOTE,
                     "awaiting operator",
                     detail="the provider made an offer: accept, counter-request or terminate",
                 )

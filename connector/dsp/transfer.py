@@ -19,7 +19,7 @@ from connector.metering.meter import Meter, end_kind
 from connector.metering.receipts import wait_for_answers
 from connector.metering.settle import EarlyChecks, receipted_prefix, settle, stream_ended
 from connector.model import messages as m
-from connector.model.enums import Role
+from connector.model.enums import Direction, JobKind, Role, TransferFormat
 from connector.model.metering import MeteringEntry
 from connector.model.records import Agreement, Dataset, Job, Transfer
 from connector.model.states import CN, TP, TP_TERMINAL, transfer_next
@@ -93,7 +93,7 @@ def _reservation(decision: Decision, dataset: Dataset | None, usage: dict[str, A
 
 
 def _serves_pull(tp: Transfer) -> bool:
-    return tp.role == Role.PROVIDER and tp.format.endswith("PULL")
+    return tp.role == Role.PROVIDER and tp.format.is_pull
 
 
 def _new_pull_address(tp: Transfer, msg: m.Message) -> bool:
@@ -103,7 +103,7 @@ def _new_pull_address(tp: Transfer, msg: m.Message) -> bool:
         isinstance(msg, m.TransferStartMessage)
         and msg.dataAddress is not None
         and tp.role == Role.CONSUMER
-        and tp.format.endswith("PULL")
+        and tp.format.is_pull
         and tp.state == TP.STARTED
         and tp.data_address is None  # cleared when we resumed: only that answer is taken
     )
@@ -142,11 +142,11 @@ class TransferService:
         self.script: Reaction | None = None
         self.usage: UsageHooks | None = None
         self._deciding = KeyedLocks()
-        outbox.register("tp-send", self._send_job, self._send_failed)
-        outbox.register("tp-react", self._react_job, self._react_failed)
-        outbox.register("dp-pull", self._pull_job, self._data_failed)
-        outbox.register("dp-push", self._push_job, self._data_failed)
-        outbox.register("metering-settle", self._settle_job, self._settle_failed)
+        outbox.register(JobKind.TP_SEND, self._send_job, self._send_failed)
+        outbox.register(JobKind.TP_REACT, self._react_job, self._react_failed)
+        outbox.register(JobKind.DP_PULL, self._pull_job, self._data_failed)
+        outbox.register(JobKind.DP_PUSH, self._push_job, self._data_failed)
+        outbox.register(JobKind.METERING_SETTLE, self._settle_job, self._settle_failed)
 
     # lookups ---------------------------------------------------------------------------------
 
@@ -193,10 +193,10 @@ class TransferService:
         return _address(endpoint, token), _address(endpoint, tokens.digest(token))
 
     def _received(self, tp: Transfer, msg: m.Message, **kw: Any) -> None:
-        self.rt.log(tp.id, "received", msg.type, state=tp.state, body=msg.dump(), **kw)
+        self.rt.log(tp.id, Direction.RECEIVED, msg.type, state=tp.state, body=msg.dump(), **kw)
 
     def react(self, tp: Transfer) -> None:
-        self.outbox.enqueue(tp.id, "tp-react", {"state": tp.state})
+        self.outbox.enqueue(tp.id, JobKind.TP_REACT, {"state": tp.state})
 
     # incoming --------------------------------------------------------------------------------
 
@@ -221,9 +221,10 @@ class TransferService:
             )
         if msg.format not in FORMATS:
             raise BadRequest(f"unsupported format {msg.format}; supported: {', '.join(FORMATS)}")
-        if msg.format.endswith("PUSH") and msg.dataAddress is None:
+        fmt = TransferFormat(msg.format)
+        if fmt.is_push and msg.dataAddress is None:
             raise BadRequest("a push transfer needs the consumer's dataAddress")
-        if msg.format.endswith("PUSH") and msg.dataAddress is not None:
+        if fmt.is_push and msg.dataAddress is not None:
             refused = await self._endpoint_refusal(msg.dataAddress)
             if refused is not None:
                 raise BadRequest(f"the push dataAddress is refused: {refused}")
@@ -344,7 +345,7 @@ class TransferService:
         if tp.role == Role.CONSUMER and not tp.provider_pid and provider_pid:
             fields["provider_pid"] = provider_pid
         if isinstance(msg, m.TransferStartMessage) and msg.dataAddress is not None:
-            if tp.role == Role.CONSUMER and tp.format.endswith("PULL"):
+            if tp.role == Role.CONSUMER and tp.format.is_pull:
                 await self._refuse_pull_address(tp, msg.dataAddress, provider_pid)
             fields["data_address"] = msg.dataAddress.model_dump(by_alias=True, exclude_none=True)
         reason = getattr(msg, "reason", None)
@@ -397,7 +398,7 @@ class TransferService:
         with self.rt.store.transaction():
             if not tp.provider_pid and provider_pid:
                 self.rt.store.update_transfer(tp.id, provider_pid=provider_pid)
-            self.rt.log(tp.id, "refused", "TransferStartMessage", detail=reason)
+            self.rt.log(tp.id, Direction.REFUSED, "TransferStartMessage", detail=reason)
         if tp.state not in TP_TERMINAL:
             self.terminate(tp.id, [reason], code="DATA_ADDRESS")
         raise BadRequest(reason)
@@ -416,7 +417,7 @@ class TransferService:
             raise BadRequest(f"format must be one of {', '.join(FORMATS)}")
         tp_id = new_pid()
         data_address = None
-        if fmt.endswith("PUSH"):
+        if TransferFormat(fmt).is_push:
             token = tokens.issue(
                 self.rt.keys,
                 self.rt.did,
@@ -459,7 +460,7 @@ class TransferService:
         fields: dict[str, Any] = {}
         if _serves_pull(tp):
             data_address, fields["data_address"] = self._pull_address(tp)
-        elif tp.role == Role.CONSUMER and tp.format.endswith("PULL"):
+        elif tp.role == Role.CONSUMER and tp.format.is_pull:
             # resuming: the provider revoked the old token at suspension; the pull goes on
             # when its TransferStartMessage brings a new DataAddress (see on_message)
             fields["data_address"] = None
@@ -471,8 +472,8 @@ class TransferService:
         with self.rt.store.transaction():
             tp = self._move(tp, msg, tp.role, **fields)
             self._send(tp, msg, "/transfers/{peer}/start")
-            if tp.role == Role.PROVIDER and tp.format.endswith("PUSH"):
-                self.outbox.enqueue(tp.id, "dp-push", {})
+            if tp.role == Role.PROVIDER and tp.format.is_push:
+                self.outbox.enqueue(tp.id, JobKind.DP_PUSH, {})
         return tp
 
     def complete(self, pid: str) -> Transfer:
@@ -514,7 +515,7 @@ class TransferService:
         payload: dict[str, Any] = {"type": msg.type, "path": path, "message": msg.dump()}
         if renewal:
             payload["renewal"] = True  # a new pull token after a resume (see on_message)
-        self.outbox.enqueue(tp.id, "tp-send", payload)
+        self.outbox.enqueue(tp.id, JobKind.TP_SEND, payload)
 
     async def _send_job(self, job: Job) -> None:
         tp = self.get(job.process_id)
@@ -533,13 +534,16 @@ class TransferService:
         except PeerError as exc:
             if exc.http_status == 400 and job.attempts > 0:
                 self.rt.log(
-                    tp.id, "note", payload["type"], detail="delivered earlier (retry refused)"
+                    tp.id,
+                    Direction.NOTE,
+                    payload["type"],
+                    detail="delivered earlier (retry refused)",
                 )
                 return
             if not exc.retry:
                 self.rt.log(
                     tp.id,
-                    "refused",
+                    Direction.REFUSED,
                     payload["type"],
                     status=exc.http_status,
                     body=exc.body,
@@ -550,7 +554,9 @@ class TransferService:
             initial = payload["type"] == "TransferRequestMessage" and not tp.provider_pid
             if initial and isinstance(body, dict) and isinstance(body.get("providerPid"), str):
                 self.rt.store.update_transfer(tp.id, provider_pid=body["providerPid"])
-            self.rt.log(tp.id, "sent", payload["type"], status=status, body=message, state=tp.state)
+            self.rt.log(
+                tp.id, Direction.SENT, payload["type"], status=status, body=message, state=tp.state
+            )
 
     async def _send_failed(self, job: Job, why: str) -> None:
         tp = self.get(job.process_id)
@@ -558,11 +564,11 @@ class TransferService:
         if tp.state in TP_TERMINAL or job.payload.get("renewal"):
             # a consumer that did not take a renewed pull token can resume again; the
             # transfer itself is not broken by it
-            self.rt.log(tp.id, "note", job.payload["type"], detail=reason)
+            self.rt.log(tp.id, Direction.NOTE, job.payload["type"], detail=reason)
             return
         with self.rt.store.transaction():
             tp = self.rt.store.update_transfer(tp.id, state=TP.TERMINATED.value, reason=[reason])
-            self.rt.log(tp.id, "note", "TERMINATED", state=tp.state, detail=reason)
+            self.rt.log(tp.id, Direction.NOTE, "TERMINATED", state=tp.state, detail=reason)
             peer_pid = tp.provider_pid if tp.role == Role.CONSUMER else tp.consumer_pid
             if peer_pid and job.payload["type"] != "TransferTerminationMessage":
                 msg = m.TransferTerminationMessage(
@@ -582,10 +588,10 @@ class TransferService:
             return
         if tp.role == Role.PROVIDER and tp.state == TP.REQUESTED:
             self.start(tp.id)
-        elif tp.role == Role.PROVIDER and tp.state == TP.STARTED and tp.format.endswith("PUSH"):
-            self.outbox.enqueue(tp.id, "dp-push", {})
-        elif tp.role == Role.CONSUMER and tp.state == TP.STARTED and tp.format.endswith("PULL"):
-            self.outbox.enqueue(tp.id, "dp-pull", {})
+        elif tp.role == Role.PROVIDER and tp.state == TP.STARTED and tp.format.is_push:
+            self.outbox.enqueue(tp.id, JobKind.DP_PUSH, {})
+        elif tp.role == Role.CONSUMER and tp.state == TP.STARTED and tp.format.is_pull:
+            self.outbox.enqueue(tp.id, JobKind.DP_PULL, {})
 
     async def _react_failed(self, job: Job, why: str) -> None:
         tp = self.get(job.process_id)
@@ -598,7 +604,9 @@ class TransferService:
         tp = self.get(job.process_id)
         if tp.state != TP.STARTED or not tp.data_address:
             return
-        self.rt.log(tp.id, "note", "pull", detail=f"pulling from {tp.data_address.get('endpoint')}")
+        self.rt.log(
+            tp.id, Direction.NOTE, "pull", detail=f"pulling from {tp.data_address.get('endpoint')}"
+        )
         early = EarlyChecks(self.rt, self.client, tp, streams.received_path(self.rt, tp.id))
         checking = asyncio.create_task(early.run())
         try:
@@ -626,11 +634,13 @@ class TransferService:
             # the provider's stream ended without its last metering record (it crashed, or
             # its store refused the write): asking for the empty rest shows what we hold,
             # and the provider meters the gap before it answers (docs/metering.md)
-            self.rt.log(tp.id, "note", "metering", detail=UNMETERED_TAIL)
+            self.rt.log(tp.id, Direction.NOTE, "metering", detail=UNMETERED_TAIL)
             size, digest, path = await streams.pull(self.rt, tp.id, tp.data_address)
         with self.rt.store.transaction():
             tp = self.rt.store.update_transfer(tp.id, bytes=size, sha256=digest, path=str(path))
-            self.rt.log(tp.id, "note", "pull", detail=f"received {size} bytes, sha256 {digest}")
+            self.rt.log(
+                tp.id, Direction.NOTE, "pull", detail=f"received {size} bytes, sha256 {digest}"
+            )
         if self.usage is not None:
             await self.usage.delivered(tp)
         refused = await settle(self.rt, self.client, tp, checked=early.checked)
@@ -648,7 +658,9 @@ class TransferService:
         kept = path.stat().st_size if path.exists() else 0
         with self.rt.store.transaction():
             self.rt.store.update_transfer(pid, bytes=kept, path=str(path))
-            self.rt.log(pid, "note", "pull", detail=f"{kept} bytes received before giving up")
+            self.rt.log(
+                pid, Direction.NOTE, "pull", detail=f"{kept} bytes received before giving up"
+            )
         await self._settle_quietly(pid)
 
     async def _push_job(self, job: Job) -> None:
@@ -716,7 +728,9 @@ class TransferService:
         last = meter.close("terminate" if cap.cut else "complete")
         with self.rt.store.transaction():
             tp = self.rt.store.update_transfer(tp.id, bytes=size, sha256=digest)
-            self.rt.log(tp.id, "note", "push", detail=f"pushed {size} bytes, sha256 {digest}")
+            self.rt.log(
+                tp.id, Direction.NOTE, "push", detail=f"pushed {size} bytes, sha256 {digest}"
+            )
         return tp, last
 
     def _pushed_whole(self, tp: Transfer) -> MeteringEntry | None:
@@ -737,7 +751,7 @@ class TransferService:
 
     def settle_later(self, pid: str) -> None:
         """Consumer, push: check the provider's records against what arrived, soon."""
-        self.outbox.enqueue(pid, "metering-settle", {})
+        self.outbox.enqueue(pid, JobKind.METERING_SETTLE, {})
 
     async def _settle_job(self, job: Job) -> None:
         tp = self.get(job.process_id)
@@ -748,7 +762,7 @@ class TransferService:
                 self.terminate(tp.id, refused, code="METERING")
 
     async def _settle_failed(self, job: Job, why: str) -> None:
-        self.rt.log(job.process_id, "failed", "metering", detail=f"no receipts sent: {why}")
+        self.rt.log(job.process_id, Direction.FAILED, "metering", detail=f"no receipts sent: {why}")
 
     async def _settle_quietly(self, pid: str) -> None:
         """After a pull was cut for good (volume, termination, given up): record what the file
@@ -762,7 +776,7 @@ class TransferService:
         try:
             await settle(self.rt, self.client, tp, timeout=2.0)
         except ConnectorError as exc:
-            self.rt.log(pid, "failed", "metering", detail=f"no receipts sent: {exc}")
+            self.rt.log(pid, Direction.FAILED, "metering", detail=f"no receipts sent: {exc}")
             return
         held = path.stat().st_size if path.exists() else 0
         metered = receipted_prefix(self.rt.store.metering_chain(tp.agreement_id), tp.provider_pid)
@@ -772,7 +786,7 @@ class TransferService:
                 self.rt.store.update_transfer(pid, bytes=metered, sha256=None)
                 self.rt.log(
                     pid,
-                    "note",
+                    Direction.NOTE,
                     "metering",
                     detail=f"kept the first {metered} of {held} bytes received: the rest lies"
                     " in a window that did not arrive whole, which no record can meter",
@@ -784,14 +798,16 @@ class TransferService:
         state = self.get(pid).state
         if state == TP.STARTED:
             return False
-        self.rt.log(pid, "note", what, detail=f"{what} stopped, the transfer is {state}: {exc}")
+        self.rt.log(
+            pid, Direction.NOTE, what, detail=f"{what} stopped, the transfer is {state}: {exc}"
+        )
         return True
 
     async def _data_failed(self, job: Job, why: str) -> None:
         """The data move gave up: the transfer ends TERMINATED with the reason, and the
         TransferTerminationMessage carries it to the counterparty."""
         tp = self.get(job.process_id)
-        what = "pull" if job.kind == "dp-pull" else "push"
-        self.rt.log(tp.id, "failed", what, detail=f"{what} ended: {why}")
+        what = "pull" if job.kind == JobKind.DP_PULL else "push"
+        self.rt.log(tp.id, Direction.FAILED, what, detail=f"{what} ended: {why}")
         if tp.state not in TP_TERMINAL:
             self.terminate(tp.id, [f"data transfer failed: {why}"])

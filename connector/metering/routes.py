@@ -13,7 +13,7 @@ from connector.dsp.routes import read_json
 from connector.errors import BadRequest, Conflict, NotFound
 from connector.identity import signatures
 from connector.metering import heads
-from connector.model.enums import Role
+from connector.model.enums import Direction, Role
 from connector.model.metering import MeteringHead
 from connector.model.records import Transfer
 from connector.runtime import Runtime
@@ -82,7 +82,7 @@ class MeteringRoutes:
         refused = [f"record {seq}: {why}" for seq, _, why in checked if why]
         self.rt.log(
             tp.id,
-            "note",
+            Direction.NOTE,
             "metering",
             detail=f"{len(checked) - len(refused)} receipts accepted"
             + (f"; the consumer refused {'; '.join(refused)}" if refused else ""),

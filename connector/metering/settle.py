@@ -17,6 +17,7 @@ from connector.identity import signatures
 from connector.identity.signatures import GENESIS
 from connector.metering import heads
 from connector.metering.records import entry_from_line, record_hash
+from connector.model.enums import Direction
 from connector.model.metering import RECORD_FIELDS, Kind, MeteringEntry, MeteringHead, merge_ranges
 from connector.model.records import Transfer
 from connector.runtime import Runtime
@@ -275,7 +276,12 @@ async def settle(
         if exc.http_status not in (404, 405, 501):
             raise
         # a peer without the metering profile (docs/metering.md): deliver, but say so
-        rt.log(tp.id, "note", "metering", detail=f"the provider keeps no metering records: {exc}")
+        rt.log(
+            tp.id,
+            Direction.NOTE,
+            "metering",
+            detail=f"the provider keeps no metering records: {exc}",
+        )
         return []
     provider_doc = await rt.resolver.resolve(tp.counterparty_id)
     # what this side already holds of the agreement's chain (kept by the provider's pids)
@@ -310,7 +316,7 @@ async def settle(
                 rt.store.put_metering_head(head)
     rt.log(
         tp.id,
-        "note",
+        Direction.NOTE,
         "metering",
         detail=f"metering: {len(answers) - len(refusals)} receipted, {len(refusals)} refused",
     )
@@ -333,7 +339,9 @@ def _countersign(
             offered, tp.agreement_id, tp.counterparty_id, rt.did, provider_doc, None
         )
     except BadRequest as exc:
-        rt.log(tp.id, "note", "metering", detail=f"chain head not countersigned: {exc.detail}")
+        rt.log(
+            tp.id, Direction.NOTE, "metering", detail=f"chain head not countersigned: {exc.detail}"
+        )
         return None
     held = {e.seq: e for e in chain}  # the newest answer for each seq wins
     named = held.get(body["count"] - 1)
@@ -341,7 +349,7 @@ def _countersign(
     if named is None or named.hash != body["head"] or not named.receipt or newest >= body["count"]:
         rt.log(
             tp.id,
-            "note",
+            Direction.NOTE,
             "metering",
             detail="chain head not countersigned: it does not name the newest record this"
             " connector holds and receipted",

@@ -11,14 +11,14 @@ from aiohttp import web
 from connector.errors import BadRequest, NotFound
 from connector.management import models
 from connector.management.routes import Handler, Route, optional_body
-from connector.model.enums import Role
+from connector.model.enums import DutyState, Role
 from connector.model.usage import RECEIPT_TYPE, USE_TYPE, DeletionDuty
 from connector.runtime import Runtime
 from connector.usage.service import Usage
 from connector.usage.signed import RecordRefused, check
 from connector.usage.uses import DataGone
 
-STATES = ("pending", "fulfilled", "overdue")
+STATES = tuple(DutyState)
 
 ROUTES = [
     Route(

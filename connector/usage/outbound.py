@@ -6,12 +6,13 @@ from __future__ import annotations
 from typing import Any
 
 from connector.dsp.client import DspClient
+from connector.model.enums import Direction, JobKind
 from connector.model.records import Job
 from connector.model.usage import utcnow
 from connector.outbox import Outbox
 from connector.runtime import Runtime
 
-KIND = "usage-send"
+KIND = JobKind.USAGE_SEND
 
 
 class PeerMail:
@@ -41,7 +42,7 @@ class PeerMail:
         p = job.payload
         status, answer = await self.client.call("POST", p["url"], p["peer"], p["body"])
         with self.rt.store.transaction():
-            self.rt.log(job.process_id, "sent", p["type"], status=status, body=answer)
+            self.rt.log(job.process_id, Direction.SENT, p["type"], status=status, body=answer)
             self._after(p["after"], "accepted by the provider" if status < 300 else "")
 
     def _after(self, after: dict[str, Any], note: str) -> None:
@@ -54,7 +55,7 @@ class PeerMail:
 
     async def _failed(self, job: Job, why: str) -> None:
         p = job.payload
-        self.rt.log(job.process_id, "failed", p["type"], detail=f"not delivered: {why}")
+        self.rt.log(job.process_id, Direction.FAILED, p["type"], detail=f"not delivered: {why}")
         if p["after"].get("kind") == "receipt":
             duty = self.rt.store.get_deletion(p["after"]["duty"])
             if duty is not None:

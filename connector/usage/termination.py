@@ -11,7 +11,7 @@ from typing import Any
 
 from connector.errors import BadRequest, NotFound
 from connector.identity.signatures import seal
-from connector.model.enums import Role
+from connector.model.enums import Direction, Role
 from connector.model.records import Agreement
 from connector.model.states import TP_TERMINAL
 from connector.model.usage import TERMINATION_TYPE, utcnow
@@ -65,7 +65,7 @@ class Termination:
                 if tp.state not in TP_TERMINAL:
                     self.terminate_transfer(tp.id, [f"agreement terminated: {reason}"], None)
             self.provider.on_terminated(agreement)
-            self.rt.log(agreement.id, "note", "AgreementTermination", detail=reason)
+            self.rt.log(agreement.id, Direction.NOTE, "AgreementTermination", detail=reason)
             self.mail.send(
                 agreement.id,
                 peer_address(self.rt, agreement),
@@ -101,7 +101,7 @@ class Termination:
             due = self.consumer.on_terminated(agreement)
             self.rt.log(
                 agreement.id,
-                "received",
+                Direction.RECEIVED,
                 "AgreementTermination",
                 detail=f"{record['reason']}; {due} cop{'y' if due == 1 else 'ies'} to delete now",
                 body=body,

@@ -11,7 +11,7 @@ from typing import Any
 from connector.errors import BadRequest, ConnectorError, NotFound
 from connector.identity import signatures
 from connector.identity.signatures import GENESIS, seal
-from connector.model.enums import Role
+from connector.model.enums import Direction, DutyState, Role
 from connector.model.records import Agreement, Transfer
 from connector.model.states import TP
 from connector.model.usage import (
@@ -77,14 +77,14 @@ class ConsumerUses:
         )
         for tp in transfers:
             duty = self.rt.store.get_deletion(tp.id)
-            if duty is not None and duty.state == "fulfilled":
+            if duty is not None and duty.state == DutyState.FULFILLED:
                 continue
             if tp.state == TP.COMPLETED and tp.path and Path(tp.path).exists():
                 return tp
         deleted = [
             d
             for d in self.rt.store.list_deletions(role=Role.CONSUMER, agreement_id=agreement.id)
-            if d.state == "fulfilled"
+            if d.state == DutyState.FULFILLED
         ]
         if deleted:
             last = deleted[0]
@@ -130,7 +130,9 @@ class ConsumerUses:
             )
             if not decision.allow:
                 reasons = decision.reasons
-                self.rt.log(tp.id, "note", "use", detail="use refused: " + "; ".join(reasons))
+                self.rt.log(
+                    tp.id, Direction.NOTE, "use", detail="use refused: " + "; ".join(reasons)
+                )
                 raise UseRefused("use refused by policy: " + "; ".join(reasons), reasons=reasons)
             first_of_copy = not uses.of_transfer
             deadline = None
@@ -143,7 +145,10 @@ class ConsumerUses:
                 if deadline is not None:
                     self.deletions.on_first_use(agreement, tp, deadline)
                 self.rt.log(
-                    tp.id, "note", "use", detail=f"use {entry.seq + 1} for purpose {purpose!r}"
+                    tp.id,
+                    Direction.NOTE,
+                    "use",
+                    detail=f"use {entry.seq + 1} for purpose {purpose!r}",
                 )
                 if reporting_duty(decision.obligations):
                     self.mail.send(
@@ -156,7 +161,7 @@ class ConsumerUses:
                         after={"kind": "uses", "agreement": agreement.id, "seqs": [entry.seq]},
                     )
             duty = self.rt.store.get_deletion(tp.id)
-            due = duty.deadline if duty is not None and duty.state == "pending" else None
+            due = duty.deadline if duty is not None and duty.state == DutyState.PENDING else None
             return Granted(entry=entry, transfer=tp, path=Path(tp.path or ""), deadline=due)
 
     def _record(
@@ -236,7 +241,7 @@ class ProviderUses:
                 r = entry.record
                 self.rt.log(
                     agreement.id,
-                    "received",
+                    Direction.RECEIVED,
                     "UseReport",
                     detail=f"use {r['seq'] + 1} at {r['at']} for purpose {r['purpose']!r}",
                 )
