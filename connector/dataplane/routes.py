@@ -14,7 +14,7 @@ from aiohttp import web
 from connector.dataplane import sources, streams, tokens
 from connector.errors import BadRequest, ConnectorError, NotFound, PayloadTooLarge, PeerError
 from connector.metering.meter import Meter, MeteringUnavailable, end_kind, frontier
-from connector.model.enums import Direction
+from connector.model.enums import Direction, Role
 from connector.model.metering import Kind
 from connector.model.records import Transfer
 from connector.model.states import TP
@@ -68,7 +68,7 @@ class DataPlaneRoutes:
     async def serve_pull(self, request: web.Request) -> web.StreamResponse:
         pid = request.match_info["pid"]
         tp = self.rt.store.get_transfer(pid)
-        if tp is None or tp.role != "provider":
+        if tp is None or tp.role != Role.PROVIDER:
             raise NotFound(f"no transfer {pid}")
         tokens.verify(self.rt.keys, self.rt.did, request.headers.get("Authorization"), pid)
         if tp.state != TP.STARTED:
@@ -245,7 +245,7 @@ class DataPlaneRoutes:
     async def receive_push(self, request: web.Request) -> web.Response:
         pid = request.match_info["pid"]
         tp = self.rt.store.get_transfer(pid)
-        if tp is None or tp.role != "consumer":
+        if tp is None or tp.role != Role.CONSUMER:
             raise NotFound(f"no transfer {pid}")
         tokens.verify(self.rt.keys, self.rt.did, request.headers.get("Authorization"), pid)
         if tp.state not in (TP.STARTED, TP.REQUESTED):

@@ -167,7 +167,7 @@ class NegotiationService:
                 return found, False
             return neg, True
         neg = self.owned(pid, caller)
-        if neg.role != "provider":
+        if neg.role != Role.PROVIDER:
             raise BadRequest("ContractRequestMessage goes to the provider's negotiation")
         self._check_pids(neg, msg.providerPid, msg.consumerPid)
         if target != neg.dataset_id:
@@ -200,7 +200,11 @@ class NegotiationService:
         neg = self.owned(pid, caller)
         self._check_pids(neg, msg.providerPid, msg.consumerPid)
         sender = neg.role.other
-        if msg.eventType == "ACCEPTED" and neg.state == CN.OFFERED and neg.offer_by != "provider":
+        if (
+            msg.eventType == CNEvent.ACCEPTED
+            and neg.state == CN.OFFERED
+            and neg.offer_by != Role.PROVIDER
+        ):
             raise BadRequest("ACCEPTED is only valid for an offer the provider made")
         with self.rt.store.transaction():
             neg = self._move(neg, msg, sender)
@@ -212,7 +216,7 @@ class NegotiationService:
         self, msg: m.ContractAgreementVerificationMessage, caller: str, pid: str
     ) -> Negotiation:
         neg = self.owned(pid, caller)
-        if neg.role != "provider":
+        if neg.role != Role.PROVIDER:
             raise BadRequest("agreement verification goes to the provider")
         self._check_pids(neg, msg.providerPid, msg.consumerPid)
         negotiation_next(neg.state, msg, Role.CONSUMER)
@@ -298,7 +302,7 @@ class NegotiationService:
                 self.react(neg)
             return neg, True
         neg = self.owned(pid, caller)
-        if neg.role != "consumer":
+        if neg.role != Role.CONSUMER:
             raise BadRequest("ContractOfferMessage goes to the consumer's negotiation")
         self._check_pids(neg, msg.providerPid, msg.consumerPid)
         with self.rt.store.transaction():
@@ -324,7 +328,7 @@ class NegotiationService:
         """`not_member`: why the provider is not a verified member (require_membership);
         the agreement is then refused and the negotiation ends here with those reasons."""
         neg = self.owned(pid, caller)
-        if neg.role != "consumer":
+        if neg.role != Role.CONSUMER:
             raise BadRequest("ContractAgreementMessage goes to the consumer's negotiation")
         self._check_pids(neg, msg.providerPid, msg.consumerPid)
         negotiation_next(neg.state, msg, Role.PROVIDER)
@@ -484,7 +488,7 @@ class NegotiationService:
 
     def accept(self, pid: str) -> Negotiation:
         neg = self._mine(pid, Role.CONSUMER)
-        if neg.state == CN.OFFERED and neg.offer_by != "provider":
+        if neg.state == CN.OFFERED and neg.offer_by != Role.PROVIDER:
             raise BadRequest("only an offer made by the provider can be accepted")
         msg = m.ContractNegotiationEventMessage(
             providerPid=neg.provider_pid or "", consumerPid=neg.id, eventType="ACCEPTED"
@@ -696,7 +700,7 @@ class NegotiationService:
             return
         if self.script is not None and await self.script(neg):
             return
-        if neg.role == "provider":
+        if neg.role == Role.PROVIDER:
             await self._provider_reaction(neg)
         else:
             self._consumer_reaction(neg)
@@ -748,7 +752,7 @@ class NegotiationService:
         if neg.state == CN.OFFERED:
             # only a counter-offer in a negotiation we started; an unsolicited offer (or a
             # record from before `initiator` was kept) waits for the operator
-            if self.rt.settings.auto_accept_offers and neg.initiator == "consumer":
+            if self.rt.settings.auto_accept_offers and neg.initiator == Role.CONSUMER:
                 self.accept(neg.id)
             else:
                 self.rt.log(
