@@ -17,10 +17,10 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 from connector.errors import DiskFull, PeerError
 from connector.model.enums import Direction, JobKind, JobStatus
+from connector.model.jobs import JobPayload
 from connector.model.records import Job
 from connector.observability.logs import process_id
 from connector.runtime import Runtime, replica_gone
@@ -45,8 +45,9 @@ class Outbox:
     def register(self, kind: JobKind, handler: Handler, give_up: GiveUp) -> None:
         self._handlers[kind] = (handler, give_up)
 
-    def enqueue(self, process_id: str, kind: JobKind, payload: dict[str, Any]) -> int:
-        job_id = self._rt.store.add_job(Job(process_id=process_id, kind=kind, payload=payload))
+    def enqueue(self, process_id: str, payload: JobPayload) -> int:
+        job = Job(process_id=process_id, kind=payload.KIND, payload=payload.stored())
+        job_id = self._rt.store.add_job(job)
         self._wake.set()
         return job_id
 

@@ -18,7 +18,8 @@ from connector.dsp.client import DspClient
 from connector.errors import BadRequest, NotFound, PeerError, TooManyProcesses
 from connector.identity import signatures
 from connector.model import messages as m
-from connector.model.enums import CNEvent, Direction, JobKind, Role
+from connector.model.enums import CNEvent, Direction, Role
+from connector.model.jobs import NegotiationReact, NegotiationSend
 from connector.model.records import Agreement, Job, Negotiation
 from connector.model.states import CN, CN_TERMINAL, CNStep, negotiation_next
 from connector.outbox import Outbox
@@ -65,8 +66,8 @@ class NegotiationService:
         self.client = client
         # A scripted reaction (TCK mode) may take over; it returns True when it handled one.
         self.script: Reaction | None = None
-        outbox.register(JobKind.CN_SEND, self._send_job, self._send_failed)
-        outbox.register(JobKind.CN_REACT, self._react_job, self._react_failed)
+        outbox.register(NegotiationSend.KIND, self._send_job, self._send_failed)
+        outbox.register(NegotiationReact.KIND, self._react_job, self._react_failed)
 
     # lookups ---------------------------------------------------------------------------------
 
@@ -110,7 +111,7 @@ class NegotiationService:
         self.rt.log(neg.id, Direction.RECEIVED, msg.type, state=neg.state, body=msg.dump(), **kw)
 
     def react(self, neg: Negotiation) -> None:
-        self.outbox.enqueue(neg.id, JobKind.CN_REACT, {"state": neg.state})
+        self.outbox.enqueue(neg.id, NegotiationReact(state=neg.state))
 
     # incoming: provider side -----------------------------------------------------------------
 
@@ -603,19 +604,17 @@ class NegotiationService:
     def _send(
         self, neg: Negotiation, msg: m.Message, path: str, body: dict[str, Any] | None = None
     ) -> None:
-        self.outbox.enqueue(
-            neg.id,
-            JobKind.CN_SEND,
-            {"type": msg.type, "path": path, "message": body or msg.dump(), "expect": neg.state},
-        )
+        message = body or msg.dump()
+        payload = NegotiationSend(type=msg.type, path=path, message=message, expect=neg.state)
+        self.outbox.enqueue(neg.id, payload)
 
     async def _send_job(self, job: Job) -> None:
         neg = self.get(job.process_id)
-        payload = job.payload
-        message = dict(payload["message"])
+        payload = job.read(NegotiationSend)
+        message = dict(payload.message)
         peer_field = "providerPid" if neg.role == Role.CONSUMER else "consumerPid"
         peer_pid = neg.provider_pid if neg.role == Role.CONSUMER else neg.consumer_pid
-        path: str = payload["path"]
+        path = payload.path
         if "{peer}" in path:
             if not peer_pid:
                 raise PeerError("the counterparty's process id is not known yet", retry=False)
@@ -627,7 +626,7 @@ class NegotiationService:
         except PeerError as exc:
             if exc.http_status == 400 and job.attempts > 0 and await self._peer_in(neg, payload):
                 self.rt.log(
-                    neg.id, Direction.NOTE, payload["type"], detail="delivered earlier (peer state)"
+                    neg.id, Direction.NOTE, payload.type, detail="delivered earlier (peer state)"
                 )
                 return
             direction = Direction.FAILED if exc.retry else Direction.REFUSED
@@ -635,14 +634,14 @@ class NegotiationService:
                 self.rt.log(
                     neg.id,
                     direction,
-                    payload["type"],
+                    payload.type,
                     status=exc.http_status,
                     body=exc.body,
                     detail=str(exc),
                 )
             raise
         updates: dict[str, Any] = {}
-        initial = payload["type"] == "ContractRequestMessage" and not neg.provider_pid
+        initial = payload.type == m.ContractRequestMessage.TYPE and not neg.provider_pid
         if initial and isinstance(body, dict) and isinstance(body.get("providerPid"), str):
             updates["provider_pid"] = body["providerPid"]
         with self.rt.store.transaction():
@@ -651,13 +650,13 @@ class NegotiationService:
             self.rt.log(
                 neg.id,
                 Direction.SENT,
-                payload["type"],
+                payload.type,
                 status=status,
                 body=message,
                 state=neg.state,
             )
 
-    async def _peer_in(self, neg: Negotiation, payload: dict[str, Any]) -> bool:
+    async def _peer_in(self, neg: Negotiation, payload: NegotiationSend) -> bool:
         """After a lost answer: did the peer already apply our message?"""
         peer_pid = neg.provider_pid if neg.role == Role.CONSUMER else neg.consumer_pid
         url = f"{neg.counterparty_address.rstrip('/')}/negotiations/{peer_pid}"
@@ -667,16 +666,17 @@ class NegotiationService:
             return False
         if not isinstance(body, dict) or not isinstance(body.get("state"), str):
             return False
-        state, expect = str(body["state"]), str(payload["expect"])
+        state, expect = str(body["state"]), payload.expect
         # A peer found further on the way to an agreement has applied our message too.
         ahead = _PROGRESS.get(state, -1) > _PROGRESS.get(expect, len(_PROGRESS))
         return state == expect or ahead
 
     async def _send_failed(self, job: Job, why: str) -> None:
         neg = self.get(job.process_id)
-        reason = f"{job.payload['type']} was not delivered: {why}"
+        sent = job.read(NegotiationSend)
+        reason = f"{sent.type} was not delivered: {why}"
         if neg.state in CN_TERMINAL:
-            self.rt.log(neg.id, Direction.NOTE, job.payload["type"], detail=reason)
+            self.rt.log(neg.id, Direction.NOTE, sent.type, detail=reason)
             return
         with self.rt.store.transaction():
             neg = self.rt.store.update_negotiation(
@@ -684,7 +684,7 @@ class NegotiationService:
             )
             self.rt.log(neg.id, Direction.NOTE, "TERMINATED", state=neg.state, detail=reason)
             peer_pid = neg.provider_pid if neg.role == Role.CONSUMER else neg.consumer_pid
-            if peer_pid and job.payload["type"] != "ContractNegotiationTerminationMessage":
+            if peer_pid and sent.type != m.ContractNegotiationTerminationMessage.TYPE:
                 msg = m.ContractNegotiationTerminationMessage(
                     providerPid=neg.provider_pid or "",
                     consumerPid=neg.consumer_pid or "",
@@ -696,7 +696,7 @@ class NegotiationService:
 
     async def _react_job(self, job: Job) -> None:
         neg = self.get(job.process_id)
-        if neg.state != job.payload["state"]:
+        if neg.state != job.read(NegotiationReact).state:
             return
         if self.script is not None and await self.script(neg):
             return

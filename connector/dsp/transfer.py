@@ -20,6 +20,7 @@ from connector.metering.receipts import wait_for_answers
 from connector.metering.settle import EarlyChecks, receipted_prefix, settle, stream_ended
 from connector.model import messages as m
 from connector.model.enums import Direction, JobKind, Role, TransferFormat
+from connector.model.jobs import Pull, Push, Settle, TransferReact, TransferSend
 from connector.model.metering import MeteringEntry
 from connector.model.records import Agreement, Dataset, Job, Transfer
 from connector.model.states import CN, TP, TP_TERMINAL, transfer_next
@@ -142,11 +143,11 @@ class TransferService:
         self.script: Reaction | None = None
         self.usage: UsageHooks | None = None
         self._deciding = KeyedLocks()
-        outbox.register(JobKind.TP_SEND, self._send_job, self._send_failed)
-        outbox.register(JobKind.TP_REACT, self._react_job, self._react_failed)
-        outbox.register(JobKind.DP_PULL, self._pull_job, self._data_failed)
-        outbox.register(JobKind.DP_PUSH, self._push_job, self._data_failed)
-        outbox.register(JobKind.METERING_SETTLE, self._settle_job, self._settle_failed)
+        outbox.register(TransferSend.KIND, self._send_job, self._send_failed)
+        outbox.register(TransferReact.KIND, self._react_job, self._react_failed)
+        outbox.register(Pull.KIND, self._pull_job, self._data_failed)
+        outbox.register(Push.KIND, self._push_job, self._data_failed)
+        outbox.register(Settle.KIND, self._settle_job, self._settle_failed)
 
     # lookups ---------------------------------------------------------------------------------
 
@@ -196,7 +197,7 @@ class TransferService:
         self.rt.log(tp.id, Direction.RECEIVED, msg.type, state=tp.state, body=msg.dump(), **kw)
 
     def react(self, tp: Transfer) -> None:
-        self.outbox.enqueue(tp.id, JobKind.TP_REACT, {"state": tp.state})
+        self.outbox.enqueue(tp.id, TransferReact(state=tp.state))
 
     # incoming --------------------------------------------------------------------------------
 
@@ -473,7 +474,7 @@ class TransferService:
             tp = self._move(tp, msg, tp.role, **fields)
             self._send(tp, msg, "/transfers/{peer}/start")
             if tp.role == Role.PROVIDER and tp.format.is_push:
-                self.outbox.enqueue(tp.id, JobKind.DP_PUSH, {})
+                self.outbox.enqueue(tp.id, Push())
         return tp
 
     def complete(self, pid: str) -> Transfer:
@@ -512,17 +513,18 @@ class TransferService:
     # sending ---------------------------------------------------------------------------------
 
     def _send(self, tp: Transfer, msg: m.Message, path: str, *, renewal: bool = False) -> None:
-        payload: dict[str, Any] = {"type": msg.type, "path": path, "message": msg.dump()}
-        if renewal:
-            payload["renewal"] = True  # a new pull token after a resume (see on_message)
-        self.outbox.enqueue(tp.id, JobKind.TP_SEND, payload)
+        # renewal: a new pull token after a resume (see on_message)
+        payload = TransferSend(
+            type=msg.type, path=path, message=msg.dump(), renewal=renewal or None
+        )
+        self.outbox.enqueue(tp.id, payload)
 
     async def _send_job(self, job: Job) -> None:
         tp = self.get(job.process_id)
-        payload = job.payload
-        message = dict(payload["message"])
+        payload = job.read(TransferSend)
+        message = dict(payload.message)
         peer_pid = tp.provider_pid if tp.role == Role.CONSUMER else tp.consumer_pid
-        path: str = payload["path"]
+        path = payload.path
         if "{peer}" in path:
             if not peer_pid:
                 raise PeerError("the counterparty's process id is not known yet", retry=False)
@@ -536,7 +538,7 @@ class TransferService:
                 self.rt.log(
                     tp.id,
                     Direction.NOTE,
-                    payload["type"],
+                    payload.type,
                     detail="delivered earlier (retry refused)",
                 )
                 return
@@ -544,33 +546,34 @@ class TransferService:
                 self.rt.log(
                     tp.id,
                     Direction.REFUSED,
-                    payload["type"],
+                    payload.type,
                     status=exc.http_status,
                     body=exc.body,
                     detail=str(exc),
                 )
             raise
         with self.rt.store.transaction():
-            initial = payload["type"] == "TransferRequestMessage" and not tp.provider_pid
+            initial = payload.type == m.TransferRequestMessage.TYPE and not tp.provider_pid
             if initial and isinstance(body, dict) and isinstance(body.get("providerPid"), str):
                 self.rt.store.update_transfer(tp.id, provider_pid=body["providerPid"])
             self.rt.log(
-                tp.id, Direction.SENT, payload["type"], status=status, body=message, state=tp.state
+                tp.id, Direction.SENT, payload.type, status=status, body=message, state=tp.state
             )
 
     async def _send_failed(self, job: Job, why: str) -> None:
         tp = self.get(job.process_id)
-        reason = f"{job.payload['type']} was not delivered: {why}"
-        if tp.state in TP_TERMINAL or job.payload.get("renewal"):
+        sent = job.read(TransferSend)
+        reason = f"{sent.type} was not delivered: {why}"
+        if tp.state in TP_TERMINAL or sent.renewal:
             # a consumer that did not take a renewed pull token can resume again; the
             # transfer itself is not broken by it
-            self.rt.log(tp.id, Direction.NOTE, job.payload["type"], detail=reason)
+            self.rt.log(tp.id, Direction.NOTE, sent.type, detail=reason)
             return
         with self.rt.store.transaction():
             tp = self.rt.store.update_transfer(tp.id, state=TP.TERMINATED.value, reason=[reason])
             self.rt.log(tp.id, Direction.NOTE, "TERMINATED", state=tp.state, detail=reason)
             peer_pid = tp.provider_pid if tp.role == Role.CONSUMER else tp.consumer_pid
-            if peer_pid and job.payload["type"] != "TransferTerminationMessage":
+            if peer_pid and sent.type != m.TransferTerminationMessage.TYPE:
                 msg = m.TransferTerminationMessage(
                     providerPid=tp.provider_pid or "",
                     consumerPid=tp.consumer_pid or "",
@@ -582,16 +585,16 @@ class TransferService:
 
     async def _react_job(self, job: Job) -> None:
         tp = self.get(job.process_id)
-        if tp.state != job.payload["state"]:
+        if tp.state != job.read(TransferReact).state:
             return
         if self.script is not None and await self.script(tp):
             return
         if tp.role == Role.PROVIDER and tp.state == TP.REQUESTED:
             self.start(tp.id)
         elif tp.role == Role.PROVIDER and tp.state == TP.STARTED and tp.format.is_push:
-            self.outbox.enqueue(tp.id, JobKind.DP_PUSH, {})
+            self.outbox.enqueue(tp.id, Push())
         elif tp.role == Role.CONSUMER and tp.state == TP.STARTED and tp.format.is_pull:
-            self.outbox.enqueue(tp.id, JobKind.DP_PULL, {})
+            self.outbox.enqueue(tp.id, Pull())
 
     async def _react_failed(self, job: Job, why: str) -> None:
         tp = self.get(job.process_id)
@@ -751,7 +754,7 @@ class TransferService:
 
     def settle_later(self, pid: str) -> None:
         """Consumer, push: check the provider's records against what arrived, soon."""
-        self.outbox.enqueue(pid, JobKind.METERING_SETTLE, {})
+        self.outbox.enqueue(pid, Settle())
 
     async def _settle_job(self, job: Job) -> None:
         tp = self.get(job.process_id)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, Field
 
@@ -15,7 +15,10 @@ from connector.model.enums import (
     Role,
     TransferFormat,
 )
+from connector.model.jobs import JobPayload
 from connector.model.states import CN, TP
+
+P = TypeVar("P", bound=JobPayload)
 
 
 def utcnow() -> str:
@@ -124,6 +127,10 @@ class Job(BaseModel):
     last_error: str | None = None
     owner: str | None = None  # the replica running it
     lease_until: float | None = None  # epoch seconds; renewed while it runs
+
+    def read(self, model: type[P]) -> P:
+        """The payload as the model of this job's kind."""
+        return model.model_validate(self.payload)
 
 
 class DecisionRecord(BaseModel):

@@ -18,7 +18,7 @@ from connector.dsp.negotiation import NegotiationService
 from connector.dsp.routes import read_json
 from connector.dsp.transfer import TransferService
 from connector.errors import BadRequest, NotFound
-from connector.model.enums import JobKind
+from connector.model.jobs import NegotiationReact, TransferReact
 from connector.runtime import Runtime
 from connector.tck.seed import negotiation_id
 
@@ -79,7 +79,7 @@ class TckWebhooks:
         offer = {"@id": req.offerId, "permission": [{"action": "use"}]}
         neg = self.cn.request(req.connectorAddress, req.providerId, req.datasetId, offer)
         # Give the script its first look once the request is out (e.g. terminate at once).
-        self.cn.outbox.enqueue(neg.id, JobKind.CN_REACT, {"state": neg.state})
+        self.cn.outbox.enqueue(neg.id, NegotiationReact(state=neg.state))
         return web.json_response({"id": neg.id, "state": neg.state}, status=201)
 
     async def transfer(self, request: web.Request) -> web.Response:
@@ -94,5 +94,5 @@ class TckWebhooks:
                 seeded.id, counterparty_address=req.connectorAddress.rstrip("/")
             )
         tp = self.tp.request(req.agreementId, req.format)
-        self.tp.outbox.enqueue(tp.id, JobKind.TP_REACT, {"state": tp.state})
+        self.tp.outbox.enqueue(tp.id, TransferReact(state=tp.state))
         return web.json_response({"id": tp.id, "state": tp.state}, status=201)

@@ -16,6 +16,7 @@ from urllib.parse import quote
 
 from connector.identity.signatures import seal
 from connector.model.enums import Direction, DutyState, Role
+from connector.model.jobs import UsageSend
 from connector.model.records import Agreement, Transfer
 from connector.model.usage import (
     RECEIPT_TYPE,
@@ -202,7 +203,7 @@ class ConsumerDeletions:
             if duty.receipt is None or any("receipt accepted" in n for n in duty.notes):
                 continue
             if any(
-                j.payload.get("after", {}).get("duty") == duty.id
+                j.kind == UsageSend.KIND and j.read(UsageSend).after.get("duty") == duty.id
                 for j in self.rt.store.pending_jobs(duty.agreement_id)
             ):
                 continue
