@@ -15,7 +15,7 @@ from connector.dataplane import sources, streams, tokens
 from connector.errors import BadRequest, ConnectorError, NotFound, PayloadTooLarge, PeerError
 from connector.metering.meter import Meter, MeteringUnavailable, end_kind, frontier
 from connector.model.enums import Direction, Role
-from connector.model.metering import Kind
+from connector.model.metering import MeteringKind
 from connector.model.records import Transfer
 from connector.model.states import TP
 from connector.runtime import Runtime
@@ -115,7 +115,7 @@ class DataPlaneRoutes:
             if cap.cut:
                 raise streams.Stopped(cap.reason(start + size))
             await response.write_eof()
-            meter.close("complete")
+            meter.close(MeteringKind.COMPLETE)
         except asyncio.CancelledError:
             meter.interrupt()  # shutting down: the consumer resumes from the rest
             try:
@@ -144,7 +144,7 @@ class DataPlaneRoutes:
             if request.transport is not None:
                 request.transport.close()
             if cap.cut:
-                meter.close("terminate")
+                meter.close(MeteringKind.TERMINATE)
                 with self.rt.store.transaction():
                     self.rt.store.update_transfer(
                         pid, bytes=start + size, sha256=digest.hexdigest() if digest else None
@@ -153,7 +153,7 @@ class DataPlaneRoutes:
             elif isinstance(exc, PeerError) and not exc.retry:
                 # the source failed for good (a redirect, a refused upstream): a consumer
                 # asking again cannot help, so the transfer ends here, with the reason
-                meter.close("terminate")
+                meter.close(MeteringKind.TERMINATE)
                 with self.rt.store.transaction():
                     self._terminate(pid, [f"data transfer failed: {exc.detail}"], None)
                 streams.record_sent(self.rt, pid, start + size)
@@ -295,6 +295,6 @@ class DataPlaneRoutes:
         return web.json_response({"bytes": writer.size, "sha256": digest})
 
 
-def _end_kind(rt: Runtime, pid: str, stopped: bool) -> Kind:
+def _end_kind(rt: Runtime, pid: str, stopped: bool) -> MeteringKind:
     tp = rt.store.get_transfer(pid)
     return end_kind(tp.state if tp else "gone", stopped)

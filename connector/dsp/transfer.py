@@ -21,7 +21,7 @@ from connector.metering.settle import EarlyChecks, receipted_prefix, settle, str
 from connector.model import messages as m
 from connector.model.enums import Direction, JobKind, Role, TransferFormat
 from connector.model.jobs import Pull, Push, Settle, TransferReact, TransferSend
-from connector.model.metering import MeteringEntry
+from connector.model.metering import MeteringEntry, MeteringKind
 from connector.model.records import Agreement, Dataset, Job, Transfer
 from connector.model.states import CN, TP, TP_TERMINAL, transfer_next
 from connector.outbox import Outbox
@@ -728,7 +728,7 @@ class TransferService:
             await _close_source(chunks)  # when the push broke off
         # no await from here to the update: a stop never falls between the `complete` record
         # and the size and hash that `_pushed_whole` reads
-        last = meter.close("terminate" if cap.cut else "complete")
+        last = meter.close(MeteringKind.TERMINATE if cap.cut else MeteringKind.COMPLETE)
         with self.rt.store.transaction():
             tp = self.rt.store.update_transfer(tp.id, bytes=size, sha256=digest)
             self.rt.log(
@@ -748,7 +748,7 @@ class TransferService:
         if tp.sha256 is None:
             return None
         chain = self.rt.store.metering_chain(tp.agreement_id, tp.id)
-        return chain[-1] if chain and chain[-1].kind == "complete" else None
+        return chain[-1] if chain and chain[-1].kind == MeteringKind.COMPLETE else None
 
     # metering (consumer) -----------------------------------------------------------------------
 

@@ -9,7 +9,7 @@ import hashlib
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any
 
 from connector.dsp.client import DspClient
 from connector.errors import BadRequest, ConnectorError, PeerError
@@ -18,12 +18,18 @@ from connector.identity.signatures import GENESIS
 from connector.metering import heads
 from connector.metering.records import entry_from_line, record_hash
 from connector.model.enums import Direction
-from connector.model.metering import RECORD_FIELDS, Kind, MeteringEntry, MeteringHead, merge_ranges
+from connector.model.metering import (
+    RECORD_FIELDS,
+    MeteringEntry,
+    MeteringHead,
+    MeteringKind,
+    merge_ranges,
+)
 from connector.model.records import Transfer
 from connector.runtime import Runtime
 
-END_KINDS = ("complete", "terminate", "suspend", "interrupted")
-KINDS = get_args(Kind)
+END_KINDS = tuple(k for k in MeteringKind if k.ends)
+KINDS = tuple(MeteringKind)
 # how far the provider's clock may run ahead of ours before a window "closes in the future"
 CLOCK_SKEW = timedelta(seconds=60)
 POLL_SECONDS = 0.05
@@ -82,7 +88,7 @@ def _shape(record: dict[str, Any]) -> str | None:
             return f"{key} must be a non-negative integer, got {value!r}"
     if record["records"] > record["length"]:
         return f"{record['records']} records cannot fit in {record['length']} bytes"
-    if record["kind"] == "start" and record["length"]:
+    if record["kind"] == MeteringKind.START and record["length"]:
         return "a start record carries no bytes"
     opened, closed = _instant(record["from"]), _instant(record["to"])
     if opened is None or closed is None:
@@ -145,7 +151,7 @@ def sequence_problems(
 
 def _continues(previous: dict[str, Any] | None, record: dict[str, Any]) -> str | None:
     """Why `record` does not continue the stream `previous` belongs to."""
-    if record["kind"] == "start":
+    if record["kind"] == MeteringKind.START:
         return None
     if previous is None or previous.get("kind") in END_KINDS:
         return f"a {record['kind']} record outside a stream (no start record before it)"

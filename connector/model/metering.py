@@ -8,11 +8,28 @@ The profile terms are in docs/metering.md.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from enum import StrEnum
+from typing import Any
 
 from pydantic import BaseModel
 
-Kind = Literal["start", "window", "complete", "suspend", "terminate", "interrupted"]
+
+class MeteringKind(StrEnum):
+    """What a metering record marks: a stream's start, a window of it, or how it ended."""
+
+    START = "start"
+    WINDOW = "window"
+    COMPLETE = "complete"
+    SUSPEND = "suspend"
+    TERMINATE = "terminate"
+    INTERRUPTED = "interrupted"
+
+    @property
+    def ends(self) -> bool:
+        """Whether the stream ended (for now or for good) with this record."""
+        return self not in (MeteringKind.START, MeteringKind.WINDOW)
+
+
 RECORD_FIELDS = (
     "agreement", "seq", "kind", "transfer", "provider", "consumer",
     "offset", "length", "records", "sha256", "from", "to", "prev",
