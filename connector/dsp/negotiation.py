@@ -492,7 +492,7 @@ class NegotiationService:
         if neg.state == CN.OFFERED and neg.offer_by != Role.PROVIDER:
             raise BadRequest("only an offer made by the provider can be accepted")
         msg = m.ContractNegotiationEventMessage(
-            providerPid=neg.provider_pid or "", consumerPid=neg.id, eventType="ACCEPTED"
+            providerPid=neg.provider_pid or "", consumerPid=neg.id, eventType=CNEvent.ACCEPTED
         )
         with self.rt.store.transaction():
             neg = self._move(neg, CNEvent.ACCEPTED, Role.CONSUMER)
@@ -571,7 +571,7 @@ class NegotiationService:
     def finalize(self, pid: str) -> Negotiation:
         neg = self._mine(pid, Role.PROVIDER)
         msg = m.ContractNegotiationEventMessage(
-            providerPid=neg.id, consumerPid=neg.consumer_pid or "", eventType="FINALIZED"
+            providerPid=neg.id, consumerPid=neg.consumer_pid or "", eventType=CNEvent.FINALIZED
         )
         with self.rt.store.transaction():
             neg = self._move(neg, CNEvent.FINALIZED, Role.PROVIDER)
