@@ -17,12 +17,13 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 from connector.errors import DiskFull, PeerError
+from connector.model.enums import Direction, JobKind, JobStatus
+from connector.model.jobs import JobPayload
+from connector.model.records import Job
 from connector.observability.logs import process_id
 from connector.runtime import Runtime, replica_gone
-from connector.store.records import Job
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +34,7 @@ GiveUp = Callable[[Job, str], Awaitable[None]]
 class Outbox:
     def __init__(self, runtime: Runtime, *, concurrency: int = 32) -> None:
         self._rt = runtime
-        self._handlers: dict[str, tuple[Handler, GiveUp]] = {}
+        self._handlers: dict[JobKind, tuple[Handler, GiveUp]] = {}
         self._wake = asyncio.Event()
         self._running: dict[int, asyncio.Task[None]] = {}
         self._concurrency = concurrency
@@ -41,11 +42,12 @@ class Outbox:
         self._heartbeat: asyncio.Task[None] | None = None
         self.owner = runtime.replica
 
-    def register(self, kind: str, handler: Handler, give_up: GiveUp) -> None:
+    def register(self, kind: JobKind, handler: Handler, give_up: GiveUp) -> None:
         self._handlers[kind] = (handler, give_up)
 
-    def enqueue(self, process_id: str, kind: str, payload: dict[str, Any]) -> int:
-        job_id = self._rt.store.add_job(Job(process_id=process_id, kind=kind, payload=payload))
+    def enqueue(self, process_id: str, payload: JobPayload) -> int:
+        job = Job(process_id=process_id, kind=payload.KIND, payload=payload.stored())
+        job_id = self._rt.store.add_job(job)
         self._wake.set()
         return job_id
 
@@ -80,7 +82,7 @@ class Outbox:
     def _interrupted(self, job: Job, how: str) -> None:
         self._rt.log(
             job.process_id,
-            "failed",
+            Direction.FAILED,
             job.payload.get("type", job.kind),
             detail=f"attempt {job.attempts + 1} was interrupted {how}; running it again",
         )
@@ -158,7 +160,7 @@ class Outbox:
                 if not self._rt.store.update_job(
                     job.id,
                     owner=self.owner,
-                    status="pending",
+                    status=JobStatus.PENDING,
                     attempts=attempts,
                     next_at=time.time() + delay,
                     last_error=error,
@@ -166,14 +168,18 @@ class Outbox:
                     return self._lost(job)
                 self._rt.log(
                     job.process_id,
-                    "failed",
+                    Direction.FAILED,
                     job.payload.get("type", job.kind),
                     detail=f"attempt {attempts} failed, retrying in {delay:.1f}s: {error}",
                     status=getattr(exc, "http_status", None),
                 )
             else:
                 if not self._rt.store.update_job(
-                    job.id, owner=self.owner, status="failed", attempts=attempts, last_error=error
+                    job.id,
+                    owner=self.owner,
+                    status=JobStatus.FAILED,
+                    attempts=attempts,
+                    last_error=error,
                 ):
                     return self._lost(job)
                 why = error if not retry else f"gave up after {attempts} attempts: {error}"
@@ -183,7 +189,7 @@ class Outbox:
                     log.exception("give-up handler of job %s failed", job.id)
         else:
             self._rt.store.update_job(
-                job.id, owner=self.owner, status="done", attempts=job.attempts + 1
+                job.id, owner=self.owner, status=JobStatus.DONE, attempts=job.attempts + 1
             )
         finally:
             self._running.pop(job.id, None)

@@ -15,9 +15,10 @@ from connector.egress import Egress, EgressPolicy
 from connector.identity.did import DidResolver, build_document, did_from_url
 from connector.identity.keys import KeyPair
 from connector.identity.tokens import TokenIssuer, TokenVerifier
+from connector.model.enums import Direction
+from connector.model.records import TimelineEntry
 from connector.policy.decision import DecisionPoint
 from connector.store.base import Store
-from connector.store.records import TimelineEntry
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +120,7 @@ class Runtime:
         self.resolver.remember(self.did, self.did_document)
         self.verifier = TokenVerifier(self.did, self.resolver, self.store.remember_jti)
 
-    def log(self, process_id: str, direction: str, message_type: str, **kw: Any) -> None:
+    def log(self, process_id: str, direction: Direction, message_type: str, **kw: Any) -> None:
         """Add one line to a process's timeline (what the API and CLI show), and to the log."""
         detail = kw.get("detail") or ""
         if kw.get("body") is not None:
