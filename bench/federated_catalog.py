@@ -35,10 +35,10 @@ from aiohttp import web
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.percentile import pct
-from connector.dsp.messages import CATALOG_DIGEST
 from connector.identity import keys
 from connector.identity.tokens import TokenIssuer
-from connector.store.records import Dataset
+from connector.model.messages import CATALOG_DIGEST
+from connector.model.records import Dataset
 from connector.store.sqlite import SqliteStore
 from tests.harness import ConnectorProcess
 

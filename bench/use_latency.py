@@ -25,7 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.percentile import pct
-from connector.usage.records import parse_time
+from connector.model.usage import parse_time
 from tests.harness import ConnectorProcess, negotiate
 
 

@@ -33,6 +33,7 @@ from connector.http import problems, public_errors
 from connector.identity import keys as keyfile
 from connector.management.routes import ManagementApi, api_key_middleware
 from connector.metering.routes import MeteringRoutes
+from connector.model.records import DecisionRecord
 from connector.outbox import Outbox
 from connector.policy.decision import DecisionPoint, PermitAll
 from connector.policy.engines import EmbeddedEngine, Engine, OpaServerEngine, PolicyError
@@ -40,7 +41,6 @@ from connector.policy.point import RegoDecisionPoint
 from connector.runtime import Runtime, egress_for
 from connector.store.gateway import Database
 from connector.store.open import open_store
-from connector.store.records import DecisionRecord
 from connector.usage.api import UsageApi
 from connector.usage.peer_routes import UsagePeerRoutes
 from connector.usage.service import Usage

@@ -869,7 +869,7 @@ def deletions_export(ctx: click.Context, duty_id: str, out: Any) -> None:
 
 def _delivery(recorded: Any, sha256: str | None, size: int | None) -> Delivery | None:
     """The delivered copy a receipt must name: the export's record, or the options."""
-    from connector.usage.records import parse_time
+    from connector.model.usage import parse_time
     from connector.usage.signed import Delivery
 
     known = recorded if isinstance(recorded, dict) else {}
@@ -917,7 +917,7 @@ def deletions_verify(
     import time
 
     from connector.metering.verify import ChainFileError, key_document
-    from connector.usage.records import RECEIPT_TYPE
+    from connector.model.usage import RECEIPT_TYPE
     from connector.usage.signed import RecordRefused, check, check_deleted_copy
 
     try:

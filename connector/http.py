@@ -12,8 +12,8 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from connector.config import DSP_PATH
-from connector.dsp import messages as m
 from connector.errors import BadRequest, ConnectorError
+from connector.model import messages as m
 from connector.store.base import STORE_FAILURES
 
 log = logging.getLogger(__name__)

@@ -17,13 +17,14 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 from connector.errors import DiskFull, PeerError
+from connector.model.enums import Direction, JobKind, JobStatus
+from connector.model.jobs import JobPayload
+from connector.model.records import Job
 from connector.observability.logs import process_id
 from connector.runtime import Runtime, replica_gone
 from connector.store.base import Store
-from connector.store.records import Job
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,7 @@ GiveUp = Callable[[Job, str], Awaitable[None]]
 class Outbox:
     def __init__(self, runtime: Runtime, *, concurrency: int = 32) -> None:
         self._rt = runtime
-        self._handlers: dict[str, tuple[Handler, GiveUp]] = {}
+        self._handlers: dict[JobKind, tuple[Handler, GiveUp]] = {}
         self._wake = asyncio.Event()
         self._running: dict[int, asyncio.Task[None]] = {}
         self._concurrency = concurrency
@@ -43,13 +44,14 @@ class Outbox:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.owner = runtime.replica
 
-    def register(self, kind: str, handler: Handler, give_up: GiveUp) -> None:
+    def register(self, kind: JobKind, handler: Handler, give_up: GiveUp) -> None:
         self._handlers[kind] = (handler, give_up)
 
-    def enqueue(self, process_id: str, kind: str, payload: dict[str, Any]) -> int:
+    def enqueue(self, process_id: str, payload: JobPayload) -> int:
         """Queue a job in the current store transaction (inside a `db.write` unit): it is
         claimed only once that transaction has committed."""
-        job_id = self._rt.store.add_job(Job(process_id=process_id, kind=kind, payload=payload))
+        job = Job(process_id=process_id, kind=payload.KIND, payload=payload.stored())
+        job_id = self._rt.store.add_job(job)
         self.poke()
         return job_id
 
@@ -104,7 +106,7 @@ class Outbox:
         """(inside a store unit)"""
         self._rt.log(
             job.process_id,
-            "failed",
+            Direction.FAILED,
             job.payload.get("type", job.kind),
             detail=f"attempt {job.attempts + 1} was interrupted {how}; running it again",
         )
@@ -202,7 +204,7 @@ class Outbox:
                     if not store.update_job(
                         job.id,
                         owner=self.owner,
-                        status="pending",
+                        status=JobStatus.PENDING,
                         attempts=attempts,
                         next_at=time.time() + delay,
                         last_error=error,
@@ -210,7 +212,7 @@ class Outbox:
                         return False
                     self._rt.log(
                         job.process_id,
-                        "failed",
+                        Direction.FAILED,
                         job.payload.get("type", job.kind),
                         detail=f"attempt {attempts} failed, retrying in {delay:.1f}s: {error}",
                         status=status,
@@ -225,7 +227,7 @@ class Outbox:
                     lambda s: s.update_job(
                         job_id,
                         owner=self.owner,
-                        status="failed",
+                        status=JobStatus.FAILED,
                         attempts=attempts,
                         last_error=error,
                     )
@@ -240,7 +242,7 @@ class Outbox:
             job_id = job.id
             await self._rt.db.write(
                 lambda s: s.update_job(
-                    job_id, owner=self.owner, status="done", attempts=job.attempts + 1
+                    job_id, owner=self.owner, status=JobStatus.DONE, attempts=job.attempts + 1
                 )
             )
         finally:

@@ -15,10 +15,11 @@ from connector.egress import Egress, EgressPolicy
 from connector.identity.did import DidResolver, build_document, did_from_url
 from connector.identity.keys import KeyPair
 from connector.identity.tokens import TokenIssuer, TokenVerifier
+from connector.model.enums import Direction
+from connector.model.records import TimelineEntry
 from connector.policy.decision import DecisionPoint
 from connector.store.base import Store
 from connector.store.gateway import Database
-from connector.store.records import TimelineEntry
 
 log = logging.getLogger(__name__)
 
@@ -128,11 +129,13 @@ class Runtime:
     async def _remember_jti(self, jti: str, expires_at: int) -> bool:
         return await self.db.write(lambda s: s.remember_jti(jti, expires_at))
 
-    async def note(self, process_id: str, direction: str, message_type: str, **kw: Any) -> None:
+    async def note(
+        self, process_id: str, direction: Direction, message_type: str, **kw: Any
+    ) -> None:
         """`log` from the event loop: the line is written by the store's writer thread."""
         await self.db.write(lambda s: self.log(process_id, direction, message_type, **kw))
 
-    def log(self, process_id: str, direction: str, message_type: str, **kw: Any) -> None:
+    def log(self, process_id: str, direction: Direction, message_type: str, **kw: Any) -> None:
         """Add one line to a process's timeline (what the API and CLI show), and to the log.
         Inside a `db.write` unit only; on the event loop, `await note(...)`."""
         detail = kw.get("detail") or ""

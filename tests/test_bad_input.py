@@ -19,10 +19,10 @@ from typing import Any
 
 import pytest
 
-from connector.dsp.messages import DSP_CONTEXT, PROVIDER_SIGNATURE
 from connector.identity import keys as keyfile
 from connector.identity import signatures
 from connector.identity.tokens import TokenIssuer
+from connector.model.messages import DSP_CONTEXT, PROVIDER_SIGNATURE
 from tests.harness import ConnectorProcess, negotiate
 from tests.security.peer import HostilePeer, finalize_as_consumer
 

@@ -22,11 +22,11 @@ from connector.config import load_settings
 from connector.identity import keys as keyfile
 from connector.identity import signatures
 from connector.metering.meter import Meter
+from connector.model.records import Transfer
 from connector.policy.decision import PermitAll
 from connector.runtime import Runtime, egress_for
 from connector.store.gateway import Database
 from connector.store.open import open_store
-from connector.store.records import Transfer
 from tests.harness import ConnectorProcess, cli
 from tests.test_metering import MIB, PRICED, agree
 

@@ -12,10 +12,10 @@ from typing import Any
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from connector.dsp.messages import DSP_CONTEXT
 from connector.identity import keys as keyfile
 from connector.identity.did import did_document_url
 from connector.identity.tokens import TokenIssuer
+from connector.model.messages import DSP_CONTEXT
 from tests.harness import ConnectorProcess
 from tests.test_bad_input import (
     CTX,

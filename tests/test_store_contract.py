@@ -22,7 +22,17 @@ import pytest
 
 from connector.config import Settings
 from connector.errors import ConfigError, NotFound
-from connector.metering.records import MeteringEntry, MeteringHead
+from connector.model.metering import MeteringEntry, MeteringHead
+from connector.model.records import (
+    Agreement,
+    Dataset,
+    DecisionRecord,
+    Job,
+    Negotiation,
+    TimelineEntry,
+    Transfer,
+)
+from connector.model.usage import DeletionDuty, UseEntry
 from connector.store.base import (
     Duplicate,
     SchemaTooNew,
@@ -33,18 +43,8 @@ from connector.store.base import (
 from connector.store.migrations import LATEST
 from connector.store.open import open_store
 from connector.store.postgres import PostgresStore
-from connector.store.records import (
-    Agreement,
-    Dataset,
-    DecisionRecord,
-    Job,
-    Negotiation,
-    TimelineEntry,
-    Transfer,
-)
 from connector.store.schema import INDEXES, SCHEMA
 from connector.store.sqlite import SqliteStore
-from connector.usage.records import DeletionDuty, UseEntry
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
+from connector.model.records import Negotiation, TimelineEntry
 from connector.store.base import Store
 from connector.store.gateway import Database
 from connector.store.postgres import PostgresStore
-from connector.store.records import Negotiation, TimelineEntry
 from connector.store.sqlite import SqliteStore
 
 

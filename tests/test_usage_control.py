@@ -17,7 +17,7 @@ from connector.identity import keys as keyfile
 from connector.identity import signatures
 from connector.identity.tokens import TokenIssuer
 from connector.mgmt_client import ApiError
-from connector.usage.records import parse_time
+from connector.model.usage import parse_time
 from tests.harness import ConnectorProcess, cli, wait_for
 
 TDSC = "https://w3id.org/tdsc/v1/"

@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field
 
 from connector.credentials import status_list
 from connector.errors import BadRequest, NotFound
-from connector.store.records import utcnow
+from connector.model.records import utcnow
 
 
 class Participant(BaseModel):

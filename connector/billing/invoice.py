@@ -19,7 +19,7 @@ from typing import Any
 
 from connector.billing.prices import Price
 from connector.errors import BadRequest
-from connector.metering.records import MeteringEntry, merge_ranges
+from connector.model.metering import MeteringEntry, merge_ranges
 
 CENT = Decimal("0.01")
 GB = Decimal(10**9)

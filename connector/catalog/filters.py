@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from connector.dsp.messages import CATALOG_DIGEST, IF_CHANGED
 from connector.errors import BadRequest
+from connector.model.messages import CATALOG_DIGEST, IF_CHANGED
 
 
 def known_digest(filters: list[Any] | None) -> str | None:

@@ -6,16 +6,17 @@ import hashlib
 import json
 from typing import Any
 
-from connector.dsp.messages import (
+from connector.model.enums import TransferFormat
+from connector.model.messages import (
     CATALOG_DIGEST,
     CATALOG_UNCHANGED,
     CLASSIFICATION,
     CONTEXT,
     FOAF_NAME,
 )
-from connector.store.records import Dataset
+from connector.model.records import Dataset
 
-FORMATS = ("HttpData-PULL", "HttpData-PUSH")
+FORMATS = tuple(TransferFormat)
 
 
 def service_id(did: str) -> str:

@@ -12,9 +12,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from connector.model.records import Dataset
 from connector.policy.decision import Decision, DecisionInput, DecisionPoint, Party, Phase
 from connector.policy.inputs import dataset_facts
-from connector.store.records import Dataset
 
 Ask = tuple[Dataset, dict[str, Any]]
 

@@ -12,12 +12,13 @@ from typing import Any
 from aiohttp import web
 
 from connector.dataplane import sources, streams, tokens
-from connector.dsp.states import TP
 from connector.errors import BadRequest, ConnectorError, NotFound, PayloadTooLarge, PeerError
 from connector.metering.meter import Meter, MeteringUnavailable, end_kind, frontier
-from connector.metering.records import Kind
+from connector.model.enums import Direction, Role
+from connector.model.metering import MeteringKind
+from connector.model.records import Transfer
+from connector.model.states import TP
 from connector.runtime import Runtime
-from connector.store.records import Transfer
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +68,7 @@ class DataPlaneRoutes:
     async def serve_pull(self, request: web.Request) -> web.StreamResponse:
         pid = request.match_info["pid"]
         tp = self.rt.store.get_transfer(pid)
-        if tp is None or tp.role != "provider":
+        if tp is None or tp.role != Role.PROVIDER:
             raise NotFound(f"no transfer {pid}")
         tokens.verify(self.rt.keys, self.rt.did, request.headers.get("Authorization"), pid)
         if tp.state != TP.STARTED:
@@ -114,7 +115,7 @@ class DataPlaneRoutes:
             if cap.cut:
                 raise streams.Stopped(cap.reason(start + size))
             await response.write_eof()
-            meter.close("complete")
+            meter.close(MeteringKind.COMPLETE)
         except asyncio.CancelledError:
             meter.interrupt()  # shutting down: the consumer resumes from the rest
             try:
@@ -136,14 +137,14 @@ class DataPlaneRoutes:
             why = str(exc) if isinstance(exc, ConnectorError | streams.Stopped) else repr(exc)
             self.rt.log(
                 pid,
-                "note" if stopped else "failed",
+                Direction.NOTE if stopped else Direction.FAILED,
                 "pull",
                 detail=f"stopped serving after {size} bytes: {why}",
             )
             if request.transport is not None:
                 request.transport.close()
             if cap.cut:
-                meter.close("terminate")
+                meter.close(MeteringKind.TERMINATE)
                 with self.rt.store.transaction():
                     self.rt.store.update_transfer(
                         pid, bytes=start + size, sha256=digest.hexdigest() if digest else None
@@ -152,7 +153,7 @@ class DataPlaneRoutes:
             elif isinstance(exc, PeerError) and not exc.retry:
                 # the source failed for good (a redirect, a refused upstream): a consumer
                 # asking again cannot help, so the transfer ends here, with the reason
-                meter.close("terminate")
+                meter.close(MeteringKind.TERMINATE)
                 with self.rt.store.transaction():
                     self._terminate(pid, [f"data transfer failed: {exc.detail}"], None)
                 streams.record_sent(self.rt, pid, start + size)
@@ -165,7 +166,7 @@ class DataPlaneRoutes:
             served = self.rt.store.update_transfer(pid, bytes=start + size, sha256=whole)
             self.rt.log(
                 pid,
-                "note",
+                Direction.NOTE,
                 "pull",
                 detail=f"served bytes {start}-{start + size - 1}, sha256 {whole}",
             )
@@ -214,7 +215,7 @@ class DataPlaneRoutes:
             meter.cut()
             self.rt.log(
                 tp.id,
-                "note",
+                Direction.NOTE,
                 "metering",
                 detail=f"bytes {covered}-{start - 1} reached the consumer before the stream"
                 " that carried them broke off; metered now from the source",
@@ -230,7 +231,7 @@ class DataPlaneRoutes:
             delay = 0.5
             for _ in range(NOTE_ATTEMPTS):
                 try:
-                    self.rt.log(pid, "failed", "pull", detail=detail)
+                    self.rt.log(pid, Direction.FAILED, "pull", detail=detail)
                     return
                 except Exception:
                     await asyncio.sleep(delay)
@@ -244,7 +245,7 @@ class DataPlaneRoutes:
     async def receive_push(self, request: web.Request) -> web.Response:
         pid = request.match_info["pid"]
         tp = self.rt.store.get_transfer(pid)
-        if tp is None or tp.role != "consumer":
+        if tp is None or tp.role != Role.CONSUMER:
             raise NotFound(f"no transfer {pid}")
         tokens.verify(self.rt.keys, self.rt.did, request.headers.get("Authorization"), pid)
         if tp.state not in (TP.STARTED, TP.REQUESTED):
@@ -252,7 +253,7 @@ class DataPlaneRoutes:
         limit = streams.receive_limit(self.rt, tp)
         announced = request.content_length
         if announced is not None and announced > limit.bytes:
-            self.rt.log(pid, "refused", "push", detail=str(limit.refuse(announced)))
+            self.rt.log(pid, Direction.REFUSED, "push", detail=str(limit.refuse(announced)))
             raise limit.refuse(announced)
         writer = streams.HashingWriter(
             streams.received_path(self.rt, pid), staged=True, limit=limit
@@ -266,11 +267,14 @@ class DataPlaneRoutes:
             whole = True
         except PayloadTooLarge as exc:
             # stop reading: the sender is cut off, the staged part removed (finally)
-            self.rt.log(pid, "refused", "push", detail=exc.detail)
+            self.rt.log(pid, Direction.REFUSED, "push", detail=exc.detail)
             raise
         except ConnectionError as exc:
             self.rt.log(
-                pid, "failed", "push", detail=f"interrupted after {writer.size} bytes: {exc!r}"
+                pid,
+                Direction.FAILED,
+                "push",
+                detail=f"interrupted after {writer.size} bytes: {exc!r}",
             )
             raise BadRequest(f"push interrupted after {writer.size} bytes") from exc
         finally:
@@ -283,7 +287,7 @@ class DataPlaneRoutes:
                 pid, bytes=writer.size, sha256=digest, path=str(writer.path)
             )
             self.rt.log(
-                pid, "note", "push", detail=f"received {writer.size} bytes, sha256 {digest}"
+                pid, Direction.NOTE, "push", detail=f"received {writer.size} bytes, sha256 {digest}"
             )
             self._settle(pid)
         if self._delivered is not None:
@@ -291,6 +295,6 @@ class DataPlaneRoutes:
         return web.json_response({"bytes": writer.size, "sha256": digest})
 
 
-def _end_kind(rt: Runtime, pid: str, stopped: bool) -> Kind:
+def _end_kind(rt: Runtime, pid: str, stopped: bool) -> MeteringKind:
     tp = rt.store.get_transfer(pid)
     return end_kind(tp.state if tp else "gone", stopped)

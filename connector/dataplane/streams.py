@@ -19,13 +19,14 @@ from typing import Any
 import aiohttp
 
 from connector.clock import skew_refusal
-from connector.dsp.states import TP
 from connector.egress import EgressRefused, read_limited
 from connector.errors import ConnectorError, DiskFull, PayloadTooLarge, PeerError
 from connector.files import open_private, private_dir
+from connector.model.enums import Role
+from connector.model.records import Transfer
+from connector.model.states import TP
 from connector.policy.odrl import normalise
 from connector.runtime import Runtime
-from connector.store.records import Transfer
 
 STREAM_TIMEOUT = aiohttp.ClientTimeout(total=None, connect=10, sock_read=60)
 STATE_CHECK_SECONDS = 0.2
@@ -172,7 +173,7 @@ def receive_limit(rt: Runtime, tp: Transfer) -> ReceiveLimit:
     if "tdsc:volumeBytes" in agreed:
         earlier = sum(
             t.bytes
-            for t in rt.store.agreement_transfers(tp.agreement_id, "consumer")
+            for t in rt.store.agreement_transfers(tp.agreement_id, Role.CONSUMER)
             if t.id != tp.id
         )
         left = max(agreed["tdsc:volumeBytes"] - earlier, 0)

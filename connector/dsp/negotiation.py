@@ -12,19 +12,21 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from connector.dsp import messages as m
 from connector.dsp.auth import not_a_member
 from connector.dsp.callbacks import check_callback
 from connector.dsp.client import DspClient
-from connector.dsp.states import CN, CN_TERMINAL, negotiation_next
 from connector.errors import BadRequest, NotFound, PeerError, TooManyProcesses
 from connector.identity import signatures
+from connector.model import messages as m
+from connector.model.enums import CNEvent, Direction, Role
+from connector.model.jobs import NegotiationReact, NegotiationSend
+from connector.model.records import Agreement, Job, Negotiation
+from connector.model.states import CN, CN_TERMINAL, CNStep, negotiation_next
 from connector.outbox import Outbox
 from connector.policy.decision import DecisionInput, Party, Phase
 from connector.policy.inputs import dataset_facts
 from connector.runtime import Runtime
 from connector.store.base import Duplicate
-from connector.store.records import Agreement, Job, Negotiation, Role
 
 Reaction = Callable[[Negotiation], Awaitable[bool]]
 
@@ -64,8 +66,8 @@ class NegotiationService:
         self.client = client
         # A scripted reaction (TCK mode) may take over; it returns True when it handled one.
         self.script: Reaction | None = None
-        outbox.register("cn-send", self._send_job, self._send_failed)
-        outbox.register("cn-react", self._react_job, self._react_failed)
+        outbox.register(NegotiationSend.KIND, self._send_job, self._send_failed)
+        outbox.register(NegotiationReact.KIND, self._react_job, self._react_failed)
 
     # lookups ---------------------------------------------------------------------------------
 
@@ -96,7 +98,9 @@ class NegotiationService:
         if neg.consumer_pid and consumer_pid and consumer_pid != neg.consumer_pid:
             raise BadRequest(f"consumerPid {consumer_pid} does not belong to this negotiation")
 
-    def _move(self, neg: Negotiation, message: str, sender: str, **fields: Any) -> Negotiation:
+    def _move(
+        self, neg: Negotiation, message: m.Message | CNStep, sender: Role, **fields: Any
+    ) -> Negotiation:
         # The state as it is now, locked: of two replicas handling messages for this
         # negotiation at once, the second sees the first one's transition.
         current = self.rt.store.lock_negotiation(neg.id) or neg
@@ -104,10 +108,10 @@ class NegotiationService:
         return self.rt.store.update_negotiation(neg.id, state=nxt.value, **fields)
 
     def _received(self, neg: Negotiation, msg: m.Message, **kw: Any) -> None:
-        self.rt.log(neg.id, "received", msg.type, state=neg.state, body=msg.dump(), **kw)
+        self.rt.log(neg.id, Direction.RECEIVED, msg.type, state=neg.state, body=msg.dump(), **kw)
 
     def react(self, neg: Negotiation) -> None:
-        self.outbox.enqueue(neg.id, "cn-react", {"state": neg.state})
+        self.outbox.enqueue(neg.id, NegotiationReact(state=neg.state))
 
     # incoming: provider side -----------------------------------------------------------------
 
@@ -126,17 +130,17 @@ class NegotiationService:
             if not msg.callbackAddress:
                 raise BadRequest("callbackAddress is required on an initial ContractRequestMessage")
             existing = self.rt.store.find_negotiation(
-                role="provider", consumer_pid=msg.consumerPid, counterparty_id=caller
+                role=Role.PROVIDER, consumer_pid=msg.consumerPid, counterparty_id=caller
             )
             if existing is not None:
                 return existing, False
             await check_callback(self.rt, caller, msg.callbackAddress)
             self._published_offer(target, msg.offer.id)
-            self._within_cap(caller, "provider")
+            self._within_cap(caller, Role.PROVIDER)
             neg_id = new_pid()
             neg = Negotiation(
                 id=neg_id,
-                role="provider",
+                role=Role.PROVIDER,
                 state=CN.REQUESTED.value,
                 provider_pid=neg_id,
                 consumer_pid=msg.consumerPid,
@@ -144,8 +148,8 @@ class NegotiationService:
                 counterparty_address=msg.callbackAddress,
                 dataset_id=target,
                 offer=msg.offer.model_dump(by_alias=True, exclude_none=True),
-                offer_by="consumer",
-                initiator="consumer",
+                offer_by=Role.CONSUMER,
+                initiator=Role.CONSUMER,
                 purpose=_declared_purpose(msg),
                 counterparty_credentials=claims or {},
             )
@@ -157,14 +161,14 @@ class NegotiationService:
             except Duplicate:
                 # another replica created it from the same request a moment ago
                 found = self.rt.store.find_negotiation(
-                    role="provider", consumer_pid=msg.consumerPid, counterparty_id=caller
+                    role=Role.PROVIDER, consumer_pid=msg.consumerPid, counterparty_id=caller
                 )
                 if found is None:
                     raise
                 return found, False
             return neg, True
         neg = self.owned(pid, caller)
-        if neg.role != "provider":
+        if neg.role != Role.PROVIDER:
             raise BadRequest("ContractRequestMessage goes to the provider's negotiation")
         self._check_pids(neg, msg.providerPid, msg.consumerPid)
         if target != neg.dataset_id:
@@ -172,10 +176,10 @@ class NegotiationService:
         with self.rt.store.transaction():
             neg = self._move(
                 neg,
-                msg.type,
-                "consumer",
+                msg,
+                Role.CONSUMER,
                 offer=msg.offer.model_dump(by_alias=True, exclude_none=True),
-                offer_by="consumer",
+                offer_by=Role.CONSUMER,
                 counterparty_credentials=claims or neg.counterparty_credentials,
             )
             self._received(neg, msg)
@@ -196,11 +200,15 @@ class NegotiationService:
     ) -> Negotiation:
         neg = self.owned(pid, caller)
         self._check_pids(neg, msg.providerPid, msg.consumerPid)
-        sender = "consumer" if neg.role == "provider" else "provider"
-        if msg.eventType == "ACCEPTED" and neg.state == CN.OFFERED and neg.offer_by != "provider":
+        sender = neg.role.other
+        if (
+            msg.eventType == CNEvent.ACCEPTED
+            and neg.state == CN.OFFERED
+            and neg.offer_by != Role.PROVIDER
+        ):
             raise BadRequest("ACCEPTED is only valid for an offer the provider made")
         with self.rt.store.transaction():
-            neg = self._move(neg, msg.eventType, sender)
+            neg = self._move(neg, msg, sender)
             self._received(neg, msg)
             self.react(neg)
         return neg
@@ -209,10 +217,10 @@ class NegotiationService:
         self, msg: m.ContractAgreementVerificationMessage, caller: str, pid: str
     ) -> Negotiation:
         neg = self.owned(pid, caller)
-        if neg.role != "provider":
+        if neg.role != Role.PROVIDER:
             raise BadRequest("agreement verification goes to the provider")
         self._check_pids(neg, msg.providerPid, msg.consumerPid)
-        negotiation_next(neg.state, msg.type, "consumer")
+        negotiation_next(neg.state, msg, Role.CONSUMER)
         agreement = self.rt.store.get_agreement(neg.agreement_id or "")
         signature = (msg.model_extra or {}).get(m.CONSUMER_SIGNATURE)
         if agreement is not None and isinstance(signature, str):
@@ -238,7 +246,7 @@ class NegotiationService:
                 self.rt.store.put_agreement(
                     agreement.model_copy(update={"consumer_signature": signature})
                 )
-            neg = self._move(neg, msg.type, "consumer")
+            neg = self._move(neg, msg, Role.CONSUMER)
             self._received(neg, msg, detail="countersigned" if signature else "not countersigned")
             self.react(neg)
         return neg
@@ -248,10 +256,10 @@ class NegotiationService:
     ) -> Negotiation:
         neg = self.owned(pid, caller)
         self._check_pids(neg, msg.providerPid, msg.consumerPid)
-        sender = "consumer" if neg.role == "provider" else "provider"
+        sender = neg.role.other
         reason = [str(r) for r in (msg.reason or [])] or ["terminated by the counterparty"]
         with self.rt.store.transaction():
-            neg = self._move(neg, msg.type, sender, reason=reason)
+            neg = self._move(neg, msg, sender, reason=reason)
             self._received(neg, msg, detail="; ".join(reason))
         return neg
 
@@ -269,16 +277,16 @@ class NegotiationService:
             if not msg.offer.target:
                 raise BadRequest("offer.target (the dataset id) is required")
             existing = self.rt.store.find_negotiation(
-                role="consumer", provider_pid=msg.providerPid, counterparty_id=caller
+                role=Role.CONSUMER, provider_pid=msg.providerPid, counterparty_id=caller
             )
             if existing is not None:
                 return existing, False
             await check_callback(self.rt, caller, msg.callbackAddress)
-            self._within_cap(caller, "consumer")
+            self._within_cap(caller, Role.CONSUMER)
             neg_id = new_pid()
             neg = Negotiation(
                 id=neg_id,
-                role="consumer",
+                role=Role.CONSUMER,
                 state=CN.OFFERED.value,
                 provider_pid=msg.providerPid,
                 consumer_pid=neg_id,
@@ -286,8 +294,8 @@ class NegotiationService:
                 counterparty_address=msg.callbackAddress,
                 dataset_id=msg.offer.target,
                 offer=offer,
-                offer_by="provider",
-                initiator="provider",
+                offer_by=Role.PROVIDER,
+                initiator=Role.PROVIDER,
             )
             with self.rt.store.transaction():
                 self.rt.store.insert_negotiation(neg)
@@ -295,16 +303,16 @@ class NegotiationService:
                 self.react(neg)
             return neg, True
         neg = self.owned(pid, caller)
-        if neg.role != "consumer":
+        if neg.role != Role.CONSUMER:
             raise BadRequest("ContractOfferMessage goes to the consumer's negotiation")
         self._check_pids(neg, msg.providerPid, msg.consumerPid)
         with self.rt.store.transaction():
             neg = self._move(
                 neg,
-                msg.type,
-                "provider",
+                msg,
+                Role.PROVIDER,
                 offer=offer,
-                offer_by="provider",
+                offer_by=Role.PROVIDER,
                 provider_pid=neg.provider_pid or msg.providerPid,
             )
             self._received(neg, msg)
@@ -321,19 +329,19 @@ class NegotiationService:
         """`not_member`: why the provider is not a verified member (require_membership);
         the agreement is then refused and the negotiation ends here with those reasons."""
         neg = self.owned(pid, caller)
-        if neg.role != "consumer":
+        if neg.role != Role.CONSUMER:
             raise BadRequest("ContractAgreementMessage goes to the consumer's negotiation")
         self._check_pids(neg, msg.providerPid, msg.consumerPid)
-        negotiation_next(neg.state, msg.type, "provider")
+        negotiation_next(neg.state, msg, Role.PROVIDER)
         if not_member:
             reason = [f"the provider {caller} is not a verified member", *not_member]
             with self.rt.store.transaction():
                 self._received(neg, msg, detail="refused: " + "; ".join(reason))
                 # the refusal (403) is this side's answer: no termination message follows
                 neg = self._move(
-                    neg, m.ContractNegotiationTerminationMessage.TYPE, "consumer", reason=reason
+                    neg, m.ContractNegotiationTerminationMessage, Role.CONSUMER, reason=reason
                 )
-                self.rt.log(neg.id, "note", "TERMINATED", state=neg.state, detail=reason[0])
+                self.rt.log(neg.id, Direction.NOTE, "TERMINATED", state=neg.state, detail=reason[0])
             raise not_a_member(not_member)
         body = msg.agreement.model_dump(by_alias=True, exclude_none=True)
         if msg.agreement.target != neg.dataset_id:
@@ -384,8 +392,8 @@ class NegotiationService:
             self.rt.store.put_agreement(record)
             neg = self._move(
                 neg,
-                msg.type,
-                "provider",
+                msg,
+                Role.PROVIDER,
                 agreement_id=record.id,
                 provider_pid=neg.provider_pid or msg.providerPid,
             )
@@ -410,17 +418,15 @@ class NegotiationService:
         termination message follows) and return the error to raise."""
         with self.rt.store.transaction():
             self._received(neg, msg, detail="refused: " + "; ".join(reasons))
-            neg = self._move(
-                neg, m.ContractNegotiationTerminationMessage.TYPE, neg.role, reason=reasons
-            )
-            self.rt.log(neg.id, "note", "TERMINATED", state=neg.state, detail=reasons[0])
+            neg = self._move(neg, m.ContractNegotiationTerminationMessage, neg.role, reason=reasons)
+            self.rt.log(neg.id, Direction.NOTE, "TERMINATED", state=neg.state, detail=reasons[0])
         return BadRequest("; ".join(reasons), reasons=reasons)
 
     def _within_cap(self, caller: str, role: Role) -> None:
         """Refuse (429) a new negotiation the peer opens while it already has
         max_open_processes_per_peer open ones it opened."""
         cap = self.rt.settings.max_open_processes_per_peer
-        peer_role: Role = "consumer" if role == "provider" else "provider"
+        peer_role = role.other
         open_now = self.rt.store.count_open_negotiations(
             [CN.FINALIZED.value, CN.TERMINATED.value],
             counterparty_id=caller,
@@ -448,15 +454,15 @@ class NegotiationService:
         offer = {**offer, "@type": "Offer", "target": dataset_id}
         neg = Negotiation(
             id=neg_id,
-            role="consumer",
+            role=Role.CONSUMER,
             state=CN.REQUESTED.value,
             consumer_pid=neg_id,
             counterparty_id=counterparty_id,
             counterparty_address=address.rstrip("/"),
             dataset_id=dataset_id,
             offer=offer,
-            offer_by="consumer",
-            initiator="consumer",
+            offer_by=Role.CONSUMER,
+            initiator=Role.CONSUMER,
             purpose=purpose,
         )
         msg = m.ContractRequestMessage(
@@ -471,31 +477,31 @@ class NegotiationService:
         return neg
 
     def counter_request(self, pid: str, offer: dict[str, Any]) -> Negotiation:
-        neg = self._mine(pid, "consumer")
+        neg = self._mine(pid, Role.CONSUMER)
         offer = {**offer, "@type": "Offer", "target": neg.dataset_id}
         msg = m.ContractRequestMessage(
             consumerPid=neg.id, providerPid=neg.provider_pid, offer=offer
         )
         with self.rt.store.transaction():
-            neg = self._move(neg, msg.type, "consumer", offer=offer, offer_by="consumer")
+            neg = self._move(neg, msg, Role.CONSUMER, offer=offer, offer_by=Role.CONSUMER)
             self._send(neg, msg, "/negotiations/{peer}/request")
         return neg
 
     def accept(self, pid: str) -> Negotiation:
-        neg = self._mine(pid, "consumer")
-        if neg.state == CN.OFFERED and neg.offer_by != "provider":
+        neg = self._mine(pid, Role.CONSUMER)
+        if neg.state == CN.OFFERED and neg.offer_by != Role.PROVIDER:
             raise BadRequest("only an offer made by the provider can be accepted")
         msg = m.ContractNegotiationEventMessage(
-            providerPid=neg.provider_pid or "", consumerPid=neg.id, eventType="ACCEPTED"
+            providerPid=neg.provider_pid or "", consumerPid=neg.id, eventType=CNEvent.ACCEPTED
         )
         with self.rt.store.transaction():
-            neg = self._move(neg, "ACCEPTED", "consumer")
+            neg = self._move(neg, CNEvent.ACCEPTED, Role.CONSUMER)
             self._send(neg, msg, "/negotiations/{peer}/events")
         return neg
 
     def verify(self, pid: str) -> Negotiation:
         """Consumer: countersign the agreement and send the verification."""
-        neg = self._mine(pid, "consumer")
+        neg = self._mine(pid, Role.CONSUMER)
         agreement = self.rt.store.get_agreement(neg.agreement_id or "")
         if agreement is None:
             raise BadRequest("no agreement to verify")
@@ -506,7 +512,7 @@ class NegotiationService:
         payload = msg.dump()
         payload[m.CONSUMER_SIGNATURE] = signature
         with self.rt.store.transaction():
-            neg = self._move(neg, msg.type, "consumer")
+            neg = self._move(neg, msg, Role.CONSUMER)
             self.rt.store.put_agreement(
                 agreement.model_copy(update={"consumer_signature": signature})
             )
@@ -514,18 +520,18 @@ class NegotiationService:
         return neg
 
     def counter_offer(self, pid: str, offer: dict[str, Any]) -> Negotiation:
-        neg = self._mine(pid, "provider")
+        neg = self._mine(pid, Role.PROVIDER)
         offer = {**offer, "@type": "Offer", "target": neg.dataset_id}
         msg = m.ContractOfferMessage(providerPid=neg.id, consumerPid=neg.consumer_pid, offer=offer)
         with self.rt.store.transaction():
-            neg = self._move(neg, msg.type, "provider", offer=offer, offer_by="provider")
+            neg = self._move(neg, msg, Role.PROVIDER, offer=offer, offer_by=Role.PROVIDER)
             self._send(neg, msg, "/negotiations/{peer}/offers")
         return neg
 
     def agree(self, pid: str) -> Negotiation:
         """Provider: turn the current offer into a signed agreement."""
-        neg = self._mine(pid, "provider")
-        negotiation_next(neg.state, "ContractAgreementMessage", "provider")
+        neg = self._mine(pid, Role.PROVIDER)
+        negotiation_next(neg.state, m.ContractAgreementMessage, Role.PROVIDER)
         body: dict[str, Any] = {
             "@id": new_pid(),
             "@type": "Agreement",
@@ -558,17 +564,17 @@ class NegotiationService:
         )
         with self.rt.store.transaction():
             self.rt.store.put_agreement(record)
-            neg = self._move(neg, msg.type, "provider", agreement_id=record.id)
+            neg = self._move(neg, msg, Role.PROVIDER, agreement_id=record.id)
             self._send(neg, msg, "/negotiations/{peer}/agreement", body=payload)
         return neg
 
     def finalize(self, pid: str) -> Negotiation:
-        neg = self._mine(pid, "provider")
+        neg = self._mine(pid, Role.PROVIDER)
         msg = m.ContractNegotiationEventMessage(
-            providerPid=neg.id, consumerPid=neg.consumer_pid or "", eventType="FINALIZED"
+            providerPid=neg.id, consumerPid=neg.consumer_pid or "", eventType=CNEvent.FINALIZED
         )
         with self.rt.store.transaction():
-            neg = self._move(neg, "FINALIZED", "provider")
+            neg = self._move(neg, CNEvent.FINALIZED, Role.PROVIDER)
             self._send(neg, msg, "/negotiations/{peer}/events")
         return neg
 
@@ -581,11 +587,11 @@ class NegotiationService:
             reason=reason,
         )
         with self.rt.store.transaction():
-            neg = self._move(neg, msg.type, neg.role, reason=reason)
+            neg = self._move(neg, msg, neg.role, reason=reason)
             self._send(neg, msg, "/negotiations/{peer}/termination")
         return neg
 
-    def _mine(self, pid: str, role: str) -> Negotiation:
+    def _mine(self, pid: str, role: Role) -> Negotiation:
         neg = self.get(pid)
         if neg.role != role:
             raise BadRequest(
@@ -598,19 +604,17 @@ class NegotiationService:
     def _send(
         self, neg: Negotiation, msg: m.Message, path: str, body: dict[str, Any] | None = None
     ) -> None:
-        self.outbox.enqueue(
-            neg.id,
-            "cn-send",
-            {"type": msg.type, "path": path, "message": body or msg.dump(), "expect": neg.state},
-        )
+        message = body or msg.dump()
+        payload = NegotiationSend(type=msg.type, path=path, message=message, expect=neg.state)
+        self.outbox.enqueue(neg.id, payload)
 
     async def _send_job(self, job: Job) -> None:
         neg = self.get(job.process_id)
-        payload = job.payload
-        message = dict(payload["message"])
-        peer_field = "providerPid" if neg.role == "consumer" else "consumerPid"
-        peer_pid = neg.provider_pid if neg.role == "consumer" else neg.consumer_pid
-        path: str = payload["path"]
+        payload = job.read(NegotiationSend)
+        message = dict(payload.message)
+        peer_field = "providerPid" if neg.role == Role.CONSUMER else "consumerPid"
+        peer_pid = neg.provider_pid if neg.role == Role.CONSUMER else neg.consumer_pid
+        path = payload.path
         if "{peer}" in path:
             if not peer_pid:
                 raise PeerError("the counterparty's process id is not known yet", retry=False)
@@ -622,34 +626,39 @@ class NegotiationService:
         except PeerError as exc:
             if exc.http_status == 400 and job.attempts > 0 and await self._peer_in(neg, payload):
                 self.rt.log(
-                    neg.id, "note", payload["type"], detail="delivered earlier (peer state)"
+                    neg.id, Direction.NOTE, payload.type, detail="delivered earlier (peer state)"
                 )
                 return
-            direction = "failed" if exc.retry else "refused"
+            direction = Direction.FAILED if exc.retry else Direction.REFUSED
             if not exc.retry:
                 self.rt.log(
                     neg.id,
                     direction,
-                    payload["type"],
+                    payload.type,
                     status=exc.http_status,
                     body=exc.body,
                     detail=str(exc),
                 )
             raise
         updates: dict[str, Any] = {}
-        initial = payload["type"] == "ContractRequestMessage" and not neg.provider_pid
+        initial = payload.type == m.ContractRequestMessage.TYPE and not neg.provider_pid
         if initial and isinstance(body, dict) and isinstance(body.get("providerPid"), str):
             updates["provider_pid"] = body["providerPid"]
         with self.rt.store.transaction():
             if updates:
                 self.rt.store.update_negotiation(neg.id, **updates)
             self.rt.log(
-                neg.id, "sent", payload["type"], status=status, body=message, state=neg.state
+                neg.id,
+                Direction.SENT,
+                payload.type,
+                status=status,
+                body=message,
+                state=neg.state,
             )
 
-    async def _peer_in(self, neg: Negotiation, payload: dict[str, Any]) -> bool:
+    async def _peer_in(self, neg: Negotiation, payload: NegotiationSend) -> bool:
         """After a lost answer: did the peer already apply our message?"""
-        peer_pid = neg.provider_pid if neg.role == "consumer" else neg.consumer_pid
+        peer_pid = neg.provider_pid if neg.role == Role.CONSUMER else neg.consumer_pid
         url = f"{neg.counterparty_address.rstrip('/')}/negotiations/{peer_pid}"
         try:
             _, body = await self.client.call("GET", url, neg.counterparty_id)
@@ -657,24 +666,25 @@ class NegotiationService:
             return False
         if not isinstance(body, dict) or not isinstance(body.get("state"), str):
             return False
-        state, expect = str(body["state"]), str(payload["expect"])
+        state, expect = str(body["state"]), payload.expect
         # A peer found further on the way to an agreement has applied our message too.
         ahead = _PROGRESS.get(state, -1) > _PROGRESS.get(expect, len(_PROGRESS))
         return state == expect or ahead
 
     async def _send_failed(self, job: Job, why: str) -> None:
         neg = self.get(job.process_id)
-        reason = f"{job.payload['type']} was not delivered: {why}"
+        sent = job.read(NegotiationSend)
+        reason = f"{sent.type} was not delivered: {why}"
         if neg.state in CN_TERMINAL:
-            self.rt.log(neg.id, "note", job.payload["type"], detail=reason)
+            self.rt.log(neg.id, Direction.NOTE, sent.type, detail=reason)
             return
         with self.rt.store.transaction():
             neg = self.rt.store.update_negotiation(
                 neg.id, state=CN.TERMINATED.value, reason=[reason]
             )
-            self.rt.log(neg.id, "note", "TERMINATED", state=neg.state, detail=reason)
-            peer_pid = neg.provider_pid if neg.role == "consumer" else neg.consumer_pid
-            if peer_pid and job.payload["type"] != "ContractNegotiationTerminationMessage":
+            self.rt.log(neg.id, Direction.NOTE, "TERMINATED", state=neg.state, detail=reason)
+            peer_pid = neg.provider_pid if neg.role == Role.CONSUMER else neg.consumer_pid
+            if peer_pid and sent.type != m.ContractNegotiationTerminationMessage.TYPE:
                 msg = m.ContractNegotiationTerminationMessage(
                     providerPid=neg.provider_pid or "",
                     consumerPid=neg.consumer_pid or "",
@@ -686,11 +696,11 @@ class NegotiationService:
 
     async def _react_job(self, job: Job) -> None:
         neg = self.get(job.process_id)
-        if neg.state != job.payload["state"]:
+        if neg.state != job.read(NegotiationReact).state:
             return
         if self.script is not None and await self.script(neg):
             return
-        if neg.role == "provider":
+        if neg.role == Role.PROVIDER:
             await self._provider_reaction(neg)
         else:
             self._consumer_reaction(neg)
@@ -727,7 +737,10 @@ class NegotiationService:
                 self.agree(neg.id)
             else:
                 self.rt.log(
-                    neg.id, "note", "counter-offer", detail="requested terms differ from the offer"
+                    neg.id,
+                    Direction.NOTE,
+                    "counter-offer",
+                    detail="requested terms differ from the offer",
                 )
                 self.counter_offer(neg.id, published)
         elif neg.state == CN.ACCEPTED:
@@ -739,12 +752,12 @@ class NegotiationService:
         if neg.state == CN.OFFERED:
             # only a counter-offer in a negotiation we started; an unsolicited offer (or a
             # record from before `initiator` was kept) waits for the operator
-            if self.rt.settings.auto_accept_offers and neg.initiator == "consumer":
+            if self.rt.settings.auto_accept_offers and neg.initiator == Role.CONSUMER:
                 self.accept(neg.id)
             else:
                 self.rt.log(
                     neg.id,
-                    "note",
+                    Direction.NOTE,
                     "awaiting operator",
                     detail="the provider made an offer: accept, counter-request or terminate",
                 )

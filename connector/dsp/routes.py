@@ -9,15 +9,16 @@ from aiohttp import web
 from connector.catalog import filters, render
 from connector.catalog.visibility import visible
 from connector.config import DSP_PATH
-from connector.dsp import messages as m
 from connector.dsp.auth import Authenticator
 from connector.dsp.negotiation import NegotiationService
 from connector.dsp.transfer import TransferService
 from connector.errors import NotFound, UnsupportedMediaType
 from connector.http import read_json
+from connector.model import messages as m
+from connector.model.enums import Role
+from connector.model.records import Dataset
 from connector.policy.decision import Party
 from connector.runtime import Runtime
-from connector.store.records import Dataset
 
 
 def is_json(content_type: str) -> bool:
@@ -27,7 +28,7 @@ def is_json(content_type: str) -> bool:
     )
 
 
-async def read_message(request: web.Request) -> Any:
+async def read_message(request: web.Request) -> object:
     """A DSP message body: JSON by its Content-Type (415 otherwise), then parsed."""
     if not is_json(request.content_type):
         raise UnsupportedMediaType(
@@ -182,7 +183,7 @@ class DspRoutes:
         return web.json_response(self.tp.ack(self.tp.owned(request.match_info["pid"], caller)))
 
     async def tp_request(self, request: web.Request) -> web.Response:
-        request["role"] = "provider"
+        request["role"] = Role.PROVIDER
         caller, claims = await self.auth.member(request)
         msg = m.parse(m.TransferRequestMessage, await read_message(request))
         tp, _created = await self.tp.on_request(msg, caller, claims)

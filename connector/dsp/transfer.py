@@ -10,23 +10,25 @@ from typing import Any, Protocol
 
 from connector.catalog.render import FORMATS
 from connector.dataplane import sources, streams, tokens
-from connector.dsp import messages as m
 from connector.dsp.callbacks import check_callback
 from connector.dsp.client import DspClient
 from connector.dsp.negotiation import new_pid
-from connector.dsp.states import CN, TP, TP_TERMINAL, transfer_next
 from connector.egress import EgressRefused
 from connector.errors import BadRequest, Conflict, ConnectorError, DiskFull, NotFound, PeerError
 from connector.metering.meter import Meter, end_kind
 from connector.metering.receipts import wait_for_answers
-from connector.metering.records import MeteringEntry
 from connector.metering.settle import EarlyChecks, receipted_prefix, settle, stream_ended
+from connector.model import messages as m
+from connector.model.enums import Direction, JobKind, Role, TransferFormat
+from connector.model.jobs import Pull, Push, Settle, TransferReact, TransferSend
+from connector.model.metering import MeteringEntry, MeteringKind
+from connector.model.records import Agreement, Dataset, Job, Transfer
+from connector.model.states import CN, TP, TP_TERMINAL, transfer_next
 from connector.outbox import Outbox
 from connector.policy.decision import Decision, DecisionInput, Party, Phase
 from connector.policy.inputs import agreement_usage, dataset_facts
 from connector.runtime import Runtime
 from connector.store.base import Duplicate
-from connector.store.records import Agreement, Dataset, Job, Transfer
 
 HTTP_ENDPOINT = "https://w3id.org/idsa/v4.1/HTTP"
 Reaction = Callable[[Transfer], Awaitable[bool]]
@@ -92,7 +94,7 @@ def _reservation(decision: Decision, dataset: Dataset | None, usage: dict[str, A
 
 
 def _serves_pull(tp: Transfer) -> bool:
-    return tp.role == "provider" and tp.format.endswith("PULL")
+    return tp.role == Role.PROVIDER and tp.format.is_pull
 
 
 def _new_pull_address(tp: Transfer, msg: m.Message) -> bool:
@@ -101,8 +103,8 @@ def _new_pull_address(tp: Transfer, msg: m.Message) -> bool:
     return (
         isinstance(msg, m.TransferStartMessage)
         and msg.dataAddress is not None
-        and tp.role == "consumer"
-        and tp.format.endswith("PULL")
+        and tp.role == Role.CONSUMER
+        and tp.format.is_pull
         and tp.state == TP.STARTED
         and tp.data_address is None  # cleared when we resumed: only that answer is taken
     )
@@ -141,11 +143,11 @@ class TransferService:
         self.script: Reaction | None = None
         self.usage: UsageHooks | None = None
         self._deciding = KeyedLocks()
-        outbox.register("tp-send", self._send_job, self._send_failed)
-        outbox.register("tp-react", self._react_job, self._react_failed)
-        outbox.register("dp-pull", self._pull_job, self._data_failed)
-        outbox.register("dp-push", self._push_job, self._data_failed)
-        outbox.register("metering-settle", self._settle_job, self._settle_failed)
+        outbox.register(TransferSend.KIND, self._send_job, self._send_failed)
+        outbox.register(TransferReact.KIND, self._react_job, self._react_failed)
+        outbox.register(Pull.KIND, self._pull_job, self._data_failed)
+        outbox.register(Push.KIND, self._push_job, self._data_failed)
+        outbox.register(Settle.KIND, self._settle_job, self._settle_failed)
 
     # lookups ---------------------------------------------------------------------------------
 
@@ -167,7 +169,9 @@ class TransferService:
             providerPid=tp.provider_pid or "", consumerPid=tp.consumer_pid or "", state=tp.state
         ).dump()
 
-    def _move(self, tp: Transfer, message: str, sender: str, **fields: Any) -> Transfer:
+    def _move(
+        self, tp: Transfer, message: m.Message | type[m.Message], sender: Role, **fields: Any
+    ) -> Transfer:
         # The state as it is now, locked: of two replicas handling messages for this
         # transfer at once, the second sees the first one's transition.
         current = self.rt.store.lock_transfer(tp.id) or tp
@@ -190,10 +194,10 @@ class TransferService:
         return _address(endpoint, token), _address(endpoint, tokens.digest(token))
 
     def _received(self, tp: Transfer, msg: m.Message, **kw: Any) -> None:
-        self.rt.log(tp.id, "received", msg.type, state=tp.state, body=msg.dump(), **kw)
+        self.rt.log(tp.id, Direction.RECEIVED, msg.type, state=tp.state, body=msg.dump(), **kw)
 
     def react(self, tp: Transfer) -> None:
-        self.outbox.enqueue(tp.id, "tp-react", {"state": tp.state})
+        self.outbox.enqueue(tp.id, TransferReact(state=tp.state))
 
     # incoming --------------------------------------------------------------------------------
 
@@ -201,7 +205,7 @@ class TransferService:
         self, msg: m.TransferRequestMessage, caller: str, claims: dict[str, Any] | None = None
     ) -> tuple[Transfer, bool]:
         existing = self.rt.store.find_transfer(
-            role="provider", consumer_pid=msg.consumerPid, counterparty_id=caller
+            role=Role.PROVIDER, consumer_pid=msg.consumerPid, counterparty_id=caller
         )
         if existing is not None:
             return existing, False
@@ -218,9 +222,10 @@ class TransferService:
             )
         if msg.format not in FORMATS:
             raise BadRequest(f"unsupported format {msg.format}; supported: {', '.join(FORMATS)}")
-        if msg.format.endswith("PUSH") and msg.dataAddress is None:
+        fmt = TransferFormat(msg.format)
+        if fmt.is_push and msg.dataAddress is None:
             raise BadRequest("a push transfer needs the consumer's dataAddress")
-        if msg.format.endswith("PUSH") and msg.dataAddress is not None:
+        if fmt.is_push and msg.dataAddress is not None:
             refused = await self._endpoint_refusal(msg.dataAddress)
             if refused is not None:
                 raise BadRequest(f"the push dataAddress is refused: {refused}")
@@ -266,7 +271,7 @@ class TransferService:
                         if now != usage:
                             continue  # another replica accepted or ended one: decide again
                         again = self.rt.store.find_transfer(
-                            role="provider", consumer_pid=msg.consumerPid, counterparty_id=caller
+                            role=Role.PROVIDER, consumer_pid=msg.consumerPid, counterparty_id=caller
                         )
                         if again is not None:
                             return again, False  # the same request, accepted while we waited
@@ -278,7 +283,7 @@ class TransferService:
                 except Duplicate:
                     # another replica created it from the same request a moment ago
                     found = self.rt.store.find_transfer(
-                        role="provider", consumer_pid=msg.consumerPid, counterparty_id=caller
+                        role=Role.PROVIDER, consumer_pid=msg.consumerPid, counterparty_id=caller
                     )
                     if found is None:
                         raise
@@ -311,7 +316,7 @@ class TransferService:
         tp_id = new_pid()
         return Transfer(
             id=tp_id,
-            role="provider",
+            role=Role.PROVIDER,
             state=TP.REQUESTED.value,
             provider_pid=tp_id,
             consumer_pid=msg.consumerPid,
@@ -336,12 +341,12 @@ class TransferService:
             raise BadRequest(f"providerPid {provider_pid} does not belong to this transfer")
         if tp.consumer_pid and consumer_pid != tp.consumer_pid:
             raise BadRequest(f"consumerPid {consumer_pid} does not belong to this transfer")
-        sender = "consumer" if tp.role == "provider" else "provider"
+        sender = tp.role.other
         fields: dict[str, Any] = {}
-        if tp.role == "consumer" and not tp.provider_pid and provider_pid:
+        if tp.role == Role.CONSUMER and not tp.provider_pid and provider_pid:
             fields["provider_pid"] = provider_pid
         if isinstance(msg, m.TransferStartMessage) and msg.dataAddress is not None:
-            if tp.role == "consumer" and tp.format.endswith("PULL"):
+            if tp.role == Role.CONSUMER and tp.format.is_pull:
                 await self._refuse_pull_address(tp, msg.dataAddress, provider_pid)
             fields["data_address"] = msg.dataAddress.model_dump(by_alias=True, exclude_none=True)
         reason = getattr(msg, "reason", None)
@@ -357,7 +362,7 @@ class TransferService:
                 # the provider's answer to our resume: the same STARTED transfer, a new token
                 tp = self.rt.store.update_transfer(tp.id, **fields)
             else:
-                tp = self._move(tp, msg.type, sender, **fields)
+                tp = self._move(tp, msg, sender, **fields)
             self._received(tp, msg, detail="; ".join(fields.get("reason", [])))
             self.react(tp)
             if renewed is not None:
@@ -394,7 +399,7 @@ class TransferService:
         with self.rt.store.transaction():
             if not tp.provider_pid and provider_pid:
                 self.rt.store.update_transfer(tp.id, provider_pid=provider_pid)
-            self.rt.log(tp.id, "refused", "TransferStartMessage", detail=reason)
+            self.rt.log(tp.id, Direction.REFUSED, "TransferStartMessage", detail=reason)
         if tp.state not in TP_TERMINAL:
             self.terminate(tp.id, [reason], code="DATA_ADDRESS")
         raise BadRequest(reason)
@@ -413,7 +418,7 @@ class TransferService:
             raise BadRequest(f"format must be one of {', '.join(FORMATS)}")
         tp_id = new_pid()
         data_address = None
-        if fmt.endswith("PUSH"):
+        if TransferFormat(fmt).is_push:
             token = tokens.issue(
                 self.rt.keys,
                 self.rt.did,
@@ -424,7 +429,7 @@ class TransferService:
             data_address = _address(f"{self.rt.settings.base_url}/data/push/{tp_id}", token)
         tp = Transfer(
             id=tp_id,
-            role="consumer",
+            role=Role.CONSUMER,
             state=TP.REQUESTED.value,
             consumer_pid=tp_id,
             agreement_id=agreement_id,
@@ -456,7 +461,7 @@ class TransferService:
         fields: dict[str, Any] = {}
         if _serves_pull(tp):
             data_address, fields["data_address"] = self._pull_address(tp)
-        elif tp.role == "consumer" and tp.format.endswith("PULL"):
+        elif tp.role == Role.CONSUMER and tp.format.is_pull:
             # resuming: the provider revoked the old token at suspension; the pull goes on
             # when its TransferStartMessage brings a new DataAddress (see on_message)
             fields["data_address"] = None
@@ -466,10 +471,10 @@ class TransferService:
             dataAddress=data_address,
         )
         with self.rt.store.transaction():
-            tp = self._move(tp, msg.type, tp.role, **fields)
+            tp = self._move(tp, msg, tp.role, **fields)
             self._send(tp, msg, "/transfers/{peer}/start")
-            if tp.role == "provider" and tp.format.endswith("PUSH"):
-                self.outbox.enqueue(tp.id, "dp-push", {})
+            if tp.role == Role.PROVIDER and tp.format.is_push:
+                self.outbox.enqueue(tp.id, Push())
         return tp
 
     def complete(self, pid: str) -> Transfer:
@@ -478,7 +483,7 @@ class TransferService:
             providerPid=tp.provider_pid or "", consumerPid=tp.consumer_pid or ""
         )
         with self.rt.store.transaction():
-            tp = self._move(tp, msg.type, tp.role)
+            tp = self._move(tp, msg, tp.role)
             self._send(tp, msg, "/transfers/{peer}/completion")
         return tp
 
@@ -488,7 +493,7 @@ class TransferService:
             providerPid=tp.provider_pid or "", consumerPid=tp.consumer_pid or "", reason=reason
         )
         with self.rt.store.transaction():
-            tp = self._move(tp, msg.type, tp.role, reason=reason)
+            tp = self._move(tp, msg, tp.role, reason=reason)
             self._send(tp, msg, "/transfers/{peer}/suspension")
         return tp
 
@@ -501,67 +506,74 @@ class TransferService:
             reason=reason,
         )
         with self.rt.store.transaction():
-            tp = self._move(tp, msg.type, tp.role, reason=reason)
+            tp = self._move(tp, msg, tp.role, reason=reason)
             self._send(tp, msg, "/transfers/{peer}/termination")
         return tp
 
     # sending ---------------------------------------------------------------------------------
 
     def _send(self, tp: Transfer, msg: m.Message, path: str, *, renewal: bool = False) -> None:
-        payload: dict[str, Any] = {"type": msg.type, "path": path, "message": msg.dump()}
-        if renewal:
-            payload["renewal"] = True  # a new pull token after a resume (see on_message)
-        self.outbox.enqueue(tp.id, "tp-send", payload)
+        # renewal: a new pull token after a resume (see on_message)
+        payload = TransferSend(
+            type=msg.type, path=path, message=msg.dump(), renewal=renewal or None
+        )
+        self.outbox.enqueue(tp.id, payload)
 
     async def _send_job(self, job: Job) -> None:
         tp = self.get(job.process_id)
-        payload = job.payload
-        message = dict(payload["message"])
-        peer_pid = tp.provider_pid if tp.role == "consumer" else tp.consumer_pid
-        path: str = payload["path"]
+        payload = job.read(TransferSend)
+        message = dict(payload.message)
+        peer_pid = tp.provider_pid if tp.role == Role.CONSUMER else tp.consumer_pid
+        path = payload.path
         if "{peer}" in path:
             if not peer_pid:
                 raise PeerError("the counterparty's process id is not known yet", retry=False)
             path = path.replace("{peer}", peer_pid)
-            message["providerPid" if tp.role == "consumer" else "consumerPid"] = peer_pid
+            message["providerPid" if tp.role == Role.CONSUMER else "consumerPid"] = peer_pid
         url = tp.counterparty_address.rstrip("/") + path
         try:
             status, body = await self.client.call("POST", url, tp.counterparty_id, message)
         except PeerError as exc:
             if exc.http_status == 400 and job.attempts > 0:
                 self.rt.log(
-                    tp.id, "note", payload["type"], detail="delivered earlier (retry refused)"
+                    tp.id,
+                    Direction.NOTE,
+                    payload.type,
+                    detail="delivered earlier (retry refused)",
                 )
                 return
             if not exc.retry:
                 self.rt.log(
                     tp.id,
-                    "refused",
-                    payload["type"],
+                    Direction.REFUSED,
+                    payload.type,
                     status=exc.http_status,
                     body=exc.body,
                     detail=str(exc),
                 )
             raise
         with self.rt.store.transaction():
-            initial = payload["type"] == "TransferRequestMessage" and not tp.provider_pid
+            initial = payload.type == m.TransferRequestMessage.TYPE and not tp.provider_pid
             if initial and isinstance(body, dict) and isinstance(body.get("providerPid"), str):
                 self.rt.store.update_transfer(tp.id, provider_pid=body["providerPid"])
-            self.rt.log(tp.id, "sent", payload["type"], status=status, body=message, state=tp.state)
+            self.rt.log(
+                tp.id, Direction.SENT, payload.type, status=status, body=message, state=tp.state
+            )
 
     async def _send_failed(self, job: Job, why: str) -> None:
         tp = self.get(job.process_id)
-        reason = f"{job.payload['type']} was not delivered: {why}"
-        if tp.state in TP_TERMINAL or job.payload.get("renewal"):
+        sent = job.read(TransferSend)
+        reason = f"{sent.type} was not delivered: {why}"
+        if tp.state in TP_TERMINAL or sent.renewal:
             # a consumer that did not take a renewed pull token can resume again; the
             # transfer itself is not broken by it
-            self.rt.log(tp.id, "note", job.payload["type"], detail=reason)
+            self.rt.log(tp.id, Direction.NOTE, sent.type, detail=reason)
             return
         with self.rt.store.transaction():
             tp = self.rt.store.update_transfer(tp.id, state=TP.TERMINATED.value, reason=[reason])
-            self.rt.log(tp.id, "note", "TERMINATED", state=tp.state, detail=reason)
-            peer_pid = tp.provider_pid if tp.role == "consumer" else tp.consumer_pid
-            if peer_pid and job.payload["type"] != "TransferTerminationMessage":
+            self.rt.log(tp.id, Direction.NOTE, "TERMINATED", state=tp.state, detail=reason)
+            peer_pid = tp.provider_pid if tp.role == Role.CONSUMER else tp.consumer_pid
+            if peer_pid and sent.type != m.TransferTerminationMessage.TYPE:
                 msg = m.TransferTerminationMessage(
                     providerPid=tp.provider_pid or "",
                     consumerPid=tp.consumer_pid or "",
@@ -573,16 +585,16 @@ class TransferService:
 
     async def _react_job(self, job: Job) -> None:
         tp = self.get(job.process_id)
-        if tp.state != job.payload["state"]:
+        if tp.state != job.read(TransferReact).state:
             return
         if self.script is not None and await self.script(tp):
             return
-        if tp.role == "provider" and tp.state == TP.REQUESTED:
+        if tp.role == Role.PROVIDER and tp.state == TP.REQUESTED:
             self.start(tp.id)
-        elif tp.role == "provider" and tp.state == TP.STARTED and tp.format.endswith("PUSH"):
-            self.outbox.enqueue(tp.id, "dp-push", {})
-        elif tp.role == "consumer" and tp.state == TP.STARTED and tp.format.endswith("PULL"):
-            self.outbox.enqueue(tp.id, "dp-pull", {})
+        elif tp.role == Role.PROVIDER and tp.state == TP.STARTED and tp.format.is_push:
+            self.outbox.enqueue(tp.id, Push())
+        elif tp.role == Role.CONSUMER and tp.state == TP.STARTED and tp.format.is_pull:
+            self.outbox.enqueue(tp.id, Pull())
 
     async def _react_failed(self, job: Job, why: str) -> None:
         tp = self.get(job.process_id)
@@ -595,7 +607,9 @@ class TransferService:
         tp = self.get(job.process_id)
         if tp.state != TP.STARTED or not tp.data_address:
             return
-        self.rt.log(tp.id, "note", "pull", detail=f"pulling from {tp.data_address.get('endpoint')}")
+        self.rt.log(
+            tp.id, Direction.NOTE, "pull", detail=f"pulling from {tp.data_address.get('endpoint')}"
+        )
         early = EarlyChecks(self.rt, self.client, tp, streams.received_path(self.rt, tp.id))
         checking = asyncio.create_task(early.run())
         try:
@@ -623,11 +637,13 @@ class TransferService:
             # the provider's stream ended without its last metering record (it crashed, or
             # its store refused the write): asking for the empty rest shows what we hold,
             # and the provider meters the gap before it answers (docs/metering.md)
-            self.rt.log(tp.id, "note", "metering", detail=UNMETERED_TAIL)
+            self.rt.log(tp.id, Direction.NOTE, "metering", detail=UNMETERED_TAIL)
             size, digest, path = await streams.pull(self.rt, tp.id, tp.data_address)
         with self.rt.store.transaction():
             tp = self.rt.store.update_transfer(tp.id, bytes=size, sha256=digest, path=str(path))
-            self.rt.log(tp.id, "note", "pull", detail=f"received {size} bytes, sha256 {digest}")
+            self.rt.log(
+                tp.id, Direction.NOTE, "pull", detail=f"received {size} bytes, sha256 {digest}"
+            )
         if self.usage is not None:
             await self.usage.delivered(tp)
         refused = await settle(self.rt, self.client, tp, checked=early.checked)
@@ -645,7 +661,9 @@ class TransferService:
         kept = path.stat().st_size if path.exists() else 0
         with self.rt.store.transaction():
             self.rt.store.update_transfer(pid, bytes=kept, path=str(path))
-            self.rt.log(pid, "note", "pull", detail=f"{kept} bytes received before giving up")
+            self.rt.log(
+                pid, Direction.NOTE, "pull", detail=f"{kept} bytes received before giving up"
+            )
         await self._settle_quietly(pid)
 
     async def _push_job(self, job: Job) -> None:
@@ -710,10 +728,12 @@ class TransferService:
             await _close_source(chunks)  # when the push broke off
         # no await from here to the update: a stop never falls between the `complete` record
         # and the size and hash that `_pushed_whole` reads
-        last = meter.close("terminate" if cap.cut else "complete")
+        last = meter.close(MeteringKind.TERMINATE if cap.cut else MeteringKind.COMPLETE)
         with self.rt.store.transaction():
             tp = self.rt.store.update_transfer(tp.id, bytes=size, sha256=digest)
-            self.rt.log(tp.id, "note", "push", detail=f"pushed {size} bytes, sha256 {digest}")
+            self.rt.log(
+                tp.id, Direction.NOTE, "push", detail=f"pushed {size} bytes, sha256 {digest}"
+            )
         return tp, last
 
     def _pushed_whole(self, tp: Transfer) -> MeteringEntry | None:
@@ -728,13 +748,13 @@ class TransferService:
         if tp.sha256 is None:
             return None
         chain = self.rt.store.metering_chain(tp.agreement_id, tp.id)
-        return chain[-1] if chain and chain[-1].kind == "complete" else None
+        return chain[-1] if chain and chain[-1].kind == MeteringKind.COMPLETE else None
 
     # metering (consumer) -----------------------------------------------------------------------
 
     def settle_later(self, pid: str) -> None:
         """Consumer, push: check the provider's records against what arrived, soon."""
-        self.outbox.enqueue(pid, "metering-settle", {})
+        self.outbox.enqueue(pid, Settle())
 
     async def _settle_job(self, job: Job) -> None:
         tp = self.get(job.process_id)
@@ -745,7 +765,7 @@ class TransferService:
                 self.terminate(tp.id, refused, code="METERING")
 
     async def _settle_failed(self, job: Job, why: str) -> None:
-        self.rt.log(job.process_id, "failed", "metering", detail=f"no receipts sent: {why}")
+        self.rt.log(job.process_id, Direction.FAILED, "metering", detail=f"no receipts sent: {why}")
 
     async def _settle_quietly(self, pid: str) -> None:
         """After a pull was cut for good (volume, termination, given up): record what the file
@@ -759,7 +779,7 @@ class TransferService:
         try:
             await settle(self.rt, self.client, tp, timeout=2.0)
         except ConnectorError as exc:
-            self.rt.log(pid, "failed", "metering", detail=f"no receipts sent: {exc}")
+            self.rt.log(pid, Direction.FAILED, "metering", detail=f"no receipts sent: {exc}")
             return
         held = path.stat().st_size if path.exists() else 0
         metered = receipted_prefix(self.rt.store.metering_chain(tp.agreement_id), tp.provider_pid)
@@ -769,7 +789,7 @@ class TransferService:
                 self.rt.store.update_transfer(pid, bytes=metered, sha256=None)
                 self.rt.log(
                     pid,
-                    "note",
+                    Direction.NOTE,
                     "metering",
                     detail=f"kept the first {metered} of {held} bytes received: the rest lies"
                     " in a window that did not arrive whole, which no record can meter",
@@ -781,14 +801,16 @@ class TransferService:
         state = self.get(pid).state
         if state == TP.STARTED:
             return False
-        self.rt.log(pid, "note", what, detail=f"{what} stopped, the transfer is {state}: {exc}")
+        self.rt.log(
+            pid, Direction.NOTE, what, detail=f"{what} stopped, the transfer is {state}: {exc}"
+        )
         return True
 
     async def _data_failed(self, job: Job, why: str) -> None:
         """The data move gave up: the transfer ends TERMINATED with the reason, and the
         TransferTerminationMessage carries it to the counterparty."""
         tp = self.get(job.process_id)
-        what = "pull" if job.kind == "dp-pull" else "push"
-        self.rt.log(tp.id, "failed", what, detail=f"{what} ended: {why}")
+        what = "pull" if job.kind == JobKind.DP_PULL else "push"
+        self.rt.log(tp.id, Direction.FAILED, what, detail=f"{what} ended: {why}")
         if tp.state not in TP_TERMINAL:
             self.terminate(tp.id, [f"data transfer failed: {why}"])

@@ -23,8 +23,9 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from connector.dsp.negotiation import NegotiationService
-from connector.dsp.states import CN_TERMINAL, TP_TERMINAL
 from connector.dsp.transfer import TransferService
+from connector.model.enums import Direction
+from connector.model.states import CN_TERMINAL, TP_TERMINAL
 from connector.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -146,7 +147,7 @@ class Watchdog:
                 return False
             self.rt.log(
                 found.id,
-                "note",
+                Direction.NOTE,
                 "TERMINATED",
                 state=current.state,
                 detail=f"{reason} (last at {last}, state {current.state}): terminating",

@@ -17,7 +17,6 @@ from connector.billing import invoice
 from connector.billing.prices import price_terms
 from connector.config import DSP_PATH
 from connector.dataplane import sources
-from connector.dsp import messages as m
 from connector.dsp.client import DspClient
 from connector.dsp.negotiation import NegotiationService
 from connector.dsp.transfer import TransferService
@@ -28,10 +27,11 @@ from connector.identity.did import did_from_url
 from connector.management import models
 from connector.management.openapi import build_openapi
 from connector.metering.export import chain_header
+from connector.model import messages as m
+from connector.model.records import Agreement, Dataset
 from connector.policy.odrl import normalise
 from connector.policy.point import RegoDecisionPoint
 from connector.runtime import Runtime
-from connector.store.records import Agreement, Dataset
 
 PREFIX = "/api/v1"
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from connector.metering.records import MeteringEntry, MeteringHead
-from connector.store.records import Agreement, utcnow
+from connector.model.metering import MeteringEntry, MeteringHead
+from connector.model.records import Agreement, utcnow
 
 CHAIN_TYPE = "tdsc-metering-chain"
 

@@ -9,8 +9,8 @@ from typing import Any
 
 from connector.errors import BadRequest
 from connector.identity import signatures
-from connector.metering.records import MeteringEntry, MeteringHead
-from connector.store.records import utcnow
+from connector.model.metering import MeteringEntry, MeteringHead
+from connector.model.records import utcnow
 
 HEAD_TYPE = "tdsc-metering-head"
 HEAD_FIELDS = ("type", "agreement", "provider", "consumer", "count", "head", "at")

@@ -7,21 +7,21 @@ import logging
 import time
 from typing import Any
 
-from connector.dsp.states import TP
 from connector.errors import Unavailable
 from connector.identity.signatures import GENESIS, seal
-from connector.metering.records import Kind, MeteringEntry
+from connector.model.metering import MeteringEntry, MeteringKind
+from connector.model.records import Transfer, utcnow
+from connector.model.states import TP
 from connector.runtime import Runtime
-from connector.store.records import Transfer, utcnow
 
 
-def end_kind(state: str, stopped: bool = True) -> Kind:
+def end_kind(state: str, stopped: bool = True) -> MeteringKind:
     """How a stream that broke off ends its metering: by the transfer's state, or cut."""
     if stopped and state == TP.SUSPENDED:
-        return "suspend"
+        return MeteringKind.SUSPEND
     if stopped and state == TP.TERMINATED:
-        return "terminate"
-    return "interrupted"
+        return MeteringKind.TERMINATE
+    return MeteringKind.INTERRUPTED
 
 
 log = logging.getLogger(__name__)
@@ -62,7 +62,7 @@ class Meter:
         self.closed = False
         self.broken = False
         self._open_window()
-        self._append("start")
+        self._append(MeteringKind.START)
 
     def _open_window(self) -> None:
         self._hash = hashlib.sha256()
@@ -82,9 +82,9 @@ class Meter:
             self.delivered += end - start
             start = end
             if self._length >= self._window_bytes:
-                self._append("window")
+                self._append(MeteringKind.WINDOW)
         if self._length and time.monotonic() - self._opened >= self._window_seconds:
-            self._append("window")
+            self._append(MeteringKind.WINDOW)
 
     def recovered(self, chunk: bytes) -> None:
         """Bytes the consumer proved it holds (its Range request) that no record covers yet:
@@ -96,9 +96,9 @@ class Meter:
     def cut(self) -> None:
         """Close the open window now, if it holds bytes (the recovered range ends here)."""
         if self._length:
-            self._append("window")
+            self._append(MeteringKind.WINDOW)
 
-    def close(self, kind: Kind) -> MeteringEntry | None:
+    def close(self, kind: MeteringKind) -> MeteringEntry | None:
         """The last record of this stream (its final window, possibly empty)."""
         if self.closed or self.broken:
             return None
@@ -109,15 +109,15 @@ class Meter:
         """Close as `interrupted` while stopping: a record that cannot be written is logged,
         never raised, so the stop goes on (the next run meters from its own start)."""
         try:
-            self.close("interrupted")
+            self.close(MeteringKind.INTERRUPTED)
         except Exception:
             log.exception("metering: cannot close transfer %s as interrupted", self._tp.id)
 
-    def _append(self, kind: Kind) -> MeteringEntry:
+    def _append(self, kind: MeteringKind) -> MeteringEntry:
         rt, tp = self._rt, self._tp
         fields: dict[str, Any] = {
             "agreement": tp.agreement_id,
-            "kind": kind,
+            "kind": kind.value,
             "transfer": tp.id,
             "provider": rt.did,
             "consumer": tp.counterparty_id,

@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import time
 
+from connector.model.enums import Direction
+from connector.model.records import Transfer
 from connector.runtime import Runtime
-from connector.store.records import Transfer
 
 POLL_SECONDS = 0.05
 
@@ -24,7 +25,12 @@ async def wait_for_answers(
         done = last_seq is None or any(e.seq == last_seq for e in answered)
         if done or time.monotonic() >= deadline:
             if not done:
-                rt.log(tp.id, "note", "metering", detail="the consumer sent no receipts in time")
+                rt.log(
+                    tp.id,
+                    Direction.NOTE,
+                    "metering",
+                    detail="the consumer sent no receipts in time",
+                )
             return [
                 f"the consumer refused metering record {e.seq}: {e.refusal}"
                 for e in chain

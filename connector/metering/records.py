@@ -1,64 +1,11 @@
-"""Metering records: what one window of a transfer carried, signed by the provider.
-
-A record is a plain JSON object; its hash is the SHA-256 of its canonical form, and each
-record names the hash of the one before it in the agreement's chain. The provider signs a
-record (JWS, EdDSA, over that hash); the consumer's receipt is its own JWS over the same hash.
-The profile terms are in docs/metering.md.
-"""
+"""Hashing and reading metering records (the record models are in connector/model/metering.py)."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
-
-from pydantic import BaseModel
+from typing import Any
 
 from connector.identity import signatures
-
-Kind = Literal["start", "window", "complete", "suspend", "terminate", "interrupted"]
-RECORD_FIELDS = (
-    "agreement", "seq", "kind", "transfer", "provider", "consumer",
-    "offset", "length", "records", "sha256", "from", "to", "prev",
-)  # fmt: skip
-
-
-class MeteringEntry(BaseModel):
-    """One link of an agreement's chain as either side keeps it."""
-
-    agreement_id: str
-    seq: int
-    transfer_id: str
-    kind: str
-    hash: str
-    record: dict[str, Any]
-    signature: str
-    receipt: str | None = None
-    refusal: str | None = None
-
-    def line(self) -> dict[str, Any]:
-        """The JSON Lines form of `connector metering export`."""
-        return {
-            "record": self.record,
-            "hash": self.hash,
-            "signature": self.signature,
-            "receipt": self.receipt,
-            "refusal": self.refusal,
-        }
-
-
-class MeteringHead(BaseModel):
-    """The newest head of an agreement's chain that both parties signed: the provider states
-    that the chain held `count` records ending in a hash at a time, the consumer countersigns
-    it. An export carries it, so a chain cut short shows (docs/metering.md)."""
-
-    id: str  # the agreement's id: one newest head per agreement
-    count: int
-    body: dict[str, Any]
-    signature: str
-    receipt: str
-
-    def signed(self) -> dict[str, Any]:
-        """The form an export and `metering verify --head` carry."""
-        return {"body": self.body, "signature": self.signature, "receipt": self.receipt}
+from connector.model.metering import MeteringEntry
 
 
 def record_hash(record: dict[str, Any]) -> str:
@@ -79,14 +26,3 @@ def entry_from_line(line: dict[str, Any]) -> MeteringEntry:
         receipt=line.get("receipt"),
         refusal=line.get("refusal"),
     )
-
-
-def merge_ranges(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    """Half-open ranges, sorted, with overlapping and touching ones joined."""
-    out: list[tuple[int, int]] = []
-    for start, end in sorted(ranges):
-        if out and start <= out[-1][1]:
-            out[-1] = (out[-1][0], max(out[-1][1], end))
-        else:
-            out.append((start, end))
-    return out

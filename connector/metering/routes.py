@@ -13,9 +13,10 @@ from connector.errors import BadRequest, Conflict, NotFound
 from connector.http import read_json
 from connector.identity import signatures
 from connector.metering import heads
-from connector.metering.records import MeteringHead
+from connector.model.enums import Direction, Role
+from connector.model.metering import MeteringHead
+from connector.model.records import Transfer
 from connector.runtime import Runtime
-from connector.store.records import Transfer
 
 
 class MeteringRoutes:
@@ -31,7 +32,7 @@ class MeteringRoutes:
         caller = await self.auth.caller(request)
         pid = request.match_info["pid"]
         tp = self.rt.store.get_transfer(pid)
-        if tp is None or tp.role != "provider" or tp.counterparty_id != caller:
+        if tp is None or tp.role != Role.PROVIDER or tp.counterparty_id != caller:
             raise NotFound(f"no transfer {pid}")
         return tp
 
@@ -81,7 +82,7 @@ class MeteringRoutes:
         refused = [f"record {seq}: {why}" for seq, _, why in checked if why]
         self.rt.log(
             tp.id,
-            "note",
+            Direction.NOTE,
             "metering",
             detail=f"{len(checked) - len(refused)} receipts accepted"
             + (f"; the consumer refused {'; '.join(refused)}" if refused else ""),

@@ -9,27 +9,27 @@ import hashlib
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any
 
 from connector.dsp.client import DspClient
 from connector.errors import BadRequest, ConnectorError, PeerError
 from connector.identity import signatures
 from connector.identity.signatures import GENESIS
 from connector.metering import heads
-from connector.metering.records import (
+from connector.metering.records import entry_from_line, record_hash
+from connector.model.enums import Direction
+from connector.model.metering import (
     RECORD_FIELDS,
-    Kind,
     MeteringEntry,
     MeteringHead,
-    entry_from_line,
+    MeteringKind,
     merge_ranges,
-    record_hash,
 )
+from connector.model.records import Transfer
 from connector.runtime import Runtime
-from connector.store.records import Transfer
 
-END_KINDS = ("complete", "terminate", "suspend", "interrupted")
-KINDS = get_args(Kind)
+END_KINDS = tuple(k for k in MeteringKind if k.ends)
+KINDS = tuple(MeteringKind)
 # how far the provider's clock may run ahead of ours before a window "closes in the future"
 CLOCK_SKEW = timedelta(seconds=60)
 POLL_SECONDS = 0.05
@@ -88,7 +88,7 @@ def _shape(record: dict[str, Any]) -> str | None:
             return f"{key} must be a non-negative integer, got {value!r}"
     if record["records"] > record["length"]:
         return f"{record['records']} records cannot fit in {record['length']} bytes"
-    if record["kind"] == "start" and record["length"]:
+    if record["kind"] == MeteringKind.START and record["length"]:
         return "a start record carries no bytes"
     opened, closed = _instant(record["from"]), _instant(record["to"])
     if opened is None or closed is None:
@@ -151,7 +151,7 @@ def sequence_problems(
 
 def _continues(previous: dict[str, Any] | None, record: dict[str, Any]) -> str | None:
     """Why `record` does not continue the stream `previous` belongs to."""
-    if record["kind"] == "start":
+    if record["kind"] == MeteringKind.START:
         return None
     if previous is None or previous.get("kind") in END_KINDS:
         return f"a {record['kind']} record outside a stream (no start record before it)"
@@ -282,7 +282,12 @@ async def settle(
         if exc.http_status not in (404, 405, 501):
             raise
         # a peer without the metering profile (docs/metering.md): deliver, but say so
-        rt.log(tp.id, "note", "metering", detail=f"the provider keeps no metering records: {exc}")
+        rt.log(
+            tp.id,
+            Direction.NOTE,
+            "metering",
+            detail=f"the provider keeps no metering records: {exc}",
+        )
         return []
     provider_doc = await rt.resolver.resolve(tp.counterparty_id)
     # what this side already holds of the agreement's chain (kept by the provider's pids)
@@ -317,7 +322,7 @@ async def settle(
                 rt.store.put_metering_head(head)
     rt.log(
         tp.id,
-        "note",
+        Direction.NOTE,
         "metering",
         detail=f"metering: {len(answers) - len(refusals)} receipted, {len(refusals)} refused",
     )
@@ -340,7 +345,9 @@ def _countersign(
             offered, tp.agreement_id, tp.counterparty_id, rt.did, provider_doc, None
         )
     except BadRequest as exc:
-        rt.log(tp.id, "note", "metering", detail=f"chain head not countersigned: {exc.detail}")
+        rt.log(
+            tp.id, Direction.NOTE, "metering", detail=f"chain head not countersigned: {exc.detail}"
+        )
         return None
     held = {e.seq: e for e in chain}  # the newest answer for each seq wins
     named = held.get(body["count"] - 1)
@@ -348,7 +355,7 @@ def _countersign(
     if named is None or named.hash != body["head"] or not named.receipt or newest >= body["count"]:
         rt.log(
             tp.id,
-            "note",
+            Direction.NOTE,
             "metering",
             detail="chain head not countersigned: it does not name the newest record this"
             " connector holds and receipted",

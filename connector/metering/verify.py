@@ -17,7 +17,8 @@ from connector.identity.did import KEY_FRAGMENT
 from connector.identity.signatures import GENESIS
 from connector.metering.export import CHAIN_TYPE
 from connector.metering.heads import HeadRefused, check_signed
-from connector.metering.records import RECORD_FIELDS, merge_ranges, record_hash
+from connector.metering.records import record_hash
+from connector.model.metering import RECORD_FIELDS, merge_ranges
 
 
 class ChainFileError(BadRequest):

@@ -24,18 +24,15 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
 from connector.config import Settings
-from connector.dsp.states import ANY_ROLE, CN, TP
+from connector.model.enums import DutyState
+from connector.model.states import ANY_ROLE, CN, TP
 
 log = logging.getLogger(__name__)
 
 # Tables of features that may not exist yet in a store: absent means nothing counted so far.
 METERING_TABLE = "metering"
 DELETION_TABLE = "deletion_duties"
-DELETION_STATES = (
-    "pending",
-    "fulfilled",
-    "overdue",
-)  # always reported, so dashboards see 0 rather than no data
+DELETION_STATES = tuple(DutyState)  # always reported, so dashboards see 0 rather than no data
 
 
 @dataclass

@@ -5,10 +5,11 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from connector.dsp.states import TP_TERMINAL
-from connector.metering.records import MeteringEntry
+from connector.model.enums import Role
+from connector.model.metering import MeteringEntry
+from connector.model.records import Dataset, Transfer
+from connector.model.states import TP_TERMINAL
 from connector.store.base import Store
-from connector.store.records import Dataset, Transfer
 
 
 def dataset_facts(dataset: Dataset | None, dataset_id: str, owner: str) -> dict[str, Any]:
@@ -83,7 +84,7 @@ def agreement_usage(
     Every accepted transfer counts from the moment it is accepted, and a transfer under way
     counts the bytes it has reserved: the decision on the next request sees them even before
     they have moved a byte (issue 13, finding 6)."""
-    transfers = store.agreement_transfers(agreement_id, "provider")
+    transfers = store.agreement_transfers(agreement_id, Role.PROVIDER)
     usage: dict[str, Any] = {
         "transfers": len(transfers),
         "bytes": sum(committed_bytes(t) for t in transfers),

@@ -16,11 +16,11 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from connector.model.records import DecisionRecord, utcnow
 from connector.policy.decision import Decision, DecisionInput
 from connector.policy.engines import Engine, PolicyBundle, PolicyError
 from connector.policy.odrl import UndecidablePolicy, normalise
 from connector.policy.reads import reads_dataset_identity
-from connector.store.records import DecisionRecord, utcnow
 
 log = logging.getLogger(__name__)
 

@@ -8,11 +8,11 @@ from typing import Any, Protocol, TypeVar
 
 from pydantic import BaseModel
 
-from connector.metering.records import MeteringEntry, MeteringHead
+from connector.model.metering import MeteringEntry, MeteringHead
+from connector.model.usage import UseEntry, UseSummary
 from connector.store.core import Statements
 from connector.store.dialect import marks
 from connector.store.rows import to_row
-from connector.usage.records import UseEntry, UseSummary
 
 C = TypeVar("C", bound=BaseModel)
 

@@ -13,8 +13,8 @@ from typing import Any, TypeVar
 from pydantic import BaseModel
 
 from connector.errors import NotFound
+from connector.model.records import utcnow
 from connector.store.dialect import Dialect, member
-from connector.store.records import utcnow
 from connector.store.rows import encode, from_row, to_row
 
 M = TypeVar("M", bound=BaseModel)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from connector.model.records import DecisionRecord
 from connector.store.core import Statements
-from connector.store.records import DecisionRecord
 from connector.store.rows import from_row, to_row
 
 

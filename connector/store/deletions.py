@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
+from connector.model.usage import DeletionDuty
 from connector.store.core import Statements
 from connector.store.dialect import marks
-from connector.usage.records import DeletionDuty
 
 
 class DeletionRepository(Protocol):

@@ -7,9 +7,9 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from connector.model.records import Job
 from connector.store.core import Statements
 from connector.store.dialect import marks
-from connector.store.records import Job
 from connector.store.rows import encode, to_row
 
 

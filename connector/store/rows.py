@@ -8,9 +8,9 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
-from connector.metering.records import MeteringHead
-from connector.store.records import Agreement, Dataset, Negotiation, Transfer
-from connector.usage.records import DeletionDuty
+from connector.model.metering import MeteringHead
+from connector.model.records import Agreement, Dataset, Negotiation, Transfer
+from connector.model.usage import DeletionDuty
 
 M = TypeVar("M", bound=BaseModel)
 

@@ -11,11 +11,11 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel
 
-from connector.metering.records import MeteringEntry
+from connector.model.metering import MeteringEntry
+from connector.model.records import DecisionRecord, Job, TimelineEntry
+from connector.model.usage import UseEntry
 from connector.store.dialect import Dialect
-from connector.store.records import DecisionRecord, Job, TimelineEntry
 from connector.store.rows import TABLES, column_type
-from connector.usage.records import UseEntry
 
 
 @dataclass(frozen=True)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from connector.model.records import TimelineEntry
 from connector.store.core import Statements
-from connector.store.records import TimelineEntry
 from connector.store.rows import to_row
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
+from connector.model.records import Transfer
 from connector.store.core import Statements
-from connector.store.records import Transfer
 
 
 class TransferRepository(Protocol):

@@ -9,7 +9,7 @@ The TCK posts plain JSON (not JSON-LD), with its configured Authorization value:
 from __future__ import annotations
 
 import hmac
-from typing import Any
+from typing import TypeVar
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
@@ -18,6 +18,7 @@ from connector.dsp.negotiation import NegotiationService
 from connector.dsp.transfer import TransferService
 from connector.errors import BadRequest, NotFound
 from connector.http import read_json
+from connector.model.jobs import NegotiationReact, TransferReact
 from connector.runtime import Runtime
 from connector.tck.seed import negotiation_id
 
@@ -41,6 +42,9 @@ class TransferRequest(_Request):
     format: str = Field(min_length=1)
 
 
+R = TypeVar("R", bound=_Request)
+
+
 class TckWebhooks:
     def __init__(
         self,
@@ -58,7 +62,7 @@ class TckWebhooks:
         app.router.add_post(NEGOTIATIONS_PATH, self.negotiation)
         app.router.add_post(TRANSFERS_PATH, self.transfer)
 
-    async def _body(self, request: web.Request, model: type[_Request]) -> Any:
+    async def _body(self, request: web.Request, model: type[R]) -> R:
         given = request.headers.get("Authorization", "")
         if not hmac.compare_digest(given.encode(), self._authorization.encode()):
             raise NotFound("no such endpoint")
@@ -71,15 +75,15 @@ class TckWebhooks:
             raise BadRequest(f"invalid TCK request: {exc}") from exc
 
     async def negotiation(self, request: web.Request) -> web.Response:
-        req: NegotiationRequest = await self._body(request, NegotiationRequest)
+        req = await self._body(request, NegotiationRequest)
         offer = {"@id": req.offerId, "permission": [{"action": "use"}]}
         neg = self.cn.request(req.connectorAddress, req.providerId, req.datasetId, offer)
         # Give the script its first look once the request is out (e.g. terminate at once).
-        self.cn.outbox.enqueue(neg.id, "cn-react", {"state": neg.state})
+        self.cn.outbox.enqueue(neg.id, NegotiationReact(state=neg.state))
         return web.json_response({"id": neg.id, "state": neg.state}, status=201)
 
     async def transfer(self, request: web.Request) -> web.Response:
-        req: TransferRequest = await self._body(request, TransferRequest)
+        req = await self._body(request, TransferRequest)
         agreement = self.rt.store.get_agreement(req.agreementId)
         if agreement is None:
             raise NotFound(f"no agreement {req.agreementId}")
@@ -90,5 +94,5 @@ class TckWebhooks:
                 seeded.id, counterparty_address=req.connectorAddress.rstrip("/")
             )
         tp = self.tp.request(req.agreementId, req.format)
-        self.tp.outbox.enqueue(tp.id, "tp-react", {"state": tp.state})
+        self.tp.outbox.enqueue(tp.id, TransferReact(state=tp.state))
         return web.json_response({"id": tp.id, "state": tp.state}, status=201)

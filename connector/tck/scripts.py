@@ -16,10 +16,11 @@ from collections import Counter
 from typing import Any, Generic, TypeVar
 
 from connector.dsp.negotiation import NegotiationService
-from connector.dsp.states import CN_TERMINAL, TP_TERMINAL
 from connector.dsp.transfer import TransferService
 from connector.errors import ConnectorError
-from connector.store.records import Negotiation, Transfer
+from connector.model.enums import Role
+from connector.model.records import Negotiation, Transfer
+from connector.model.states import CN_TERMINAL, TP_TERMINAL
 from connector.tck.cases import (
     CONSUMER_NEGOTIATIONS,
     CONSUMER_TRANSFERS,
@@ -80,7 +81,7 @@ class NegotiationScript(_Scripted[Negotiation]):
         self.cn = service
 
     def _script(self, record: Negotiation) -> Script | None:
-        table = PROVIDER_NEGOTIATIONS if record.role == "provider" else CONSUMER_NEGOTIATIONS
+        table = PROVIDER_NEGOTIATIONS if record.role == Role.PROVIDER else CONSUMER_NEGOTIATIONS
         return table.get(record.dataset_id)
 
     def _reload(self, pid: str) -> Negotiation:
@@ -114,7 +115,7 @@ class TransferScript(_Scripted[Transfer]):
         self.tp = service
 
     def _script(self, record: Transfer) -> Script | None:
-        table = PROVIDER_TRANSFERS if record.role == "provider" else CONSUMER_TRANSFERS
+        table = PROVIDER_TRANSFERS if record.role == Role.PROVIDER else CONSUMER_TRANSFERS
         return table.get(record.agreement_id)
 
     def _reload(self, pid: str) -> Transfer:

@@ -5,9 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from connector.dsp.states import CN
+from connector.model.enums import Role
+from connector.model.records import Agreement, Dataset, Negotiation
+from connector.model.states import CN
 from connector.runtime import Runtime
-from connector.store.records import Agreement, Dataset, Negotiation
 from connector.tck.cases import (
     CATALOG_DATASETS,
     CONSUMER_TRANSFERS,
@@ -46,9 +47,9 @@ def seed(rt: Runtime) -> None:
                 )
             )
         for agreement_id in PROVIDER_TRANSFERS:
-            _agreement(rt, agreement_id, "provider", rt.did, TCK_PARTICIPANT, now)
+            _agreement(rt, agreement_id, Role.PROVIDER, rt.did, TCK_PARTICIPANT, now)
         for agreement_id in CONSUMER_TRANSFERS:
-            _agreement(rt, agreement_id, "consumer", TCK_PARTICIPANT, rt.did, now)
+            _agreement(rt, agreement_id, Role.CONSUMER, TCK_PARTICIPANT, rt.did, now)
 
 
 def _agreement(
@@ -68,7 +69,7 @@ def _agreement(
         rt.store.insert_negotiation(
             Negotiation(
                 id=neg_id,
-                role="provider" if role == "provider" else "consumer",
+                role=Role.PROVIDER if role == Role.PROVIDER else Role.CONSUMER,
                 state=CN.FINALIZED.value,
                 provider_pid=neg_id,
                 consumer_pid=neg_id,
@@ -76,7 +77,7 @@ def _agreement(
                 counterparty_address="",
                 dataset_id=AGREEMENT_DATASET,
                 offer={"@id": offer_id(AGREEMENT_DATASET), "@type": "Offer", "permission": USE},
-                offer_by="provider",
+                offer_by=Role.PROVIDER,
                 agreement_id=agreement_id,
             )
         )

@@ -11,13 +11,14 @@ from aiohttp import web
 from connector.errors import BadRequest, NotFound
 from connector.http import Handler, Route, optional_body
 from connector.management import models
+from connector.model.enums import DutyState, Role
+from connector.model.usage import RECEIPT_TYPE, USE_TYPE, DeletionDuty
 from connector.runtime import Runtime
-from connector.usage.records import RECEIPT_TYPE, USE_TYPE, DeletionDuty
 from connector.usage.service import Usage
 from connector.usage.signed import RecordRefused, check
 from connector.usage.uses import DataGone
 
-STATES = ("pending", "fulfilled", "overdue")
+STATES = tuple(DutyState)
 
 ROUTES = [
     Route(
@@ -109,7 +110,7 @@ class UsageApi:
         if state is not None and state not in STATES:
             raise BadRequest(f"state must be one of {', '.join(STATES)}")
         role = request.query.get("role")
-        if role is not None and role not in ("provider", "consumer"):
+        if role is not None and role not in (Role.PROVIDER, Role.CONSUMER):
             raise BadRequest("role must be provider or consumer")
         duties = self.rt.store.list_deletions(
             role=role, state=state, agreement_id=request.query.get("agreement"), limit=1000
@@ -128,7 +129,7 @@ class UsageApi:
         """The receipt checked again against the consumer's DID document."""
         if duty.receipt is None or duty.signature is None:
             return "no receipt"
-        consumer = self.rt.did if duty.role == "consumer" else duty.counterparty_id
+        consumer = self.rt.did if duty.role == Role.CONSUMER else duty.counterparty_id
         try:
             doc = await self.rt.resolver.resolve(consumer)
             check(RECEIPT_TYPE, duty.receipt, duty.signature, consumer, doc, {})

@@ -15,13 +15,10 @@ from typing import Any
 from urllib.parse import quote
 
 from connector.identity.signatures import seal
-from connector.policy.decision import DecisionInput, Party, Phase
-from connector.policy.inputs import dataset_facts
-from connector.policy.odrl import term
-from connector.runtime import Runtime
-from connector.store.records import Agreement, Transfer
-from connector.usage.outbound import PeerMail
-from connector.usage.records import (
+from connector.model.enums import Direction, DutyState, Role
+from connector.model.jobs import UsageSend
+from connector.model.records import Agreement, Transfer
+from connector.model.usage import (
     RECEIPT_TYPE,
     SCHEDULE_TYPE,
     DeletionDuty,
@@ -29,6 +26,11 @@ from connector.usage.records import (
     parse_time,
     utcnow,
 )
+from connector.policy.decision import DecisionInput, Party, Phase
+from connector.policy.inputs import dataset_facts
+from connector.policy.odrl import term
+from connector.runtime import Runtime
+from connector.usage.outbound import PeerMail
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +134,7 @@ class ConsumerDeletions:
         if not delete_duties(agreement.body) or not tp.path:
             return
         existing = self.rt.store.get_deletion(tp.id)
-        if existing is not None and existing.state == "pending":
+        if existing is not None and existing.state == DutyState.PENDING:
             return
         deadline = await self._deadline(agreement, tp, "delivery")
         if deadline is None:
@@ -140,7 +142,7 @@ class ConsumerDeletions:
         why = "the agreement's delete duty, counted from delivery"
         duty = DeletionDuty(
             id=tp.id,
-            role="consumer",
+            role=Role.CONSUMER,
             agreement_id=agreement.id,
             dataset_id=agreement.dataset_id,
             counterparty_id=agreement.provider_id,
@@ -153,20 +155,20 @@ class ConsumerDeletions:
         )
         with self.rt.store.transaction():
             self.rt.store.put_deletion(duty)
-            self.rt.log(tp.id, "note", "deletion", detail=f"delete by {deadline} ({why})")
+            self.rt.log(tp.id, Direction.NOTE, "deletion", detail=f"delete by {deadline} ({why})")
             self._announce(agreement, duty)
 
     async def first_use_deadline(self, agreement: Agreement, tp: Transfer) -> str | None:
         """The deadline the first use of this copy fixes (None when it fixes nothing)."""
         duty = self.rt.store.get_deletion(tp.id)
-        if duty is None or duty.state != "pending" or duty.fixed_by != "delivery":
+        if duty is None or duty.state != DutyState.PENDING or duty.fixed_by != "delivery":
             return None
         return await self._deadline(agreement, tp, "first use")
 
     def on_first_use(self, agreement: Agreement, tp: Transfer, deadline: str) -> None:
         """The copy's first use fixes its deadline for good."""
         duty = self.rt.store.get_deletion(tp.id)
-        if duty is None or duty.state != "pending" or duty.fixed_by != "delivery":
+        if duty is None or duty.state != DutyState.PENDING or duty.fixed_by != "delivery":
             return
         duty = self.rt.store.update_deletion(
             duty.id,
@@ -175,7 +177,7 @@ class ConsumerDeletions:
             fixed_by="first use",
             notes=[*duty.notes, f"delete by {deadline}: counted from the first use"],
         )
-        self.rt.log(tp.id, "note", "deletion", detail=f"delete by {deadline} (first use)")
+        self.rt.log(tp.id, Direction.NOTE, "deletion", detail=f"delete by {deadline} (first use)")
         self._announce(agreement, duty)
 
     async def adopt_orphans(self) -> int:
@@ -185,7 +187,7 @@ class ConsumerDeletions:
         while page := self.rt.store.list_transfers(1000, offset):
             offset += len(page)
             for tp in page:
-                if tp.role != "consumer" or not tp.path or not Path(tp.path).exists():
+                if tp.role != Role.CONSUMER or not tp.path or not Path(tp.path).exists():
                     continue
                 if self.rt.store.get_deletion(tp.id) is None:
                     await self.on_delivered(tp)
@@ -195,11 +197,13 @@ class ConsumerDeletions:
     def resend_receipts(self) -> int:
         """At start-up: receipts the provider has not acknowledged and no job is sending."""
         sent = 0
-        for duty in self.rt.store.list_deletions(role="consumer", state="fulfilled", limit=1000):
+        for duty in self.rt.store.list_deletions(
+            role=Role.CONSUMER, state=DutyState.FULFILLED, limit=1000
+        ):
             if duty.receipt is None or any("receipt accepted" in n for n in duty.notes):
                 continue
             if any(
-                j.payload.get("after", {}).get("duty") == duty.id
+                j.kind == UsageSend.KIND and j.read(UsageSend).after.get("duty") == duty.id
                 for j in self.rt.store.pending_jobs(duty.agreement_id)
             ):
                 continue
@@ -215,9 +219,9 @@ class ConsumerDeletions:
             return 0
         now = time.time()
         due = 0
-        for tp in self.rt.store.agreement_transfers(agreement.id, "consumer"):
+        for tp in self.rt.store.agreement_transfers(agreement.id, Role.CONSUMER):
             duty = self.rt.store.get_deletion(tp.id)
-            if duty is not None and duty.state != "pending":
+            if duty is not None and duty.state != DutyState.PENDING:
                 continue
             if duty is None and not (tp.path and Path(tp.path).exists()):
                 continue
@@ -230,7 +234,7 @@ class ConsumerDeletions:
                 self.rt.store.put_deletion(
                     DeletionDuty(
                         id=tp.id,
-                        role="consumer",
+                        role=Role.CONSUMER,
                         agreement_id=agreement.id,
                         dataset_id=agreement.dataset_id,
                         counterparty_id=agreement.provider_id,
@@ -273,7 +277,7 @@ class ConsumerDeletions:
         """Carry out every duty whose deadline has come; returns how many. `at_start`: the
         deadlines passed while the connector was stopped (the receipts say so)."""
         done = 0
-        for duty in self.rt.store.due_deletions("consumer", ("pending",), time.time()):
+        for duty in self.rt.store.due_deletions(Role.CONSUMER, (DutyState.PENDING,), time.time()):
             reason = None
             if at_start and duty.fixed_by != TERMINATED:
                 reason = (
@@ -300,7 +304,7 @@ class ConsumerDeletions:
             ):
                 return False
             duty = self.rt.store.get_deletion(duty_id)
-            if duty is None or duty.state != "pending":
+            if duty is None or duty.state != DutyState.PENDING:
                 return False
             agreement = self.rt.store.get_agreement(duty.agreement_id)
             if agreement is None:
@@ -319,11 +323,11 @@ class ConsumerDeletions:
             )
             with self.rt.store.transaction():
                 self.rt.store.update_deletion(
-                    duty.id, state="fulfilled", fulfilled_at=receipt["deleted_at"]
+                    duty.id, state=DutyState.FULFILLED, fulfilled_at=receipt["deleted_at"]
                 )
                 self.rt.log(
                     duty.id,
-                    "note",
+                    Direction.NOTE,
                     "deletion",
                     detail=f"deleted {what or 'nothing (no copy was left)'}: {receipt['reason']}",
                 )

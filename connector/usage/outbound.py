@@ -6,12 +6,12 @@ from __future__ import annotations
 from typing import Any
 
 from connector.dsp.client import DspClient
+from connector.model.enums import Direction
+from connector.model.jobs import UsageSend
+from connector.model.records import Job
+from connector.model.usage import utcnow
 from connector.outbox import Outbox
 from connector.runtime import Runtime
-from connector.store.records import Job
-from connector.usage.records import utcnow
-
-KIND = "usage-send"
 
 
 class PeerMail:
@@ -19,7 +19,7 @@ class PeerMail:
         self.rt = rt
         self.outbox = outbox
         self.client = client
-        outbox.register(KIND, self._job, self._failed)
+        outbox.register(UsageSend.KIND, self._job, self._failed)
 
     def send(
         self,
@@ -34,15 +34,15 @@ class PeerMail:
         """Queue one POST to `address` + `path` (the peer's DSP base URL); `after` names what
         to record once the peer accepted it."""
         url = address.rstrip("/") + path
-        payload = {"url": url, "peer": peer, "body": body, "type": what, "after": after or {}}
-        self.outbox.enqueue(process_id, KIND, payload)
+        payload = UsageSend(url=url, peer=peer, body=body, type=what, after=after or {})
+        self.outbox.enqueue(process_id, payload)
 
     async def _job(self, job: Job) -> None:
-        p = job.payload
-        status, answer = await self.client.call("POST", p["url"], p["peer"], p["body"])
+        p = job.read(UsageSend)
+        status, answer = await self.client.call("POST", p.url, p.peer, p.body)
         with self.rt.store.transaction():
-            self.rt.log(job.process_id, "sent", p["type"], status=status, body=answer)
-            self._after(p["after"], "accepted by the provider" if status < 300 else "")
+            self.rt.log(job.process_id, Direction.SENT, p.type, status=status, body=answer)
+            self._after(p.after, "accepted by the provider" if status < 300 else "")
 
     def _after(self, after: dict[str, Any], note: str) -> None:
         if after.get("kind") == "uses":
@@ -53,10 +53,10 @@ class PeerMail:
                 self.rt.store.update_deletion(duty.id, notes=[*duty.notes, f"receipt {note}"])
 
     async def _failed(self, job: Job, why: str) -> None:
-        p = job.payload
-        self.rt.log(job.process_id, "failed", p["type"], detail=f"not delivered: {why}")
-        if p["after"].get("kind") == "receipt":
-            duty = self.rt.store.get_deletion(p["after"]["duty"])
+        p = job.read(UsageSend)
+        self.rt.log(job.process_id, Direction.FAILED, p.type, detail=f"not delivered: {why}")
+        if p.after.get("kind") == "receipt":
+            duty = self.rt.store.get_deletion(p.after["duty"])
             if duty is not None:
                 self.rt.store.update_deletion(
                     duty.id, notes=[*duty.notes, f"receipt not delivered: {why}"]

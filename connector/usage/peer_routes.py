@@ -10,8 +10,8 @@ from connector.config import DSP_PATH
 from connector.dsp.auth import Authenticator
 from connector.errors import NotFound
 from connector.http import read_json
+from connector.model.records import Agreement
 from connector.runtime import Runtime
-from connector.store.records import Agreement
 from connector.usage.service import Usage
 
 BASE = DSP_PATH + "/usage/agreements/{id}"

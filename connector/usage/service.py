@@ -10,10 +10,11 @@ import time
 
 from connector.dsp.client import DspClient
 from connector.errors import BadRequest
+from connector.model.enums import Role
+from connector.model.records import Agreement, Transfer
 from connector.outbox import Outbox
 from connector.policy.decision import Decision
 from connector.runtime import Runtime
-from connector.store.records import Agreement, Transfer
 from connector.usage.deletion import ConsumerDeletions
 from connector.usage.outbound import PeerMail
 from connector.usage.termination import TerminateTransfer, Termination
@@ -68,7 +69,7 @@ class Usage:
     async def delivered(self, tp: Transfer) -> None:
         """A copy changed hands: the consumer schedules its deletion, the provider records
         what it delivered and when (the deadline and the receipt are checked against it)."""
-        if tp.role == "provider":
+        if tp.role == Role.PROVIDER:
             await self.tracking.on_delivered(tp)
         else:
             await self.deletions.on_delivered(tp)

@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 
 from connector.errors import BadRequest
 from connector.identity import signatures
-from connector.usage.records import (
+from connector.model.usage import (
     RECEIPT_FIELDS,
     RECEIPT_TYPE,
     SCHEDULE_FIELDS,

@@ -9,14 +9,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from connector.dsp.states import TP_TERMINAL
 from connector.errors import BadRequest, NotFound
 from connector.identity.signatures import seal
+from connector.model.enums import Direction, Role
+from connector.model.records import Agreement
+from connector.model.states import TP_TERMINAL
+from connector.model.usage import TERMINATION_TYPE, utcnow
 from connector.runtime import Runtime
-from connector.store.records import Agreement
 from connector.usage.deletion import ConsumerDeletions, agreement_path, peer_address
 from connector.usage.outbound import PeerMail
-from connector.usage.records import TERMINATION_TYPE, utcnow
 from connector.usage.signed import check
 from connector.usage.tracking import ProviderDeletions
 
@@ -60,11 +61,11 @@ class Termination:
             agreement = self.rt.store.update_agreement(
                 agreement.id, terminated_at=record["terminated_at"], termination_reason=reason
             )
-            for tp in self.rt.store.agreement_transfers(agreement.id, "provider"):
+            for tp in self.rt.store.agreement_transfers(agreement.id, Role.PROVIDER):
                 if tp.state not in TP_TERMINAL:
                     self.terminate_transfer(tp.id, [f"agreement terminated: {reason}"], None)
             self.provider.on_terminated(agreement)
-            self.rt.log(agreement.id, "note", "AgreementTermination", detail=reason)
+            self.rt.log(agreement.id, Direction.NOTE, "AgreementTermination", detail=reason)
             self.mail.send(
                 agreement.id,
                 peer_address(self.rt, agreement),
@@ -100,7 +101,7 @@ class Termination:
             due = self.consumer.on_terminated(agreement)
             self.rt.log(
                 agreement.id,
-                "received",
+                Direction.RECEIVED,
                 "AgreementTermination",
                 detail=f"{record['reason']}; {due} cop{'y' if due == 1 else 'ies'} to delete now",
                 body=body,

@@ -14,12 +14,10 @@ import math
 import time
 from typing import Any
 
-from connector.dsp.states import TP_TERMINAL
-from connector.policy.decision import Decision
-from connector.runtime import Runtime
-from connector.store.records import Agreement, Transfer
-from connector.usage.deletion import deletion_deadline
-from connector.usage.records import (
+from connector.model.enums import Direction, DutyState, Role
+from connector.model.records import Agreement, Transfer
+from connector.model.states import TP_TERMINAL
+from connector.model.usage import (
     RECEIPT_TYPE,
     SCHEDULE_TYPE,
     DeletionDuty,
@@ -28,6 +26,9 @@ from connector.usage.records import (
     parse_time,
     utcnow,
 )
+from connector.policy.decision import Decision
+from connector.runtime import Runtime
+from connector.usage.deletion import deletion_deadline
 from connector.usage.signed import Delivery, RecordRefused, check, check_deleted_copy
 
 log = logging.getLogger(__name__)
@@ -49,7 +50,7 @@ class ProviderDeletions:
         self.rt.store.put_deletion(
             DeletionDuty(
                 id=tp.id,
-                role="provider",
+                role=Role.PROVIDER,
                 agreement_id=tp.agreement_id,
                 dataset_id=tp.dataset_id,
                 counterparty_id=tp.counterparty_id,
@@ -66,7 +67,7 @@ class ProviderDeletions:
         the agreement counted from this delivery (the provider's own, not the consumer's)."""
         duty = self.rt.store.get_deletion(tp.id)
         agreement = self.rt.store.get_agreement(tp.agreement_id)
-        if duty is None or duty.role != "provider" or agreement is None:
+        if duty is None or duty.role != Role.PROVIDER or agreement is None:
             return
         now = time.time()
         deadline, _ = await deletion_deadline(self.rt, agreement, tp, "delivery", now)
@@ -78,7 +79,7 @@ class ProviderDeletions:
                 "delivered_sha256": tp.sha256,
             }
             due = parse_time(deadline) if deadline else None
-            if fresh.state == "pending" and due is not None:
+            if fresh.state == DutyState.PENDING and due is not None:
                 # a copy delivered again (a pull repeated) never postpones the first deadline
                 again = fresh.delivered_at is not None
                 if again or fresh.fixed_by == TERMINATED or fresh.fixed_by.startswith("consumer:"):
@@ -145,14 +146,16 @@ class ProviderDeletions:
 
     def overdue_for(self, consumer: str) -> list[DeletionDuty]:
         return self.rt.store.list_deletions(
-            role="provider", state="overdue", counterparty_id=consumer
+            role=Role.PROVIDER, state=DutyState.OVERDUE, counterparty_id=consumer
         )
 
     def check_overdue(self) -> list[DeletionDuty]:
         """Mark every pending deletion whose deadline and grace passed overdue, with an alert."""
         grace = self.rt.settings.deletion_grace_seconds
         marked: list[DeletionDuty] = []
-        for duty in self.rt.store.due_deletions("provider", ("pending",), time.time() - grace):
+        for duty in self.rt.store.due_deletions(
+            Role.PROVIDER, (DutyState.PENDING,), time.time() - grace
+        ):
             tp = self.rt.store.get_transfer(duty.id)
             if tp is not None and not tp.bytes and tp.state not in TP_TERMINAL:
                 continue  # nothing delivered yet
@@ -169,12 +172,12 @@ class ProviderDeletions:
             with self.rt.store.transaction():
                 # re-read under the lock: a receipt another replica just committed wins
                 fresh = self.rt.store.lock_deletion(duty.id)
-                if fresh is None or fresh.state != "pending":
+                if fresh is None or fresh.state != DutyState.PENDING:
                     continue
                 duty = self.rt.store.update_deletion(
-                    duty.id, state="overdue", notes=[*fresh.notes, f"{utcnow()}: {why}"]
+                    duty.id, state=DutyState.OVERDUE, notes=[*fresh.notes, f"{utcnow()}: {why}"]
                 )
-                self.rt.log(duty.id, "note", "deletion", detail=why)
+                self.rt.log(duty.id, Direction.NOTE, "deletion", detail=why)
             log.warning(why)
             marked.append(duty)
         return marked
@@ -183,7 +186,7 @@ class ProviderDeletions:
         """The agreement ended: the consumer must delete its copies now."""
         now = time.time()
         for duty in self.rt.store.list_deletions(
-            role="provider", agreement_id=agreement.id, state="pending", limit=1000
+            role=Role.PROVIDER, agreement_id=agreement.id, state=DutyState.PENDING, limit=1000
         ):
             if duty.due_at is not None and duty.due_at > now:
                 self.rt.store.update_deletion(
@@ -198,7 +201,7 @@ class ProviderDeletions:
 
     def _duty_for(self, agreement: Agreement, transfer: Any) -> DeletionDuty:
         duty = self.rt.store.get_deletion(str(transfer))
-        if duty is None or duty.role != "provider" or duty.agreement_id != agreement.id:
+        if duty is None or duty.role != Role.PROVIDER or duty.agreement_id != agreement.id:
             raise RecordRefused(
                 f"no deletion is tracked for transfer {transfer} of agreement {agreement.id}"
             )
@@ -207,7 +210,7 @@ class ProviderDeletions:
     async def on_schedule(self, caller: str, agreement: Agreement, body: Any) -> DeletionDuty:
         record = await self._checked(SCHEDULE_TYPE, caller, agreement, body)
         duty = self._duty_for(agreement, record["transfer"])
-        if duty.state == "fulfilled":
+        if duty.state == DutyState.FULFILLED:
             return duty
         try:
             due = parse_time(str(record["deadline"]))
@@ -232,26 +235,26 @@ class ProviderDeletions:
             )
             due = latest
         grace = self._grace
-        state = "pending" if due + grace > now else duty.state
+        state = DutyState.PENDING if due + grace > now else duty.state
         with self.rt.store.transaction():
             fresh = self.rt.store.lock_deletion(duty.id)
-            if fresh is None or fresh.state == "fulfilled":
+            if fresh is None or fresh.state == DutyState.FULFILLED:
                 return fresh or duty
             duty = self.rt.store.update_deletion(
                 duty.id,
                 deadline=format_time(due) if math.isfinite(due) else fresh.deadline,
                 due_at=due if math.isfinite(due) else fresh.due_at,
                 fixed_by=f"consumer: {record['fixed_by']}",
-                state=state if state == "pending" else fresh.state,
+                state=state if state == DutyState.PENDING else fresh.state,
                 notes=[*fresh.notes, note],
             )
-            self.rt.log(duty.id, "received", "DeletionSchedule", detail=note, body=body)
+            self.rt.log(duty.id, Direction.RECEIVED, "DeletionSchedule", detail=note, body=body)
         return duty
 
     async def on_receipt(self, caller: str, agreement: Agreement, body: Any) -> DeletionDuty:
         receipt = await self._checked(RECEIPT_TYPE, caller, agreement, body)
         duty = self._duty_for(agreement, receipt["transfer"])
-        if duty.state == "fulfilled" and duty.receipt == receipt:
+        if duty.state == DutyState.FULFILLED and duty.receipt == receipt:
             return duty  # delivered again (a retry)
         check_deleted_copy(receipt, self._delivery(duty), time.time())
         deleted = receipt["deleted"]
@@ -266,13 +269,13 @@ class ProviderDeletions:
             fresh = self.rt.store.lock_deletion(duty.id) or duty
             duty = self.rt.store.update_deletion(
                 duty.id,
-                state="fulfilled",
+                state=DutyState.FULFILLED,
                 receipt=receipt,
                 signature=body["signature"],
                 fulfilled_at=receipt["deleted_at"],
                 notes=[*fresh.notes, note],
             )
-            self.rt.log(duty.id, "received", "DeletionReceipt", detail=note, body=body)
+            self.rt.log(duty.id, Direction.RECEIVED, "DeletionReceipt", detail=note, body=body)
         log.info("deletion receipt for %s verified: %s", duty.id, note)
         return duty
 

@@ -8,17 +8,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from connector.dsp.states import TP
 from connector.errors import BadRequest, ConnectorError, NotFound
 from connector.identity import signatures
 from connector.identity.signatures import GENESIS, seal
-from connector.policy.decision import DecisionInput, Party, Phase
-from connector.policy.inputs import dataset_facts
-from connector.runtime import Runtime
-from connector.store.records import Agreement, Transfer
-from connector.usage.deletion import ConsumerDeletions, agreement_path, peer_address
-from connector.usage.outbound import PeerMail
-from connector.usage.records import (
+from connector.model.enums import Direction, DutyState, Role
+from connector.model.records import Agreement, Transfer
+from connector.model.states import TP
+from connector.model.usage import (
     USE_TYPE,
     UseEntry,
     UseSummary,
@@ -26,6 +22,11 @@ from connector.usage.records import (
     reporting_duty,
     utcnow,
 )
+from connector.policy.decision import DecisionInput, Party, Phase
+from connector.policy.inputs import dataset_facts
+from connector.runtime import Runtime
+from connector.usage.deletion import ConsumerDeletions, agreement_path, peer_address
+from connector.usage.outbound import PeerMail
 from connector.usage.signed import RecordRefused, check
 
 
@@ -70,20 +71,20 @@ class ConsumerUses:
     def _copy(self, agreement: Agreement) -> Transfer:
         """The newest completed copy still held; DataGone or NotFound otherwise."""
         transfers = sorted(
-            self.rt.store.agreement_transfers(agreement.id, "consumer"),
+            self.rt.store.agreement_transfers(agreement.id, Role.CONSUMER),
             key=lambda t: t.updated_at,
             reverse=True,
         )
         for tp in transfers:
             duty = self.rt.store.get_deletion(tp.id)
-            if duty is not None and duty.state == "fulfilled":
+            if duty is not None and duty.state == DutyState.FULFILLED:
                 continue
             if tp.state == TP.COMPLETED and tp.path and Path(tp.path).exists():
                 return tp
         deleted = [
             d
-            for d in self.rt.store.list_deletions(role="consumer", agreement_id=agreement.id)
-            if d.state == "fulfilled"
+            for d in self.rt.store.list_deletions(role=Role.CONSUMER, agreement_id=agreement.id)
+            if d.state == DutyState.FULFILLED
         ]
         if deleted:
             last = deleted[0]
@@ -95,7 +96,7 @@ class ConsumerUses:
 
     def usage(self, agreement: Agreement, uses: UseSummary) -> dict[str, Any]:
         delivered = [
-            t for t in self.rt.store.agreement_transfers(agreement.id, "consumer") if t.bytes
+            t for t in self.rt.store.agreement_transfers(agreement.id, Role.CONSUMER) if t.bytes
         ]
         return {
             "transfers": len(delivered),
@@ -129,7 +130,9 @@ class ConsumerUses:
             )
             if not decision.allow:
                 reasons = decision.reasons
-                self.rt.log(tp.id, "note", "use", detail="use refused: " + "; ".join(reasons))
+                self.rt.log(
+                    tp.id, Direction.NOTE, "use", detail="use refused: " + "; ".join(reasons)
+                )
                 raise UseRefused("use refused by policy: " + "; ".join(reasons), reasons=reasons)
             first_of_copy = not uses.of_transfer
             deadline = None
@@ -142,7 +145,10 @@ class ConsumerUses:
                 if deadline is not None:
                     self.deletions.on_first_use(agreement, tp, deadline)
                 self.rt.log(
-                    tp.id, "note", "use", detail=f"use {entry.seq + 1} for purpose {purpose!r}"
+                    tp.id,
+                    Direction.NOTE,
+                    "use",
+                    detail=f"use {entry.seq + 1} for purpose {purpose!r}",
                 )
                 if reporting_duty(decision.obligations):
                     self.mail.send(
@@ -155,7 +161,7 @@ class ConsumerUses:
                         after={"kind": "uses", "agreement": agreement.id, "seqs": [entry.seq]},
                     )
             duty = self.rt.store.get_deletion(tp.id)
-            due = duty.deadline if duty is not None and duty.state == "pending" else None
+            due = duty.deadline if duty is not None and duty.state == DutyState.PENDING else None
             return Granted(entry=entry, transfer=tp, path=Path(tp.path or ""), deadline=due)
 
     def _record(
@@ -235,7 +241,7 @@ class ProviderUses:
                 r = entry.record
                 self.rt.log(
                     agreement.id,
-                    "received",
+                    Direction.RECEIVED,
                     "UseReport",
                     detail=f"use {r['seq'] + 1} at {r['at']} for purpose {r['purpose']!r}",
                 )

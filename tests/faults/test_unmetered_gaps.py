@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from connector.metering.records import merge_ranges
+from connector.model.metering import merge_ranges
 from tests.faults.invariants import violations
 from tests.faults.pair import Pair
 from tests.harness import (

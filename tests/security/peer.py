@@ -20,11 +20,11 @@ from typing import Any
 
 import jwt
 
-from connector.dsp.messages import CONSUMER_SIGNATURE, DSP_CONTEXT
 from connector.identity import keys as keyfile
 from connector.identity import signatures
 from connector.identity.did import build_document, did_from_url
 from connector.identity.tokens import TokenIssuer
+from connector.model.messages import CONSUMER_SIGNATURE, DSP_CONTEXT
 from tests.harness import ConnectorProcess, wait_for
 
 CTX = [DSP_CONTEXT]

@@ -9,9 +9,9 @@ import json
 
 import pytest
 
-from connector.dsp.messages import DSP_CONTEXT
 from connector.egress import Egress, EgressPolicy
 from connector.identity.did import DidResolver
+from connector.model.messages import DSP_CONTEXT
 from tests.harness import ConnectorProcess
 from tests.security.conftest import Factory
 from tests.security.internal import SECRET, InternalService

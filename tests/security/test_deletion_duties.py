@@ -20,7 +20,7 @@ import pytest
 
 from connector.identity import keys as keyfile
 from connector.identity import signatures
-from connector.usage.records import format_time, parse_time
+from connector.model.usage import format_time, parse_time
 from tests.harness import ConnectorProcess, cli
 from tests.test_usage_control import deliver, did_document, duty_of, offer, post_as
 

@@ -15,10 +15,10 @@ from typing import Any
 import jwt
 import pytest
 
-from connector.dsp.messages import PROVIDER_SIGNATURE
 from connector.identity import keys as keyfile
 from connector.identity import signatures
 from connector.mgmt_client import ApiError
+from connector.model.messages import PROVIDER_SIGNATURE
 from tests.harness import ConnectorProcess, wait_for
 from tests.security.conftest import Factory
 from tests.security.peer import CTX, HostilePeer, message, post, request_body

@@ -19,7 +19,7 @@ import jwt
 from connector.identity import keys as keyfile
 from connector.identity.did import KEY_FRAGMENT
 from connector.identity.signatures import digest
-from connector.usage.records import RECEIPT_FIELDS, RECEIPT_TYPE
+from connector.model.usage import RECEIPT_FIELDS, RECEIPT_TYPE
 from tests.harness import ConnectorProcess, cli, negotiate
 from tests.test_metering import did_document, export, transfer, write_lines
 

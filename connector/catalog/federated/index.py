@@ -18,7 +18,7 @@ from pydantic import BaseModel
 
 from connector.catalog.federated.members import Member
 from connector.catalog.federated.parse import Catalog
-from connector.store.records import utcnow
+from connector.model.records import utcnow
 
 SCHEMA = """
 create table if not exists members (

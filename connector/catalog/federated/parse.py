@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from connector.dsp.messages import CATALOG_DIGEST, CATALOG_UNCHANGED, CLASSIFICATION, FOAF_NAME
+from connector.model.messages import CATALOG_DIGEST, CATALOG_UNCHANGED, CLASSIFICATION, FOAF_NAME
 
 CLASSES = ("general", "important", "core")
 

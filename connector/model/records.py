@@ -3,11 +3,22 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, Field
 
-Role = Literal["provider", "consumer"]
+from connector.model.enums import (
+    Classification,
+    Direction,
+    JobKind,
+    JobStatus,
+    Role,
+    TransferFormat,
+)
+from connector.model.jobs import JobPayload
+from connector.model.states import CN, TP
+
+P = TypeVar("P", bound=JobPayload)
 
 
 def utcnow() -> str:
@@ -23,7 +34,7 @@ class Dataset(BaseModel):
     media_type: str = "application/octet-stream"
     source: dict[str, Any]
     offers: list[dict[str, Any]]
-    classification: Literal["general", "important", "core"] = "general"
+    classification: Classification = Classification.GENERAL
     size: int | None = None
     sha256: str | None = None
     created_at: str = Field(default_factory=utcnow)
@@ -32,7 +43,7 @@ class Dataset(BaseModel):
 class Negotiation(BaseModel):
     id: str
     role: Role
-    state: str
+    state: CN
     provider_pid: str | None = None
     consumer_pid: str | None = None
     counterparty_id: str
@@ -70,12 +81,12 @@ class Agreement(BaseModel):
 class Transfer(BaseModel):
     id: str
     role: Role
-    state: str
+    state: TP
     provider_pid: str | None = None
     consumer_pid: str | None = None
     agreement_id: str
     dataset_id: str
-    format: str
+    format: TransferFormat
     counterparty_id: str
     counterparty_address: str
     data_address: dict[str, Any] | None = None
@@ -94,7 +105,7 @@ class TimelineEntry(BaseModel):
 
     seq: int | None = None
     process_id: str
-    direction: Literal["sent", "received", "refused", "failed", "note"]
+    direction: Direction
     message_type: str
     state: str | None = None
     status: int | None = None
@@ -108,14 +119,18 @@ class Job(BaseModel):
 
     id: int | None = None
     process_id: str
-    kind: str
+    kind: JobKind
     payload: dict[str, Any]
     attempts: int = 0
     next_at: float = 0.0
-    status: Literal["pending", "running", "done", "failed"] = "pending"
+    status: JobStatus = JobStatus.PENDING
     last_error: str | None = None
     owner: str | None = None  # the replica running it
     lease_until: float | None = None  # epoch seconds; renewed while it runs
+
+    def read(self, model: type[P]) -> P:
+        """The payload as the model of this job's kind."""
+        return model.model_validate(self.payload)
 
 
 class DecisionRecord(BaseModel):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -77,8 +77,11 @@ class Message(BaseModel):
         return data
 
 
-def parse(model: type[Message], body: Any) -> Any:
-    """Validate an incoming body or raise BadRequest naming every problem."""
+M = TypeVar("M", bound=Message)
+
+
+def parse(model: type[M], body: object) -> M:
+    """Validate an incoming body as `model` or raise BadRequest naming every problem."""
     if not isinstance(body, dict):
         raise BadRequest("message body must be a JSON object")
     if "@type" not in body:

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
-from typing import Any, Literal, NamedTuple
+from typing import Any, NamedTuple
 
 from pydantic import BaseModel, Field
 
-# (no import from connector.store: the store imports these models)
-Role = Literal["provider", "consumer"]
+from connector.model.enums import DutyState, Role
 
 USE_FIELDS = (
     "type", "agreement", "seq", "provider", "consumer", "dataset", "transfer",
@@ -34,8 +33,6 @@ USE_TYPE = "tdsc-use"
 RECEIPT_TYPE = "tdsc-deletion-receipt"
 SCHEDULE_TYPE = "tdsc-deletion-schedule"
 TERMINATION_TYPE = "tdsc-agreement-termination"
-
-DutyState = Literal["pending", "fulfilled", "overdue"]
 
 
 def parse_time(text: str) -> float:
@@ -94,7 +91,7 @@ class DeletionDuty(BaseModel):
     deadline: str | None = None
     due_at: float | None = None
     fixed_by: str = ""
-    state: DutyState = "pending"
+    state: DutyState = DutyState.PENDING
     path: str | None = None
     receipt: dict[str, Any] | None = None
     signature: str | None = None
