@@ -8,12 +8,13 @@ import os
 import ssl
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from connector import observability, tck
 from connector.authority.registry import Registry
 from connector.authority.routes import Authority
 from connector.catalog.federated.service import FederatedCatalog
-from connector.config import Settings
+from connector.config import DSP_PATH, Settings
 from connector.credentials.api import CredentialsApi
 from connector.credentials.holder import Holder
 from connector.credentials.verifier import CredentialVerifier
@@ -29,7 +30,7 @@ from connector.dsp.watchdog import Watchdog
 from connector.edge import GuardedSite, install_log_filter, request_guard
 from connector.errors import ConfigError
 from connector.files import private_dir
-from connector.http import problems, public_errors
+from connector.http import Handler, problems, public_errors
 from connector.identity import keys as keyfile
 from connector.management.routes import ManagementApi, api_key_middleware
 from connector.metering.routes import MeteringRoutes
@@ -46,6 +47,19 @@ from connector.usage.peer_routes import UsagePeerRoutes
 from connector.usage.service import Usage
 
 log = logging.getLogger(__name__)
+
+
+def store_batch(db: Database) -> Middleware:
+    """A DSP request's token id and decisions are written with the state change it makes."""
+
+    @web.middleware
+    async def batch(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if not request.path.startswith(DSP_PATH):
+            return await handler(request)  # data-plane streams answer as they go
+        async with db.batch():
+            return await handler(request)
+
+    return batch
 
 
 class Connector:
@@ -109,6 +123,7 @@ class Connector:
             middlewares=[
                 observability.log_context,
                 public_errors,
+                store_batch(db),
                 request_guard(s.http_body_timeout_seconds),
             ],
             client_max_size=4 * 1024 * 1024,
@@ -195,7 +210,8 @@ class Connector:
             engine = OpaServerEngine(s.opa_url or "")
 
         async def record(decisions: list[DecisionRecord]) -> None:
-            await db.write(lambda store: store.add_decisions(decisions))
+            # with the state change the decision led to, when there is one (one commit)
+            await db.later(lambda store: store.add_decisions(decisions))
 
         point = RegoDecisionPoint(engine, s.policy_folder, record, opa_bin=opa_bin)
         try:

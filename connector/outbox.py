@@ -206,7 +206,8 @@ class Outbox:
         process_id.set(job.process_id)  # this task's log lines name the process
         handler, give_up = self._handlers[job.kind]
         try:
-            await handler(job)
+            async with self._rt.db.batch():  # its decisions go with the change they lead to
+                await handler(job)
         except asyncio.CancelledError:
             raise
         except Exception as exc:

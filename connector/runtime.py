@@ -12,6 +12,7 @@ from typing import Any
 
 from connector.config import Settings
 from connector.egress import Egress, EgressPolicy
+from connector.errors import Unauthorized
 from connector.identity.did import DidResolver, build_document, did_from_url
 from connector.identity.keys import KeyPair
 from connector.identity.tokens import TokenIssuer, TokenVerifier
@@ -127,7 +128,15 @@ class Runtime:
         return self.db.store
 
     async def _remember_jti(self, jti: str, expires_at: int) -> bool:
-        return await self.db.write(lambda s: s.remember_jti(jti, expires_at))
+        """Within a request's batch the token id is written with the request's state change
+        (one commit for both); a replay then undoes that change and is refused."""
+
+        def remember(store: Store) -> None:
+            if not store.remember_jti(jti, expires_at):
+                raise Unauthorized("token was already used (replay)")
+
+        await self.db.later(remember)
+        return True
 
     async def note(
         self, process_id: str, direction: Direction, message_type: str, **kw: Any

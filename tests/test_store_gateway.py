@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from connector.errors import BadRequest, Unauthorized
 from connector.model.records import Negotiation, TimelineEntry
 from connector.store.base import Store
 from connector.store.gateway import Database
@@ -189,3 +190,78 @@ def test_reads_and_the_loop_go_on_while_another_process_holds_the_write_lock(
     assert still_waiting, "the read should answer while the write still waits for the lock"
     assert found is not None and found.id == "n-1"
     assert ticks == 20
+
+
+def test_later_writes_ride_with_the_next_write_of_the_batch(
+    db: Database, opener: Callable[[], Store]
+) -> None:
+    async def scenario() -> int:
+        before = db.commits
+        async with db.batch():
+            await db.later(lambda s: s.add_event(event("p-later", 0)))
+            await db.later(lambda s: s.add_event(event("p-later", 1)))
+            await db.write(lambda s: s.insert_negotiation(negotiation("n-later")))
+        return db.commits - before
+
+    assert asyncio.run(scenario()) == 1  # the steps and the write: one commit
+    fresh = opener()
+    try:
+        assert [e.message_type for e in fresh.timeline("p-later")] == ["m0", "m1"]
+        assert fresh.get_negotiation("n-later") is not None
+    finally:
+        fresh.close()
+
+
+def test_a_refusing_step_undoes_the_write_it_rides_with(
+    db: Database, opener: Callable[[], Store]
+) -> None:
+    def replayed(store: Store) -> None:
+        raise Unauthorized("token was already used (replay)")
+
+    async def scenario() -> None:
+        async with db.batch():
+            await db.later(replayed)
+            await db.write(lambda s: s.insert_negotiation(negotiation("n-replayed")))
+
+    with pytest.raises(Unauthorized, match="replay"):
+        asyncio.run(scenario())
+    fresh = opener()
+    try:
+        assert fresh.get_negotiation("n-replayed") is None
+    finally:
+        fresh.close()
+
+
+def test_steps_are_kept_when_the_write_fails_and_left_ones_at_the_end(
+    db: Database, opener: Callable[[], Store]
+) -> None:
+    def fails(store: Store) -> None:
+        store.add_event(event("p-kept", 9))
+        raise ValueError("the state change is refused")
+
+    async def scenario() -> None:
+        async with db.batch():
+            await db.later(lambda s: s.add_event(event("p-kept", 0)))
+            with pytest.raises(ValueError, match="refused"):
+                await db.write(fails)
+            await db.later(lambda s: s.add_event(event("p-kept", 1)))  # written at the end
+
+    asyncio.run(scenario())
+    fresh = opener()
+    try:
+        assert [e.message_type for e in fresh.timeline("p-kept")] == ["m0", "m1"]
+    finally:
+        fresh.close()
+
+
+def test_a_refusal_at_the_end_of_a_failed_batch_is_the_answer(db: Database) -> None:
+    def replayed(store: Store) -> None:
+        raise Unauthorized("token was already used (replay)")
+
+    async def scenario() -> None:
+        async with db.batch():
+            await db.later(replayed)
+            raise BadRequest("unknown dataset")  # the request failed before writing
+
+    with pytest.raises(Unauthorized, match="replay"):
+        asyncio.run(scenario())

@@ -14,7 +14,12 @@ fsync, for the network — so the loop hands work to threads and awaits the resu
 
 `fn` is ordinary synchronous code using the store it is given (and may call helpers that use
 the runtime's writer store: they run on the writer thread too). It must not touch the event
-loop; `call_soon` hands a callback back to it.
+loop.
+
+Within `batch()` (a DSP request, an outbox job), `later(fn)` writes ride along with the next
+`write` of the same task instead of a commit of their own: the token id a request came with
+(replay guard) and the decision log go into the transaction of the state change they led to.
+They are kept even when that change fails, and written at the end of the batch at the latest.
 """
 
 from __future__ import annotations
@@ -24,11 +29,13 @@ import contextlib
 import logging
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
+from connector.errors import ConnectorError
 from connector.store.base import Store
 
 log = logging.getLogger(__name__)
@@ -37,6 +44,17 @@ T = TypeVar("T")
 
 # How many units one commit takes at most: bounds how long a group holds the write lock.
 GROUP_MAX = 128
+
+Step = Callable[[Store], None]
+# the `later` writes of the current task's batch (None: not in a batch)
+_later: ContextVar[list[Step] | None] = ContextVar("store_later", default=None)
+
+
+@dataclass
+class _Raised(Generic[T]):
+    """A unit whose own part raised after its `later` steps were written."""
+
+    error: BaseException
 
 
 @dataclass
@@ -71,6 +89,59 @@ class Database:
 
     async def write(self, fn: Callable[[Store], T]) -> T:
         """`fn(store)` in one transaction on the writer thread, answered once it is durable."""
+        pending = _later.get()
+        if not pending:
+            return await self._submit(fn)
+        steps = list(pending)
+        pending.clear()
+
+        def with_steps(store: Store) -> T | _Raised[T]:
+            for step in steps:  # one that raises (a replayed token) undoes the whole unit
+                step(store)
+            try:
+                with store.savepoint():
+                    return fn(store)
+            except Exception as exc:  # the steps are kept; the caller gets the error
+                return _Raised(exc)
+
+        result = await self._submit(with_steps)
+        if isinstance(result, _Raised):
+            raise result.error
+        return result
+
+    async def later(self, step: Step) -> None:
+        """Write `step` with this task's next `write` (inside `batch`), else at once."""
+        pending = _later.get()
+        if pending is None:
+            await self._submit(step)
+        else:
+            pending.append(step)
+
+    @contextlib.asynccontextmanager
+    async def batch(self) -> AsyncIterator[None]:
+        """A scope (a request, a job) whose `later` writes wait for its next `write`; what is
+        left is written when it ends, also when it ends with an error."""
+        token = _later.set([])
+        try:
+            yield
+        except Exception as exc:
+            try:
+                await self._flush()
+            except ConnectorError as refused:  # a replayed token: that is the answer
+                raise refused from exc
+            except Exception:
+                log.exception("could not write what a failed request left to write")
+            raise
+        else:
+            await self._flush()
+        finally:
+            _later.reset(token)
+
+    async def _flush(self) -> None:
+        if _later.get():
+            await self.write(lambda store: None)
+
+    async def _submit(self, fn: Callable[[Store], T]) -> T:
         unit = _Unit(fn)
         self._queue.put(unit)
         return await asyncio.wrap_future(unit.done)
@@ -131,6 +202,8 @@ class Database:
         try:
             with self.store.transaction():
                 for unit in group:
+                    if not unit.done.set_running_or_notify_cancel():
+                        continue  # its caller is gone and it had not started: not run
                     try:
                         with self.store.savepoint():
                             results.append((unit, True, unit.fn(self.store)))
@@ -138,13 +211,13 @@ class Database:
                         results.append((unit, False, exc))
         except BaseException as exc:  # BEGIN or COMMIT failed: nothing of the group holds
             for unit in group:
-                if not unit.done.cancelled():
+                if not unit.done.done():
                     unit.done.set_exception(exc)
             return
         self.commits += 1
         self.units += len(group)
         for unit, ok, value in results:
-            if unit.done.cancelled():
+            if unit.done.done():  # cancelled
                 continue
             if ok:
                 unit.done.set_result(value)
