@@ -94,6 +94,9 @@ class Outbox:
         self._heartbeat = asyncio.create_task(self._keep_leases())
         pause = 0.25
         while not self._stopping:
+            # cleared before the claim, not after: a job that ends while the claim is being
+            # written wakes the next round instead of waiting out the pause
+            self._wake.clear()
             try:
                 await self._dispatch()
                 pause = 0.25
@@ -102,7 +105,6 @@ class Outbox:
                 # say so and try again, more slowly
                 log.exception("outbox: cannot read or claim jobs; retrying in %.0f s", pause)
                 pause = min(pause * 2, 10.0)
-            self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=pause)
 
