@@ -35,9 +35,11 @@ opa: $(OPA_BIN)
 demo: $(STAMP) $(OPA_BIN)
 	$(BIN)/python -m connector.demo
 
+# ruff, and the layers of docs/architecture.md (import-linter contracts in pyproject.toml).
 lint: $(STAMP)
 	$(BIN)/ruff check connector tests bench examples
 	$(BIN)/ruff format --check connector tests bench examples
+	$(BIN)/lint-imports
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

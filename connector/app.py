@@ -21,8 +21,6 @@ from connector.credentials.verifier import CredentialVerifier
 from connector.credentials.wallet import Wallet
 from connector.dataplane import streams
 from connector.dataplane.routes import DataPlaneRoutes
-from connector.dsp.auth import Authenticator
-from connector.dsp.client import DspClient
 from connector.dsp.negotiation import NegotiationService
 from connector.dsp.routes import DspRoutes
 from connector.dsp.transfer import TransferService
@@ -36,6 +34,8 @@ from connector.management.routes import ManagementApi, api_key_middleware
 from connector.metering.routes import MeteringRoutes
 from connector.model.records import DecisionRecord
 from connector.outbox import Outbox
+from connector.peer.auth import Authenticator
+from connector.peer.client import DspClient
 from connector.policy.decision import DecisionPoint, PermitAll
 from connector.policy.engines import EmbeddedEngine, Engine, OpaServerEngine, PolicyError
 from connector.policy.point import RegoDecisionPoint

@@ -17,7 +17,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from connector.errors import CLOCK_SKEW_CODE, PeerError
-from connector.identity.tokens import CLOCK_SKEW
+
+# Seconds of disagreement tolerated between two clocks: in token `iat`/`exp` checks
+# (connector/identity/tokens.py, connector/dataplane/tokens.py) and in telling skew apart.
+CLOCK_SKEW = 30
 
 
 class ClockSkewRefused(PeerError):

@@ -11,11 +11,11 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from connector.authority.issuer import STATUS_PATH, Issuer
 from connector.authority.registry import Participant, Registry
-from connector.dsp.auth import Authenticator
 from connector.egress import EgressRefused
 from connector.errors import BadRequest, Forbidden, Unauthorized
 from connector.http import Handler, Route, body, optional_body
 from connector.identity.did import UnresolvableDid, parse_did_web, service_endpoint
+from connector.peer.auth import Authenticator
 from connector.runtime import Runtime
 
 ISSUE_PATH = "/authority/v1/credentials"

@@ -7,10 +7,10 @@ import contextlib
 import json
 import logging
 import time
+from typing import Any, Protocol
 
 from aiohttp import web
 
-from connector.credentials import access
 from connector.credentials.jwt_vc import (
     DCP_CONTEXT,
     SCOPE_PREFIX,
@@ -21,8 +21,8 @@ from connector.credentials.jwt_vc import (
     sign_presentation,
 )
 from connector.credentials.wallet import Wallet
-from connector.dsp.client import DspClient
 from connector.errors import BadRequest, PeerError, Unauthorized
+from connector.identity import access
 from connector.identity.did import did_from_url
 from connector.runtime import Runtime
 
@@ -32,8 +32,17 @@ PRESENTATION_PATH = "/dcp/v1/presentations/query"
 ISSUANCE_PATH = "/authority/v1/credentials"
 
 
+class PeerCaller(Protocol):
+    """Sends one signed message to a peer (connector.peer.client.DspClient): passed in, as
+    the peer package sits above credentials (it verifies presentations with them)."""
+
+    async def call(
+        self, method: str, url: str, audience: str, message: dict[str, Any] | None = None
+    ) -> tuple[int, Any]: ...
+
+
 class Holder:
-    def __init__(self, rt: Runtime, wallet: Wallet, client: DspClient) -> None:
+    def __init__(self, rt: Runtime, wallet: Wallet, client: PeerCaller) -> None:
         self.rt = rt
         self.wallet = wallet
         self.client = client  # signs with our self-issued token, classifies errors

@@ -8,10 +8,11 @@ import time
 import uuid
 from typing import Any
 
+from connector.clock import CLOCK_SKEW
 from connector.errors import Unauthorized
 from connector.identity import jws
 from connector.identity.keys import KeyPair
-from connector.identity.tokens import CLOCK_SKEW, refused_for_time
+from connector.identity.tokens import refused_for_time
 
 
 def issue(keys: KeyPair, did: str, transfer_id: str, subject: str, ttl_seconds: int) -> str:

@@ -7,14 +7,13 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from connector.credentials import access
+from connector.clock import CLOCK_SKEW
 from connector.errors import ClockSkew, Unauthorized
-from connector.identity import jws
+from connector.identity import access, jws
 from connector.identity.did import KEY_FRAGMENT, DidResolver
 from connector.identity.keys import KeyPair
 
 MAX_LIFETIME = 300
-CLOCK_SKEW = 30
 
 
 class TokenIssuer:

@@ -17,7 +17,6 @@ from connector.billing import invoice
 from connector.billing.prices import price_terms
 from connector.config import DSP_PATH
 from connector.dataplane import sources
-from connector.dsp.client import DspClient
 from connector.dsp.negotiation import NegotiationService
 from connector.dsp.transfer import TransferService
 from connector.errors import BadRequest, NotFound, PeerError, Unauthorized
@@ -29,6 +28,7 @@ from connector.management.openapi import build_openapi
 from connector.metering.export import chain_header
 from connector.model import messages as m
 from connector.model.records import Agreement, Dataset
+from connector.peer.client import DspClient
 from connector.policy.odrl import normalise
 from connector.policy.point import RegoDecisionPoint
 from connector.runtime import Runtime

@@ -8,7 +8,6 @@ from typing import Any
 from aiohttp import web
 
 from connector.config import DSP_PATH
-from connector.dsp.auth import Authenticator
 from connector.errors import BadRequest, Conflict, NotFound
 from connector.http import read_json
 from connector.identity import signatures
@@ -16,6 +15,7 @@ from connector.metering import heads
 from connector.model.enums import Direction, Role
 from connector.model.metering import MeteringHead
 from connector.model.records import Transfer
+from connector.peer.auth import Authenticator
 from connector.runtime import Runtime
 
 

@@ -11,7 +11,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from connector.dsp.client import DspClient
 from connector.errors import BadRequest, ConnectorError, PeerError
 from connector.identity import signatures
 from connector.identity.signatures import GENESIS
@@ -26,6 +25,7 @@ from connector.model.metering import (
     merge_ranges,
 )
 from connector.model.records import Transfer
+from connector.peer.client import DspClient
 from connector.runtime import Runtime
 
 END_KINDS = tuple(k for k in MeteringKind if k.ends)

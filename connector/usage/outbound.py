@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from connector.dsp.client import DspClient
 from connector.model.enums import Direction
 from connector.model.jobs import UsageSend
 from connector.model.records import Job
 from connector.model.usage import utcnow
 from connector.outbox import Outbox
+from connector.peer.client import DspClient
 from connector.runtime import Runtime
 
 

@@ -7,10 +7,10 @@ from __future__ import annotations
 from aiohttp import web
 
 from connector.config import DSP_PATH
-from connector.dsp.auth import Authenticator
 from connector.errors import NotFound
 from connector.http import read_json
 from connector.model.records import Agreement
+from connector.peer.auth import Authenticator
 from connector.runtime import Runtime
 from connector.usage.service import Usage
 

@@ -8,11 +8,11 @@ import contextlib
 import logging
 import time
 
-from connector.dsp.client import DspClient
 from connector.errors import BadRequest
 from connector.model.enums import Role
 from connector.model.records import Agreement, Transfer
 from connector.outbox import Outbox
+from connector.peer.client import DspClient
 from connector.policy.decision import Decision
 from connector.runtime import Runtime
 from connector.usage.deletion import ConsumerDeletions

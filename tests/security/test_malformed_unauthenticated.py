@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from connector.credentials import access
+from connector.identity import access
 from connector.identity import keys as keyfile
 from connector.identity.tokens import TokenIssuer
 from tests.harness import ConnectorProcess

@@ -19,11 +19,11 @@ from connector.catalog import filters
 from connector.catalog.federated import parse
 from connector.catalog.federated.index import FederatedIndex
 from connector.catalog.federated.members import Member, MemberSource, SourceError
-from connector.dsp.client import DspClient, NotTheAudience
 from connector.egress import EgressRefused
 from connector.errors import PeerError
 from connector.model import messages as m
 from connector.model.records import utcnow
+from connector.peer.client import DspClient, NotTheAudience
 
 log = logging.getLogger(__name__)
 

@@ -6,8 +6,8 @@ from connector.catalog.federated.crawler import Crawler
 from connector.catalog.federated.index import FederatedIndex
 from connector.catalog.federated.members import MemberSource, RegistryMembers, StaticMembers
 from connector.catalog.federated.routes import FederatedCatalogApi
-from connector.dsp.client import DspClient
 from connector.http import Handler, Route
+from connector.peer.client import DspClient
 from connector.runtime import Runtime
 
 
