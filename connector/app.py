@@ -124,7 +124,7 @@ class Connector:
         if authority is not None:
             authority.add_public(public)
         if s.tck_mode:
-            tck.install(public, rt, self.negotiations, self.transfers, tck_auth)
+            await tck.install(public, rt, self.negotiations, self.transfers, tck_auth)
 
         management = web.Application(
             middlewares=[

@@ -37,7 +37,7 @@ Reaction = Callable[[Transfer], Awaitable[bool]]
 class UsageHooks(Protocol):
     """What usage control (connector/usage) needs to hear from the transfer process."""
 
-    def guard_transfer(self, agreement: Agreement, caller: str) -> None: ...
+    async def guard_transfer(self, agreement: Agreement, caller: str) -> None: ...
     def transfer_decided(self, tp: Transfer, decision: Decision) -> None: ...
     async def delivered(self, tp: Transfer) -> None: ...
 
@@ -230,7 +230,7 @@ class TransferService:
             if refused is not None:
                 raise BadRequest(f"the push dataAddress is refused: {refused}")
         if self.usage is not None:
-            self.usage.guard_transfer(agreement, caller)
+            await self.usage.guard_transfer(agreement, caller)
         purpose = (msg.model_extra or {}).get(m.PURPOSE) or (neg.purpose if neg else None)
         dataset = self.rt.store.get_dataset(agreement.dataset_id)
         # Decide and reserve atomically per agreement (issue 13, finding 6): one request at a
