@@ -133,7 +133,7 @@ class Connector:
                 api_key_middleware(s.api_key.get_secret_value()),
             ]
         )
-        observability.add_metrics(management, s)
+        observability.add_metrics(management, db)
         self.federated = FederatedCatalog(rt, client)  # off unless federated_catalog = true
         ManagementApi(
             rt,
