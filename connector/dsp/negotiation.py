@@ -7,28 +7,23 @@ finalize) are jobs too, and are skipped when the state moved on before they ran.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 from connector.dsp.auth import not_a_member
 from connector.dsp.callbacks import check_callback
-from connector.dsp.process import ProcessService, Send, peer_pid
+from connector.dsp.process import NEGOTIATION, ProcessService, Send, new_pid, opened, peer_pid
 from connector.errors import BadRequest, PeerError, TooManyProcesses
 from connector.identity import signatures
 from connector.model import messages as m
 from connector.model.enums import CNEvent, Direction, Role
-from connector.model.jobs import NegotiationReact, NegotiationSend
+from connector.model.jobs import NegotiationSend
 from connector.model.records import Agreement, Dataset, Negotiation
-from connector.model.states import CN, CN_TERMINAL, CNStep, negotiation_next
+from connector.model.states import CN, negotiation_next
 from connector.policy.decision import DecisionInput, Party, Phase
 from connector.policy.inputs import dataset_facts
 from connector.store.base import Duplicate, Store
-
-
-def new_pid() -> str:
-    return f"urn:uuid:{uuid.uuid4()}"
 
 
 def _now() -> str:
@@ -66,26 +61,7 @@ def _offer_of(dataset: Dataset | None, dataset_id: str, offer_id: str) -> dict[s
 
 
 class NegotiationService(ProcessService[Negotiation]):
-    NOUN = "negotiation"
-    PATH = "/negotiations"
-    SEND = NegotiationSend
-    REACT = NegotiationReact
-    ACK = m.ContractNegotiation
-    TERMINATION = m.ContractNegotiationTerminationMessage
-    REQUEST = m.ContractRequestMessage
-    TERMINAL = frozenset(CN_TERMINAL)
-
-    def _load(self, store: Store, pid: str) -> Negotiation | None:
-        return store.get_negotiation(pid)
-
-    def _lock(self, store: Store, pid: str) -> Negotiation | None:
-        return store.lock_negotiation(pid)
-
-    def _update(self, store: Store, pid: str, **fields: Any) -> Negotiation:
-        return store.update_negotiation(pid, **fields)
-
-    def _next(self, current: Negotiation, message: m.Message | CNStep, sender: Role) -> CN:
-        return negotiation_next(current.state, message, sender)
+    KIND = NEGOTIATION
 
     def _sending(self, record: Negotiation, fields: dict[str, Any]) -> dict[str, Any]:
         return {**fields, "expect": record.state}
@@ -109,15 +85,9 @@ class NegotiationService(ProcessService[Negotiation]):
         if not msg.callbackAddress:
             raise BadRequest("callbackAddress is required on an initial ContractRequestMessage")
         await check_callback(self.rt, caller, msg.callbackAddress)
-        neg_id = new_pid()
         neg = Negotiation(
-            id=neg_id,
-            role=Role.PROVIDER,
+            **opened(Role.PROVIDER, caller, msg.callbackAddress, msg.consumerPid),
             state=CN.REQUESTED.value,
-            provider_pid=neg_id,
-            consumer_pid=msg.consumerPid,
-            counterparty_id=caller,
-            counterparty_address=msg.callbackAddress,
             dataset_id=msg.offer.target or "",
             offer=msg.offer.model_dump(by_alias=True, exclude_none=True),
             offer_by=Role.CONSUMER,
@@ -312,15 +282,9 @@ class NegotiationService(ProcessService[Negotiation]):
         if not msg.offer.target:
             raise BadRequest("offer.target (the dataset id) is required")
         await check_callback(self.rt, caller, msg.callbackAddress)
-        neg_id = new_pid()
         neg = Negotiation(
-            id=neg_id,
-            role=Role.CONSUMER,
+            **opened(Role.CONSUMER, caller, msg.callbackAddress, msg.providerPid),
             state=CN.OFFERED.value,
-            provider_pid=msg.providerPid,
-            consumer_pid=neg_id,
-            counterparty_id=caller,
-            counterparty_address=msg.callbackAddress,
             dataset_id=msg.offer.target,
             offer=offer,
             offer_by=Role.PROVIDER,
@@ -452,15 +416,10 @@ class NegotiationService(ProcessService[Negotiation]):
         purpose: str | None = None,
     ) -> Negotiation:
         """Consumer: start a negotiation for `offer` on the provider's dataset."""
-        neg_id = new_pid()
         offer = {**offer, "@type": "Offer", "target": dataset_id}
         neg = Negotiation(
-            id=neg_id,
-            role=Role.CONSUMER,
+            **opened(Role.CONSUMER, counterparty_id, address.rstrip("/"), None),
             state=CN.REQUESTED.value,
-            consumer_pid=neg_id,
-            counterparty_id=counterparty_id,
-            counterparty_address=address.rstrip("/"),
             dataset_id=dataset_id,
             offer=offer,
             offer_by=Role.CONSUMER,
@@ -468,7 +427,7 @@ class NegotiationService(ProcessService[Negotiation]):
             purpose=purpose,
         )
         msg = m.ContractRequestMessage(
-            consumerPid=neg_id, offer=offer, callbackAddress=self.rt.settings.dsp_url
+            consumerPid=neg.id, offer=offer, callbackAddress=self.rt.settings.dsp_url
         )
         body = msg.dump()
         if purpose:

@@ -11,8 +11,10 @@ Two kinds of methods, by where they run:
 
 from __future__ import annotations
 
+import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, ClassVar, Generic, ParamSpec, Protocol, TypeVar
 
@@ -21,7 +23,8 @@ from connector.errors import BadRequest, NotFound, PeerError
 from connector.model import messages as m
 from connector.model.enums import Direction, Role
 from connector.model.jobs import NegotiationReact, NegotiationSend, TransferReact, TransferSend
-from connector.model.records import Job
+from connector.model.records import Job, Negotiation, Transfer
+from connector.model.states import CN_TERMINAL, TP_TERMINAL, negotiation_next, transfer_next
 from connector.outbox import Outbox
 from connector.runtime import Runtime
 from connector.store.base import Store
@@ -53,44 +56,92 @@ Send = NegotiationSend | TransferSend
 Termination = m.ContractNegotiationTerminationMessage | m.TransferTerminationMessage
 
 
+def new_pid() -> str:
+    return f"urn:uuid:{uuid.uuid4()}"
+
+
+def opened(role: Role, caller: str, address: str, peer: str | None) -> dict[str, Any]:
+    """The fields every new process has: its id (our pid), the counterparty's pid if known
+    (`peer`), who the counterparty is and where it is called back."""
+    pid = new_pid()
+    provider, consumer = (pid, peer) if role == Role.PROVIDER else (peer, pid)
+    return {
+        "id": pid,
+        "role": role,
+        "provider_pid": provider,
+        "consumer_pid": consumer,
+        "counterparty_id": caller,
+        "counterparty_address": address,
+    }
+
+
 def peer_pid(record: Record) -> str | None:
     """The counterparty's id for the process (ours is `record.id`)."""
     return record.provider_pid if record.role == Role.CONSUMER else record.consumer_pid
 
 
+@dataclass(frozen=True)
+class Kind(Generic[R]):
+    """One kind of process: its words, messages, jobs, state machine and repository."""
+
+    noun: str  # in messages: "negotiation", "transfer process"
+    path: str  # its DSP path: "/negotiations", "/transfers"
+    terminal: frozenset[str]
+    transition: Callable[[str, Any, Role], StrEnum]  # (state, message, sender) -> state
+    send: type[NegotiationSend] | type[TransferSend]
+    react: type[NegotiationReact] | type[TransferReact]
+    ack: type[m.ContractNegotiation] | type[m.TransferProcess]
+    termination: type[Termination]
+    request: type[m.Message]  # the message whose answer names the provider's pid
+    load: Callable[[Store, str], R | None]
+    lock: Callable[[Store, str], R | None]
+    update: Callable[..., R]  # (store, pid, **fields)
+
+
+NEGOTIATION: Kind[Negotiation] = Kind(
+    noun="negotiation",
+    path="/negotiations",
+    terminal=frozenset(CN_TERMINAL),
+    transition=negotiation_next,
+    send=NegotiationSend,
+    react=NegotiationReact,
+    ack=m.ContractNegotiation,
+    termination=m.ContractNegotiationTerminationMessage,
+    request=m.ContractRequestMessage,
+    load=lambda store, pid: store.get_negotiation(pid),
+    lock=lambda store, pid: store.lock_negotiation(pid),
+    update=lambda store, pid, **fields: store.update_negotiation(pid, **fields),
+)
+TRANSFER: Kind[Transfer] = Kind(
+    noun="transfer process",
+    path="/transfers",
+    terminal=frozenset(TP_TERMINAL),
+    transition=transfer_next,
+    send=TransferSend,
+    react=TransferReact,
+    ack=m.TransferProcess,
+    termination=m.TransferTerminationMessage,
+    request=m.TransferRequestMessage,
+    load=lambda store, pid: store.get_transfer(pid),
+    lock=lambda store, pid: store.lock_transfer(pid),
+    update=lambda store, pid, **fields: store.update_transfer(pid, **fields),
+)
+
+
 class ProcessService(ABC, Generic[R]):
     """The DSP process core; a service adds its handlers, operator steps and reactions."""
 
-    NOUN: ClassVar[str]  # in messages: "negotiation", "transfer process"
-    PATH: ClassVar[str]  # the DSP path of the process kind: "/negotiations", "/transfers"
-    SEND: ClassVar[type[NegotiationSend] | type[TransferSend]]
-    REACT: ClassVar[type[NegotiationReact] | type[TransferReact]]
-    ACK: ClassVar[type[m.ContractNegotiation] | type[m.TransferProcess]]
-    TERMINATION: ClassVar[
-        type[m.ContractNegotiationTerminationMessage] | type[m.TransferTerminationMessage]
-    ]
-    REQUEST: ClassVar[type[m.Message]]  # the message whose answer names the provider's pid
-    TERMINAL: ClassVar[frozenset[str]]
+    KIND: ClassVar[Kind[Any]]
 
     def __init__(self, runtime: Runtime, outbox: Outbox, client: DspClient) -> None:
         self.rt = runtime
         self.outbox = outbox
         self.client = client
+        self.kind: Kind[R] = self.KIND
         # A scripted reaction (TCK mode) may take over; it returns True when it handled one.
         self.script: Callable[[R], Awaitable[bool]] | None = None
-        outbox.register(self.SEND.KIND, self._send_job, self._send_failed)
-        outbox.register(self.REACT.KIND, self._react_job, self._react_failed)
-
-    # the record's repository and state machine -----------------------------------------------
-
-    @abstractmethod
-    def _load(self, store: Store, pid: str) -> R | None: ...
-    @abstractmethod
-    def _lock(self, store: Store, pid: str) -> R | None: ...
-    @abstractmethod
-    def _update(self, store: Store, pid: str, **fields: Any) -> R: ...
-    @abstractmethod
-    def _next(self, current: R, message: Any, sender: Role) -> StrEnum: ...
+        outbox.register(self.kind.send.KIND, self._send_job, self._send_failed)
+        outbox.register(self.kind.react.KIND, self._react_job, self._react_failed)
 
     def _moved(self, current: R, nxt: StrEnum, fields: dict[str, Any]) -> dict[str, Any]:
         """The fields a move to `nxt` writes besides the state (a service may add some)."""
@@ -99,16 +150,16 @@ class ProcessService(ABC, Generic[R]):
     # lookups ---------------------------------------------------------------------------------
 
     def get(self, pid: str, store: Store | None = None) -> R:
-        record = self._load(store or self.rt.store, pid)
+        record = self.kind.load(store or self.rt.store, pid)
         if record is None:
-            raise NotFound(f"no {self.NOUN} {pid}")
+            raise NotFound(f"no {self.kind.noun} {pid}")
         return record
 
     def owned(self, pid: str, caller: str, store: Store | None = None) -> R:
         """The process `pid` if it is ours with `caller`; 404 hides foreign ones."""
-        record = self._load(store or self.rt.store, pid)
+        record = self.kind.load(store or self.rt.store, pid)
         if record is None or record.counterparty_id != caller:
-            raise NotFound(f"no {self.NOUN} {pid}")
+            raise NotFound(f"no {self.kind.noun} {pid}")
         return record
 
     async def fetch(self, pid: str) -> R:
@@ -123,11 +174,11 @@ class ProcessService(ABC, Generic[R]):
         """The role of process `pid` here, None if unknown (for the error's message type)."""
         if not pid:
             return None
-        record = await self.rt.db.read(lambda s: self._load(s, pid))
+        record = await self.rt.db.read(lambda s: self.kind.load(s, pid))
         return record.role if record else None
 
     def ack(self, record: R) -> dict[str, Any]:
-        return self.ACK(
+        return self.kind.ack(
             providerPid=record.provider_pid or "",
             consumerPid=record.consumer_pid or "",
             state=record.state,
@@ -135,15 +186,15 @@ class ProcessService(ABC, Generic[R]):
 
     def _check_pids(self, record: R, provider_pid: str | None, consumer_pid: str | None) -> None:
         if record.provider_pid and provider_pid and provider_pid != record.provider_pid:
-            raise BadRequest(f"providerPid {provider_pid} does not belong to this {self.NOUN}")
+            raise BadRequest(f"providerPid {provider_pid} does not belong to this {self.kind.noun}")
         if record.consumer_pid and consumer_pid and consumer_pid != record.consumer_pid:
-            raise BadRequest(f"consumerPid {consumer_pid} does not belong to this {self.NOUN}")
+            raise BadRequest(f"consumerPid {consumer_pid} does not belong to this {self.kind.noun}")
 
     def _mine(self, pid: str, role: Role) -> R:
         record = self.get(pid)
         if record.role != role:
             raise BadRequest(
-                f"this action is for the {role}; this {self.NOUN}'s role is {record.role}"
+                f"this action is for the {role}; this {self.kind.noun}'s role is {record.role}"
             )
         return record
 
@@ -169,10 +220,10 @@ class ProcessService(ABC, Generic[R]):
     def _move(self, record: R, message: Any, sender: Role, **fields: Any) -> R:
         # The state as it is now, locked: of two replicas handling messages for this
         # process at once, the second sees the first one's transition.
-        current = self._lock(self.rt.store, record.id) or record
-        nxt = self._next(current, message, sender)
+        current = self.kind.lock(self.rt.store, record.id) or record
+        nxt = self.kind.transition(current.state, message, sender)
         fields = self._moved(current, nxt, fields)
-        return self._update(self.rt.store, record.id, state=nxt.value, **fields)
+        return self.kind.update(self.rt.store, record.id, state=nxt.value, **fields)
 
     def _received(self, record: R, msg: m.Message, **kw: Any) -> None:
         self.rt.log(
@@ -183,24 +234,24 @@ class ProcessService(ABC, Generic[R]):
         """End `record` because of `msg`, which this side refuses: the refusal is its answer,
         no termination message follows."""
         self._received(record, msg, detail="refused: " + "; ".join(reasons))
-        ended = self._move(record, self.TERMINATION, record.role, reason=reasons)
+        ended = self._move(record, self.kind.termination, record.role, reason=reasons)
         self.rt.log(ended.id, Direction.NOTE, "TERMINATED", state=ended.state, detail=reasons[0])
         return ended
 
     def react(self, record: R) -> None:
-        self.outbox.enqueue(record.id, self.REACT(state=record.state))
+        self.outbox.enqueue(record.id, self.kind.react(state=record.state))
 
     def terminate(self, pid: str, reason: list[str], code: str | None = None) -> R:
         """(in a unit) End the process and tell the counterparty."""
         record = self.get(pid)
-        msg = self.TERMINATION(
+        msg = self.kind.termination(
             providerPid=record.provider_pid or "",
             consumerPid=record.consumer_pid or "",
             code=code,
             reason=reason,
         )
         record = self._move(record, msg, record.role, reason=reason)
-        self._send(record, msg, self.PATH + "/{peer}/termination")
+        self._send(record, msg, self.kind.path + "/{peer}/termination")
         return record
 
     # sending ---------------------------------------------------------------------------------
@@ -215,7 +266,7 @@ class ProcessService(ABC, Generic[R]):
     ) -> None:
         """(in a unit) Queue `msg` for the counterparty; `{peer}` in `path` is its pid."""
         fields = {"type": msg.type, "path": path, "message": body or msg.dump(), **extra}
-        self.outbox.enqueue(record.id, self.SEND(**self._sending(record, fields)))
+        self.outbox.enqueue(record.id, self.kind.send(**self._sending(record, fields)))
 
     def _sending(self, record: R, fields: dict[str, Any]) -> dict[str, Any]:
         """The send job's fields (a service may add its own)."""
@@ -227,7 +278,7 @@ class ProcessService(ABC, Generic[R]):
 
     async def _send_job(self, job: Job) -> None:
         record = await self.fetch(job.process_id)
-        payload = job.read(self.SEND)
+        payload = job.read(self.kind.send)
         message = dict(payload.message)
         peer = peer_pid(record)
         path = payload.path
@@ -256,12 +307,12 @@ class ProcessService(ABC, Generic[R]):
                     detail=str(exc),
                 )
             raise
-        initial = payload.type == self.REQUEST.TYPE and not record.provider_pid
+        initial = payload.type == self.kind.request.TYPE and not record.provider_pid
         named = body.get("providerPid") if initial and isinstance(body, dict) else None
 
         def sent(store: Store) -> None:
             if isinstance(named, str):
-                self._update(store, record.id, provider_pid=named)
+                self.kind.update(store, record.id, provider_pid=named)
             self.rt.log(
                 record.id,
                 Direction.SENT,
@@ -278,23 +329,23 @@ class ProcessService(ABC, Generic[R]):
         return True
 
     async def _send_failed(self, job: Job, why: str) -> None:
-        sent = job.read(self.SEND)
+        sent = job.read(self.kind.send)
         reason = f"{sent.type} was not delivered: {why}"
 
         def give_up(store: Store) -> None:
             record = self.get(job.process_id)
-            if record.state in self.TERMINAL or not self._failure_ends(sent):
+            if record.state in self.kind.terminal or not self._failure_ends(sent):
                 self.rt.log(record.id, Direction.NOTE, sent.type, detail=reason)
                 return
-            record = self._update(store, record.id, state="TERMINATED", reason=[reason])
+            record = self.kind.update(store, record.id, state="TERMINATED", reason=[reason])
             self.rt.log(record.id, Direction.NOTE, "TERMINATED", state=record.state, detail=reason)
-            if peer_pid(record) and sent.type != self.TERMINATION.TYPE:
-                msg = self.TERMINATION(
+            if peer_pid(record) and sent.type != self.kind.termination.TYPE:
+                msg = self.kind.termination(
                     providerPid=record.provider_pid or "",
                     consumerPid=record.consumer_pid or "",
                     reason=[reason],
                 )
-                self._send(record, msg, self.PATH + "/{peer}/termination")
+                self._send(record, msg, self.kind.path + "/{peer}/termination")
 
         await self.rt.db.write(give_up)
 
@@ -306,7 +357,7 @@ class ProcessService(ABC, Generic[R]):
 
     async def _react_job(self, job: Job) -> None:
         record = await self.fetch(job.process_id)
-        if record.state != job.read(self.REACT).state:
+        if record.state != job.read(self.kind.react).state:
             return
         if self.script is not None and await self.script(record):
             return
@@ -314,7 +365,7 @@ class ProcessService(ABC, Generic[R]):
 
     async def _react_failed(self, job: Job, why: str) -> None:
         def give_up(store: Store) -> None:
-            if self.get(job.process_id).state not in self.TERMINAL:
+            if self.get(job.process_id).state not in self.kind.terminal:
                 self.terminate(job.process_id, [f"internal error while reacting: {why}"])
 
         await self.rt.db.write(give_up)

@@ -14,8 +14,7 @@ from connector.catalog.render import FORMATS
 from connector.dataplane import sources, streams, tokens
 from connector.dsp.callbacks import check_callback
 from connector.dsp.client import DspClient
-from connector.dsp.negotiation import new_pid
-from connector.dsp.process import ProcessService, Send
+from connector.dsp.process import TRANSFER, ProcessService, Send, new_pid, opened
 from connector.egress import EgressRefused
 from connector.errors import BadRequest, Conflict, ConnectorError, DiskFull, NotFound, PeerError
 from connector.metering.meter import Meter, end_kind
@@ -23,10 +22,10 @@ from connector.metering.receipts import wait_for_answers
 from connector.metering.settle import EarlyChecks, receipted_prefix, settle, stream_ended
 from connector.model import messages as m
 from connector.model.enums import Direction, JobKind, Role, TransferFormat
-from connector.model.jobs import Pull, Push, Settle, TransferReact, TransferSend
+from connector.model.jobs import Pull, Push, Settle, TransferSend
 from connector.model.metering import MeteringEntry, MeteringKind
 from connector.model.records import Agreement, Dataset, Job, Transfer
-from connector.model.states import CN, TP, TP_TERMINAL, transfer_next
+from connector.model.states import CN, TP, TP_TERMINAL
 from connector.outbox import Outbox
 from connector.policy.decision import Decision, DecisionInput, Party, Phase
 from connector.policy.inputs import agreement_usage, dataset_facts
@@ -139,14 +138,7 @@ async def _close_source(chunks: AsyncGenerator[bytes, None]) -> None:
 
 
 class TransferService(ProcessService[Transfer]):
-    NOUN = "transfer process"
-    PATH = "/transfers"
-    SEND = TransferSend
-    REACT = TransferReact
-    ACK = m.TransferProcess
-    TERMINATION = m.TransferTerminationMessage
-    REQUEST = m.TransferRequestMessage
-    TERMINAL = frozenset(TP_TERMINAL)
+    KIND = TRANSFER
 
     def __init__(self, runtime: Runtime, outbox: Outbox, client: DspClient) -> None:
         super().__init__(runtime, outbox, client)
@@ -155,18 +147,6 @@ class TransferService(ProcessService[Transfer]):
         outbox.register(Pull.KIND, self._pull_job, self._data_failed)
         outbox.register(Push.KIND, self._push_job, self._data_failed)
         outbox.register(Settle.KIND, self._settle_job, self._settle_failed)
-
-    def _load(self, store: Store, pid: str) -> Transfer | None:
-        return store.get_transfer(pid)
-
-    def _lock(self, store: Store, pid: str) -> Transfer | None:
-        return store.lock_transfer(pid)
-
-    def _update(self, store: Store, pid: str, **fields: Any) -> Transfer:
-        return store.update_transfer(pid, **fields)
-
-    def _next(self, current: Transfer, message: m.Message | type[m.Message], sender: Role) -> TP:
-        return transfer_next(current.state, message, sender)
 
     def _moved(self, current: Transfer, nxt: StrEnum, fields: dict[str, Any]) -> dict[str, Any]:
         if _serves_pull(current) and nxt != TP.STARTED:
@@ -330,18 +310,12 @@ class TransferService(ProcessService[Transfer]):
         limit_bytes: int | None,
     ) -> Transfer:
         """The provider's record of a transfer request the policy allowed."""
-        tp_id = new_pid()
         return Transfer(
-            id=tp_id,
-            role=Role.PROVIDER,
+            **opened(Role.PROVIDER, caller, msg.callbackAddress, msg.consumerPid),
             state=TP.REQUESTED.value,
-            provider_pid=tp_id,
-            consumer_pid=msg.consumerPid,
             agreement_id=msg.agreementId,
             dataset_id=agreement.dataset_id,
             format=msg.format,
-            counterparty_id=caller,
-            counterparty_address=msg.callbackAddress,
             data_address=msg.dataAddress.model_dump(by_alias=True, exclude_none=True)
             if msg.dataAddress
             else None,
