@@ -270,8 +270,13 @@ class ManagementApi:
         if not isinstance(data.offer.get("@id"), str):
             raise BadRequest("offer.@id is required (use the offer as the catalog shows it)")
         peer = counterparty_did(data.counterPartyAddress, data.counterPartyId)
-        neg = self.cn.request(
-            data.counterPartyAddress, peer, data.datasetId, data.offer, data.purpose
+        neg = await self.cn.act(
+            self.cn.request,
+            data.counterPartyAddress,
+            peer,
+            data.datasetId,
+            data.offer,
+            data.purpose,
         )
         return web.json_response(self._negotiation_view(neg.id), status=201)
 
@@ -279,30 +284,40 @@ class ManagementApi:
         return web.json_response(self._negotiation_view(request.match_info["id"]))
 
     async def accept(self, request: web.Request) -> web.Response:
-        return web.json_response(self.cn.accept(request.match_info["id"]).model_dump())
+        return web.json_response(
+            (await self.cn.act(self.cn.accept, request.match_info["id"])).model_dump()
+        )
 
     async def counter_request(self, request: web.Request) -> web.Response:
         data = await http.body(request, models.OfferIn)
-        neg = self.cn.counter_request(request.match_info["id"], data.offer)
+        neg = await self.cn.act(self.cn.counter_request, request.match_info["id"], data.offer)
         return web.json_response(neg.model_dump())
 
     async def verify(self, request: web.Request) -> web.Response:
-        return web.json_response(self.cn.verify(request.match_info["id"]).model_dump())
+        return web.json_response(
+            (await self.cn.act(self.cn.verify, request.match_info["id"])).model_dump()
+        )
 
     async def counter_offer(self, request: web.Request) -> web.Response:
         data = await http.body(request, models.OfferIn)
-        neg = self.cn.counter_offer(request.match_info["id"], data.offer)
+        neg = await self.cn.act(self.cn.counter_offer, request.match_info["id"], data.offer)
         return web.json_response(neg.model_dump())
 
     async def agree(self, request: web.Request) -> web.Response:
-        return web.json_response(self.cn.agree(request.match_info["id"]).model_dump())
+        return web.json_response(
+            (await self.cn.act(self.cn.agree, request.match_info["id"])).model_dump()
+        )
 
     async def finalize(self, request: web.Request) -> web.Response:
-        return web.json_response(self.cn.finalize(request.match_info["id"]).model_dump())
+        return web.json_response(
+            (await self.cn.act(self.cn.finalize, request.match_info["id"])).model_dump()
+        )
 
     async def terminate_negotiation(self, request: web.Request) -> web.Response:
         data = await http.optional_body(request, models.TerminateIn)
-        neg = self.cn.terminate(request.match_info["id"], [data.reason], data.code)
+        neg = await self.cn.act(
+            self.cn.terminate, request.match_info["id"], [data.reason], data.code
+        )
         return web.json_response(neg.model_dump())
 
     # agreements ------------------------------------------------------------------------------
@@ -397,7 +412,7 @@ class ManagementApi:
 
     async def start_transfer(self, request: web.Request) -> web.Response:
         data = await http.body(request, models.TransferIn)
-        tp = self.tp.request(data.agreementId, data.format, data.purpose)
+        tp = await self.tp.act(self.tp.request, data.agreementId, data.format, data.purpose)
         return web.json_response(self._transfer_view(tp.id), status=201)
 
     async def get_transfer(self, request: web.Request) -> web.Response:
@@ -406,18 +421,26 @@ class ManagementApi:
     async def suspend(self, request: web.Request) -> web.Response:
         data = await http.optional_body(request, models.TerminateIn)
         return web.json_response(
-            self.tp.suspend(request.match_info["id"], [data.reason]).model_dump()
+            (
+                await self.tp.act(self.tp.suspend, request.match_info["id"], [data.reason])
+            ).model_dump()
         )
 
     async def resume(self, request: web.Request) -> web.Response:
-        return web.json_response(self.tp.start(request.match_info["id"]).model_dump())
+        return web.json_response(
+            (await self.tp.act(self.tp.start, request.match_info["id"])).model_dump()
+        )
 
     async def complete(self, request: web.Request) -> web.Response:
-        return web.json_response(self.tp.complete(request.match_info["id"]).model_dump())
+        return web.json_response(
+            (await self.tp.act(self.tp.complete, request.match_info["id"])).model_dump()
+        )
 
     async def terminate_transfer(self, request: web.Request) -> web.Response:
         data = await http.optional_body(request, models.TerminateIn)
-        tp = self.tp.terminate(request.match_info["id"], [data.reason], data.code)
+        tp = await self.tp.act(
+            self.tp.terminate, request.match_info["id"], [data.reason], data.code
+        )
         return web.json_response(tp.model_dump())
 
 

@@ -13,6 +13,7 @@ import asyncio
 import logging
 from abc import ABC, abstractmethod
 from collections import Counter
+from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
 from connector.dsp.negotiation import NegotiationService
@@ -46,7 +47,9 @@ class _Scripted(ABC, Generic[R]):
     @abstractmethod
     def _script(self, record: R) -> Script | None: ...
     @abstractmethod
-    def _reload(self, pid: str) -> R: ...
+    async def _reload(self, pid: str) -> R: ...
+    @abstractmethod
+    async def _unit(self, step: Callable[[], R]) -> R: ...
     @abstractmethod
     def _do(self, action: str, record: R) -> R: ...
     @abstractmethod
@@ -62,16 +65,20 @@ class _Scripted(ABC, Generic[R]):
         if action is None:
             return True
         await asyncio.sleep(self.delay)
-        current = self._reload(record.id)
+        current = await self._reload(record.id)
         if current.state != record.state:
             return True
-        try:
+
+        def step() -> R:
             after = self._do(action, current)
+            if after.state not in CN_TERMINAL | TP_TERMINAL:
+                self._react(after)
+            return after
+
+        try:
+            await self._unit(step)
         except ConnectorError as exc:
             log.warning("TCK script %s on %s failed: %s", action, record.id, exc)
-            return True
-        if after.state not in CN_TERMINAL | TP_TERMINAL:
-            self._react(after)
         return True
 
 
@@ -84,8 +91,11 @@ class NegotiationScript(_Scripted[Negotiation]):
         table = PROVIDER_NEGOTIATIONS if record.role == Role.PROVIDER else CONSUMER_NEGOTIATIONS
         return table.get(record.dataset_id)
 
-    def _reload(self, pid: str) -> Negotiation:
-        return self.cn.get(pid)
+    async def _reload(self, pid: str) -> Negotiation:
+        return await self.cn.fetch(pid)
+
+    async def _unit(self, step: Callable[[], Negotiation]) -> Negotiation:
+        return await self.cn.act(step)
 
     def _react(self, record: Negotiation) -> None:
         self.cn.react(record)
@@ -118,8 +128,11 @@ class TransferScript(_Scripted[Transfer]):
         table = PROVIDER_TRANSFERS if record.role == Role.PROVIDER else CONSUMER_TRANSFERS
         return table.get(record.agreement_id)
 
-    def _reload(self, pid: str) -> Transfer:
-        return self.tp.get(pid)
+    async def _reload(self, pid: str) -> Transfer:
+        return await self.tp.fetch(pid)
+
+    async def _unit(self, step: Callable[[], Transfer]) -> Transfer:
+        return await self.tp.act(step)
 
     def _react(self, record: Transfer) -> None:
         self.tp.react(record)
