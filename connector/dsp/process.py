@@ -150,14 +150,14 @@ class ProcessService(ABC, Generic[R]):
     # lookups ---------------------------------------------------------------------------------
 
     def get(self, pid: str, store: Store | None = None) -> R:
-        record = self.kind.load(store or self.rt.store, pid)
+        record = self.kind.load(self.rt.store if store is None else store, pid)
         if record is None:
             raise NotFound(f"no {self.kind.noun} {pid}")
         return record
 
     def owned(self, pid: str, caller: str, store: Store | None = None) -> R:
         """The process `pid` if it is ours with `caller`; 404 hides foreign ones."""
-        record = self.kind.load(store or self.rt.store, pid)
+        record = self.kind.load(self.rt.store if store is None else store, pid)
         if record is None or record.counterparty_id != caller:
             raise NotFound(f"no {self.kind.noun} {pid}")
         return record
