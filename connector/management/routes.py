@@ -6,7 +6,7 @@ import hmac
 import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import urlsplit
 
 from aiohttp import web
@@ -35,7 +35,6 @@ from connector.runtime import Runtime
 from connector.store.base import Store
 
 PREFIX = "/api/v1"
-T = TypeVar("T")
 
 
 ROUTES = [
@@ -296,52 +295,51 @@ class ManagementApi:
         if not isinstance(data.offer.get("@id"), str):
             raise BadRequest("offer.@id is required (use the offer as the catalog shows it)")
         peer = counterparty_did(data.counterPartyAddress, data.counterPartyId)
-        neg = await self._act(
-            lambda: self.cn.request(
-                data.counterPartyAddress, peer, data.datasetId, data.offer, data.purpose
-            )
+        neg = await self.cn.act(
+            self.cn.request,
+            data.counterPartyAddress,
+            peer,
+            data.datasetId,
+            data.offer,
+            data.purpose,
         )
         return web.json_response(await self._negotiation_view(neg.id), status=201)
 
     async def get_negotiation(self, request: web.Request) -> web.Response:
         return web.json_response(await self._negotiation_view(request.match_info["id"]))
 
-    async def _act(self, step: Callable[[], T]) -> T:
-        """An operator action (synchronous code on the writer's store) as one store unit."""
-        return await self.rt.db.write(lambda _store: step())
-
     async def accept(self, request: web.Request) -> web.Response:
         pid = request.match_info["id"]
-        return web.json_response((await self._act(lambda: self.cn.accept(pid))).model_dump())
+        return web.json_response((await self.cn.act(self.cn.accept, pid)).model_dump())
 
     async def counter_request(self, request: web.Request) -> web.Response:
         data = await http.body(request, models.OfferIn)
         pid = request.match_info["id"]
-        neg = await self._act(lambda: self.cn.counter_request(pid, data.offer))
+        neg = await self.cn.act(self.cn.counter_request, pid, data.offer)
         return web.json_response(neg.model_dump())
 
     async def verify(self, request: web.Request) -> web.Response:
         pid = request.match_info["id"]
-        return web.json_response((await self._act(lambda: self.cn.verify(pid))).model_dump())
+        return web.json_response((await self.cn.act(self.cn.verify, pid)).model_dump())
 
     async def counter_offer(self, request: web.Request) -> web.Response:
         data = await http.body(request, models.OfferIn)
         pid = request.match_info["id"]
-        neg = await self._act(lambda: self.cn.counter_offer(pid, data.offer))
+        neg = await self.cn.act(self.cn.counter_offer, pid, data.offer)
         return web.json_response(neg.model_dump())
 
     async def agree(self, request: web.Request) -> web.Response:
         pid = request.match_info["id"]
-        return web.json_response((await self._act(lambda: self.cn.agree(pid))).model_dump())
+        return web.json_response((await self.cn.act(self.cn.agree, pid)).model_dump())
 
     async def finalize(self, request: web.Request) -> web.Response:
         pid = request.match_info["id"]
-        return web.json_response((await self._act(lambda: self.cn.finalize(pid))).model_dump())
+        return web.json_response((await self.cn.act(self.cn.finalize, pid)).model_dump())
 
     async def terminate_negotiation(self, request: web.Request) -> web.Response:
         data = await http.optional_body(request, models.TerminateIn)
         pid = request.match_info["id"]
-        neg = await self._act(lambda: self.cn.terminate(pid, [data.reason], data.code))
+        neg = await self.cn.act(self.cn.terminate, pid, [data.reason], data.code)
         return web.json_response(neg.model_dump())
 
     # agreements ------------------------------------------------------------------------------
@@ -436,7 +434,7 @@ class ManagementApi:
 
     async def start_transfer(self, request: web.Request) -> web.Response:
         data = await http.body(request, models.TransferIn)
-        tp = await self._act(lambda: self.tp.request(data.agreementId, data.format, data.purpose))
+        tp = await self.tp.act(self.tp.request, data.agreementId, data.format, data.purpose)
         return web.json_response(await self._transfer_view(tp.id), status=201)
 
     async def get_transfer(self, request: web.Request) -> web.Response:
@@ -445,21 +443,21 @@ class ManagementApi:
     async def suspend(self, request: web.Request) -> web.Response:
         data = await http.optional_body(request, models.TerminateIn)
         pid = request.match_info["id"]
-        tp = await self._act(lambda: self.tp.suspend(pid, [data.reason]))
+        tp = await self.tp.act(self.tp.suspend, pid, [data.reason])
         return web.json_response(tp.model_dump())
 
     async def resume(self, request: web.Request) -> web.Response:
         pid = request.match_info["id"]
-        return web.json_response((await self._act(lambda: self.tp.start(pid))).model_dump())
+        return web.json_response((await self.tp.act(self.tp.start, pid)).model_dump())
 
     async def complete(self, request: web.Request) -> web.Response:
         pid = request.match_info["id"]
-        return web.json_response((await self._act(lambda: self.tp.complete(pid))).model_dump())
+        return web.json_response((await self.tp.act(self.tp.complete, pid)).model_dump())
 
     async def terminate_transfer(self, request: web.Request) -> web.Response:
         data = await http.optional_body(request, models.TerminateIn)
         pid = request.match_info["id"]
-        tp = await self._act(lambda: self.tp.terminate(pid, [data.reason], data.code))
+        tp = await self.tp.act(self.tp.terminate, pid, [data.reason], data.code)
         return web.json_response(tp.model_dump())
 
 
