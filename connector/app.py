@@ -87,10 +87,9 @@ class Connector:
         private_dir(s.data_dir)
         pair = keyfile.load(s.private_key_path)
         guard = os.environ.get("CONNECTOR_STORE_GUARD") == "1"  # TODO(issue 15): always on
-        db = Database(
-            open_store(s, forbid_event_loop=guard),
-            lambda: open_store(s, migrate=False, forbid_event_loop=guard),
-        )
+        # opened (and migrated) off the loop: the guard forbids statements on its thread
+        writer = await asyncio.to_thread(open_store, s, forbid_event_loop=guard)
+        db = Database(writer, lambda: open_store(s, migrate=False, forbid_event_loop=guard))
         egress = egress_for(s)
         decisions = self._decisions or await self._decision_point(db)
         rt = Runtime(settings=s, db=db, keys=pair, egress=egress, decisions=decisions)
@@ -139,7 +138,7 @@ class Connector:
         if authority is not None:
             authority.add_public(public)
         if s.tck_mode:
-            tck.install(public, rt, self.negotiations, self.transfers, tck_auth)
+            await tck.install(public, rt, self.negotiations, self.transfers, tck_auth)
 
         management = web.Application(
             middlewares=[
@@ -149,7 +148,7 @@ class Connector:
                 api_key_middleware(s.api_key.get_secret_value()),
             ]
         )
-        observability.add_metrics(management, s)
+        observability.add_metrics(management, db)
         self.federated = FederatedCatalog(rt, client)  # off unless federated_catalog = true
         ManagementApi(
             rt,

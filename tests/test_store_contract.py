@@ -487,6 +487,41 @@ def test_deletions(store: Store) -> None:
     assert [d.id for d in store.due_deletions("provider", ("pending",), 200)] == ["d2"]
 
 
+def test_record_counts(store: Store) -> None:
+    """What /metrics reports: the same group-by counts from both databases."""
+    empty = store.record_counts()
+    assert (empty.negotiations, empty.transfers, empty.metering_records) == ({}, {}, 0)
+    store.insert_negotiation(negotiation("n1"))
+    store.insert_negotiation(negotiation("n2"))
+    store.insert_negotiation(negotiation("n3", role="consumer", state="FINALIZED"))
+    store.insert_transfer(transfer("t1", state="COMPLETED", bytes=100))
+    store.insert_transfer(transfer("t2", state="COMPLETED", bytes=20))
+    store.insert_transfer(transfer("t3", role="consumer", bytes=7))
+    store.add_decisions(
+        [
+            DecisionRecord(
+                phase="transfer",
+                input_sha256=f"h{i}",
+                allow=i != 1,
+                engine="embedded",
+                policy_version="v1",
+            )
+            for i in range(3)
+        ]
+    )
+    for _ in range(2):
+        store.append_metering("a-1", lambda seq, prev: metering("a-1", seq, prev))
+    store.put_deletion(duty("d1"))
+    store.put_deletion(duty("d2", state="fulfilled"))
+    counts = store.record_counts()
+    assert counts.negotiations == {("provider", "REQUESTED"): 2, ("consumer", "FINALIZED"): 1}
+    assert counts.transfers == {("provider", "COMPLETED"): 2, ("consumer", "REQUESTED"): 1}
+    assert counts.transfer_bytes == {"provider": 120, "consumer": 7}
+    assert counts.decisions == {("transfer", "allow"): 2, ("transfer", "deny"): 1}
+    assert counts.metering_records == 2
+    assert counts.deletion_duties == {"pending": 1, "fulfilled": 1}
+
+
 # PostgreSQL: two connections at once, as two replicas have ---------------------------------
 
 

@@ -54,7 +54,9 @@ class Registry:
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
-        self._lock = threading.Lock()
+        # one connection, used from worker threads (never the event loop): statements take
+        # turns, and a read never runs inside another thread's open transaction
+        self._lock = threading.RLock()
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS participants ("
             " id TEXT PRIMARY KEY, status_index INTEGER UNIQUE NOT NULL, body TEXT NOT NULL)"
@@ -86,7 +88,8 @@ class Registry:
         return record
 
     def _row(self, did: str) -> Participant | None:
-        row = self._db.execute("SELECT body FROM participants WHERE id = ?", (did,)).fetchone()
+        with self._lock:
+            row = self._db.execute("SELECT body FROM participants WHERE id = ?", (did,)).fetchone()
         return Participant.model_validate_json(row[0]) if row else None
 
     def get(self, did: str) -> Participant:
@@ -99,7 +102,10 @@ class Registry:
         return self._row(did)
 
     def all(self) -> list[Participant]:
-        rows = self._db.execute("SELECT body FROM participants ORDER BY status_index").fetchall()
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT body FROM participants ORDER BY status_index"
+            ).fetchall()
         return [Participant.model_validate_json(r[0]) for r in rows]
 
     def set_status(

@@ -103,7 +103,7 @@ class Authority:
     async def issue(self, request: web.Request) -> web.Response:
         """DCP-style issuance, answered at once: the member's current credentials."""
         caller = await self.auth.caller(request)
-        participant = self.registry.find(caller)
+        participant = await asyncio.to_thread(self.registry.find, caller)
         if participant is None:
             raise Forbidden(f"{caller} is not a participant of this data space (not onboarded)")
         if participant.status != "active":
@@ -121,14 +121,15 @@ class Authority:
 
     async def public_registry(self, request: web.Request) -> web.Response:
         caller = await self.auth.caller(request)
-        member = self.registry.find(caller)
+        member = await asyncio.to_thread(self.registry.find, caller)
         if caller != self.rt.did and (member is None or member.status != "active"):
             raise Forbidden(f"only active participants may read the registry; {caller} is not one")
-        return web.json_response({"participants": [p.public() for p in self.registry.all()]})
+        members = await asyncio.to_thread(self.registry.all)
+        return web.json_response({"participants": [p.public() for p in members]})
 
     async def status_list(self, request: web.Request) -> web.Response:
         return web.Response(
-            text=self.issuer.status_list_credential(),
+            text=await asyncio.to_thread(self.issuer.status_list_credential),
             content_type="application/vc+jwt",
             headers={"Cache-Control": "max-age=0, must-revalidate"},
         )
@@ -148,7 +149,8 @@ class Authority:
             raise BadRequest(
                 f"the DSP endpoint {endpoint} is refused by the egress policy: {exc.detail}"
             ) from exc
-        record = self.registry.onboard(
+        record = await asyncio.to_thread(
+            self.registry.onboard,
             {
                 "id": data.id,
                 "name": data.name,
@@ -157,7 +159,7 @@ class Authority:
                 "region": data.region,
                 "dsp_endpoint": endpoint,
                 "valid_seconds": data.validSeconds,
-            }
+            },
         )
         return web.json_response(_show(record), status=201)
 
@@ -172,10 +174,10 @@ class Authority:
         raise BadRequest(f"the DID document of {did} names no DataService; give dspEndpoint")
 
     async def list_participants(self, request: web.Request) -> web.Response:
-        return web.json_response([_show(p) for p in self.registry.all()])
+        return web.json_response([_show(p) for p in await asyncio.to_thread(self.registry.all)])
 
     async def get_participant(self, request: web.Request) -> web.Response:
-        return web.json_response(_show(self.registry.get(_did(request))))
+        return web.json_response(_show(await asyncio.to_thread(self.registry.get, _did(request))))
 
     async def revoke(self, request: web.Request) -> web.Response:
         data = await optional_body(request, RevokeIn)

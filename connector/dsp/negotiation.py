@@ -7,32 +7,23 @@ finalize) are jobs too, and are skipped when the state moved on before they ran.
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 from connector.dsp.auth import not_a_member
 from connector.dsp.callbacks import check_callback
-from connector.dsp.client import DspClient
-from connector.errors import BadRequest, NotFound, PeerError, TooManyProcesses
+from connector.dsp.process import NEGOTIATION, ProcessService, Send, new_pid, opened, peer_pid
+from connector.errors import BadRequest, PeerError, TooManyProcesses
 from connector.identity import signatures
 from connector.model import messages as m
 from connector.model.enums import CNEvent, Direction, Role
-from connector.model.jobs import NegotiationReact, NegotiationSend
-from connector.model.records import Agreement, Job, Negotiation
-from connector.model.states import CN, CN_TERMINAL, CNStep, negotiation_next
-from connector.outbox import Outbox
+from connector.model.jobs import NegotiationSend
+from connector.model.records import Agreement, Dataset, Negotiation
+from connector.model.states import CN, negotiation_next
 from connector.policy.decision import DecisionInput, Party, Phase
 from connector.policy.inputs import dataset_facts
-from connector.runtime import Runtime
-from connector.store.base import Duplicate
-
-Reaction = Callable[[Negotiation], Awaitable[bool]]
-
-
-def new_pid() -> str:
-    return f"urn:uuid:{uuid.uuid4()}"
+from connector.store.base import Duplicate, Store
 
 
 def _now() -> str:
@@ -59,59 +50,21 @@ def _rules(policy: dict[str, Any]) -> dict[str, Any]:
     return {k: policy[k] for k in ("permission", "prohibition", "obligation") if k in policy}
 
 
-class NegotiationService:
-    def __init__(self, runtime: Runtime, outbox: Outbox, client: DspClient) -> None:
-        self.rt = runtime
-        self.outbox = outbox
-        self.client = client
-        # A scripted reaction (TCK mode) may take over; it returns True when it handled one.
-        self.script: Reaction | None = None
-        outbox.register(NegotiationSend.KIND, self._send_job, self._send_failed)
-        outbox.register(NegotiationReact.KIND, self._react_job, self._react_failed)
+def _offer_of(dataset: Dataset | None, dataset_id: str, offer_id: str) -> dict[str, Any]:
+    """The published offer `offer_id` of the dataset, or BadRequest."""
+    if dataset is None:
+        raise BadRequest(f"unknown dataset {dataset_id} (offer target)")
+    for offer in dataset.offers:
+        if offer.get("@id") == offer_id:
+            return offer
+    raise BadRequest(f"unknown offer {offer_id} for dataset {dataset_id}")
 
-    # lookups ---------------------------------------------------------------------------------
 
-    def owned(self, pid: str, caller: str) -> Negotiation:
-        """The negotiation `pid` if it is ours with `caller`; 404 hides foreign ones."""
-        neg = self.rt.store.get_negotiation(pid)
-        if neg is None or neg.counterparty_id != caller:
-            raise NotFound(f"no negotiation {pid}")
-        return neg
+class NegotiationService(ProcessService[Negotiation]):
+    KIND = NEGOTIATION
 
-    def get(self, pid: str) -> Negotiation:
-        neg = self.rt.store.get_negotiation(pid)
-        if neg is None:
-            raise NotFound(f"no negotiation {pid}")
-        return neg
-
-    @staticmethod
-    def ack(neg: Negotiation) -> dict[str, Any]:
-        return m.ContractNegotiation(
-            providerPid=neg.provider_pid or "", consumerPid=neg.consumer_pid or "", state=neg.state
-        ).dump()
-
-    def _check_pids(
-        self, neg: Negotiation, provider_pid: str | None, consumer_pid: str | None
-    ) -> None:
-        if neg.provider_pid and provider_pid and provider_pid != neg.provider_pid:
-            raise BadRequest(f"providerPid {provider_pid} does not belong to this negotiation")
-        if neg.consumer_pid and consumer_pid and consumer_pid != neg.consumer_pid:
-            raise BadRequest(f"consumerPid {consumer_pid} does not belong to this negotiation")
-
-    def _move(
-        self, neg: Negotiation, message: m.Message | CNStep, sender: Role, **fields: Any
-    ) -> Negotiation:
-        # The state as it is now, locked: of two replicas handling messages for this
-        # negotiation at once, the second sees the first one's transition.
-        current = self.rt.store.lock_negotiation(neg.id) or neg
-        nxt = negotiation_next(current.state, message, sender)
-        return self.rt.store.update_negotiation(neg.id, state=nxt.value, **fields)
-
-    def _received(self, neg: Negotiation, msg: m.Message, **kw: Any) -> None:
-        self.rt.log(neg.id, Direction.RECEIVED, msg.type, state=neg.state, body=msg.dump(), **kw)
-
-    def react(self, neg: Negotiation) -> None:
-        self.outbox.enqueue(neg.id, NegotiationReact(state=neg.state))
+    def _sending(self, record: Negotiation, fields: dict[str, Any]) -> dict[str, Any]:
+        return {**fields, "expect": record.state}
 
     # incoming: provider side -----------------------------------------------------------------
 
@@ -123,116 +76,144 @@ class NegotiationService:
         claims: dict[str, Any] | None = None,
     ) -> tuple[Negotiation, bool]:
         """Initial request (pid None) or counter-request; returns (record, created)."""
-        target = msg.offer.target or ""
-        if pid is None:
-            if msg.providerPid:
-                raise BadRequest("an initial ContractRequestMessage must not carry providerPid")
-            if not msg.callbackAddress:
-                raise BadRequest("callbackAddress is required on an initial ContractRequestMessage")
-            existing = self.rt.store.find_negotiation(
-                role=Role.PROVIDER, consumer_pid=msg.consumerPid, counterparty_id=caller
+        if pid is not None:
+            return await self.rt.db.write(
+                lambda _s: (self._counter(msg, caller, pid, claims), False)
             )
-            if existing is not None:
-                return existing, False
-            await check_callback(self.rt, caller, msg.callbackAddress)
-            self._published_offer(target, msg.offer.id)
-            self._within_cap(caller, Role.PROVIDER)
-            neg_id = new_pid()
-            neg = Negotiation(
-                id=neg_id,
-                role=Role.PROVIDER,
-                state=CN.REQUESTED.value,
-                provider_pid=neg_id,
-                consumer_pid=msg.consumerPid,
-                counterparty_id=caller,
-                counterparty_address=msg.callbackAddress,
-                dataset_id=target,
-                offer=msg.offer.model_dump(by_alias=True, exclude_none=True),
-                offer_by=Role.CONSUMER,
-                initiator=Role.CONSUMER,
-                purpose=_declared_purpose(msg),
-                counterparty_credentials=claims or {},
-            )
-            try:
-                with self.rt.store.transaction():
-                    self.rt.store.insert_negotiation(neg)
-                    self._received(neg, msg)
-                    self.react(neg)
-            except Duplicate:
-                # another replica created it from the same request a moment ago
-                found = self.rt.store.find_negotiation(
-                    role=Role.PROVIDER, consumer_pid=msg.consumerPid, counterparty_id=caller
-                )
-                if found is None:
-                    raise
-                return found, False
-            return neg, True
+        if msg.providerPid:
+            raise BadRequest("an initial ContractRequestMessage must not carry providerPid")
+        if not msg.callbackAddress:
+            raise BadRequest("callbackAddress is required on an initial ContractRequestMessage")
+        await check_callback(self.rt, caller, msg.callbackAddress)
+        neg = Negotiation(
+            **opened(Role.PROVIDER, caller, msg.callbackAddress, msg.consumerPid),
+            state=CN.REQUESTED.value,
+            dataset_id=msg.offer.target or "",
+            offer=msg.offer.model_dump(by_alias=True, exclude_none=True),
+            offer_by=Role.CONSUMER,
+            initiator=Role.CONSUMER,
+            purpose=_declared_purpose(msg),
+            counterparty_credentials=claims or {},
+        )
+
+        def checked(store: Store) -> None:
+            self._published_offer(store, neg.dataset_id, msg.offer.id)
+
+        return await self._opened(neg, msg, provider_pid=None, check=checked)
+
+    def _counter(
+        self,
+        msg: m.ContractRequestMessage,
+        caller: str,
+        pid: str,
+        claims: dict[str, Any] | None,
+    ) -> Negotiation:
+        """(in a unit) The consumer's counter-request."""
         neg = self.owned(pid, caller)
         if neg.role != Role.PROVIDER:
             raise BadRequest("ContractRequestMessage goes to the provider's negotiation")
         self._check_pids(neg, msg.providerPid, msg.consumerPid)
+        target = msg.offer.target or ""
         if target != neg.dataset_id:
             raise BadRequest(f"offer target {target} is not this negotiation's dataset")
-        with self.rt.store.transaction():
-            neg = self._move(
-                neg,
-                msg,
-                Role.CONSUMER,
-                offer=msg.offer.model_dump(by_alias=True, exclude_none=True),
-                offer_by=Role.CONSUMER,
-                counterparty_credentials=claims or neg.counterparty_credentials,
-            )
+        neg = self._move(
+            neg,
+            msg,
+            Role.CONSUMER,
+            offer=msg.offer.model_dump(by_alias=True, exclude_none=True),
+            offer_by=Role.CONSUMER,
+            counterparty_credentials=claims or neg.counterparty_credentials,
+        )
+        self._received(neg, msg)
+        self.react(neg)
+        return neg
+
+    async def _opened(
+        self,
+        neg: Negotiation,
+        msg: m.Message,
+        provider_pid: str | None,
+        check: Callable[[Store], None],
+    ) -> tuple[Negotiation, bool]:
+        """A negotiation the peer opens, written in one unit with the checks that decide it
+        (already there, the offer, the peer's cap); returns (record, created)."""
+        match = {"role": neg.role.value, "counterparty_id": neg.counterparty_id}
+        if neg.role == Role.PROVIDER:
+            match["consumer_pid"] = neg.consumer_pid or ""
+        else:
+            match["provider_pid"] = provider_pid or ""
+
+        def open_(store: Store) -> tuple[Negotiation, bool]:
+            existing = store.find_negotiation(**match)
+            if existing is not None:
+                return existing, False
+            check(store)
+            self._within_cap(store, neg.counterparty_id, neg.role)
+            store.insert_negotiation(neg)
             self._received(neg, msg)
             self.react(neg)
-        return neg, False
+            return neg, True
 
-    def _published_offer(self, dataset_id: str, offer_id: str) -> dict[str, Any]:
-        dataset = self.rt.store.get_dataset(dataset_id)
-        if dataset is None:
-            raise BadRequest(f"unknown dataset {dataset_id} (offer target)")
-        for offer in dataset.offers:
-            if offer.get("@id") == offer_id:
-                return offer
-        raise BadRequest(f"unknown offer {offer_id} for dataset {dataset_id}")
+        try:
+            return await self.rt.db.write(open_)
+        except Duplicate:
+            # another replica created it from the same request a moment ago
+            found = await self.rt.db.read(lambda s: s.find_negotiation(**match))
+            if found is None:
+                raise
+            return found, False
+
+    def _published_offer(self, store: Store, dataset_id: str, offer_id: str) -> dict[str, Any]:
+        return _offer_of(store.get_dataset(dataset_id), dataset_id, offer_id)
 
     async def on_event(
         self, msg: m.ContractNegotiationEventMessage, caller: str, pid: str
     ) -> Negotiation:
-        neg = self.owned(pid, caller)
-        self._check_pids(neg, msg.providerPid, msg.consumerPid)
-        sender = neg.role.other
-        if (
-            msg.eventType == CNEvent.ACCEPTED
-            and neg.state == CN.OFFERED
-            and neg.offer_by != Role.PROVIDER
-        ):
-            raise BadRequest("ACCEPTED is only valid for an offer the provider made")
-        with self.rt.store.transaction():
-            neg = self._move(neg, msg, sender)
+        def receive(store: Store) -> Negotiation:
+            neg = self.owned(pid, caller)
+            self._check_pids(neg, msg.providerPid, msg.consumerPid)
+            if (
+                msg.eventType == CNEvent.ACCEPTED
+                and neg.state == CN.OFFERED
+                and neg.offer_by != Role.PROVIDER
+            ):
+                raise BadRequest("ACCEPTED is only valid for an offer the provider made")
+            neg = self._move(neg, msg, neg.role.other)
             self._received(neg, msg)
             self.react(neg)
+            return neg
+
+        return await self.rt.db.write(receive)
+
+    def _for(self, role: Role, msg: m.Message, caller: str, pid: str, store: Store) -> Negotiation:
+        """The negotiation `msg` (from the other side) may move: ours with `caller`, in
+        `role`, the pids matching, the move allowed."""
+        neg = self.owned(pid, caller, store)
+        if neg.role != role:
+            raise BadRequest(f"{msg.type} goes to the {role}'s negotiation")
+        self._check_pids(neg, getattr(msg, "providerPid", None), getattr(msg, "consumerPid", None))
+        negotiation_next(neg.state, msg, role.other)
         return neg
 
     async def on_verification(
         self, msg: m.ContractAgreementVerificationMessage, caller: str, pid: str
     ) -> Negotiation:
-        neg = self.owned(pid, caller)
-        if neg.role != Role.PROVIDER:
-            raise BadRequest("agreement verification goes to the provider")
-        self._check_pids(neg, msg.providerPid, msg.consumerPid)
-        negotiation_next(neg.state, msg, Role.CONSUMER)
-        agreement = self.rt.store.get_agreement(neg.agreement_id or "")
+        def found(store: Store) -> tuple[Negotiation, Agreement | None]:
+            neg = self._for(Role.PROVIDER, msg, caller, pid, store)
+            return neg, store.get_agreement(neg.agreement_id or "")
+
+        neg, agreement = await self.rt.db.read(found)
         signature = (msg.model_extra or {}).get(m.CONSUMER_SIGNATURE)
+        signed = agreement is not None and isinstance(signature, str)
         if agreement is not None and isinstance(signature, str):
             document = await self.rt.resolver.resolve(caller)
             try:
                 signatures.verify(agreement.body, signature, caller, document)
             except BadRequest as exc:
-                raise self._refuse(
-                    neg, msg, ["the consumer's countersignature is not valid", *exc.reasons]
-                ) from exc
+                reasons = ["the consumer's countersignature is not valid", *exc.reasons]
+                raise await self._refuse(neg, msg, reasons) from exc
         elif not self._unsigned_allowed():
-            raise self._refuse(
+            raise await self._refuse(
                 neg,
                 msg,
                 [
@@ -241,27 +222,32 @@ class NegotiationService:
                     " agreements (accept_unsigned_agreements)"
                 ],
             )
-        with self.rt.store.transaction():
-            if agreement is not None and isinstance(signature, str):
-                self.rt.store.put_agreement(
-                    agreement.model_copy(update={"consumer_signature": signature})
-                )
-            neg = self._move(neg, msg, Role.CONSUMER)
-            self._received(neg, msg, detail="countersigned" if signature else "not countersigned")
-            self.react(neg)
-        return neg
+
+        def receive(store: Store) -> Negotiation:
+            moved = self._for(Role.PROVIDER, msg, caller, pid, store)
+            if signed and agreement is not None:
+                store.put_agreement(agreement.model_copy(update={"consumer_signature": signature}))
+            moved = self._move(moved, msg, Role.CONSUMER)
+            detail = "countersigned" if signature else "not countersigned"
+            self._received(moved, msg, detail=detail)
+            self.react(moved)
+            return moved
+
+        return await self.rt.db.write(receive)
 
     async def on_termination(
         self, msg: m.ContractNegotiationTerminationMessage, caller: str, pid: str
     ) -> Negotiation:
-        neg = self.owned(pid, caller)
-        self._check_pids(neg, msg.providerPid, msg.consumerPid)
-        sender = neg.role.other
         reason = [str(r) for r in (msg.reason or [])] or ["terminated by the counterparty"]
-        with self.rt.store.transaction():
-            neg = self._move(neg, msg, sender, reason=reason)
+
+        def receive(store: Store) -> Negotiation:
+            neg = self.owned(pid, caller)
+            self._check_pids(neg, msg.providerPid, msg.consumerPid)
+            neg = self._move(neg, msg, neg.role.other, reason=reason)
             self._received(neg, msg, detail="; ".join(reason))
-        return neg
+            return neg
+
+        return await self.rt.db.write(receive)
 
     # incoming: consumer side -----------------------------------------------------------------
 
@@ -269,55 +255,42 @@ class NegotiationService:
         self, msg: m.ContractOfferMessage, caller: str, pid: str | None
     ) -> tuple[Negotiation, bool]:
         offer = msg.offer.model_dump(by_alias=True, exclude_none=True)
-        if pid is None:
-            if msg.consumerPid:
-                raise BadRequest("an initial ContractOfferMessage must not carry consumerPid")
-            if not msg.callbackAddress:
-                raise BadRequest("callbackAddress is required on an initial ContractOfferMessage")
-            if not msg.offer.target:
-                raise BadRequest("offer.target (the dataset id) is required")
-            existing = self.rt.store.find_negotiation(
-                role=Role.CONSUMER, provider_pid=msg.providerPid, counterparty_id=caller
-            )
-            if existing is not None:
-                return existing, False
-            await check_callback(self.rt, caller, msg.callbackAddress)
-            self._within_cap(caller, Role.CONSUMER)
-            neg_id = new_pid()
-            neg = Negotiation(
-                id=neg_id,
-                role=Role.CONSUMER,
-                state=CN.OFFERED.value,
-                provider_pid=msg.providerPid,
-                consumer_pid=neg_id,
-                counterparty_id=caller,
-                counterparty_address=msg.callbackAddress,
-                dataset_id=msg.offer.target,
-                offer=offer,
-                offer_by=Role.PROVIDER,
-                initiator=Role.PROVIDER,
-            )
-            with self.rt.store.transaction():
-                self.rt.store.insert_negotiation(neg)
+        if pid is not None:
+
+            def receive(store: Store) -> tuple[Negotiation, bool]:
+                neg = self.owned(pid, caller)
+                if neg.role != Role.CONSUMER:
+                    raise BadRequest("ContractOfferMessage goes to the consumer's negotiation")
+                self._check_pids(neg, msg.providerPid, msg.consumerPid)
+                neg = self._move(
+                    neg,
+                    msg,
+                    Role.PROVIDER,
+                    offer=offer,
+                    offer_by=Role.PROVIDER,
+                    provider_pid=neg.provider_pid or msg.providerPid,
+                )
                 self._received(neg, msg)
                 self.react(neg)
-            return neg, True
-        neg = self.owned(pid, caller)
-        if neg.role != Role.CONSUMER:
-            raise BadRequest("ContractOfferMessage goes to the consumer's negotiation")
-        self._check_pids(neg, msg.providerPid, msg.consumerPid)
-        with self.rt.store.transaction():
-            neg = self._move(
-                neg,
-                msg,
-                Role.PROVIDER,
-                offer=offer,
-                offer_by=Role.PROVIDER,
-                provider_pid=neg.provider_pid or msg.providerPid,
-            )
-            self._received(neg, msg)
-            self.react(neg)
-        return neg, False
+                return neg, False
+
+            return await self.rt.db.write(receive)
+        if msg.consumerPid:
+            raise BadRequest("an initial ContractOfferMessage must not carry consumerPid")
+        if not msg.callbackAddress:
+            raise BadRequest("callbackAddress is required on an initial ContractOfferMessage")
+        if not msg.offer.target:
+            raise BadRequest("offer.target (the dataset id) is required")
+        await check_callback(self.rt, caller, msg.callbackAddress)
+        neg = Negotiation(
+            **opened(Role.CONSUMER, caller, msg.callbackAddress, msg.providerPid),
+            state=CN.OFFERED.value,
+            dataset_id=msg.offer.target,
+            offer=offer,
+            offer_by=Role.PROVIDER,
+            initiator=Role.PROVIDER,
+        )
+        return await self._opened(neg, msg, provider_pid=msg.providerPid, check=lambda _s: None)
 
     async def on_agreement(
         self,
@@ -328,20 +301,12 @@ class NegotiationService:
     ) -> Negotiation:
         """`not_member`: why the provider is not a verified member (require_membership);
         the agreement is then refused and the negotiation ends here with those reasons."""
-        neg = self.owned(pid, caller)
-        if neg.role != Role.CONSUMER:
-            raise BadRequest("ContractAgreementMessage goes to the consumer's negotiation")
-        self._check_pids(neg, msg.providerPid, msg.consumerPid)
-        negotiation_next(neg.state, msg, Role.PROVIDER)
+        neg = await self.rt.db.read(lambda s: self._for(Role.CONSUMER, msg, caller, pid, s))
         if not_member:
-            reason = [f"the provider {caller} is not a verified member", *not_member]
-            with self.rt.store.transaction():
-                self._received(neg, msg, detail="refused: " + "; ".join(reason))
-                # the refusal (403) is this side's answer: no termination message follows
-                neg = self._move(
-                    neg, m.ContractNegotiationTerminationMessage, Role.CONSUMER, reason=reason
-                )
-                self.rt.log(neg.id, Direction.NOTE, "TERMINATED", state=neg.state, detail=reason[0])
+            # the refusal (403) is this side's answer: no termination message follows
+            await self._refuse(
+                neg, msg, [f"the provider {caller} is not a verified member", *not_member]
+            )
             raise not_a_member(not_member)
         body = msg.agreement.model_dump(by_alias=True, exclude_none=True)
         if msg.agreement.target != neg.dataset_id:
@@ -360,7 +325,7 @@ class NegotiationService:
                     f"the agreement names {msg.agreement.assignee} as assignee, not {self.rt.did}"
                 )
             if wrong:
-                raise self._refuse(neg, msg, wrong)
+                raise await self._refuse(neg, msg, wrong)
         signature = (msg.model_extra or {}).get(m.PROVIDER_SIGNATURE)
         if isinstance(signature, str):
             document = await self.rt.resolver.resolve(neg.counterparty_id)
@@ -368,9 +333,9 @@ class NegotiationService:
                 signatures.verify(body, signature, neg.counterparty_id, document)
             except BadRequest as exc:
                 reasons = [f"the provider signature is not valid for {neg.counterparty_id}"]
-                raise self._refuse(neg, msg, reasons + exc.reasons) from exc
+                raise await self._refuse(neg, msg, reasons + exc.reasons) from exc
         elif not self._unsigned_allowed():
-            raise self._refuse(
+            raise await self._refuse(
                 neg,
                 msg,
                 [
@@ -388,18 +353,22 @@ class NegotiationService:
             body=body,
             provider_signature=signature if isinstance(signature, str) else None,
         )
-        with self.rt.store.transaction():
-            self.rt.store.put_agreement(record)
-            neg = self._move(
-                neg,
+
+        def receive(store: Store) -> Negotiation:
+            moved = self._for(Role.CONSUMER, msg, caller, pid, store)
+            store.put_agreement(record)
+            moved = self._move(
+                moved,
                 msg,
                 Role.PROVIDER,
                 agreement_id=record.id,
-                provider_pid=neg.provider_pid or msg.providerPid,
+                provider_pid=moved.provider_pid or msg.providerPid,
             )
-            self._received(neg, msg, detail="signed" if signature else "unsigned agreement")
-            self.react(neg)
-        return neg
+            self._received(moved, msg, detail="signed" if signature else "unsigned agreement")
+            self.react(moved)
+            return moved
+
+        return await self.rt.db.write(receive)
 
     # refusals and limits ---------------------------------------------------------------------
 
@@ -413,21 +382,18 @@ class NegotiationService:
         """False only for TCK mode's fixed caller, which is no DID and names none."""
         return not (self.rt.settings.tck_mode and not caller.startswith("did:"))
 
-    def _refuse(self, neg: Negotiation, msg: m.Message, reasons: list[str]) -> BadRequest:
+    async def _refuse(self, neg: Negotiation, msg: m.Message, reasons: list[str]) -> BadRequest:
         """End `neg` here because of `msg` (the 400 answer is this side's word: no
         termination message follows) and return the error to raise."""
-        with self.rt.store.transaction():
-            self._received(neg, msg, detail="refused: " + "; ".join(reasons))
-            neg = self._move(neg, m.ContractNegotiationTerminationMessage, neg.role, reason=reasons)
-            self.rt.log(neg.id, Direction.NOTE, "TERMINATED", state=neg.state, detail=reasons[0])
+        await self.rt.db.write(lambda _s: self._ended_here(neg, msg, reasons))
         return BadRequest("; ".join(reasons), reasons=reasons)
 
-    def _within_cap(self, caller: str, role: Role) -> None:
+    def _within_cap(self, store: Store, caller: str, role: Role) -> None:
         """Refuse (429) a new negotiation the peer opens while it already has
         max_open_processes_per_peer open ones it opened."""
         cap = self.rt.settings.max_open_processes_per_peer
         peer_role = role.other
-        open_now = self.rt.store.count_open_negotiations(
+        open_now = store.count_open_negotiations(
             [CN.FINALIZED.value, CN.TERMINATED.value],
             counterparty_id=caller,
             role=role,
@@ -439,7 +405,7 @@ class NegotiationService:
                 f" {cap} (max_open_processes_per_peer): finish or terminate some first"
             )
 
-    # operator actions ------------------------------------------------------------------------
+    # operator actions (each in a unit: `await service.act(service.accept, pid)`) ------------
 
     def request(
         self,
@@ -450,15 +416,10 @@ class NegotiationService:
         purpose: str | None = None,
     ) -> Negotiation:
         """Consumer: start a negotiation for `offer` on the provider's dataset."""
-        neg_id = new_pid()
         offer = {**offer, "@type": "Offer", "target": dataset_id}
         neg = Negotiation(
-            id=neg_id,
-            role=Role.CONSUMER,
+            **opened(Role.CONSUMER, counterparty_id, address.rstrip("/"), None),
             state=CN.REQUESTED.value,
-            consumer_pid=neg_id,
-            counterparty_id=counterparty_id,
-            counterparty_address=address.rstrip("/"),
             dataset_id=dataset_id,
             offer=offer,
             offer_by=Role.CONSUMER,
@@ -466,14 +427,13 @@ class NegotiationService:
             purpose=purpose,
         )
         msg = m.ContractRequestMessage(
-            consumerPid=neg_id, offer=offer, callbackAddress=self.rt.settings.dsp_url
+            consumerPid=neg.id, offer=offer, callbackAddress=self.rt.settings.dsp_url
         )
         body = msg.dump()
         if purpose:
             body[m.PURPOSE] = purpose
-        with self.rt.store.transaction():
-            self.rt.store.insert_negotiation(neg)
-            self._send(neg, msg, "/negotiations/request", body=body)
+        self.rt.store.insert_negotiation(neg)
+        self._send(neg, msg, "/negotiations/request", body=body)
         return neg
 
     def counter_request(self, pid: str, offer: dict[str, Any]) -> Negotiation:
@@ -482,9 +442,8 @@ class NegotiationService:
         msg = m.ContractRequestMessage(
             consumerPid=neg.id, providerPid=neg.provider_pid, offer=offer
         )
-        with self.rt.store.transaction():
-            neg = self._move(neg, msg, Role.CONSUMER, offer=offer, offer_by=Role.CONSUMER)
-            self._send(neg, msg, "/negotiations/{peer}/request")
+        neg = self._move(neg, msg, Role.CONSUMER, offer=offer, offer_by=Role.CONSUMER)
+        self._send(neg, msg, "/negotiations/{peer}/request")
         return neg
 
     def accept(self, pid: str) -> Negotiation:
@@ -494,9 +453,8 @@ class NegotiationService:
         msg = m.ContractNegotiationEventMessage(
             providerPid=neg.provider_pid or "", consumerPid=neg.id, eventType=CNEvent.ACCEPTED
         )
-        with self.rt.store.transaction():
-            neg = self._move(neg, CNEvent.ACCEPTED, Role.CONSUMER)
-            self._send(neg, msg, "/negotiations/{peer}/events")
+        neg = self._move(neg, CNEvent.ACCEPTED, Role.CONSUMER)
+        self._send(neg, msg, "/negotiations/{peer}/events")
         return neg
 
     def verify(self, pid: str) -> Negotiation:
@@ -511,21 +469,17 @@ class NegotiationService:
         )
         payload = msg.dump()
         payload[m.CONSUMER_SIGNATURE] = signature
-        with self.rt.store.transaction():
-            neg = self._move(neg, msg, Role.CONSUMER)
-            self.rt.store.put_agreement(
-                agreement.model_copy(update={"consumer_signature": signature})
-            )
-            self._send(neg, msg, "/negotiations/{peer}/agreement/verification", body=payload)
+        neg = self._move(neg, msg, Role.CONSUMER)
+        self.rt.store.put_agreement(agreement.model_copy(update={"consumer_signature": signature}))
+        self._send(neg, msg, "/negotiations/{peer}/agreement/verification", body=payload)
         return neg
 
     def counter_offer(self, pid: str, offer: dict[str, Any]) -> Negotiation:
         neg = self._mine(pid, Role.PROVIDER)
         offer = {**offer, "@type": "Offer", "target": neg.dataset_id}
         msg = m.ContractOfferMessage(providerPid=neg.id, consumerPid=neg.consumer_pid, offer=offer)
-        with self.rt.store.transaction():
-            neg = self._move(neg, msg, Role.PROVIDER, offer=offer, offer_by=Role.PROVIDER)
-            self._send(neg, msg, "/negotiations/{peer}/offers")
+        neg = self._move(neg, msg, Role.PROVIDER, offer=offer, offer_by=Role.PROVIDER)
+        self._send(neg, msg, "/negotiations/{peer}/offers")
         return neg
 
     def agree(self, pid: str) -> Negotiation:
@@ -562,10 +516,9 @@ class NegotiationService:
             provider_signature=signature,
             policy_version=getattr(self.rt.decisions, "version", None) or "permit-all",
         )
-        with self.rt.store.transaction():
-            self.rt.store.put_agreement(record)
-            neg = self._move(neg, msg, Role.PROVIDER, agreement_id=record.id)
-            self._send(neg, msg, "/negotiations/{peer}/agreement", body=payload)
+        self.rt.store.put_agreement(record)
+        neg = self._move(neg, msg, Role.PROVIDER, agreement_id=record.id)
+        self._send(neg, msg, "/negotiations/{peer}/agreement", body=payload)
         return neg
 
     def finalize(self, pid: str) -> Negotiation:
@@ -573,182 +526,82 @@ class NegotiationService:
         msg = m.ContractNegotiationEventMessage(
             providerPid=neg.id, consumerPid=neg.consumer_pid or "", eventType=CNEvent.FINALIZED
         )
-        with self.rt.store.transaction():
-            neg = self._move(neg, CNEvent.FINALIZED, Role.PROVIDER)
-            self._send(neg, msg, "/negotiations/{peer}/events")
-        return neg
-
-    def terminate(self, pid: str, reason: list[str], code: str | None = None) -> Negotiation:
-        neg = self.get(pid)
-        msg = m.ContractNegotiationTerminationMessage(
-            providerPid=neg.provider_pid or "",
-            consumerPid=neg.consumer_pid or "",
-            code=code,
-            reason=reason,
-        )
-        with self.rt.store.transaction():
-            neg = self._move(neg, msg, neg.role, reason=reason)
-            self._send(neg, msg, "/negotiations/{peer}/termination")
-        return neg
-
-    def _mine(self, pid: str, role: Role) -> Negotiation:
-        neg = self.get(pid)
-        if neg.role != role:
-            raise BadRequest(
-                f"this action is for the {role}; this negotiation's role is {neg.role}"
-            )
+        neg = self._move(neg, CNEvent.FINALIZED, Role.PROVIDER)
+        self._send(neg, msg, "/negotiations/{peer}/events")
         return neg
 
     # sending ---------------------------------------------------------------------------------
 
-    def _send(
-        self, neg: Negotiation, msg: m.Message, path: str, body: dict[str, Any] | None = None
-    ) -> None:
-        message = body or msg.dump()
-        payload = NegotiationSend(type=msg.type, path=path, message=message, expect=neg.state)
-        self.outbox.enqueue(neg.id, payload)
-
-    async def _send_job(self, job: Job) -> None:
-        neg = self.get(job.process_id)
-        payload = job.read(NegotiationSend)
-        message = dict(payload.message)
-        peer_field = "providerPid" if neg.role == Role.CONSUMER else "consumerPid"
-        peer_pid = neg.provider_pid if neg.role == Role.CONSUMER else neg.consumer_pid
-        path = payload.path
-        if "{peer}" in path:
-            if not peer_pid:
-                raise PeerError("the counterparty's process id is not known yet", retry=False)
-            path = path.replace("{peer}", peer_pid)
-            message[peer_field] = peer_pid
-        url = neg.counterparty_address.rstrip("/") + path
-        try:
-            status, body = await self.client.call("POST", url, neg.counterparty_id, message)
-        except PeerError as exc:
-            if exc.http_status == 400 and job.attempts > 0 and await self._peer_in(neg, payload):
-                self.rt.log(
-                    neg.id, Direction.NOTE, payload.type, detail="delivered earlier (peer state)"
-                )
-                return
-            direction = Direction.FAILED if exc.retry else Direction.REFUSED
-            if not exc.retry:
-                self.rt.log(
-                    neg.id,
-                    direction,
-                    payload.type,
-                    status=exc.http_status,
-                    body=exc.body,
-                    detail=str(exc),
-                )
-            raise
-        updates: dict[str, Any] = {}
-        initial = payload.type == m.ContractRequestMessage.TYPE and not neg.provider_pid
-        if initial and isinstance(body, dict) and isinstance(body.get("providerPid"), str):
-            updates["provider_pid"] = body["providerPid"]
-        with self.rt.store.transaction():
-            if updates:
-                self.rt.store.update_negotiation(neg.id, **updates)
-            self.rt.log(
-                neg.id,
-                Direction.SENT,
-                payload.type,
-                status=status,
-                body=message,
-                state=neg.state,
-            )
-
-    async def _peer_in(self, neg: Negotiation, payload: NegotiationSend) -> bool:
+    async def _delivered_earlier(self, record: Negotiation, payload: Send) -> str | None:
         """After a lost answer: did the peer already apply our message?"""
-        peer_pid = neg.provider_pid if neg.role == Role.CONSUMER else neg.consumer_pid
-        url = f"{neg.counterparty_address.rstrip('/')}/negotiations/{peer_pid}"
+        assert isinstance(payload, NegotiationSend)
+        url = f"{record.counterparty_address.rstrip('/')}/negotiations/{peer_pid(record)}"
         try:
-            _, body = await self.client.call("GET", url, neg.counterparty_id)
+            _, body = await self.client.call("GET", url, record.counterparty_id)
         except PeerError:
-            return False
+            return None
         if not isinstance(body, dict) or not isinstance(body.get("state"), str):
-            return False
+            return None
         state, expect = str(body["state"]), payload.expect
         # A peer found further on the way to an agreement has applied our message too.
         ahead = _PROGRESS.get(state, -1) > _PROGRESS.get(expect, len(_PROGRESS))
-        return state == expect or ahead
-
-    async def _send_failed(self, job: Job, why: str) -> None:
-        neg = self.get(job.process_id)
-        sent = job.read(NegotiationSend)
-        reason = f"{sent.type} was not delivered: {why}"
-        if neg.state in CN_TERMINAL:
-            self.rt.log(neg.id, Direction.NOTE, sent.type, detail=reason)
-            return
-        with self.rt.store.transaction():
-            neg = self.rt.store.update_negotiation(
-                neg.id, state=CN.TERMINATED.value, reason=[reason]
-            )
-            self.rt.log(neg.id, Direction.NOTE, "TERMINATED", state=neg.state, detail=reason)
-            peer_pid = neg.provider_pid if neg.role == Role.CONSUMER else neg.consumer_pid
-            if peer_pid and sent.type != m.ContractNegotiationTerminationMessage.TYPE:
-                msg = m.ContractNegotiationTerminationMessage(
-                    providerPid=neg.provider_pid or "",
-                    consumerPid=neg.consumer_pid or "",
-                    reason=[reason],
-                )
-                self._send(neg, msg, "/negotiations/{peer}/termination")
+        return "delivered earlier (peer state)" if state == expect or ahead else None
 
     # reactions -------------------------------------------------------------------------------
 
-    async def _react_job(self, job: Job) -> None:
-        neg = self.get(job.process_id)
-        if neg.state != job.read(NegotiationReact).state:
-            return
-        if self.script is not None and await self.script(neg):
-            return
-        if neg.role == Role.PROVIDER:
-            await self._provider_reaction(neg)
+    async def _reaction(self, record: Negotiation) -> None:
+        if record.role == Role.PROVIDER:
+            await self._provider_reaction(record)
         else:
-            self._consumer_reaction(neg)
-
-    async def _react_failed(self, job: Job, why: str) -> None:
-        neg = self.get(job.process_id)
-        if neg.state not in CN_TERMINAL:
-            self.terminate(neg.id, [f"internal error while reacting: {why}"])
+            await self._unless_moved(record, self._consumer_reaction)
 
     async def _provider_reaction(self, neg: Negotiation) -> None:
-        if neg.state == CN.REQUESTED:
-            try:
-                published = self._published_offer(neg.dataset_id, str(neg.offer.get("@id")))
-            except BadRequest as exc:
-                self.terminate(neg.id, exc.reasons)
-                return
-            decision = await self.rt.decisions.decide(
-                DecisionInput(
-                    phase=Phase.NEGOTIATION,
-                    provider=Party(id=self.rt.did),
-                    consumer=Party(
-                        id=neg.counterparty_id, credentials=neg.counterparty_credentials
-                    ),
-                    dataset=dataset_facts(
-                        self.rt.store.get_dataset(neg.dataset_id), neg.dataset_id, self.rt.did
-                    ),
-                    policy=published,
-                    request={"purpose": neg.purpose, "process_id": neg.id},
-                )
+        if neg.state == CN.ACCEPTED:
+            await self._unless_moved(neg, lambda n: self.agree(n.id))
+        elif neg.state == CN.VERIFIED:
+            await self._unless_moved(neg, lambda n: self.finalize(n.id))
+        elif neg.state == CN.REQUESTED:
+            await self._decide(neg)
+
+    async def _decide(self, neg: Negotiation) -> None:
+        """Provider: the policy's answer to a request, then agree, counter-offer or refuse."""
+        dataset = await self.rt.db.read(lambda s: s.get_dataset(neg.dataset_id))
+        try:
+            published = _offer_of(dataset, neg.dataset_id, str(neg.offer.get("@id")))
+        except BadRequest as exc:
+            reasons = exc.reasons
+            await self._unless_moved(neg, lambda n: self.terminate(n.id, reasons))
+            return
+        decision = await self.rt.decisions.decide(
+            DecisionInput(
+                phase=Phase.NEGOTIATION,
+                provider=Party(id=self.rt.did),
+                consumer=Party(id=neg.counterparty_id, credentials=neg.counterparty_credentials),
+                dataset=dataset_facts(dataset, neg.dataset_id, self.rt.did),
+                policy=published,
+                request={"purpose": neg.purpose, "process_id": neg.id},
             )
+        )
+
+        def answer(current: Negotiation) -> None:
             if not decision.allow:
-                self.terminate(neg.id, decision.reasons or ["refused by policy"], code="POLICY")
-            elif _rules(published) == _rules(neg.offer):
-                self.agree(neg.id)
+                refused = decision.reasons or ["refused by policy"]
+                self.terminate(current.id, refused, code="POLICY")
+            elif _rules(published) == _rules(current.offer):
+                self.agree(current.id)
             else:
                 self.rt.log(
-                    neg.id,
+                    current.id,
                     Direction.NOTE,
                     "counter-offer",
                     detail="requested terms differ from the offer",
                 )
-                self.counter_offer(neg.id, published)
-        elif neg.state == CN.ACCEPTED:
-            self.agree(neg.id)
-        elif neg.state == CN.VERIFIED:
-            self.finalize(neg.id)
+                self.counter_offer(current.id, published)
+
+        await self._unless_moved(neg, answer)
 
     def _consumer_reaction(self, neg: Negotiation) -> None:
+        """(in a unit)"""
         if neg.state == CN.OFFERED:
             # only a counter-offer in a negotiation we started; an unsolicited offer (or a
             # record from before `initiator` was kept) waits for the operator

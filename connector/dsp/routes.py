@@ -103,7 +103,8 @@ class DspRoutes:
         msg = m.parse(m.CatalogRequestMessage, await read_message(request))
         known = filters.known_digest(msg.filter)
         s = self.rt.settings
-        shown = await self._visible(caller, self.rt.store.list_datasets(), claims)
+        datasets = await self.rt.db.read(lambda s: s.list_datasets())
+        shown = await self._visible(caller, datasets, claims)
         body = render.catalog(shown, self.rt.did, s.dsp_url, s.name)
         if known is not None and body[m.CATALOG_DIGEST] == known:
             body = render.unchanged(self.rt.did, s.dsp_url, s.name, known)
@@ -111,7 +112,8 @@ class DspRoutes:
 
     async def dataset(self, request: web.Request) -> web.Response:
         caller, claims = await self.auth.member(request)
-        dataset = self.rt.store.get_dataset(request.match_info["id"])
+        dataset_id = request.match_info["id"]
+        dataset = await self.rt.db.read(lambda s: s.get_dataset(dataset_id))
         visible = await self._visible(caller, [dataset], claims) if dataset else []
         if not visible:
             raise NotFound(f"no dataset {request.match_info['id']}")
@@ -119,19 +121,18 @@ class DspRoutes:
 
     # negotiations ----------------------------------------------------------------------------
 
-    def _role(self, request: web.Request, pid: str | None) -> None:
+    async def _role(self, request: web.Request, pid: str | None) -> None:
         if pid:
-            neg = self.rt.store.get_negotiation(pid)
-            request["role"] = neg.role if neg else None
+            request["role"] = await self.cn.role_of(pid)
 
     async def cn_get(self, request: web.Request) -> web.Response:
         caller = await self.auth.caller(request)
-        return web.json_response(self.cn.ack(self.cn.owned(request.match_info["pid"], caller)))
+        return web.json_response(await self.cn.view(request.match_info["pid"], caller))
 
     async def cn_request(self, request: web.Request) -> web.Response:
         caller, claims = await self.auth.member(request)
         pid = request.match_info.get("pid")
-        self._role(request, pid)
+        await self._role(request, pid)
         msg = m.parse(m.ContractRequestMessage, await read_message(request))
         neg, _created = await self.cn.on_request(msg, caller, pid, claims)
         return web.json_response(self.cn.ack(neg), status=201 if pid is None else 200)
@@ -141,7 +142,7 @@ class DspRoutes:
         # a provider opening a negotiation must be a member, as a consumer must be to request
         caller = (await self.auth.member(request))[0] if pid is None else None
         caller = caller or await self.auth.caller(request)
-        self._role(request, pid)
+        await self._role(request, pid)
         msg = m.parse(m.ContractOfferMessage, await read_message(request))
         neg, _created = await self.cn.on_offer(msg, caller, pid)
         return web.json_response(self.cn.ack(neg), status=201 if pid is None else 200)
@@ -149,7 +150,7 @@ class DspRoutes:
     async def cn_event(self, request: web.Request) -> web.Response:
         caller = await self.auth.caller(request)
         pid = request.match_info["pid"]
-        self._role(request, pid)
+        await self._role(request, pid)
         msg = m.parse(m.ContractNegotiationEventMessage, await read_message(request))
         return web.json_response(self.cn.ack(await self.cn.on_event(msg, caller, pid)))
 
@@ -157,7 +158,7 @@ class DspRoutes:
         # the consumer checks the provider too: no agreement with a non-member
         caller, _claims, problems = await self.auth.membership(request)
         pid = request.match_info["pid"]
-        self._role(request, pid)
+        await self._role(request, pid)
         msg = m.parse(m.ContractAgreementMessage, await read_message(request))
         neg = await self.cn.on_agreement(msg, caller, pid, problems)
         return web.json_response(self.cn.ack(neg))
@@ -165,14 +166,14 @@ class DspRoutes:
     async def cn_verify(self, request: web.Request) -> web.Response:
         caller = await self.auth.caller(request)
         pid = request.match_info["pid"]
-        self._role(request, pid)
+        await self._role(request, pid)
         msg = m.parse(m.ContractAgreementVerificationMessage, await read_message(request))
         return web.json_response(self.cn.ack(await self.cn.on_verification(msg, caller, pid)))
 
     async def cn_terminate(self, request: web.Request) -> web.Response:
         caller = await self.auth.caller(request)
         pid = request.match_info["pid"]
-        self._role(request, pid)
+        await self._role(request, pid)
         msg = m.parse(m.ContractNegotiationTerminationMessage, await read_message(request))
         return web.json_response(self.cn.ack(await self.cn.on_termination(msg, caller, pid)))
 
@@ -180,7 +181,7 @@ class DspRoutes:
 
     async def tp_get(self, request: web.Request) -> web.Response:
         caller = await self.auth.caller(request)
-        return web.json_response(self.tp.ack(self.tp.owned(request.match_info["pid"], caller)))
+        return web.json_response(await self.tp.view(request.match_info["pid"], caller))
 
     async def tp_request(self, request: web.Request) -> web.Response:
         request["role"] = Role.PROVIDER
@@ -202,7 +203,6 @@ class DspRoutes:
         model = self._TP_MESSAGES.get(request.match_info["action"])
         if model is None:
             raise NotFound(f"no such transfer endpoint: {request.match_info['action']}")
-        tp = self.rt.store.get_transfer(pid)
-        request["role"] = tp.role if tp else None
+        request["role"] = await self.tp.role_of(pid)
         msg = m.parse(model, await read_message(request))
         return web.json_response(self.tp.ack(await self.tp.on_message(msg, caller, pid)))

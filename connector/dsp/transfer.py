@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import types
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from enum import StrEnum
 from typing import Any, Protocol
 
 from connector.catalog.render import FORMATS
 from connector.dataplane import sources, streams, tokens
 from connector.dsp.callbacks import check_callback
 from connector.dsp.client import DspClient
-from connector.dsp.negotiation import new_pid
+from connector.dsp.process import TRANSFER, ProcessService, Send, new_pid, opened
 from connector.egress import EgressRefused
 from connector.errors import BadRequest, Conflict, ConnectorError, DiskFull, NotFound, PeerError
 from connector.metering.meter import Meter, end_kind
@@ -20,15 +22,15 @@ from connector.metering.receipts import wait_for_answers
 from connector.metering.settle import EarlyChecks, receipted_prefix, settle, stream_ended
 from connector.model import messages as m
 from connector.model.enums import Direction, JobKind, Role, TransferFormat
-from connector.model.jobs import Pull, Push, Settle, TransferReact, TransferSend
+from connector.model.jobs import Pull, Push, Settle, TransferSend
 from connector.model.metering import MeteringEntry, MeteringKind
 from connector.model.records import Agreement, Dataset, Job, Transfer
-from connector.model.states import CN, TP, TP_TERMINAL, transfer_next
+from connector.model.states import CN, TP, TP_TERMINAL
 from connector.outbox import Outbox
 from connector.policy.decision import Decision, DecisionInput, Party, Phase
 from connector.policy.inputs import agreement_usage, dataset_facts
 from connector.runtime import Runtime
-from connector.store.base import Duplicate
+from connector.store.base import Duplicate, Store
 
 HTTP_ENDPOINT = "https://w3id.org/idsa/v4.1/HTTP"
 Reaction = Callable[[Transfer], Awaitable[bool]]
@@ -37,7 +39,7 @@ Reaction = Callable[[Transfer], Awaitable[bool]]
 class UsageHooks(Protocol):
     """What usage control (connector/usage) needs to hear from the transfer process."""
 
-    def guard_transfer(self, agreement: Agreement, caller: str) -> None: ...
+    async def guard_transfer(self, agreement: Agreement, caller: str) -> None: ...
     def transfer_decided(self, tp: Transfer, decision: Decision) -> None: ...
     async def delivered(self, tp: Transfer) -> None: ...
 
@@ -135,50 +137,21 @@ async def _close_source(chunks: AsyncGenerator[bytes, None]) -> None:
     await chunks.aclose()
 
 
-class TransferService:
+class TransferService(ProcessService[Transfer]):
+    KIND = TRANSFER
+
     def __init__(self, runtime: Runtime, outbox: Outbox, client: DspClient) -> None:
-        self.rt = runtime
-        self.outbox = outbox
-        self.client = client
-        self.script: Reaction | None = None
+        super().__init__(runtime, outbox, client)
         self.usage: UsageHooks | None = None
         self._deciding = KeyedLocks()
-        outbox.register(TransferSend.KIND, self._send_job, self._send_failed)
-        outbox.register(TransferReact.KIND, self._react_job, self._react_failed)
         outbox.register(Pull.KIND, self._pull_job, self._data_failed)
         outbox.register(Push.KIND, self._push_job, self._data_failed)
         outbox.register(Settle.KIND, self._settle_job, self._settle_failed)
 
-    # lookups ---------------------------------------------------------------------------------
-
-    def owned(self, pid: str, caller: str) -> Transfer:
-        tp = self.rt.store.get_transfer(pid)
-        if tp is None or tp.counterparty_id != caller:
-            raise NotFound(f"no transfer process {pid}")
-        return tp
-
-    def get(self, pid: str) -> Transfer:
-        tp = self.rt.store.get_transfer(pid)
-        if tp is None:
-            raise NotFound(f"no transfer process {pid}")
-        return tp
-
-    @staticmethod
-    def ack(tp: Transfer) -> dict[str, Any]:
-        return m.TransferProcess(
-            providerPid=tp.provider_pid or "", consumerPid=tp.consumer_pid or "", state=tp.state
-        ).dump()
-
-    def _move(
-        self, tp: Transfer, message: m.Message | type[m.Message], sender: Role, **fields: Any
-    ) -> Transfer:
-        # The state as it is now, locked: of two replicas handling messages for this
-        # transfer at once, the second sees the first one's transition.
-        current = self.rt.store.lock_transfer(tp.id) or tp
-        nxt = transfer_next(current.state, message, sender)
+    def _moved(self, current: Transfer, nxt: StrEnum, fields: dict[str, Any]) -> dict[str, Any]:
         if _serves_pull(current) and nxt != TP.STARTED:
-            fields = {**fields, "data_address": None}  # the pull token is revoked
-        return self.rt.store.update_transfer(tp.id, state=nxt.value, **fields)
+            return {**fields, "data_address": None}  # the pull token is revoked
+        return fields
 
     def _pull_address(self, tp: Transfer) -> tuple[dict[str, Any], dict[str, Any]]:
         """Provider: a fresh pull DataAddress for the consumer, and what we keep of it (the
@@ -193,29 +166,33 @@ class TransferService:
         endpoint = f"{self.rt.settings.base_url}/data/pull/{tp.id}"
         return _address(endpoint, token), _address(endpoint, tokens.digest(token))
 
-    def _received(self, tp: Transfer, msg: m.Message, **kw: Any) -> None:
-        self.rt.log(tp.id, Direction.RECEIVED, msg.type, state=tp.state, body=msg.dump(), **kw)
-
-    def react(self, tp: Transfer) -> None:
-        self.outbox.enqueue(tp.id, TransferReact(state=tp.state))
-
     # incoming --------------------------------------------------------------------------------
 
     async def on_request(
         self, msg: m.TransferRequestMessage, caller: str, claims: dict[str, Any] | None = None
     ) -> tuple[Transfer, bool]:
-        existing = self.rt.store.find_transfer(
-            role=Role.PROVIDER, consumer_pid=msg.consumerPid, counterparty_id=caller
-        )
+        match = {
+            "role": Role.PROVIDER.value,
+            "consumer_pid": msg.consumerPid,
+            "counterparty_id": caller,
+        }
+
+        def found(store: Store) -> tuple[Transfer | None, Agreement | None, Any, Any]:
+            existing = store.find_transfer(**match)
+            agreement = store.get_agreement(msg.agreementId)
+            if existing is not None or agreement is None:
+                return existing, agreement, None, None
+            neg = store.get_negotiation(agreement.negotiation_id)
+            return None, agreement, neg, store.get_dataset(agreement.dataset_id)
+
+        existing, agreement, neg, dataset = await self.rt.db.read(found)
         if existing is not None:
             return existing, False
-        agreement = self.rt.store.get_agreement(msg.agreementId)
         if agreement is None or agreement.provider_id != self.rt.did:
             raise BadRequest(f"unknown agreement {msg.agreementId}")
         if agreement.consumer_id != caller:
             raise BadRequest(f"agreement {msg.agreementId} was not made with {caller}")
         await check_callback(self.rt, caller, msg.callbackAddress)
-        neg = self.rt.store.get_negotiation(agreement.negotiation_id)
         if neg is not None and neg.state != CN.FINALIZED:
             raise BadRequest(
                 f"agreement {msg.agreementId} is not finalized (negotiation {neg.state})"
@@ -230,16 +207,15 @@ class TransferService:
             if refused is not None:
                 raise BadRequest(f"the push dataAddress is refused: {refused}")
         if self.usage is not None:
-            self.usage.guard_transfer(agreement, caller)
+            await self.usage.guard_transfer(agreement, caller)
         purpose = (msg.model_extra or {}).get(m.PURPOSE) or (neg.purpose if neg else None)
-        dataset = self.rt.store.get_dataset(agreement.dataset_id)
         # Decide and reserve atomically per agreement (issue 13, finding 6): one request at a
         # time in this process; across processes (replicas), the usage the decision saw must
         # still hold under the agreement's row lock when the transfer and its reservation
         # are written, or the request is decided again on the new usage.
         async with self._deciding.hold(agreement.id):
             for _ in range(DECISION_ROUNDS):
-                usage = self._usage(agreement)
+                usage = await self.rt.db.read(lambda s: self._usage(s, agreement))
                 decision = await self.rt.decisions.decide(
                     DecisionInput(
                         phase=Phase.TRANSFER,
@@ -265,39 +241,59 @@ class TransferService:
                     msg, caller, agreement, purpose, _reservation(decision, dataset, usage)
                 )
                 try:
-                    with self.rt.store.transaction():
-                        self.rt.store.lock_agreement(agreement.id)
-                        now = self._usage(agreement)
-                        if now != usage:
-                            continue  # another replica accepted or ended one: decide again
-                        again = self.rt.store.find_transfer(
-                            role=Role.PROVIDER, consumer_pid=msg.consumerPid, counterparty_id=caller
-                        )
-                        if again is not None:
-                            return again, False  # the same request, accepted while we waited
-                        self.rt.store.insert_transfer(tp)
-                        if self.usage is not None:
-                            self.usage.transfer_decided(tp, decision)
-                        self._received(tp, msg)
-                        self.react(tp)
+                    reserve = functools.partial(
+                        self._reserve,
+                        msg=msg,
+                        tp=tp,
+                        agreement=agreement,
+                        usage=usage,
+                        decision=decision,
+                        match=match,
+                    )
+                    written = await self.rt.db.write(reserve)
                 except Duplicate:
                     # another replica created it from the same request a moment ago
-                    found = self.rt.store.find_transfer(
-                        role=Role.PROVIDER, consumer_pid=msg.consumerPid, counterparty_id=caller
-                    )
-                    if found is None:
+                    again = await self.rt.db.read(lambda s: s.find_transfer(**match))
+                    if again is None:
                         raise
-                    return found, False
-                return tp, True
+                    return again, False
+                if written is not None:
+                    return written
+                # another replica accepted or ended one: decide again
         raise Conflict(
             f"agreement {agreement.id}: other transfer requests kept changing its usage while"
             " this one was decided; send it again"
         )
 
-    def _usage(self, agreement: Agreement) -> dict[str, Any]:
+    def _reserve(
+        self,
+        store: Store,
+        msg: m.TransferRequestMessage,
+        tp: Transfer,
+        agreement: Agreement,
+        usage: dict[str, Any],
+        decision: Decision,
+        match: dict[str, str],
+    ) -> tuple[Transfer, bool] | None:
+        """(a unit) Write the accepted transfer and its reservation if the agreement's usage
+        is still what the decision saw; None if it changed (decide again)."""
+        store.lock_agreement(agreement.id)
+        if self._usage(store, agreement) != usage:
+            return None
+        again = store.find_transfer(**match)
+        if again is not None:
+            return again, False  # the same request, accepted while we waited
+        store.insert_transfer(tp)
+        if self.usage is not None:
+            self.usage.transfer_decided(tp, decision)
+        self._received(tp, msg)
+        self.react(tp)
+        return tp, True
+
+    def _usage(self, store: Store, agreement: Agreement) -> dict[str, Any]:
         """The agreement's usage as the transfer decision sees it, disputed windows included."""
         return agreement_usage(
-            self.rt.store,
+            store,
             agreement.id,
             agreement.body.get("timestamp"),
             receipt_seconds=self.rt.settings.metering_receipt_seconds,
@@ -313,18 +309,12 @@ class TransferService:
         limit_bytes: int | None,
     ) -> Transfer:
         """The provider's record of a transfer request the policy allowed."""
-        tp_id = new_pid()
         return Transfer(
-            id=tp_id,
-            role=Role.PROVIDER,
+            **opened(Role.PROVIDER, caller, msg.callbackAddress, msg.consumerPid),
             state=TP.REQUESTED.value,
-            provider_pid=tp_id,
-            consumer_pid=msg.consumerPid,
             agreement_id=msg.agreementId,
             dataset_id=agreement.dataset_id,
             format=msg.format,
-            counterparty_id=caller,
-            counterparty_address=msg.callbackAddress,
             data_address=msg.dataAddress.model_dump(by_alias=True, exclude_none=True)
             if msg.dataAddress
             else None,
@@ -334,20 +324,26 @@ class TransferService:
 
     async def on_message(self, msg: m.Message, caller: str, pid: str) -> Transfer:
         """Start, completion, suspension or termination, in either role."""
-        tp = self.owned(pid, caller)
+        if isinstance(msg, m.TransferStartMessage) and msg.dataAddress is not None:
+            tp = await self.rt.db.read(lambda s: self._addressed(s, msg, caller, pid))
+            if tp.role == Role.CONSUMER and tp.format.is_pull:
+                await self._refuse_pull_address(tp, msg.dataAddress, msg.providerPid)
+        return await self.rt.db.write(lambda _s: self._receive(msg, caller, pid))
+
+    def _addressed(self, store: Store, msg: m.Message, caller: str, pid: str) -> Transfer:
+        """The transfer `msg` is for: ours with `caller`, the pids matching."""
+        tp = self.owned(pid, caller, store)
+        self._check_pids(tp, getattr(msg, "providerPid", None), getattr(msg, "consumerPid", None))
+        return tp
+
+    def _receive(self, msg: m.Message, caller: str, pid: str) -> Transfer:
+        """(a unit) Apply the peer's message."""
+        tp = self._addressed(self.rt.store, msg, caller, pid)
         provider_pid = getattr(msg, "providerPid", None)
-        consumer_pid = getattr(msg, "consumerPid", None)
-        if tp.provider_pid and provider_pid != tp.provider_pid:
-            raise BadRequest(f"providerPid {provider_pid} does not belong to this transfer")
-        if tp.consumer_pid and consumer_pid != tp.consumer_pid:
-            raise BadRequest(f"consumerPid {consumer_pid} does not belong to this transfer")
-        sender = tp.role.other
         fields: dict[str, Any] = {}
         if tp.role == Role.CONSUMER and not tp.provider_pid and provider_pid:
             fields["provider_pid"] = provider_pid
         if isinstance(msg, m.TransferStartMessage) and msg.dataAddress is not None:
-            if tp.role == Role.CONSUMER and tp.format.is_pull:
-                await self._refuse_pull_address(tp, msg.dataAddress, provider_pid)
             fields["data_address"] = msg.dataAddress.model_dump(by_alias=True, exclude_none=True)
         reason = getattr(msg, "reason", None)
         if reason:
@@ -356,22 +352,21 @@ class TransferService:
         if isinstance(msg, m.TransferStartMessage) and _serves_pull(tp):
             # the consumer resumes: its token was revoked at suspension, send it a new one
             renewed, fields["data_address"] = self._pull_address(tp)
-        with self.rt.store.transaction():
-            current = self.rt.store.lock_transfer(tp.id) or tp
-            if _new_pull_address(current, msg):
-                # the provider's answer to our resume: the same STARTED transfer, a new token
-                tp = self.rt.store.update_transfer(tp.id, **fields)
-            else:
-                tp = self._move(tp, msg, sender, **fields)
-            self._received(tp, msg, detail="; ".join(fields.get("reason", [])))
-            self.react(tp)
-            if renewed is not None:
-                start = m.TransferStartMessage(
-                    providerPid=tp.provider_pid or "",
-                    consumerPid=tp.consumer_pid or "",
-                    dataAddress=renewed,
-                )
-                self._send(tp, start, "/transfers/{peer}/start", renewal=True)
+        current = self.rt.store.lock_transfer(tp.id) or tp
+        if _new_pull_address(current, msg):
+            # the provider's answer to our resume: the same STARTED transfer, a new token
+            tp = self.rt.store.update_transfer(tp.id, **fields)
+        else:
+            tp = self._move(tp, msg, tp.role.other, **fields)
+        self._received(tp, msg, detail="; ".join(fields.get("reason", [])))
+        self.react(tp)
+        if renewed is not None:
+            start = m.TransferStartMessage(
+                providerPid=tp.provider_pid or "",
+                consumerPid=tp.consumer_pid or "",
+                dataAddress=renewed,
+            )
+            self._send(tp, start, "/transfers/{peer}/start", renewal=True)
         return tp
 
     async def _endpoint_refusal(self, address: m.DataAddress) -> str | None:
@@ -396,15 +391,18 @@ class TransferService:
         if refused is None:
             return
         reason = f"the provider's pull dataAddress is refused: {refused}"
-        with self.rt.store.transaction():
+
+        def refuse(store: Store) -> None:
             if not tp.provider_pid and provider_pid:
-                self.rt.store.update_transfer(tp.id, provider_pid=provider_pid)
+                store.update_transfer(tp.id, provider_pid=provider_pid)
             self.rt.log(tp.id, Direction.REFUSED, "TransferStartMessage", detail=reason)
-        if tp.state not in TP_TERMINAL:
-            self.terminate(tp.id, [reason], code="DATA_ADDRESS")
+            if self.get(tp.id).state not in TP_TERMINAL:
+                self.terminate(tp.id, [reason], code="DATA_ADDRESS")
+
+        await self.rt.db.write(refuse)
         raise BadRequest(reason)
 
-    # operator actions ------------------------------------------------------------------------
+    # operator actions (each in a unit: `await service.act(service.start, pid)`) --------------
 
     def request(self, agreement_id: str, fmt: str, purpose: str | None = None) -> Transfer:
         """Consumer: ask the provider to transfer the data of a finalized agreement."""
@@ -449,9 +447,8 @@ class TransferService:
             dataAddress=data_address,
             **declared,
         )
-        with self.rt.store.transaction():
-            self.rt.store.insert_transfer(tp)
-            self._send(tp, msg, "/transfers/request")
+        self.rt.store.insert_transfer(tp)
+        self._send(tp, msg, "/transfers/request")
         return tp
 
     def start(self, pid: str) -> Transfer:
@@ -470,11 +467,10 @@ class TransferService:
             consumerPid=tp.consumer_pid or "",
             dataAddress=data_address,
         )
-        with self.rt.store.transaction():
-            tp = self._move(tp, msg, tp.role, **fields)
-            self._send(tp, msg, "/transfers/{peer}/start")
-            if tp.role == Role.PROVIDER and tp.format.is_push:
-                self.outbox.enqueue(tp.id, Push())
+        tp = self._move(tp, msg, tp.role, **fields)
+        self._send(tp, msg, "/transfers/{peer}/start")
+        if tp.role == Role.PROVIDER and tp.format.is_push:
+            self.outbox.enqueue(tp.id, Push())
         return tp
 
     def complete(self, pid: str) -> Transfer:
@@ -482,9 +478,8 @@ class TransferService:
         msg = m.TransferCompletionMessage(
             providerPid=tp.provider_pid or "", consumerPid=tp.consumer_pid or ""
         )
-        with self.rt.store.transaction():
-            tp = self._move(tp, msg, tp.role)
-            self._send(tp, msg, "/transfers/{peer}/completion")
+        tp = self._move(tp, msg, tp.role)
+        self._send(tp, msg, "/transfers/{peer}/completion")
         return tp
 
     def suspend(self, pid: str, reason: list[str]) -> Transfer:
@@ -492,103 +487,17 @@ class TransferService:
         msg = m.TransferSuspensionMessage(
             providerPid=tp.provider_pid or "", consumerPid=tp.consumer_pid or "", reason=reason
         )
-        with self.rt.store.transaction():
-            tp = self._move(tp, msg, tp.role, reason=reason)
-            self._send(tp, msg, "/transfers/{peer}/suspension")
+        tp = self._move(tp, msg, tp.role, reason=reason)
+        self._send(tp, msg, "/transfers/{peer}/suspension")
         return tp
-
-    def terminate(self, pid: str, reason: list[str], code: str | None = None) -> Transfer:
-        tp = self.get(pid)
-        msg = m.TransferTerminationMessage(
-            providerPid=tp.provider_pid or "",
-            consumerPid=tp.consumer_pid or "",
-            code=code,
-            reason=reason,
-        )
-        with self.rt.store.transaction():
-            tp = self._move(tp, msg, tp.role, reason=reason)
-            self._send(tp, msg, "/transfers/{peer}/termination")
-        return tp
-
-    # sending ---------------------------------------------------------------------------------
-
-    def _send(self, tp: Transfer, msg: m.Message, path: str, *, renewal: bool = False) -> None:
-        # renewal: a new pull token after a resume (see on_message)
-        payload = TransferSend(
-            type=msg.type, path=path, message=msg.dump(), renewal=renewal or None
-        )
-        self.outbox.enqueue(tp.id, payload)
-
-    async def _send_job(self, job: Job) -> None:
-        tp = self.get(job.process_id)
-        payload = job.read(TransferSend)
-        message = dict(payload.message)
-        peer_pid = tp.provider_pid if tp.role == Role.CONSUMER else tp.consumer_pid
-        path = payload.path
-        if "{peer}" in path:
-            if not peer_pid:
-                raise PeerError("the counterparty's process id is not known yet", retry=False)
-            path = path.replace("{peer}", peer_pid)
-            message["providerPid" if tp.role == Role.CONSUMER else "consumerPid"] = peer_pid
-        url = tp.counterparty_address.rstrip("/") + path
-        try:
-            status, body = await self.client.call("POST", url, tp.counterparty_id, message)
-        except PeerError as exc:
-            if exc.http_status == 400 and job.attempts > 0:
-                self.rt.log(
-                    tp.id,
-                    Direction.NOTE,
-                    payload.type,
-                    detail="delivered earlier (retry refused)",
-                )
-                return
-            if not exc.retry:
-                self.rt.log(
-                    tp.id,
-                    Direction.REFUSED,
-                    payload.type,
-                    status=exc.http_status,
-                    body=exc.body,
-                    detail=str(exc),
-                )
-            raise
-        with self.rt.store.transaction():
-            initial = payload.type == m.TransferRequestMessage.TYPE and not tp.provider_pid
-            if initial and isinstance(body, dict) and isinstance(body.get("providerPid"), str):
-                self.rt.store.update_transfer(tp.id, provider_pid=body["providerPid"])
-            self.rt.log(
-                tp.id, Direction.SENT, payload.type, status=status, body=message, state=tp.state
-            )
-
-    async def _send_failed(self, job: Job, why: str) -> None:
-        tp = self.get(job.process_id)
-        sent = job.read(TransferSend)
-        reason = f"{sent.type} was not delivered: {why}"
-        if tp.state in TP_TERMINAL or sent.renewal:
-            # a consumer that did not take a renewed pull token can resume again; the
-            # transfer itself is not broken by it
-            self.rt.log(tp.id, Direction.NOTE, sent.type, detail=reason)
-            return
-        with self.rt.store.transaction():
-            tp = self.rt.store.update_transfer(tp.id, state=TP.TERMINATED.value, reason=[reason])
-            self.rt.log(tp.id, Direction.NOTE, "TERMINATED", state=tp.state, detail=reason)
-            peer_pid = tp.provider_pid if tp.role == Role.CONSUMER else tp.consumer_pid
-            if peer_pid and sent.type != m.TransferTerminationMessage.TYPE:
-                msg = m.TransferTerminationMessage(
-                    providerPid=tp.provider_pid or "",
-                    consumerPid=tp.consumer_pid or "",
-                    reason=[reason],
-                )
-                self._send(tp, msg, "/transfers/{peer}/termination")
 
     # reactions -------------------------------------------------------------------------------
 
-    async def _react_job(self, job: Job) -> None:
-        tp = self.get(job.process_id)
-        if tp.state != job.read(TransferReact).state:
-            return
-        if self.script is not None and await self.script(tp):
-            return
+    async def _reaction(self, record: Transfer) -> None:
+        await self._unless_moved(record, self._react_now)
+
+    def _react_now(self, tp: Transfer) -> None:
+        """(in a unit)"""
         if tp.role == Role.PROVIDER and tp.state == TP.REQUESTED:
             self.start(tp.id)
         elif tp.role == Role.PROVIDER and tp.state == TP.STARTED and tp.format.is_push:
@@ -596,10 +505,19 @@ class TransferService:
         elif tp.role == Role.CONSUMER and tp.state == TP.STARTED and tp.format.is_pull:
             self.outbox.enqueue(tp.id, Pull())
 
-    async def _react_failed(self, job: Job, why: str) -> None:
-        tp = self.get(job.process_id)
-        if tp.state not in TP_TERMINAL:
-            self.terminate(tp.id, [f"internal error while reacting: {why}"])
+    # sending ---------------------------------------------------------------------------------
+
+    def _sending(self, record: Transfer, fields: dict[str, Any]) -> dict[str, Any]:
+        # renewal: a new pull token after a resume (see on_message)
+        return {**fields, "renewal": fields.get("renewal") or None}
+
+    async def _delivered_earlier(self, record: Transfer, payload: Send) -> str | None:
+        return "delivered earlier (retry refused)"
+
+    def _failure_ends(self, payload: Send) -> bool:
+        # a consumer that did not take a renewed pull token can resume again; the
+        # transfer itself is not broken by it
+        return not (isinstance(payload, TransferSend) and payload.renewal)
 
     # data plane ------------------------------------------------------------------------------
 

@@ -23,10 +23,12 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from connector.dsp.negotiation import NegotiationService
+from connector.dsp.process import NEGOTIATION, TRANSFER, Record
 from connector.dsp.transfer import TransferService
 from connector.model.enums import Direction
 from connector.model.states import CN_TERMINAL, TP_TERMINAL
 from connector.runtime import Runtime
+from connector.store.base import Store
 
 log = logging.getLogger(__name__)
 
@@ -35,11 +37,7 @@ BATCH = 500  # idle candidates looked at per kind and sweep, oldest first
 IDLE_CODE = "IDLE"
 
 
-class Process(Protocol):
-    @property
-    def id(self) -> str: ...
-    @property
-    def state(self) -> str: ...
+class Process(Record, Protocol):
     @property
     def updated_at(self) -> str: ...
 
@@ -51,9 +49,9 @@ class Watched:
     kind: str
     closed: list[str]
     idle_seconds: float
-    untouched: Callable[[list[str], str, int], Sequence[Process]]
-    lock: Callable[[str], Process | None]
-    terminate: Callable[[str, list[str], str | None], Any]
+    untouched: Callable[[Store, list[str], str, int], Sequence[Process]]
+    lock: Callable[[Store, str], Process | None]
+    terminate: Callable[[str, list[str], str | None], Any]  # in a unit
 
 
 def _iso(seconds: float) -> str:
@@ -71,22 +69,22 @@ class Watchdog:
         self, rt: Runtime, transfers: TransferService, negotiations: NegotiationService
     ) -> None:
         self.rt = rt
-        s, store = rt.settings, rt.store
+        s = rt.settings
         self.watched = [
             Watched(
                 "transfer",
                 [str(x) for x in TP_TERMINAL],
                 float(s.transfer_idle_seconds),
-                store.untouched_transfers,
-                store.lock_transfer,
+                lambda store, *args: store.untouched_transfers(*args),
+                TRANSFER.lock,
                 transfers.terminate,
             ),
             Watched(
                 "negotiation",
                 [str(x) for x in CN_TERMINAL],
                 float(s.negotiation_idle_seconds),
-                store.untouched_negotiations,
-                store.lock_negotiation,
+                lambda store, *args: store.untouched_negotiations(*args),
+                NEGOTIATION.lock,
                 negotiations.terminate,
             ),
         ]
@@ -108,35 +106,45 @@ class Watchdog:
             await asyncio.sleep(period)
             try:
                 now = time.time()
-                store = self.rt.store
-                until = now + 3 * period
-                if not store.shared or store.try_lease(LEASE, self.rt.replica, until, now):
-                    self.sweep(now)
+                if await self._leased(now, now + 3 * period):
+                    await self.sweep(now)
             except Exception:
                 log.exception("idle-process watchdog failed; trying again")
 
-    def sweep(self, now: float | None = None) -> list[str]:
+    async def _leased(self, now: float, until: float) -> bool:
+        """Whether this replica sweeps now (one at a time on a shared store)."""
+        return await self.rt.db.write(
+            lambda s: not s.shared or s.try_lease(LEASE, self.rt.replica, until, now)
+        )
+
+    async def sweep(self, now: float | None = None) -> list[str]:
         """End the processes idle longer than their kind's idle time; returns their ids."""
         now = time.time() if now is None else now
         ended: list[str] = []
         for watched in self.watched:
             cutoff = _iso(now - watched.idle_seconds)
-            for found in watched.untouched(watched.closed, cutoff, BATCH):
-                if self._end_if_idle(watched, found, cutoff):
+            for found in await self._candidates(watched, cutoff):
+                if await self._end_if_idle(watched, found, cutoff):
                     ended.append(found.id)
         return ended
 
-    def _end_if_idle(self, watched: Watched, found: Process, cutoff: str) -> bool:
-        store = self.rt.store
-        if store.pending_jobs(found.id):
-            return False  # a message or data move is queued or running: it has a next step
-        events = store.timeline(found.id)
-        last = max([found.updated_at, *(e.at for e in events[-1:])])
-        if last >= cutoff:
+    async def _candidates(self, watched: Watched, cutoff: str) -> Sequence[Process]:
+        return await self.rt.db.read(lambda s: watched.untouched(s, watched.closed, cutoff, BATCH))
+
+    async def _end_if_idle(self, watched: Watched, found: Process, cutoff: str) -> bool:
+        def last_activity(store: Store) -> str | None:
+            if store.pending_jobs(found.id):
+                return None  # a message or data move is queued or running: a next step
+            events = store.timeline(found.id)
+            return max([found.updated_at, *(e.at for e in events[-1:])])
+
+        last = await self.rt.db.read(last_activity)
+        if last is None or last >= cutoff:
             return False
         reason = f"no activity for {watched.idle_seconds:g} s"
-        with store.transaction():
-            current = watched.lock(found.id)
+
+        def end(store: Store) -> bool:
+            current = watched.lock(store, found.id)
             # still the record found idle (another replica or a message did not move it)?
             if (
                 current is None
@@ -153,5 +161,9 @@ class Watchdog:
                 detail=f"{reason} (last at {last}, state {current.state}): terminating",
             )
             watched.terminate(found.id, [reason], IDLE_CODE)
+            return True
+
+        if not await self.rt.db.write(end):
+            return False
         log.warning("%s %s ended: %s (last activity %s)", watched.kind, found.id, reason, last)
         return True

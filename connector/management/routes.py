@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hmac
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -32,6 +32,7 @@ from connector.peer.client import DspClient
 from connector.policy.odrl import normalise
 from connector.policy.point import RegoDecisionPoint
 from connector.runtime import Runtime
+from connector.store.base import Store
 
 PREFIX = "/api/v1"
 
@@ -180,12 +181,15 @@ class ManagementApi:
     # datasets --------------------------------------------------------------------------------
 
     async def list_datasets(self, request: web.Request) -> web.Response:
-        return web.json_response([d.model_dump() for d in self.rt.store.list_datasets()])
+        datasets = await self.rt.db.read(lambda s: s.list_datasets())
+        return web.json_response([d.model_dump() for d in datasets])
 
     async def create_dataset(self, request: web.Request) -> web.Response:
         data = await http.body(request, models.DatasetIn)
         dataset_id = data.id or f"urn:uuid:{uuid.uuid4()}"
-        if self.rt.store.get_dataset(dataset_id) is not None:
+        # asked first so that a taken id is refused before the source is hashed; asked again
+        # in the unit that publishes, as another request may have taken it meanwhile
+        if await self.rt.db.read(lambda s: s.get_dataset(dataset_id)) is not None:
             raise BadRequest(f"dataset {dataset_id} already exists")
         source = sources.validate(data.source.model_dump(exclude_none=True))
         await sources.admit(source, self.rt.egress.policy)
@@ -220,18 +224,26 @@ class ManagementApi:
             size=size,
             sha256=digest,
         )
-        self.rt.store.put_dataset(dataset)
+
+        def publish(store: Store) -> None:
+            if store.get_dataset(dataset_id) is not None:
+                raise BadRequest(f"dataset {dataset_id} already exists")
+            store.put_dataset(dataset)
+
+        await self.rt.db.write(publish)
         return web.json_response(dataset.model_dump(), status=201)
 
     async def get_dataset(self, request: web.Request) -> web.Response:
-        dataset = self.rt.store.get_dataset(request.match_info["id"])
+        dataset_id = request.match_info["id"]
+        dataset = await self.rt.db.read(lambda s: s.get_dataset(dataset_id))
         if dataset is None:
-            raise NotFound(f"no dataset {request.match_info['id']}")
+            raise NotFound(f"no dataset {dataset_id}")
         return web.json_response(dataset.model_dump())
 
     async def delete_dataset(self, request: web.Request) -> web.Response:
-        if not self.rt.store.delete_dataset(request.match_info["id"]):
-            raise NotFound(f"no dataset {request.match_info['id']}")
+        dataset_id = request.match_info["id"]
+        if not await self.rt.db.write(lambda s: s.delete_dataset(dataset_id)):
+            raise NotFound(f"no dataset {dataset_id}")
         return web.Response(status=204)
 
     # catalog ---------------------------------------------------------------------------------
@@ -250,19 +262,32 @@ class ManagementApi:
 
     # negotiations ----------------------------------------------------------------------------
 
-    def _view(self, record: BaseModel, pid: str) -> dict[str, Any]:
-        """A process with its timeline and the messages still waiting to be sent."""
-        out = record.model_dump()
-        out["timeline"] = [e.model_dump() for e in self.rt.store.timeline(pid)]
-        out["pending"] = [j.payload.get("type", j.kind) for j in self.rt.store.pending_jobs(pid)]
+    async def _view(
+        self, what: str, pid: str, get: Callable[[Store], BaseModel | None]
+    ) -> dict[str, Any]:
+        """A process with its timeline and the messages still waiting to be sent: one read,
+        so the three agree with each other."""
+
+        def view(store: Store) -> dict[str, Any] | None:
+            record = get(store)
+            if record is None:
+                return None
+            out = record.model_dump()
+            out["timeline"] = [e.model_dump() for e in store.timeline(pid)]
+            out["pending"] = [j.payload.get("type", j.kind) for j in store.pending_jobs(pid)]
+            return out
+
+        out = await self.rt.db.read(view)
+        if out is None:
+            raise NotFound(f"no {what} {pid}")
         return out
 
-    def _negotiation_view(self, pid: str) -> dict[str, Any]:
-        return self._view(self.cn.get(pid), pid)
+    async def _negotiation_view(self, pid: str) -> dict[str, Any]:
+        return await self._view("negotiation", pid, lambda s: s.get_negotiation(pid))
 
     async def list_negotiations(self, request: web.Request) -> web.Response:
         limit, offset = _paging(request)
-        rows = self.rt.store.list_negotiations(limit, offset)
+        rows = await self.rt.db.read(lambda s: s.list_negotiations(limit, offset))
         return web.json_response([n.model_dump() for n in rows])
 
     async def start_negotiation(self, request: web.Request) -> web.Response:
@@ -270,52 +295,62 @@ class ManagementApi:
         if not isinstance(data.offer.get("@id"), str):
             raise BadRequest("offer.@id is required (use the offer as the catalog shows it)")
         peer = counterparty_did(data.counterPartyAddress, data.counterPartyId)
-        neg = self.cn.request(
-            data.counterPartyAddress, peer, data.datasetId, data.offer, data.purpose
+        neg = await self.cn.act(
+            self.cn.request,
+            data.counterPartyAddress,
+            peer,
+            data.datasetId,
+            data.offer,
+            data.purpose,
         )
-        return web.json_response(self._negotiation_view(neg.id), status=201)
+        return web.json_response(await self._negotiation_view(neg.id), status=201)
 
     async def get_negotiation(self, request: web.Request) -> web.Response:
-        return web.json_response(self._negotiation_view(request.match_info["id"]))
+        return web.json_response(await self._negotiation_view(request.match_info["id"]))
 
     async def accept(self, request: web.Request) -> web.Response:
-        return web.json_response(self.cn.accept(request.match_info["id"]).model_dump())
+        pid = request.match_info["id"]
+        return web.json_response((await self.cn.act(self.cn.accept, pid)).model_dump())
 
     async def counter_request(self, request: web.Request) -> web.Response:
         data = await http.body(request, models.OfferIn)
-        neg = self.cn.counter_request(request.match_info["id"], data.offer)
+        pid = request.match_info["id"]
+        neg = await self.cn.act(self.cn.counter_request, pid, data.offer)
         return web.json_response(neg.model_dump())
 
     async def verify(self, request: web.Request) -> web.Response:
-        return web.json_response(self.cn.verify(request.match_info["id"]).model_dump())
+        pid = request.match_info["id"]
+        return web.json_response((await self.cn.act(self.cn.verify, pid)).model_dump())
 
     async def counter_offer(self, request: web.Request) -> web.Response:
         data = await http.body(request, models.OfferIn)
-        neg = self.cn.counter_offer(request.match_info["id"], data.offer)
+        pid = request.match_info["id"]
+        neg = await self.cn.act(self.cn.counter_offer, pid, data.offer)
         return web.json_response(neg.model_dump())
 
     async def agree(self, request: web.Request) -> web.Response:
-        return web.json_response(self.cn.agree(request.match_info["id"]).model_dump())
+        pid = request.match_info["id"]
+        return web.json_response((await self.cn.act(self.cn.agree, pid)).model_dump())
 
     async def finalize(self, request: web.Request) -> web.Response:
-        return web.json_response(self.cn.finalize(request.match_info["id"]).model_dump())
+        pid = request.match_info["id"]
+        return web.json_response((await self.cn.act(self.cn.finalize, pid)).model_dump())
 
     async def terminate_negotiation(self, request: web.Request) -> web.Response:
         data = await http.optional_body(request, models.TerminateIn)
-        neg = self.cn.terminate(request.match_info["id"], [data.reason], data.code)
+        pid = request.match_info["id"]
+        neg = await self.cn.act(self.cn.terminate, pid, [data.reason], data.code)
         return web.json_response(neg.model_dump())
 
     # agreements ------------------------------------------------------------------------------
 
     async def list_agreements(self, request: web.Request) -> web.Response:
         limit, offset = _paging(request)
-        rows = self.rt.store.list_agreements(limit, offset)
+        rows = await self.rt.db.read(lambda s: s.list_agreements(limit, offset))
         return web.json_response([a.model_dump() for a in rows])
 
     async def get_agreement(self, request: web.Request) -> web.Response:
-        agreement = self.rt.store.get_agreement(request.match_info["id"])
-        if agreement is None:
-            raise NotFound(f"no agreement {request.match_info['id']}")
+        agreement = await self._agreement(request)
         out = agreement.model_dump()
         out["sha256"] = signatures.digest(agreement.body)
         out["verification"] = {
@@ -339,29 +374,32 @@ class ManagementApi:
 
     # metering and billing ----------------------------------------------------------------------
 
-    def _agreement(self, request: web.Request) -> Agreement:
-        agreement = self.rt.store.get_agreement(request.match_info["id"])
+    async def _agreement(self, request: web.Request) -> Agreement:
+        agreement_id = request.match_info["id"]
+        agreement = await self.rt.db.read(lambda s: s.get_agreement(agreement_id))
         if agreement is None:
-            raise NotFound(f"no agreement {request.match_info['id']}")
+            raise NotFound(f"no agreement {agreement_id}")
         return agreement
 
     async def agreement_metering(self, request: web.Request) -> web.Response:
-        agreement = self._agreement(request)
-        chain = self.rt.store.metering_chain(agreement.id)
+        agreement = await self._agreement(request)
+        chain, head = await self.rt.db.read(
+            lambda s: (s.metering_chain(agreement.id), s.metering_head(agreement.id))
+        )
         return web.json_response(
             {
-                "header": chain_header(agreement, chain, self.rt.store.metering_head(agreement.id)),
+                "header": chain_header(agreement, chain, head),
                 "chain": [e.line() for e in chain],
             }
         )
 
     async def agreement_invoice(self, request: web.Request) -> web.Response:
-        agreement = self._agreement(request)
+        agreement = await self._agreement(request)
         period = request.query.get("period", "")
         fmt = request.query.get("format", "json")
         if fmt not in ("json", "csv"):
             raise BadRequest("format must be json or csv")
-        chain = self.rt.store.metering_chain(agreement.id)
+        chain = await self.rt.db.read(lambda s: s.metering_chain(agreement.id))
         bill = invoice.compute(agreement.model_dump(), price_terms(agreement.body), chain, period)
         if fmt == "csv":
             return web.Response(text=invoice.to_csv(bill), content_type="text/csv")
@@ -381,43 +419,45 @@ class ManagementApi:
 
     async def list_decisions(self, request: web.Request) -> web.Response:
         limit, offset = _paging(request)
-        rows = self.rt.store.list_decisions(limit, offset)
+        rows = await self.rt.db.read(lambda s: s.list_decisions(limit, offset))
         return web.json_response([d.model_dump() for d in rows])
 
     # transfers -------------------------------------------------------------------------------
 
-    def _transfer_view(self, pid: str) -> dict[str, Any]:
-        return self._view(self.tp.get(pid), pid)
+    async def _transfer_view(self, pid: str) -> dict[str, Any]:
+        return await self._view("transfer process", pid, lambda s: s.get_transfer(pid))
 
     async def list_transfers(self, request: web.Request) -> web.Response:
         limit, offset = _paging(request)
-        return web.json_response(
-            [t.model_dump() for t in self.rt.store.list_transfers(limit, offset)]
-        )
+        rows = await self.rt.db.read(lambda s: s.list_transfers(limit, offset))
+        return web.json_response([t.model_dump() for t in rows])
 
     async def start_transfer(self, request: web.Request) -> web.Response:
         data = await http.body(request, models.TransferIn)
-        tp = self.tp.request(data.agreementId, data.format, data.purpose)
-        return web.json_response(self._transfer_view(tp.id), status=201)
+        tp = await self.tp.act(self.tp.request, data.agreementId, data.format, data.purpose)
+        return web.json_response(await self._transfer_view(tp.id), status=201)
 
     async def get_transfer(self, request: web.Request) -> web.Response:
-        return web.json_response(self._transfer_view(request.match_info["id"]))
+        return web.json_response(await self._transfer_view(request.match_info["id"]))
 
     async def suspend(self, request: web.Request) -> web.Response:
         data = await http.optional_body(request, models.TerminateIn)
-        return web.json_response(
-            self.tp.suspend(request.match_info["id"], [data.reason]).model_dump()
-        )
+        pid = request.match_info["id"]
+        tp = await self.tp.act(self.tp.suspend, pid, [data.reason])
+        return web.json_response(tp.model_dump())
 
     async def resume(self, request: web.Request) -> web.Response:
-        return web.json_response(self.tp.start(request.match_info["id"]).model_dump())
+        pid = request.match_info["id"]
+        return web.json_response((await self.tp.act(self.tp.start, pid)).model_dump())
 
     async def complete(self, request: web.Request) -> web.Response:
-        return web.json_response(self.tp.complete(request.match_info["id"]).model_dump())
+        pid = request.match_info["id"]
+        return web.json_response((await self.tp.act(self.tp.complete, pid)).model_dump())
 
     async def terminate_transfer(self, request: web.Request) -> web.Response:
         data = await http.optional_body(request, models.TerminateIn)
-        tp = self.tp.terminate(request.match_info["id"], [data.reason], data.code)
+        pid = request.match_info["id"]
+        tp = await self.tp.act(self.tp.terminate, pid, [data.reason], data.code)
         return web.json_response(tp.model_dump())
 
 

@@ -18,6 +18,7 @@ from connector.store.deletions import DeletionRepository
 from connector.store.jobs import JobRepository
 from connector.store.negotiations import NegotiationRepository
 from connector.store.replay import ReplayGuard
+from connector.store.stats import StatsRepository
 from connector.store.timeline import TimelineRepository
 from connector.store.transfers import TransferRepository
 
@@ -63,6 +64,7 @@ class Store(
     MeteringRepository,
     UseRepository,
     DeletionRepository,
+    StatsRepository,
     Protocol,
 ):
     # True when several connector processes (replicas) may share this store at once.

@@ -29,6 +29,7 @@ from connector.store.migrations import migrate as apply_migrations
 from connector.store.migrations import require_current
 from connector.store.negotiations import Negotiations
 from connector.store.replay import SeenTokens
+from connector.store.stats import Stats
 from connector.store.timeline import Timeline
 from connector.store.transfers import Transfers
 
@@ -44,6 +45,7 @@ class SqlStore(
     SeenTokens,
     Chains,
     Deletions,
+    Stats,
 ):
     def __init__(
         self, dialect: Dialect, *, migrate: bool = True, forbid_event_loop: bool = False

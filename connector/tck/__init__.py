@@ -26,14 +26,14 @@ def static_callers(authorization: str) -> dict[str, str]:
     return {authorization: TCK_PARTICIPANT}
 
 
-def install(
+async def install(
     app: web.Application,
     runtime: Runtime,
     negotiations: NegotiationService,
     transfers: TransferService,
     authorization: str,
 ) -> None:
-    seed(runtime)
+    await seed(runtime)
     negotiations.script = NegotiationScript(negotiations)
     transfers.script = TransferScript(transfers)
     TckWebhooks(runtime, negotiations, transfers, authorization).add_to(app)

@@ -19,7 +19,9 @@ from connector.dsp.transfer import TransferService
 from connector.errors import BadRequest, NotFound
 from connector.http import read_json
 from connector.model.jobs import NegotiationReact, TransferReact
+from connector.model.records import Negotiation, Transfer
 from connector.runtime import Runtime
+from connector.store.base import Store
 from connector.tck.seed import negotiation_id
 
 NEGOTIATIONS_PATH = "/tck/negotiations/requests"
@@ -77,22 +79,32 @@ class TckWebhooks:
     async def negotiation(self, request: web.Request) -> web.Response:
         req = await self._body(request, NegotiationRequest)
         offer = {"@id": req.offerId, "permission": [{"action": "use"}]}
-        neg = self.cn.request(req.connectorAddress, req.providerId, req.datasetId, offer)
-        # Give the script its first look once the request is out (e.g. terminate at once).
-        self.cn.outbox.enqueue(neg.id, NegotiationReact(state=neg.state))
+
+        def requested(store: Store) -> Negotiation:
+            neg = self.cn.request(req.connectorAddress, req.providerId, req.datasetId, offer)
+            # Give the script its first look once the request is out (e.g. terminate at once).
+            self.cn.outbox.enqueue(neg.id, NegotiationReact(state=neg.state))
+            return neg
+
+        neg = await self.rt.db.write(requested)
         return web.json_response({"id": neg.id, "state": neg.state}, status=201)
 
     async def transfer(self, request: web.Request) -> web.Response:
         req = await self._body(request, TransferRequest)
-        agreement = self.rt.store.get_agreement(req.agreementId)
-        if agreement is None:
-            raise NotFound(f"no agreement {req.agreementId}")
-        seeded = self.rt.store.get_negotiation(negotiation_id(req.agreementId))
-        if seeded is not None:
-            # Seeded agreements have no negotiation peer address: the TCK tells it here.
-            self.rt.store.update_negotiation(
-                seeded.id, counterparty_address=req.connectorAddress.rstrip("/")
-            )
-        tp = self.tp.request(req.agreementId, req.format)
-        self.tp.outbox.enqueue(tp.id, TransferReact(state=tp.state))
+
+        def requested(store: Store) -> Transfer:
+            agreement = store.get_agreement(req.agreementId)
+            if agreement is None:
+                raise NotFound(f"no agreement {req.agreementId}")
+            seeded = store.get_negotiation(negotiation_id(req.agreementId))
+            if seeded is not None:
+                # Seeded agreements have no negotiation peer address: the TCK tells it here.
+                store.update_negotiation(
+                    seeded.id, counterparty_address=req.connectorAddress.rstrip("/")
+                )
+            tp = self.tp.request(req.agreementId, req.format)
+            self.tp.outbox.enqueue(tp.id, TransferReact(state=tp.state))
+            return tp
+
+        tp = await self.rt.db.write(requested)
         return web.json_response({"id": tp.id, "state": tp.state}, status=201)

@@ -21,6 +21,8 @@ from connector.errors import ConnectorError
 from connector.model.enums import Role
 from connector.model.records import Negotiation, Transfer
 from connector.model.states import CN_TERMINAL, TP_TERMINAL
+from connector.runtime import Runtime
+from connector.store.base import Store
 from connector.tck.cases import (
     CONSUMER_NEGOTIATIONS,
     CONSUMER_TRANSFERS,
@@ -37,9 +39,11 @@ STEP_DELAY = 1.0
 
 
 class _Scripted(ABC, Generic[R]):
-    """Runs the TCK case's step for a record's state; subclasses say where things are."""
+    """Runs the TCK case's step for a record's state; subclasses say where things are.
+    `_reload`, `_do` and `_react` run together in one store unit (on the writer's store)."""
 
-    def __init__(self, delay: float) -> None:
+    def __init__(self, rt: Runtime, delay: float) -> None:
+        self.rt = rt
         self.delay = delay
         self._visits: Counter[tuple[str, str]] = Counter()
 
@@ -62,22 +66,25 @@ class _Scripted(ABC, Generic[R]):
         if action is None:
             return True
         await asyncio.sleep(self.delay)
-        current = self._reload(record.id)
-        if current.state != record.state:
-            return True
-        try:
+
+        def step(store: Store) -> None:
+            current = self._reload(record.id)
+            if current.state != record.state:
+                return
             after = self._do(action, current)
+            if after.state not in CN_TERMINAL | TP_TERMINAL:
+                self._react(after)
+
+        try:
+            await self.rt.db.write(step)
         except ConnectorError as exc:
             log.warning("TCK script %s on %s failed: %s", action, record.id, exc)
-            return True
-        if after.state not in CN_TERMINAL | TP_TERMINAL:
-            self._react(after)
         return True
 
 
 class NegotiationScript(_Scripted[Negotiation]):
     def __init__(self, service: NegotiationService, delay: float = STEP_DELAY) -> None:
-        super().__init__(delay)
+        super().__init__(service.rt, delay)
         self.cn = service
 
     def _script(self, record: Negotiation) -> Script | None:
@@ -93,7 +100,7 @@ class NegotiationScript(_Scripted[Negotiation]):
     def _do(self, action: str, neg: Negotiation) -> Negotiation:
         reason = [f"scripted for TCK case {neg.dataset_id}"]
         if action == "offer":
-            dataset = self.cn.rt.store.get_dataset(neg.dataset_id)
+            dataset = self.rt.store.get_dataset(neg.dataset_id)
             offer: dict[str, Any] = dataset.offers[0] if dataset else neg.offer
             return self.cn.counter_offer(neg.id, offer)
         if action == "request":
@@ -111,7 +118,7 @@ class NegotiationScript(_Scripted[Negotiation]):
 
 class TransferScript(_Scripted[Transfer]):
     def __init__(self, service: TransferService, delay: float = STEP_DELAY) -> None:
-        super().__init__(delay)
+        super().__init__(service.rt, delay)
         self.tp = service
 
     def _script(self, record: Transfer) -> Script | None:

@@ -9,6 +9,7 @@ from connector.model.enums import Role
 from connector.model.records import Agreement, Dataset, Negotiation
 from connector.model.states import CN
 from connector.runtime import Runtime
+from connector.store.base import Store
 from connector.tck.cases import (
     CATALOG_DATASETS,
     CONSUMER_TRANSFERS,
@@ -26,18 +27,19 @@ def negotiation_id(agreement_id: str) -> str:
     return f"urn:tck:negotiation:{agreement_id}"
 
 
-def seed(rt: Runtime) -> None:
-    """Insert (or refresh) every seeded record; safe to run at each start."""
+async def seed(rt: Runtime) -> None:
+    """Insert (or refresh) every seeded record, in one unit; safe to run at each start."""
     sample = rt.settings.data_dir / "tck" / "sample.txt"
     sample.parent.mkdir(parents=True, exist_ok=True)
     if not sample.exists():
         sample.write_text("Sample data for the Dataspace Protocol TCK.\n", encoding="utf-8")
     source = {"type": "file", "path": str(sample)}
     now = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-    with rt.store.transaction():
+
+    def records(store: Store) -> None:
         for dataset_id in (*PROVIDER_NEGOTIATIONS, *CATALOG_DATASETS):
             offer = {"@id": offer_id(dataset_id), "@type": "Offer", "permission": USE}
-            rt.store.put_dataset(
+            store.put_dataset(
                 Dataset(
                     id=dataset_id,
                     title=f"TCK dataset {dataset_id}",
@@ -47,13 +49,15 @@ def seed(rt: Runtime) -> None:
                 )
             )
         for agreement_id in PROVIDER_TRANSFERS:
-            _agreement(rt, agreement_id, Role.PROVIDER, rt.did, TCK_PARTICIPANT, now)
+            _agreement(store, agreement_id, Role.PROVIDER, rt.did, TCK_PARTICIPANT, now)
         for agreement_id in CONSUMER_TRANSFERS:
-            _agreement(rt, agreement_id, Role.CONSUMER, TCK_PARTICIPANT, rt.did, now)
+            _agreement(store, agreement_id, Role.CONSUMER, TCK_PARTICIPANT, rt.did, now)
+
+    await rt.db.write(records)
 
 
 def _agreement(
-    rt: Runtime, agreement_id: str, role: str, provider: str, consumer: str, now: str
+    store: Store, agreement_id: str, role: str, provider: str, consumer: str, now: str
 ) -> None:
     neg_id = negotiation_id(agreement_id)
     body = {
@@ -65,8 +69,8 @@ def _agreement(
         "timestamp": now,
         "permission": USE,
     }
-    if rt.store.get_negotiation(neg_id) is None:
-        rt.store.insert_negotiation(
+    if store.get_negotiation(neg_id) is None:
+        store.insert_negotiation(
             Negotiation(
                 id=neg_id,
                 role=Role.PROVIDER if role == Role.PROVIDER else Role.CONSUMER,
@@ -81,7 +85,7 @@ def _agreement(
                 agreement_id=agreement_id,
             )
         )
-    rt.store.put_agreement(
+    store.put_agreement(
         Agreement(
             id=agreement_id,
             negotiation_id=neg_id,

@@ -85,10 +85,11 @@ class UsageApi:
 
     async def list_uses(self, request: web.Request) -> web.Response:
         agreement_id = request.match_info["id"]
-        agreement = self.rt.store.get_agreement(agreement_id)
+        agreement, uses = await self.rt.db.read(
+            lambda s: (s.get_agreement(agreement_id), s.list_uses(agreement_id))
+        )
         if agreement is None:
             raise NotFound(f"no agreement {agreement_id}")
-        uses = self.rt.store.list_uses(agreement_id)
         lines = []
         doc = await self.rt.resolver.resolve(agreement.consumer_id) if uses else {}
         for u in uses:
@@ -102,7 +103,7 @@ class UsageApi:
 
     async def terminate_agreement(self, request: web.Request) -> web.Response:
         data = await optional_body(request, models.TerminateIn)
-        agreement = self.usage.termination.terminate(request.match_info["id"], data.reason)
+        agreement = await self.usage.termination.terminate(request.match_info["id"], data.reason)
         return web.json_response(agreement.model_dump())
 
     async def list_deletions(self, request: web.Request) -> web.Response:
@@ -112,15 +113,17 @@ class UsageApi:
         role = request.query.get("role")
         if role is not None and role not in (Role.PROVIDER, Role.CONSUMER):
             raise BadRequest("role must be provider or consumer")
-        duties = self.rt.store.list_deletions(
-            role=role, state=state, agreement_id=request.query.get("agreement"), limit=1000
+        agreement = request.query.get("agreement")
+        duties = await self.rt.db.read(
+            lambda s: s.list_deletions(role=role, state=state, agreement_id=agreement, limit=1000)
         )
         return web.json_response([d.model_dump() for d in duties])
 
     async def get_deletion(self, request: web.Request) -> web.Response:
-        duty = self.rt.store.get_deletion(request.match_info["id"])
+        duty_id = request.match_info["id"]
+        duty = await self.rt.db.read(lambda s: s.get_deletion(duty_id))
         if duty is None:
-            raise NotFound(f"no deletion duty {request.match_info['id']}")
+            raise NotFound(f"no deletion duty {duty_id}")
         out = duty.model_dump()
         out["verification"] = await self._verify(duty)
         return web.json_response(out)

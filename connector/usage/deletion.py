@@ -5,6 +5,7 @@ each deletion with a signed receipt sent to the provider."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
 import math
@@ -30,6 +31,7 @@ from connector.policy.decision import DecisionInput, Party, Phase
 from connector.policy.inputs import dataset_facts
 from connector.policy.odrl import term
 from connector.runtime import Runtime
+from connector.store.base import Store
 from connector.usage.outbound import PeerMail
 
 log = logging.getLogger(__name__)
@@ -60,7 +62,7 @@ def agreement_path(agreement_id: str, tail: str) -> str:
 
 
 def peer_address(rt: Runtime, agreement: Agreement) -> str:
-    """The other party's DSP base URL, as the negotiation learned it."""
+    """The other party's DSP base URL, as the negotiation learned it (inside a unit)."""
     neg = rt.store.get_negotiation(agreement.negotiation_id)
     return neg.counterparty_address if neg else ""
 
@@ -103,6 +105,15 @@ async def deletion_deadline(
     return deadline, decision.allow
 
 
+def _unscheduled_copies(store: Store, offset: int) -> list[Transfer | None]:
+    """One page of transfers from `offset`: the received copies with no deletion scheduled,
+    None in place of the others (the page keeps its length, so the caller can go on)."""
+    return [
+        tp if tp.role == Role.CONSUMER and tp.path and store.get_deletion(tp.id) is None else None
+        for tp in store.list_transfers(1000, offset)
+    ]
+
+
 class ConsumerDeletions:
     def __init__(self, rt: Runtime, mail: PeerMail) -> None:
         self.rt = rt
@@ -126,19 +137,21 @@ class ConsumerDeletions:
             return utcnow()
         return deadline
 
-    async def on_delivered(self, tp: Transfer) -> None:
-        """A copy arrived: if the agreement carries a delete duty, schedule its deletion."""
-        agreement = self.rt.store.get_agreement(tp.agreement_id)
+    async def on_delivered(self, tp: Transfer) -> bool:
+        """A copy arrived: if the agreement carries a delete duty, schedule its deletion
+        (True when this scheduled one)."""
+        agreement, existing = await self.rt.db.read(
+            lambda s: (s.get_agreement(tp.agreement_id), s.get_deletion(tp.id))
+        )
         if agreement is None or agreement.consumer_id != self.rt.did:
-            return
+            return False
         if not delete_duties(agreement.body) or not tp.path:
-            return
-        existing = self.rt.store.get_deletion(tp.id)
+            return False
         if existing is not None and existing.state == DutyState.PENDING:
-            return
+            return False
         deadline = await self._deadline(agreement, tp, "delivery")
         if deadline is None:
-            return
+            return False
         why = "the agreement's delete duty, counted from delivery"
         duty = DeletionDuty(
             id=tp.id,
@@ -153,20 +166,27 @@ class ConsumerDeletions:
             path=tp.path,
             notes=[f"delete by {deadline}: {why}"],
         )
-        with self.rt.store.transaction():
-            self.rt.store.put_deletion(duty)
+
+        def schedule(store: Store) -> bool:
+            again = store.get_deletion(tp.id)  # scheduled meanwhile (the copy arrived twice)
+            if again is not None and again.state == DutyState.PENDING:
+                return False
+            store.put_deletion(duty)
             self.rt.log(tp.id, Direction.NOTE, "deletion", detail=f"delete by {deadline} ({why})")
             self._announce(agreement, duty)
+            return True
+
+        return await self.rt.db.write(schedule)
 
     async def first_use_deadline(self, agreement: Agreement, tp: Transfer) -> str | None:
         """The deadline the first use of this copy fixes (None when it fixes nothing)."""
-        duty = self.rt.store.get_deletion(tp.id)
+        duty = await self.rt.db.read(lambda s: s.get_deletion(tp.id))
         if duty is None or duty.state != DutyState.PENDING or duty.fixed_by != "delivery":
             return None
         return await self._deadline(agreement, tp, "first use")
 
     def on_first_use(self, agreement: Agreement, tp: Transfer, deadline: str) -> None:
-        """The copy's first use fixes its deadline for good."""
+        """The copy's first use fixes its deadline for good (inside the use's unit)."""
         duty = self.rt.store.get_deletion(tp.id)
         if duty is None or duty.state != DutyState.PENDING or duty.fixed_by != "delivery":
             return
@@ -184,37 +204,36 @@ class ConsumerDeletions:
         """At start-up: copies that arrived just before a crash, before their deletion was
         scheduled, are scheduled now (counted from now)."""
         adopted, offset = 0, 0
-        while page := self.rt.store.list_transfers(1000, offset):
+        while page := await self.rt.db.read(functools.partial(_unscheduled_copies, offset=offset)):
             offset += len(page)
             for tp in page:
-                if tp.role != Role.CONSUMER or not tp.path or not Path(tp.path).exists():
-                    continue
-                if self.rt.store.get_deletion(tp.id) is None:
-                    await self.on_delivered(tp)
-                    adopted += self.rt.store.get_deletion(tp.id) is not None
+                if tp is not None and Path(tp.path or "").exists():
+                    adopted += await self.on_delivered(tp)
         return adopted
 
-    def resend_receipts(self) -> int:
+    async def resend_receipts(self) -> int:
         """At start-up: receipts the provider has not acknowledged and no job is sending."""
+        return await self.rt.db.write(self._resend_receipts)
+
+    def _resend_receipts(self, store: Store) -> int:
         sent = 0
-        for duty in self.rt.store.list_deletions(
-            role=Role.CONSUMER, state=DutyState.FULFILLED, limit=1000
-        ):
+        for duty in store.list_deletions(role=Role.CONSUMER, state=DutyState.FULFILLED, limit=1000):
             if duty.receipt is None or any("receipt accepted" in n for n in duty.notes):
                 continue
             if any(
                 j.kind == UsageSend.KIND and j.read(UsageSend).after.get("duty") == duty.id
-                for j in self.rt.store.pending_jobs(duty.agreement_id)
+                for j in store.pending_jobs(duty.agreement_id)
             ):
                 continue
-            agreement = self.rt.store.get_agreement(duty.agreement_id)
+            agreement = store.get_agreement(duty.agreement_id)
             if agreement is not None:
                 self._send_receipt(agreement, duty, duty.receipt, duty.signature or "")
                 sent += 1
         return sent
 
     def on_terminated(self, agreement: Agreement) -> int:
-        """The provider ended the agreement: every copy held under it is due now."""
+        """The provider ended the agreement: every copy held under it is due now (inside the
+        unit that records the termination)."""
         if not delete_duties(agreement.body):
             return 0
         now = time.time()
@@ -277,7 +296,11 @@ class ConsumerDeletions:
         """Carry out every duty whose deadline has come; returns how many. `at_start`: the
         deadlines passed while the connector was stopped (the receipts say so)."""
         done = 0
-        for duty in self.rt.store.due_deletions(Role.CONSUMER, (DutyState.PENDING,), time.time()):
+        now = time.time()
+        due = await self.rt.db.read(
+            lambda s: s.due_deletions(Role.CONSUMER, (DutyState.PENDING,), now)
+        )
+        for duty in due:
             reason = None
             if at_start and duty.fixed_by != TERMINATED:
                 reason = (
@@ -294,35 +317,28 @@ class ConsumerDeletions:
         The receipt (with the copy's hash) is written before the file is removed, so a crash
         in between finishes with the same receipt at the next start."""
         async with self._lock:
-            now = time.time()
-            # Replicas sharing a store: one of them carries a duty out (the lease outlives a
-            # deletion; if its holder dies, another finishes with the same receipt).
-            lease = f"deletion:{duty_id}"
-            shared = self.rt.store.shared
-            if shared and not self.rt.store.try_lease(
-                lease, self.rt.replica, now + LEASE_SECONDS, now
-            ):
+            found = await self.rt.db.write(lambda s: self._claim(s, duty_id))
+            if found is None:
                 return False
-            duty = self.rt.store.get_deletion(duty_id)
-            if duty is None or duty.state != DutyState.PENDING:
-                return False
-            agreement = self.rt.store.get_agreement(duty.agreement_id)
-            if agreement is None:
-                return False
+            duty, agreement = found
             path = Path(duty.path) if duty.path else None
             receipt, signature = duty.receipt, duty.signature
             if receipt is None or signature is None:
                 receipt = await self._receipt(agreement, duty, path, reason)
                 _, signature = seal(receipt, self.rt.did, self.rt.keys)
-                self.rt.store.update_deletion(duty.id, receipt=receipt, signature=signature)
+                sealed = (receipt, signature)
+                await self.rt.db.write(
+                    lambda s: s.update_deletion(duty.id, receipt=sealed[0], signature=sealed[1])
+                )
             if path is not None:
                 path.unlink(missing_ok=True)
             what = ", ".join(
                 f"{d['file']} ({d['bytes']} bytes, sha256 {d['sha256']})"
                 for d in receipt["deleted"]
             )
-            with self.rt.store.transaction():
-                self.rt.store.update_deletion(
+
+            def fulfilled(store: Store, receipt: dict[str, Any], signature: str) -> None:
+                store.update_deletion(
                     duty.id, state=DutyState.FULFILLED, fulfilled_at=receipt["deleted_at"]
                 )
                 self.rt.log(
@@ -332,10 +348,29 @@ class ConsumerDeletions:
                     detail=f"deleted {what or 'nothing (no copy was left)'}: {receipt['reason']}",
                 )
                 self._send_receipt(agreement, duty, receipt, signature)
+
+            await self.rt.db.write(lambda s: fulfilled(s, receipt, signature))
             log.info(
                 "deleted the copy of %s under %s: %s", duty.id, agreement.id, receipt["reason"]
             )
             return True
+
+    def _claim(self, store: Store, duty_id: str) -> tuple[DeletionDuty, Agreement] | None:
+        """The duty and its agreement if it is still to be carried out here (a unit).
+
+        Replicas sharing a store: one of them carries a duty out (the lease outlives a
+        deletion; if its holder dies, another finishes with the same receipt)."""
+        now = time.time()
+        lease = f"deletion:{duty_id}"
+        if store.shared and not store.try_lease(lease, self.rt.replica, now + LEASE_SECONDS, now):
+            return None
+        duty = store.get_deletion(duty_id)
+        if duty is None or duty.state != DutyState.PENDING:
+            return None
+        agreement = store.get_agreement(duty.agreement_id)
+        if agreement is None:
+            return None
+        return duty, agreement
 
     def _send_receipt(
         self, agreement: Agreement, duty: DeletionDuty, receipt: dict[str, Any], signature: str

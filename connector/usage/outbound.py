@@ -12,6 +12,7 @@ from connector.model.usage import utcnow
 from connector.outbox import Outbox
 from connector.peer.client import DspClient
 from connector.runtime import Runtime
+from connector.store.base import Store
 
 
 class PeerMail:
@@ -32,7 +33,8 @@ class PeerMail:
         after: dict[str, Any] | None = None,
     ) -> None:
         """Queue one POST to `address` + `path` (the peer's DSP base URL); `after` names what
-        to record once the peer accepted it."""
+        to record once the peer accepted it. Inside a `db.write` unit, with the change that
+        needs it."""
         url = address.rstrip("/") + path
         payload = UsageSend(url=url, peer=peer, body=body, type=what, after=after or {})
         self.outbox.enqueue(process_id, payload)
@@ -40,24 +42,31 @@ class PeerMail:
     async def _job(self, job: Job) -> None:
         p = job.read(UsageSend)
         status, answer = await self.client.call("POST", p.url, p.peer, p.body)
-        with self.rt.store.transaction():
-            self.rt.log(job.process_id, Direction.SENT, p.type, status=status, body=answer)
-            self._after(p.after, "accepted by the provider" if status < 300 else "")
 
-    def _after(self, after: dict[str, Any], note: str) -> None:
+        def sent(store: Store) -> None:
+            self.rt.log(job.process_id, Direction.SENT, p.type, status=status, body=answer)
+            self._after(store, p.after, "accepted by the provider" if status < 300 else "")
+
+        await self.rt.db.write(sent)
+
+    def _after(self, store: Store, after: dict[str, Any], note: str) -> None:
         if after.get("kind") == "uses":
-            self.rt.store.mark_uses_reported(after["agreement"], after.get("seqs", []), utcnow())
+            store.mark_uses_reported(after["agreement"], after.get("seqs", []), utcnow())
         elif after.get("kind") == "receipt":
-            duty = self.rt.store.get_deletion(after["duty"])
+            duty = store.get_deletion(after["duty"])
             if duty is not None:
-                self.rt.store.update_deletion(duty.id, notes=[*duty.notes, f"receipt {note}"])
+                store.update_deletion(duty.id, notes=[*duty.notes, f"receipt {note}"])
 
     async def _failed(self, job: Job, why: str) -> None:
         p = job.read(UsageSend)
-        self.rt.log(job.process_id, Direction.FAILED, p.type, detail=f"not delivered: {why}")
-        if p.after.get("kind") == "receipt":
-            duty = self.rt.store.get_deletion(p.after["duty"])
-            if duty is not None:
-                self.rt.store.update_deletion(
-                    duty.id, notes=[*duty.notes, f"receipt not delivered: {why}"]
-                )
+
+        def not_delivered(store: Store) -> None:
+            self.rt.log(job.process_id, Direction.FAILED, p.type, detail=f"not delivered: {why}")
+            if p.after.get("kind") == "receipt":
+                duty = store.get_deletion(p.after["duty"])
+                if duty is not None:
+                    store.update_deletion(
+                        duty.id, notes=[*duty.notes, f"receipt not delivered: {why}"]
+                    )
+
+        await self.rt.db.write(not_delivered)

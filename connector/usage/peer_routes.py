@@ -33,7 +33,7 @@ class UsagePeerRoutes:
         """(caller, agreement) for an agreement we provide to the caller; 404 otherwise."""
         caller = await self.auth.caller(request)
         agreement_id = request.match_info["id"]
-        agreement = self.rt.store.get_agreement(agreement_id)
+        agreement = await self.rt.db.read(lambda s: s.get_agreement(agreement_id))
         if agreement is None or agreement.provider_id != self.rt.did:
             raise NotFound(f"no agreement {agreement_id}")
         if agreement.consumer_id != caller:

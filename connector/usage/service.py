@@ -9,12 +9,13 @@ import logging
 import time
 
 from connector.errors import BadRequest
-from connector.model.enums import Role
+from connector.model.enums import DutyState, Role
 from connector.model.records import Agreement, Transfer
 from connector.outbox import Outbox
 from connector.peer.client import DspClient
 from connector.policy.decision import Decision
 from connector.runtime import Runtime
+from connector.store.base import Store
 from connector.usage.deletion import ConsumerDeletions
 from connector.usage.outbound import PeerMail
 from connector.usage.termination import TerminateTransfer, Termination
@@ -47,14 +48,14 @@ class Usage:
 
     # hooks of the transfer process -----------------------------------------------------------
 
-    def guard_transfer(self, agreement: Agreement, caller: str) -> None:
+    async def guard_transfer(self, agreement: Agreement, caller: str) -> None:
         """Provider, before deciding a transfer: a terminated agreement or an overdue deletion
         of this consumer refuses it (the latter when `deletion_overdue_blocks_transfers`)."""
         if agreement.terminated_at:
             raise BadRequest("transfer refused: " + terminated_reason(agreement))
         if not self.rt.settings.deletion_overdue_blocks_transfers:
             return
-        overdue = self.tracking.overdue_for(caller)
+        overdue = await self.tracking.overdue_for(caller)
         if overdue:
             d = overdue[0]
             raise BadRequest(
@@ -64,6 +65,7 @@ class Usage:
             )
 
     def transfer_decided(self, tp: Transfer, decision: Decision) -> None:
+        """(inside the unit that accepts the transfer)"""
         self.tracking.expect(tp, decision)
 
     async def delivered(self, tp: Transfer) -> None:
@@ -84,8 +86,8 @@ class Usage:
         adopted = await self.deletions.adopt_orphans()
         if adopted:
             log.info("scheduled the deletion of %d copies that arrived before a crash", adopted)
-        self.deletions.resend_receipts()
-        self.tracking.check_overdue()
+        await self.deletions.resend_receipts()
+        await self.rt.db.write(self.tracking.check_overdue)
         return done
 
     def start(self) -> None:
@@ -96,14 +98,25 @@ class Usage:
             await asyncio.sleep(TICK_SECONDS)
             try:
                 await self.deletions.run_due()
-                now = time.time()
-                # replicas: one raises the overdue alerts (the one holding this lease)
-                if not self.rt.store.shared or self.rt.store.try_lease(
-                    "deletion-overdue-check", self.rt.replica, now + 10 * TICK_SECONDS, now
-                ):
-                    self.tracking.check_overdue()
+                # asked on a reader first: the check takes the write lock only when it has
+                # something to look at
+                if await self.rt.db.read(self._overdue_due):
+                    await self.rt.db.write(self._overdue_check)
             except Exception:
                 log.exception("usage-control scheduler failed; trying again")
+
+    def _overdue_due(self, store: Store) -> bool:
+        grace = self.rt.settings.deletion_grace_seconds
+        due = store.due_deletions(Role.PROVIDER, (DutyState.PENDING,), time.time() - grace)
+        return bool(due)
+
+    def _overdue_check(self, store: Store) -> None:
+        """(a unit) Replicas: one raises the overdue alerts (the one holding this lease)."""
+        now = time.time()
+        if not store.shared or store.try_lease(
+            "deletion-overdue-check", self.rt.replica, now + 10 * TICK_SECONDS, now
+        ):
+            self.tracking.check_overdue(store)
 
     async def stop(self) -> None:
         if self._task is not None:

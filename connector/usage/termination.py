@@ -16,11 +16,14 @@ from connector.model.records import Agreement
 from connector.model.states import TP_TERMINAL
 from connector.model.usage import TERMINATION_TYPE, utcnow
 from connector.runtime import Runtime
+from connector.store.base import Store
 from connector.usage.deletion import ConsumerDeletions, agreement_path, peer_address
 from connector.usage.outbound import PeerMail
 from connector.usage.signed import check
 from connector.usage.tracking import ProviderDeletions
 
+# Ends one transfer process (sent the peer through the outbox) inside the unit that records
+# the agreement's termination: synchronous code on the writer's store.
 TerminateTransfer = Callable[[str, list[str], str | None], object]
 
 
@@ -39,9 +42,9 @@ class Termination:
         self.provider = provider
         self.terminate_transfer = terminate_transfer
 
-    def terminate(self, agreement_id: str, reason: str) -> Agreement:
+    async def terminate(self, agreement_id: str, reason: str) -> Agreement:
         """Provider: end the agreement now (again: no change)."""
-        agreement = self.rt.store.get_agreement(agreement_id)
+        agreement = await self.rt.db.read(lambda s: s.get_agreement(agreement_id))
         if agreement is None:
             raise NotFound(f"no agreement {agreement_id}")
         if agreement.provider_id != self.rt.did:
@@ -57,28 +60,34 @@ class Termination:
             "terminated_at": utcnow(),
         }
         _, signature = seal(record, self.rt.did, self.rt.keys)
-        with self.rt.store.transaction():
-            agreement = self.rt.store.update_agreement(
-                agreement.id, terminated_at=record["terminated_at"], termination_reason=reason
+
+        def terminated(store: Store) -> Agreement:
+            current = store.get_agreement(agreement_id)
+            if current is None or current.terminated_at:
+                return current or agreement  # terminated meanwhile: no change
+            ended = store.update_agreement(
+                current.id, terminated_at=record["terminated_at"], termination_reason=reason
             )
-            for tp in self.rt.store.agreement_transfers(agreement.id, Role.PROVIDER):
+            for tp in store.agreement_transfers(ended.id, Role.PROVIDER):
                 if tp.state not in TP_TERMINAL:
                     self.terminate_transfer(tp.id, [f"agreement terminated: {reason}"], None)
-            self.provider.on_terminated(agreement)
-            self.rt.log(agreement.id, Direction.NOTE, "AgreementTermination", detail=reason)
+            self.provider.on_terminated(ended)
+            self.rt.log(ended.id, Direction.NOTE, "AgreementTermination", detail=reason)
             self.mail.send(
-                agreement.id,
-                peer_address(self.rt, agreement),
-                agreement.consumer_id,
-                agreement_path(agreement.id, "termination"),
+                ended.id,
+                peer_address(self.rt, ended),
+                ended.consumer_id,
+                agreement_path(ended.id, "termination"),
                 {"record": record, "signature": signature},
                 "AgreementTermination",
             )
-        return agreement
+            return ended
+
+        return await self.rt.db.write(terminated)
 
     async def on_notice(self, caller: str, agreement_id: str, body: Any) -> dict[str, Any]:
         """Consumer: the provider's signed notice that it ended the agreement."""
-        agreement = self.rt.store.get_agreement(agreement_id)
+        agreement = await self.rt.db.read(lambda s: s.get_agreement(agreement_id))
         if agreement is None or agreement.consumer_id != self.rt.did:
             raise NotFound(f"no agreement {agreement_id}")
         if agreement.provider_id != caller:
@@ -92,22 +101,25 @@ class Termination:
         )
         if agreement.terminated_at:
             return {"agreement": agreement.id, "terminated_at": agreement.terminated_at}
-        with self.rt.store.transaction():
-            agreement = self.rt.store.update_agreement(
-                agreement.id,
+
+        def noted(store: Store) -> dict[str, Any]:
+            current = store.get_agreement(agreement_id)
+            if current is None or current.terminated_at:  # noted meanwhile (a retry)
+                done = current or agreement
+                return {"agreement": done.id, "terminated_at": done.terminated_at}
+            ended = store.update_agreement(
+                current.id,
                 terminated_at=str(record["terminated_at"]),
                 termination_reason=str(record["reason"]),
             )
-            due = self.consumer.on_terminated(agreement)
+            due = self.consumer.on_terminated(ended)
             self.rt.log(
-                agreement.id,
+                ended.id,
                 Direction.RECEIVED,
                 "AgreementTermination",
                 detail=f"{record['reason']}; {due} cop{'y' if due == 1 else 'ies'} to delete now",
                 body=body,
             )
-        return {
-            "agreement": agreement.id,
-            "terminated_at": agreement.terminated_at,
-            "deleting": due,
-        }
+            return {"agreement": ended.id, "terminated_at": ended.terminated_at, "deleting": due}
+
+        return await self.rt.db.write(noted)

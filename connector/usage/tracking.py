@@ -28,6 +28,7 @@ from connector.model.usage import (
 )
 from connector.policy.decision import Decision
 from connector.runtime import Runtime
+from connector.store.base import Store
 from connector.usage.deletion import deletion_deadline
 from connector.usage.signed import Delivery, RecordRefused, check, check_deleted_copy
 
@@ -43,7 +44,8 @@ class ProviderDeletions:
 
     def expect(self, tp: Transfer, decision: Decision) -> None:
         """At the transfer decision: a delete obligation makes the copy a pending deletion,
-        due at the decision's deadline until the consumer says when it fixed its own."""
+        due at the decision's deadline until the consumer says when it fixed its own (inside
+        the unit that accepts the transfer)."""
         deadline = earliest_delete(decision.obligations)
         if deadline is None:
             return
@@ -65,38 +67,45 @@ class ProviderDeletions:
     async def on_delivered(self, tp: Transfer) -> None:
         """The provider delivered a copy: record what and when, and compute the deadline from
         the agreement counted from this delivery (the provider's own, not the consumer's)."""
-        duty = self.rt.store.get_deletion(tp.id)
-        agreement = self.rt.store.get_agreement(tp.agreement_id)
+        duty, agreement = await self.rt.db.read(
+            lambda s: (s.get_deletion(tp.id), s.get_agreement(tp.agreement_id))
+        )
         if duty is None or duty.role != Role.PROVIDER or agreement is None:
             return
         now = time.time()
         deadline, _ = await deletion_deadline(self.rt, agreement, tp, "delivery", now)
-        with self.rt.store.transaction():
-            fresh = self.rt.store.lock_deletion(duty.id) or duty
-            fields: dict[str, Any] = {
-                "delivered_at": fresh.delivered_at or format_time(now),
-                "delivered_bytes": tp.bytes,
-                "delivered_sha256": tp.sha256,
-            }
-            due = parse_time(deadline) if deadline else None
-            if fresh.state == DutyState.PENDING and due is not None:
-                # a copy delivered again (a pull repeated) never postpones the first deadline
-                again = fresh.delivered_at is not None
-                if again or fresh.fixed_by == TERMINATED or fresh.fixed_by.startswith("consumer:"):
-                    due = min(due, fresh.due_at if fresh.due_at is not None else due)
-                note = f"delete by {format_time(due)}: the agreement, counted from the delivery"
-                fields.update(
-                    deadline=format_time(due),
-                    due_at=due,
-                    fixed_by=fresh.fixed_by if due == fresh.due_at else "delivery",
-                    notes=[*fresh.notes, note],
-                )
-            self.rt.store.update_deletion(duty.id, **fields)
+        await self.rt.db.write(lambda s: self._delivered(s, duty, tp, deadline, now))
 
-    def _delivery(self, duty: DeletionDuty) -> Delivery:
+    def _delivered(
+        self, store: Store, duty: DeletionDuty, tp: Transfer, deadline: str | None, now: float
+    ) -> None:
+        """(a unit) The delivery record, and the deadline it fixes."""
+        fresh = store.lock_deletion(duty.id) or duty
+        fields: dict[str, Any] = {
+            "delivered_at": fresh.delivered_at or format_time(now),
+            "delivered_bytes": tp.bytes,
+            "delivered_sha256": tp.sha256,
+        }
+        due = parse_time(deadline) if deadline else None
+        if fresh.state == DutyState.PENDING and due is not None:
+            # a copy delivered again (a pull repeated) never postpones the first deadline
+            again = fresh.delivered_at is not None
+            if again or fresh.fixed_by == TERMINATED or fresh.fixed_by.startswith("consumer:"):
+                due = min(due, fresh.due_at if fresh.due_at is not None else due)
+            note = f"delete by {format_time(due)}: the agreement, counted from the delivery"
+            fields.update(
+                deadline=format_time(due),
+                due_at=due,
+                fixed_by=fresh.fixed_by if due == fresh.due_at else "delivery",
+                notes=[*fresh.notes, note],
+            )
+        store.update_deletion(duty.id, **fields)
+
+    @staticmethod
+    def _delivery(duty: DeletionDuty, tp: Transfer | None) -> Delivery:
         """What was delivered, by the provider's own records: the duty's delivery record, else
-        the transfer (a delivery no earlier than the transfer decision that opened the duty)."""
-        tp = self.rt.store.get_transfer(duty.id)
+        the transfer `tp` (a delivery no earlier than the transfer decision that opened the
+        duty)."""
         if duty.delivered_at is not None:
             return Delivery(
                 duty.delivered_bytes or 0, duty.delivered_sha256, parse_time(duty.delivered_at)
@@ -117,10 +126,10 @@ class ProviderDeletions:
             return duty.due_at, "the agreement was terminated"
         if fixed_by == TERMINATED:
             return now, "the consumer says the agreement was terminated"
-        tp = self.rt.store.get_transfer(duty.id)
+        tp = await self.rt.db.read(lambda s: s.get_transfer(duty.id))
         if tp is None:
             raise RecordRefused(f"no transfer {duty.id}")
-        delivered = self._delivery(duty)
+        delivered = self._delivery(duty, tp)
         # a copy cannot have arrived later than now, nor before the provider delivered it
         delivered_at = parse_time(duty.delivered_at) if duty.delivered_at else now
         at = delivered_at
@@ -144,24 +153,29 @@ class ProviderDeletions:
     def _grace(self) -> float:
         return self.rt.settings.deletion_grace_seconds
 
-    def overdue_for(self, consumer: str) -> list[DeletionDuty]:
-        return self.rt.store.list_deletions(
-            role=Role.PROVIDER, state=DutyState.OVERDUE, counterparty_id=consumer
+    async def overdue_for(self, consumer: str) -> list[DeletionDuty]:
+        return await self.rt.db.read(
+            lambda s: s.list_deletions(
+                role=Role.PROVIDER, state=DutyState.OVERDUE, counterparty_id=consumer
+            )
         )
 
-    def check_overdue(self) -> list[DeletionDuty]:
-        """Mark every pending deletion whose deadline and grace passed overdue, with an alert."""
+    def check_overdue(self, store: Store) -> list[DeletionDuty]:
+        """Mark every pending deletion whose deadline and grace passed overdue, with an alert
+        (a unit: each duty is re-read under its lock, so a receipt another replica has just
+        committed wins)."""
         grace = self.rt.settings.deletion_grace_seconds
         marked: list[DeletionDuty] = []
-        for duty in self.rt.store.due_deletions(
-            Role.PROVIDER, (DutyState.PENDING,), time.time() - grace
-        ):
-            tp = self.rt.store.get_transfer(duty.id)
+        for duty in store.due_deletions(Role.PROVIDER, (DutyState.PENDING,), time.time() - grace):
+            tp = store.get_transfer(duty.id)
             if tp is not None and not tp.bytes and tp.state not in TP_TERMINAL:
                 continue  # nothing delivered yet
+            fresh = store.lock_deletion(duty.id)
+            if fresh is None or fresh.state != DutyState.PENDING:
+                continue
             if tp is None or (not tp.bytes and tp.state in TP_TERMINAL):
-                self.rt.store.update_deletion(
-                    duty.id, due_at=None, notes=[*duty.notes, "nothing was delivered"]
+                store.update_deletion(
+                    duty.id, due_at=None, notes=[*fresh.notes, "nothing was delivered"]
                 )
                 continue
             why = (
@@ -169,21 +183,17 @@ class ProviderDeletions:
                 f" {duty.counterparty_id} (transfer {duty.id}, agreement {duty.agreement_id})"
                 f" was due for deletion by {duty.deadline}; no receipt has arrived"
             )
-            with self.rt.store.transaction():
-                # re-read under the lock: a receipt another replica just committed wins
-                fresh = self.rt.store.lock_deletion(duty.id)
-                if fresh is None or fresh.state != DutyState.PENDING:
-                    continue
-                duty = self.rt.store.update_deletion(
-                    duty.id, state=DutyState.OVERDUE, notes=[*fresh.notes, f"{utcnow()}: {why}"]
-                )
-                self.rt.log(duty.id, Direction.NOTE, "deletion", detail=why)
+            duty = store.update_deletion(
+                duty.id, state=DutyState.OVERDUE, notes=[*fresh.notes, f"{utcnow()}: {why}"]
+            )
+            self.rt.log(duty.id, Direction.NOTE, "deletion", detail=why)
             log.warning(why)
             marked.append(duty)
         return marked
 
     def on_terminated(self, agreement: Agreement) -> None:
-        """The agreement ended: the consumer must delete its copies now."""
+        """The agreement ended: the consumer must delete its copies now (inside the unit that
+        records the termination)."""
         now = time.time()
         for duty in self.rt.store.list_deletions(
             role=Role.PROVIDER, agreement_id=agreement.id, state=DutyState.PENDING, limit=1000
@@ -199,17 +209,22 @@ class ProviderDeletions:
 
     # from the consumer ------------------------------------------------------------------------
 
-    def _duty_for(self, agreement: Agreement, transfer: Any) -> DeletionDuty:
-        duty = self.rt.store.get_deletion(str(transfer))
+    async def _duty_for(
+        self, agreement: Agreement, transfer: Any
+    ) -> tuple[DeletionDuty, Transfer | None]:
+        """The duty tracked for the consumer's `transfer` (our transfer id), with our transfer."""
+        duty, tp = await self.rt.db.read(
+            lambda s: (s.get_deletion(str(transfer)), s.get_transfer(str(transfer)))
+        )
         if duty is None or duty.role != Role.PROVIDER or duty.agreement_id != agreement.id:
             raise RecordRefused(
                 f"no deletion is tracked for transfer {transfer} of agreement {agreement.id}"
             )
-        return duty
+        return duty, tp
 
     async def on_schedule(self, caller: str, agreement: Agreement, body: Any) -> DeletionDuty:
         record = await self._checked(SCHEDULE_TYPE, caller, agreement, body)
-        duty = self._duty_for(agreement, record["transfer"])
+        duty, _ = await self._duty_for(agreement, record["transfer"])
         if duty.state == DutyState.FULFILLED:
             return duty
         try:
@@ -236,11 +251,12 @@ class ProviderDeletions:
             due = latest
         grace = self._grace
         state = DutyState.PENDING if due + grace > now else duty.state
-        with self.rt.store.transaction():
-            fresh = self.rt.store.lock_deletion(duty.id)
+
+        def scheduled(store: Store) -> DeletionDuty:
+            fresh = store.lock_deletion(duty.id)
             if fresh is None or fresh.state == DutyState.FULFILLED:
                 return fresh or duty
-            duty = self.rt.store.update_deletion(
+            changed = store.update_deletion(
                 duty.id,
                 deadline=format_time(due) if math.isfinite(due) else fresh.deadline,
                 due_at=due if math.isfinite(due) else fresh.due_at,
@@ -249,14 +265,16 @@ class ProviderDeletions:
                 notes=[*fresh.notes, note],
             )
             self.rt.log(duty.id, Direction.RECEIVED, "DeletionSchedule", detail=note, body=body)
-        return duty
+            return changed
+
+        return await self.rt.db.write(scheduled)
 
     async def on_receipt(self, caller: str, agreement: Agreement, body: Any) -> DeletionDuty:
         receipt = await self._checked(RECEIPT_TYPE, caller, agreement, body)
-        duty = self._duty_for(agreement, receipt["transfer"])
+        duty, tp = await self._duty_for(agreement, receipt["transfer"])
         if duty.state == DutyState.FULFILLED and duty.receipt == receipt:
             return duty  # delivered again (a retry)
-        check_deleted_copy(receipt, self._delivery(duty), time.time())
+        check_deleted_copy(receipt, self._delivery(duty, tp), time.time())
         deleted = receipt["deleted"]
         late = ""
         if duty.due_at is not None and parse_time(str(receipt["deleted_at"])) > (
@@ -265,9 +283,10 @@ class ProviderDeletions:
             late = " (late)"
         what = "; ".join(f"{d.get('file')} sha256 {d.get('sha256')}" for d in deleted) or "no copy"
         note = f"fulfilled{late}: deleted {what} at {receipt['deleted_at']}: {receipt['reason']}"
-        with self.rt.store.transaction():
-            fresh = self.rt.store.lock_deletion(duty.id) or duty
-            duty = self.rt.store.update_deletion(
+
+        def fulfilled(store: Store) -> DeletionDuty:
+            fresh = store.lock_deletion(duty.id) or duty
+            changed = store.update_deletion(
                 duty.id,
                 state=DutyState.FULFILLED,
                 receipt=receipt,
@@ -276,6 +295,9 @@ class ProviderDeletions:
                 notes=[*fresh.notes, note],
             )
             self.rt.log(duty.id, Direction.RECEIVED, "DeletionReceipt", detail=note, body=body)
+            return changed
+
+        duty = await self.rt.db.write(fulfilled)
         log.info("deletion receipt for %s verified: %s", duty.id, note)
         return duty
 

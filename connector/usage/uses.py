@@ -25,6 +25,7 @@ from connector.model.usage import (
 from connector.policy.decision import DecisionInput, Party, Phase
 from connector.policy.inputs import dataset_facts
 from connector.runtime import Runtime
+from connector.store.base import Store
 from connector.usage.deletion import ConsumerDeletions, agreement_path, peer_address
 from connector.usage.outbound import PeerMail
 from connector.usage.signed import RecordRefused, check
@@ -62,28 +63,29 @@ class ConsumerUses:
         self.deletions = deletions
         self._lock = asyncio.Lock()  # one use decision at a time: counts stay exact
 
-    def _agreement(self, agreement_id: str) -> Agreement:
-        agreement = self.rt.store.get_agreement(agreement_id)
+    async def _agreement(self, agreement_id: str) -> Agreement:
+        agreement = await self.rt.db.read(lambda s: s.get_agreement(agreement_id))
         if agreement is None or agreement.consumer_id != self.rt.did:
             raise NotFound(f"no agreement {agreement_id} with this connector as consumer")
         return agreement
 
-    def _copy(self, agreement: Agreement) -> Transfer:
+    @staticmethod
+    def _copy(store: Store, agreement: Agreement) -> Transfer:
         """The newest completed copy still held; DataGone or NotFound otherwise."""
         transfers = sorted(
-            self.rt.store.agreement_transfers(agreement.id, Role.CONSUMER),
+            store.agreement_transfers(agreement.id, Role.CONSUMER),
             key=lambda t: t.updated_at,
             reverse=True,
         )
         for tp in transfers:
-            duty = self.rt.store.get_deletion(tp.id)
+            duty = store.get_deletion(tp.id)
             if duty is not None and duty.state == DutyState.FULFILLED:
                 continue
             if tp.state == TP.COMPLETED and tp.path and Path(tp.path).exists():
                 return tp
         deleted = [
             d
-            for d in self.rt.store.list_deletions(role=Role.CONSUMER, agreement_id=agreement.id)
+            for d in store.list_deletions(role=Role.CONSUMER, agreement_id=agreement.id)
             if d.state == DutyState.FULFILLED
         ]
         if deleted:
@@ -94,10 +96,9 @@ class ConsumerUses:
             )
         raise NotFound(f"no completed transfer under agreement {agreement.id} holds data")
 
-    def usage(self, agreement: Agreement, uses: UseSummary) -> dict[str, Any]:
-        delivered = [
-            t for t in self.rt.store.agreement_transfers(agreement.id, Role.CONSUMER) if t.bytes
-        ]
+    @staticmethod
+    def usage(store: Store, agreement: Agreement, uses: UseSummary) -> dict[str, Any]:
+        delivered = [t for t in store.agreement_transfers(agreement.id, Role.CONSUMER) if t.bytes]
         return {
             "transfers": len(delivered),
             "bytes": sum(t.bytes for t in delivered),
@@ -111,12 +112,11 @@ class ConsumerUses:
         if not purpose.strip():
             raise BadRequest("purpose is required: declare what the data is used for")
         async with self._lock:
-            agreement = self._agreement(agreement_id)
+            agreement = await self._agreement(agreement_id)
             if agreement.terminated_at:
                 raise UseRefused("use refused: " + terminated_reason(agreement))
             await self.deletions.run_due()  # a deadline that has come is carried out first
-            tp = self._copy(agreement)
-            uses = self.rt.store.use_summary(agreement.id, tp.provider_pid or "")
+            tp, uses, usage = await self.rt.db.read(lambda s: self._held(s, agreement))
             decision = await self.rt.decisions.decide(
                 DecisionInput(
                     phase=Phase.USE,
@@ -125,12 +125,12 @@ class ConsumerUses:
                     dataset=dataset_facts(None, agreement.dataset_id, agreement.provider_id),
                     policy=agreement.body,
                     request={"process_id": tp.id, "purpose": purpose, "bytes": 0, "records": 0},
-                    usage=self.usage(agreement, uses),
+                    usage=usage,
                 )
             )
             if not decision.allow:
                 reasons = decision.reasons
-                self.rt.log(
+                await self.rt.note(
                     tp.id, Direction.NOTE, "use", detail="use refused: " + "; ".join(reasons)
                 )
                 raise UseRefused("use refused by policy: " + "; ".join(reasons), reasons=reasons)
@@ -138,8 +138,10 @@ class ConsumerUses:
             deadline = None
             if first_of_copy and earliest_delete(decision.obligations) is not None:
                 deadline = await self.deletions.first_use_deadline(agreement, tp)
-            with self.rt.store.transaction():
-                entry = self.rt.store.append_use(
+            report = reporting_duty(decision.obligations)
+
+            def used(store: Store) -> tuple[UseEntry, str | None]:
+                entry = store.append_use(
                     agreement.id, lambda seq, prev: self._record(agreement, tp, purpose, seq, prev)
                 )
                 if deadline is not None:
@@ -150,7 +152,7 @@ class ConsumerUses:
                     "use",
                     detail=f"use {entry.seq + 1} for purpose {purpose!r}",
                 )
-                if reporting_duty(decision.obligations):
+                if report:
                     self.mail.send(
                         agreement.id,
                         peer_address(self.rt, agreement),
@@ -160,9 +162,20 @@ class ConsumerUses:
                         "UseReport",
                         after={"kind": "uses", "agreement": agreement.id, "seqs": [entry.seq]},
                     )
-            duty = self.rt.store.get_deletion(tp.id)
-            due = duty.deadline if duty is not None and duty.state == DutyState.PENDING else None
+                duty = store.get_deletion(tp.id)
+                pending = duty is not None and duty.state == DutyState.PENDING
+                return entry, duty.deadline if duty is not None and pending else None
+
+            entry, due = await self.rt.db.write(used)
             return Granted(entry=entry, transfer=tp, path=Path(tp.path or ""), deadline=due)
+
+    def _held(
+        self, store: Store, agreement: Agreement
+    ) -> tuple[Transfer, UseSummary, dict[str, Any]]:
+        """The copy a use reads, its use summary, and the agreement's usage (one read)."""
+        tp = self._copy(store, agreement)
+        uses = store.use_summary(agreement.id, tp.provider_pid or "")
+        return tp, uses, self.usage(store, agreement, uses)
 
     def _record(
         self, agreement: Agreement, tp: Transfer, purpose: str, seq: int, prev: str | None
@@ -198,25 +211,36 @@ class ProviderUses:
         if not isinstance(lines, list) or not lines:
             raise RecordRefused("expected {'records': [{record, hash, signature}, ...]}")
         doc = await self.rt.resolver.resolve(caller)
-        reported = [line["record"]["seq"] for line in lines if _has_seq(line)]
-        near = [*reported, *(n - 1 for n in reported)]
-        known = {e.seq: e for e in self.rt.store.list_uses(agreement.id, near)}
         expected = {
             "agreement": agreement.id,
             "provider": self.rt.did,
             "consumer": caller,
             "dataset": agreement.dataset_id,
         }
-        accepted: list[UseEntry] = []
+        checked: list[tuple[dict[str, Any], str]] = []
         for line in lines:
             if not isinstance(line, dict):
                 raise RecordRefused("each use record line must be an object")
             record = check(
                 USE_TYPE, line.get("record"), line.get("signature"), caller, doc, expected
             )
+            if not isinstance(record["seq"], int) or record["seq"] < 0:
+                raise RecordRefused(f"seq must be a non-negative integer, got {record['seq']!r}")
+            checked.append((record, line["signature"]))
+        # linked to the records kept and kept in one unit: two reports at once cannot both
+        # add the same seq
+        return await self.rt.db.write(lambda s: self._keep(s, agreement, checked))
+
+    def _keep(
+        self, store: Store, agreement: Agreement, checked: list[tuple[dict[str, Any], str]]
+    ) -> int:
+        """(a unit) The checked records that are new, linked to those kept before."""
+        reported = [record["seq"] for record, _ in checked]
+        near = [*reported, *(n - 1 for n in reported)]
+        known = {e.seq: e for e in store.list_uses(agreement.id, near)}
+        accepted: list[UseEntry] = []
+        for record, signature in checked:
             seq, digest = record["seq"], signatures.digest(record)
-            if not isinstance(seq, int) or seq < 0:
-                raise RecordRefused(f"seq must be a non-negative integer, got {seq!r}")
             if seq in known:
                 if known[seq].hash != digest:
                     raise RecordRefused(f"use record {seq} differs from the one reported before")
@@ -230,21 +254,20 @@ class ProviderUses:
                 seq=seq,
                 hash=digest,
                 record=record,
-                signature=line["signature"],
+                signature=signature,
                 reported_at=utcnow(),
             )
             known[seq] = entry
             accepted.append(entry)
-        with self.rt.store.transaction():
-            self.rt.store.put_uses(accepted)
-            for entry in accepted:
-                r = entry.record
-                self.rt.log(
-                    agreement.id,
-                    Direction.RECEIVED,
-                    "UseReport",
-                    detail=f"use {r['seq'] + 1} at {r['at']} for purpose {r['purpose']!r}",
-                )
+        store.put_uses(accepted)
+        for entry in accepted:
+            r = entry.record
+            self.rt.log(
+                agreement.id,
+                Direction.RECEIVED,
+                "UseReport",
+                detail=f"use {r['seq'] + 1} at {r['at']} for purpose {r['purpose']!r}",
+            )
         return len(accepted)
 
 
