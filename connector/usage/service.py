@@ -11,6 +11,7 @@ import time
 from connector.errors import BadRequest
 from connector.model.enums import DutyState, Role
 from connector.model.records import Agreement, Transfer
+from connector.model.states import TP_TERMINAL
 from connector.outbox import Outbox
 from connector.peer.client import DspClient
 from connector.policy.decision import Decision
@@ -106,9 +107,13 @@ class Usage:
                 log.exception("usage-control scheduler failed; trying again")
 
     def _overdue_due(self, store: Store) -> bool:
+        """Whether the overdue check has something to mark (a copy not yet delivered waits)."""
         grace = self.rt.settings.deletion_grace_seconds
-        due = store.due_deletions(Role.PROVIDER, (DutyState.PENDING,), time.time() - grace)
-        return bool(due)
+        for duty in store.due_deletions(Role.PROVIDER, (DutyState.PENDING,), time.time() - grace):
+            tp = store.get_transfer(duty.id)
+            if tp is None or tp.bytes or tp.state in TP_TERMINAL:
+                return True
+        return False
 
     def _overdue_check(self, store: Store) -> None:
         """(a unit) Replicas: one raises the overdue alerts (the one holding this lease)."""
