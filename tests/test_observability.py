@@ -109,6 +109,10 @@ def test_metrics_move_with_a_negotiation_and_a_transfer(
     ]  # fmt: skip
     assert sum(allowed) >= 2  # at least the negotiation and the transfer start
     assert after[("connector_metering_records_total", ())] >= 2  # at least start and complete
+    # the store's writer committed what the negotiation and the transfer wrote
+    commits = after[("connector_store_commits_total", ())]
+    assert commits > before[("connector_store_commits_total", ())]
+    assert after[("connector_store_write_units_total", ())] >= commits
     mine = metrics(consumer)
     assert mine[("connector_negotiations", (("role", "consumer"), ("state", "FINALIZED")))] == 1
     assert mine[("connector_transfer_bytes_total", (("role", "consumer"),))] == size

@@ -31,9 +31,11 @@ DELETION_STATES = tuple(DutyState)  # always reported, so dashboards see 0 rathe
 class StoreCollector(Collector):
     """The counts of one scrape as metric families (`up` False: they could not be read)."""
 
-    def __init__(self, counts: RecordCounts, up: bool) -> None:
+    def __init__(self, counts: RecordCounts, up: bool, commits: int = 0, units: int = 0) -> None:
         self._counts = counts
         self._up = up
+        self._commits = commits
+        self._units = units
 
     def collect(self) -> Iterator[Metric]:
         counts = self._counts
@@ -85,6 +87,17 @@ class StoreCollector(Collector):
             ),
             ({s: 0 for s in DELETION_STATES} | counts.deletion_duties).items(),
         )
+        # group commit: units / commits is how many writes shared one fsync on average
+        yield CounterMetricFamily(
+            "connector_store_commits",
+            "Transactions the store's writer committed since start (each one fsync)",
+            value=self._commits,
+        )
+        yield CounterMetricFamily(
+            "connector_store_write_units",
+            "Write units committed since start, several per commit under load",
+            value=self._units,
+        )
 
 
 def _labelled(
@@ -112,7 +125,7 @@ def add_metrics(app: web.Application, db: Database) -> None:
     async def metrics(request: web.Request) -> web.Response:
         counts, up = await read_counts(db)
         registry = CollectorRegistry(auto_describe=False)
-        registry.register(StoreCollector(counts, up))
+        registry.register(StoreCollector(counts, up, db.commits, db.units))
         ProcessCollector(registry=registry)
         body = await asyncio.to_thread(generate_latest, registry)  # reads /proc files
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
