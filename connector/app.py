@@ -19,9 +19,11 @@ from connector.credentials.holder import Holder
 from connector.credentials.verifier import CredentialVerifier
 from connector.credentials.wallet import Wallet
 from connector.dataplane import streams
+from connector.dataplane.jobs import DataJobs
 from connector.dataplane.routes import DataPlaneRoutes
 from connector.dsp.auth import Authenticator
 from connector.dsp.client import DspClient
+from connector.dsp.control import TransferControl
 from connector.dsp.negotiation import NegotiationService
 from connector.dsp.routes import DspRoutes
 from connector.dsp.transfer import TransferService
@@ -89,6 +91,8 @@ class Connector:
         usage = Usage(rt, outbox, client, self.transfers.terminate)
         self.transfers.usage = usage
         self.usage = usage
+        control = TransferControl(rt, self.transfers)  # the data plane's way to it
+        data_jobs = DataJobs(rt, outbox, client, control, usage.delivered).register()
         # deletion deadlines that passed while we were stopped: before anything is served
         await usage.catch_up()
         streams.sweep_parts(rt)
@@ -115,9 +119,7 @@ class Connector:
         )
         observability.Health(self).add_to(public)
         DspRoutes(rt, auth, self.negotiations, self.transfers).add_to(public)
-        DataPlaneRoutes(
-            rt, self.transfers.terminate, self.transfers.settle_later, usage.delivered
-        ).add_to(public)
+        DataPlaneRoutes(rt, control, data_jobs.settle_later, usage.delivered).add_to(public)
         MeteringRoutes(rt, auth).add_to(public)
         UsagePeerRoutes(rt, auth, usage).add_to(public)
         holder.add_to(public)
