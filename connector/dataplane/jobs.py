@@ -8,7 +8,6 @@ never by writing its records. Every store access is a unit on the store's thread
 from __future__ import annotations
 
 import asyncio
-import hashlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -17,6 +16,7 @@ from connector.dataplane.control import ControlPlane
 from connector.dataplane.pipeline import Pipeline
 from connector.dsp.client import DspClient
 from connector.errors import ConnectorError, DiskFull, NotFound, PeerError
+from connector.metering.meter import BackgroundHash
 from connector.metering.receipts import wait_for_answers
 from connector.metering.settle import EarlyChecks, receipted_prefix, settle, stream_ended
 from connector.model.enums import Direction, JobKind
@@ -182,7 +182,7 @@ class DataJobs:
         if dataset is None:
             raise PeerError(f"dataset {tp.dataset_id} no longer exists", retry=False)
         pipe = await Pipeline.open(
-            self.rt, self.control, tp, dataset.source, digest=hashlib.sha256()
+            self.rt, self.control, tp, dataset.source, digest=BackgroundHash()
         )
         try:
             await streams.push(self.rt, address, pipe.flow())

@@ -7,6 +7,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from connector.errors import Unavailable
@@ -28,6 +29,36 @@ def end_kind(state: str, stopped: bool = True) -> MeteringKind:
 
 
 log = logging.getLogger(__name__)
+
+# Threads that hash streams beside the event loop (hashlib lets go of the GIL for large
+# updates): the loop reads, sends and counts the next chunk meanwhile.
+_HASHERS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="hash")
+_INLINE = 64 * 1024  # smaller updates cost less than handing them over
+
+
+class BackgroundHash:
+    """A SHA-256 fed in order, the large updates on a hashing thread, one at a time: at most
+    one chunk is in flight, so memory stays flat and the digest is of exactly what was fed."""
+
+    def __init__(self) -> None:
+        self._hash = hashlib.sha256()
+        self._pending: Future[None] | None = None
+
+    def _wait(self) -> None:
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            pending.result()
+
+    def update(self, data: bytes | memoryview, /) -> None:
+        self._wait()
+        if len(data) < _INLINE:
+            self._hash.update(data)
+        else:
+            self._pending = _HASHERS.submit(self._hash.update, data)
+
+    def hexdigest(self) -> str:
+        self._wait()
+        return self._hash.hexdigest()
 
 
 class MeteringUnavailable(Unavailable):
@@ -74,7 +105,7 @@ class Meter:
         return meter
 
     def _open_window(self) -> None:
-        self._hash = hashlib.sha256()
+        self._hash = BackgroundHash()
         self._length = 0
         self._records = 0
         self._from = utcnow()
