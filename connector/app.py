@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import ssl
 
 from aiohttp import web
@@ -20,7 +19,9 @@ from connector.credentials.holder import Holder
 from connector.credentials.verifier import CredentialVerifier
 from connector.credentials.wallet import Wallet
 from connector.dataplane import streams
+from connector.dataplane.jobs import DataJobs
 from connector.dataplane.routes import DataPlaneRoutes
+from connector.dsp.control import TransferControl
 from connector.dsp.negotiation import NegotiationService
 from connector.dsp.routes import DspRoutes
 from connector.dsp.transfer import TransferService
@@ -86,10 +87,10 @@ class Connector:
         install_log_filter()
         private_dir(s.data_dir)
         pair = keyfile.load(s.private_key_path)
-        guard = os.environ.get("CONNECTOR_STORE_GUARD") == "1"  # TODO(issue 15): always on
-        # opened (and migrated) off the loop: the guard forbids statements on its thread
-        writer = await asyncio.to_thread(open_store, s, forbid_event_loop=guard)
-        db = Database(writer, lambda: open_store(s, migrate=False, forbid_event_loop=guard))
+        # no store statement runs on the event loop (StoreOnEventLoop): the store is opened
+        # and migrated on a thread, and reached through `db` (connector/store/gateway.py)
+        writer = await asyncio.to_thread(open_store, s, forbid_event_loop=True)
+        db = Database(writer, lambda: open_store(s, migrate=False, forbid_event_loop=True))
         egress = egress_for(s)
         decisions = self._decisions or await self._decision_point(db)
         rt = Runtime(settings=s, db=db, keys=pair, egress=egress, decisions=decisions)
@@ -102,6 +103,8 @@ class Connector:
         usage = Usage(rt, outbox, client, self.transfers.terminate)
         self.transfers.usage = usage
         self.usage = usage
+        control = TransferControl(rt, self.transfers)  # the data plane's way to it
+        data_jobs = DataJobs(rt, outbox, client, control, usage.delivered).register()
         # deletion deadlines that passed while we were stopped: before anything is served
         await usage.catch_up()
         streams.sweep_parts(rt)
@@ -129,9 +132,7 @@ class Connector:
         )
         observability.Health(self).add_to(public)
         DspRoutes(rt, auth, self.negotiations, self.transfers).add_to(public)
-        DataPlaneRoutes(
-            rt, self.transfers.terminate, self.transfers.settle_later, usage.delivered
-        ).add_to(public)
+        DataPlaneRoutes(rt, control, data_jobs.settle_later, usage.delivered).add_to(public)
         MeteringRoutes(rt, auth).add_to(public)
         UsagePeerRoutes(rt, auth, usage).add_to(public)
         holder.add_to(public)

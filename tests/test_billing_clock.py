@@ -10,6 +10,7 @@ provider's wall clock (outside the project), so records can be dated in chosen m
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from collections.abc import Iterator
@@ -22,6 +23,7 @@ from connector.config import load_settings
 from connector.identity import keys as keyfile
 from connector.identity import signatures
 from connector.metering.meter import Meter
+from connector.model.metering import MeteringEntry, MeteringKind
 from connector.model.records import Transfer
 from connector.policy.decision import PermitAll
 from connector.runtime import Runtime, egress_for
@@ -66,14 +68,14 @@ def runtime(node: ConnectorProcess) -> Runtime:
     )
 
 
-def stream(
+async def stream(
     rt: Runtime, tp: Transfer, clock: WallClock, at: str, data: bytes, start: int, end: int
 ) -> Meter:
     """One stream of `data[start:end]` metered by the provider's meter with the clock at `at`."""
     clock.now = at
-    meter = Meter(rt, tp, offset=start)
+    meter = await Meter.open(rt, tp, offset=start)
     for at_byte in range(start, end, 256 * 1024):
-        meter.feed(data[at_byte : min(end, at_byte + 256 * 1024)])
+        await meter.feed(data[at_byte : min(end, at_byte + 256 * 1024)])
     return meter
 
 
@@ -116,17 +118,23 @@ def test_a_range_resumed_after_the_clock_stepped_back_is_billed_once(
         )  # fmt: skip
 
     cut, resumed = MIB + MIB // 2, MIB + MIB // 4  # the consumer held less than was metered
-    # forward: cut on 31 October, resumed on 1 November (the normal case)
-    forward = transfer("tp-forward")
-    stream(rt, forward, clock, "2026-10-31T23:59:58.000Z", data, 0, cut).interrupt()
-    last = stream(rt, forward, clock, "2026-11-01T00:00:02.000Z", data, resumed, SIZE)
-    last.close("complete")
-    # back: cut on 1 December, resumed after the provider's clock stepped back to 30 November;
-    # the consumer never answers the resumed stream's last record (disputed, not billed)
-    back = transfer("tp-back")
-    stream(rt, back, clock, "2026-12-01T00:00:01.000Z", data, 0, cut).interrupt()
-    last = stream(rt, back, clock, "2026-11-30T23:59:59.000Z", data, resumed, SIZE)
-    unanswered = last.close("complete")
+
+    async def streams() -> MeteringEntry | None:
+        # forward: cut on 31 October, resumed on 1 November (the normal case)
+        forward = transfer("tp-forward")
+        await (
+            await stream(rt, forward, clock, "2026-10-31T23:59:58.000Z", data, 0, cut)
+        ).interrupt()
+        last = await stream(rt, forward, clock, "2026-11-01T00:00:02.000Z", data, resumed, SIZE)
+        await last.close(MeteringKind.COMPLETE)
+        # back: cut on 1 December, resumed after the provider's clock stepped back to 30
+        # November; the consumer never answers the resumed stream's last record (disputed)
+        back = transfer("tp-back")
+        await (await stream(rt, back, clock, "2026-12-01T00:00:01.000Z", data, 0, cut)).interrupt()
+        last = await stream(rt, back, clock, "2026-11-30T23:59:59.000Z", data, resumed, SIZE)
+        return await last.close(MeteringKind.COMPLETE)
+
+    unanswered = asyncio.run(streams())
     assert unanswered is not None
 
     chain = rt.store.metering_chain(agreement_id)

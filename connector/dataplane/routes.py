@@ -4,34 +4,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 from aiohttp import web
 
-from connector.dataplane import sources, streams, tokens
+from connector.dataplane import streams, tokens
+from connector.dataplane.control import ControlPlane
+from connector.dataplane.pipeline import Pipeline, RangeNotSatisfiable
 from connector.errors import BadRequest, ConnectorError, NotFound, PayloadTooLarge, PeerError
-from connector.metering.meter import Meter, MeteringUnavailable, end_kind, frontier
+from connector.metering.meter import BackgroundHash, MeteringUnavailable, state_kind
 from connector.model.enums import Direction, Role
 from connector.model.metering import MeteringKind
-from connector.model.records import Transfer
+from connector.model.records import Dataset, Transfer
 from connector.model.states import TP
 from connector.runtime import Runtime
+from connector.store.base import Store
 
 log = logging.getLogger(__name__)
 
-Terminate = Callable[[str, list[str], str | None], object]
-Settle = Callable[[str], object]
+SettleLater = Callable[[str], object]  # inside a store unit: queue the consumer's check
 Delivered = Callable[[Transfer], Awaitable[None]]
 NOTE_ATTEMPTS = 40  # about 20 minutes of a store that takes no writes
-
-
-class RangeNotSatisfiable(ConnectorError):
-    """A Range header the data plane does not serve (416)."""
-
-    status = 416
 
 
 def _range_start(header: str | None, size: int | None) -> int:
@@ -51,13 +45,13 @@ class DataPlaneRoutes:
     def __init__(
         self,
         runtime: Runtime,
-        terminate: Terminate,
-        settle: Settle,
+        control: ControlPlane,
+        settle_later: SettleLater,
         delivered: Delivered | None = None,
     ) -> None:
         self.rt = runtime
-        self._terminate = terminate
-        self._settle = settle
+        self.control = control
+        self._settle_later = settle_later
         self._delivered = delivered  # usage control: a copy has arrived
         self._notes: set[asyncio.Task[None]] = set()
 
@@ -65,16 +59,22 @@ class DataPlaneRoutes:
         app.router.add_get("/data/pull/{pid}", self.serve_pull)
         app.router.add_post("/data/push/{pid}", self.receive_push)
 
+    async def _lookup(self, pid: str) -> tuple[Transfer | None, Dataset | None]:
+        def lookup(store: Store) -> tuple[Transfer | None, Dataset | None]:
+            tp = store.get_transfer(pid)
+            return tp, store.get_dataset(tp.dataset_id) if tp is not None else None
+
+        return await self.rt.db.read(lookup)
+
     async def serve_pull(self, request: web.Request) -> web.StreamResponse:
         pid = request.match_info["pid"]
-        tp = self.rt.store.get_transfer(pid)
+        tp, dataset = await self._lookup(pid)
         if tp is None or tp.role != Role.PROVIDER:
             raise NotFound(f"no transfer {pid}")
         tokens.verify(self.rt.keys, self.rt.did, request.headers.get("Authorization"), pid)
         if tp.state != TP.STARTED:
             raise BadRequest(f"transfer is {tp.state}, not STARTED")
         tokens.require_current(request.headers.get("Authorization"), tp.data_address)
-        dataset = self.rt.store.get_dataset(tp.dataset_id)
         if dataset is None:
             raise NotFound(f"dataset {tp.dataset_id} no longer exists")
         start = _range_start(request.headers.get("Range"), dataset.size)
@@ -87,39 +87,36 @@ class DataPlaneRoutes:
                 )
         if dataset.size is not None:
             response.content_length = dataset.size - start
-        # the agreed volume counts from the data's first byte, also when a pull resumes
-        cap = streams.VolumeCap(None if tp.limit_bytes is None else tp.limit_bytes - start)
         # Metering before the first byte: the stream's start record is durable before anything
         # is sent, and bytes the consumer proves it holds beyond what the records cover (sent
         # before a crash) are metered now. A store that cannot write answers 503: the
         # consumer asks again later, and nothing goes out unmetered meanwhile.
         # The published digest stands for a whole file: hash again only what may differ from
         # it (an HTTP source, a stream a volume limit may cut). The meter hashes every window.
-        digest = hashlib.sha256() if dataset.sha256 is None or tp.limit_bytes is not None else None
-        meter = await self._open_meter(tp, dataset.source, start, digest)
-        await response.prepare(request)
-        size = 0
-        watch = streams.StateWatch(self.rt, pid)
-        chunks = sources.read(
-            dataset.source, self.rt.egress, self.rt.settings.chunk_size, offset=start
+        digest = BackgroundHash() if dataset.sha256 is None or tp.limit_bytes is not None else None
+        pipe = await Pipeline.open(
+            self.rt, self.control, tp, dataset.source, start=start, digest=digest
         )
+        cap = pipe.cap
+        await response.prepare(request)
         try:
-            async with contextlib.aclosing(chunks):
-                async for chunk in cap.apply(chunks):
-                    watch()
-                    await response.write(chunk)
-                    meter.feed(chunk)
-                    if digest is not None:
-                        digest.update(chunk)
-                    size += len(chunk)
-            if cap.cut:
-                raise streams.Stopped(cap.reason(start + size))
-            await response.write_eof()
-            meter.close(MeteringKind.COMPLETE)
-        except asyncio.CancelledError:
-            meter.interrupt()  # shutting down: the consumer resumes from the rest
             try:
-                streams.record_sent(self.rt, pid, start + size)
+                async with contextlib.aclosing(pipe.flow()) as flow:
+                    async for chunk in flow:
+                        await response.write(chunk)
+            finally:
+                await pipe.close()
+            if cap.cut:
+                raise streams.Stopped(cap.reason(pipe.reached))
+            await response.write_eof()
+            await pipe.meter.close(MeteringKind.COMPLETE)
+        except asyncio.CancelledError:
+            await pipe.interrupted()  # shutting down: the consumer resumes from the rest
+            try:
+                reached = pipe.reached
+                await asyncio.shield(
+                    self.rt.db.write(lambda s: self.control.count_sent(pid, reached))
+                )
             except Exception:
                 log.exception("cannot record the bytes transfer %s sent before stopping", pid)
             raise
@@ -128,99 +125,72 @@ class DataPlaneRoutes:
             # metered when the consumer resumes and shows what it holds (docs/metering.md)
             if request.transport is not None:
                 request.transport.close()
-            self._note_later(pid, f"stopped serving after {start + size} bytes: {exc.detail}")
+            self._note_later(pid, f"stopped serving after {pipe.reached} bytes: {exc.detail}")
             return response
         except Exception as exc:
             # The answer is under way: no error response can follow. Cut the connection so
             # the consumer sees an incomplete body (never a short one that looks whole).
-            stopped = isinstance(exc, streams.Stopped)
-            why = str(exc) if isinstance(exc, ConnectorError | streams.Stopped) else repr(exc)
-            self.rt.log(
-                pid,
-                Direction.NOTE if stopped else Direction.FAILED,
-                "pull",
-                detail=f"stopped serving after {size} bytes: {why}",
-            )
             if request.transport is not None:
                 request.transport.close()
-            if cap.cut:
-                meter.close(MeteringKind.TERMINATE)
-                with self.rt.store.transaction():
-                    self.rt.store.update_transfer(
-                        pid, bytes=start + size, sha256=digest.hexdigest() if digest else None
-                    )
-                    self._terminate(pid, [cap.reason(start + size)], "VOLUME")
-            elif isinstance(exc, PeerError) and not exc.retry:
-                # the source failed for good (a redirect, a refused upstream): a consumer
-                # asking again cannot help, so the transfer ends here, with the reason
-                meter.close(MeteringKind.TERMINATE)
-                with self.rt.store.transaction():
-                    self._terminate(pid, [f"data transfer failed: {exc.detail}"], None)
-                streams.record_sent(self.rt, pid, start + size)
-            else:
-                meter.close(_end_kind(self.rt, pid, stopped))
-                streams.record_sent(self.rt, pid, start + size)
+            await self._broke_off(pipe, exc)
             return response
         whole = digest.hexdigest() if digest is not None else dataset.sha256
-        with self.rt.store.transaction():
-            served = self.rt.store.update_transfer(pid, bytes=start + size, sha256=whole)
+        size, reached = pipe.sent, pipe.reached
+
+        def served(store: Store) -> Transfer:
+            done = self.control.record_copy(pid, {"bytes": reached, "sha256": whole})
             self.rt.log(
                 pid,
                 Direction.NOTE,
                 "pull",
                 detail=f"served bytes {start}-{start + size - 1}, sha256 {whole}",
             )
+            return done
+
+        done = await self.rt.db.write(served)
         if self._delivered is not None:
-            await self._delivered(served)  # usage control: the provider's delivery record
+            await self._delivered(done)  # usage control: the provider's delivery record
         return response
 
-    async def _open_meter(
-        self, tp: Transfer, source: dict[str, Any], start: int, digest: Any
-    ) -> Meter:
-        """The meter of a pull from byte `start`, its start record written; bytes
-        `[covered, start)` the consumer holds but no record covers yet are metered first, from
-        the source (they went out before a crash or a failed record cut the stream). A resumed
-        pull whose data has no published digest hashes `[0, start)` into `digest` on the way,
-        so that the provider states the digest of the whole, as the consumer does.
+    async def _broke_off(self, pipe: Pipeline, exc: Exception) -> None:
+        """A pull that broke off after its answer began: its last record, the bytes that went
+        out, and (a volume cut, a source failed for good) the transfer's end, with the line
+        on its timeline saying why."""
+        pid, reached, cap = pipe.tp.id, pipe.reached, pipe.cap
+        stopped = isinstance(exc, streams.Stopped)
+        why = str(exc) if isinstance(exc, ConnectorError | streams.Stopped) else repr(exc)
+        direction = Direction.NOTE if stopped else Direction.FAILED
+        detail = f"stopped serving after {pipe.sent} bytes: {why}"
+        digest = pipe.digest.hexdigest() if pipe.digest is not None else None
+        if cap.cut:
+            await pipe.meter.close(MeteringKind.TERMINATE)
 
-        A gap larger than one window and one chunk was never sent by this connector: the
-        meter closes a window at least that often and stops when it cannot (416)."""
-        covered = frontier(self.rt, tp.id)
-        if start > covered:
-            most = self.rt.settings.metering_window_bytes + self.rt.settings.chunk_size
-            if start - covered > most:
-                raise RangeNotSatisfiable(
-                    f"range starts at {start}, but the metering records of this transfer end at"
-                    f" byte {covered} and at most {most} bytes beyond them were ever sent"
-                )
-        meter = Meter(self.rt, tp, offset=min(covered, start))
-        first = 0 if digest is not None else covered
-        if start <= first:
-            return meter
-        at = first
-        chunks = sources.read(source, self.rt.egress, self.rt.settings.chunk_size, offset=first)
-        async with contextlib.aclosing(chunks):
-            async for chunk in chunks:
-                piece = chunk[: start - at]
-                if digest is not None:
-                    digest.update(piece)
-                if at + len(piece) > covered:
-                    meter.recovered(piece[max(0, covered - at) :])
-                at += len(piece)
-                if at == start:
-                    break
-        if at < start:
-            raise RangeNotSatisfiable(f"range starts at {start}, past the end of the data")
-        if start > covered:
-            meter.cut()
-            self.rt.log(
-                tp.id,
-                Direction.NOTE,
-                "metering",
-                detail=f"bytes {covered}-{start - 1} reached the consumer before the stream"
-                " that carried them broke off; metered now from the source",
-            )
-        return meter
+            def cut(store: Store) -> None:
+                self.rt.log(pid, direction, "pull", detail=detail)
+                self.control.record_copy(pid, {"bytes": reached, "sha256": digest})
+                self.control.terminate(pid, [cap.reason(reached)], "VOLUME")
+
+            await self.rt.db.write(cut)
+        elif isinstance(exc, PeerError) and not exc.retry:
+            # the source failed for good (a redirect, a refused upstream): a consumer
+            # asking again cannot help, so the transfer ends here, with the reason
+            await pipe.meter.close(MeteringKind.TERMINATE)
+            failed = f"data transfer failed: {exc.detail}"
+
+            def ended(store: Store) -> None:
+                self.rt.log(pid, direction, "pull", detail=detail)
+                self.control.terminate(pid, [failed], None)
+                self.control.count_sent(pid, reached)
+
+            await self.rt.db.write(ended)
+        else:
+            await pipe.meter.close(state_kind(pid, stopped))
+
+            def counted(store: Store) -> None:
+                self.rt.log(pid, direction, "pull", detail=detail)
+                self.control.count_sent(pid, reached)
+
+            await self.rt.db.write(counted)
 
     def _note_later(self, pid: str, detail: str) -> None:
         """Put a failure on the transfer's timeline once the store takes writes again (it is
@@ -231,7 +201,7 @@ class DataPlaneRoutes:
             delay = 0.5
             for _ in range(NOTE_ATTEMPTS):
                 try:
-                    self.rt.log(pid, Direction.FAILED, "pull", detail=detail)
+                    await self.rt.note(pid, Direction.FAILED, "pull", detail=detail)
                     return
                 except Exception:
                     await asyncio.sleep(delay)
@@ -244,33 +214,34 @@ class DataPlaneRoutes:
 
     async def receive_push(self, request: web.Request) -> web.Response:
         pid = request.match_info["pid"]
-        tp = self.rt.store.get_transfer(pid)
+        tp = await self.rt.db.read(lambda s: s.get_transfer(pid))
         if tp is None or tp.role != Role.CONSUMER:
             raise NotFound(f"no transfer {pid}")
         tokens.verify(self.rt.keys, self.rt.did, request.headers.get("Authorization"), pid)
         if tp.state not in (TP.STARTED, TP.REQUESTED):
             raise BadRequest(f"transfer is {tp.state}; data is not accepted")
-        limit = streams.receive_limit(self.rt, tp)
+        limit = await streams.receive_limit(self.rt, tp)
         announced = request.content_length
         if announced is not None and announced > limit.bytes:
-            self.rt.log(pid, Direction.REFUSED, "push", detail=str(limit.refuse(announced)))
-            raise limit.refuse(announced)
+            refused = limit.refuse(announced)
+            await self.rt.note(pid, Direction.REFUSED, "push", detail=str(refused))
+            raise refused
         writer = streams.HashingWriter(
             streams.received_path(self.rt, pid), staged=True, limit=limit
         )
         whole = False
         try:
-            activity = streams.Activity(self.rt, pid)
+            activity = streams.Activity(self.rt, pid, self.control.touch)
             async for chunk in request.content.iter_chunked(self.rt.settings.chunk_size):
                 writer.write(chunk)
                 activity()  # a push still arriving keeps the idle watchdog away
             whole = True
         except PayloadTooLarge as exc:
             # stop reading: the sender is cut off, the staged part removed (finally)
-            self.rt.log(pid, Direction.REFUSED, "push", detail=exc.detail)
+            await self.rt.note(pid, Direction.REFUSED, "push", detail=exc.detail)
             raise
         except ConnectionError as exc:
-            self.rt.log(
+            await self.rt.note(
                 pid,
                 Direction.FAILED,
                 "push",
@@ -278,23 +249,22 @@ class DataPlaneRoutes:
             )
             raise BadRequest(f"push interrupted after {writer.size} bytes") from exc
         finally:
-            digest = writer.close()
+            # the fsyncs of the file and its directory take a while: not on the loop
+            digest = await asyncio.to_thread(writer.close)
             if not whole:
                 writer.discard()
-        writer.commit()
-        with self.rt.store.transaction():
-            tp = self.rt.store.update_transfer(
-                pid, bytes=writer.size, sha256=digest, path=str(writer.path)
-            )
+        await asyncio.to_thread(writer.commit)
+        size, path = writer.size, str(writer.path)
+
+        def received(store: Store) -> Transfer:
+            done = self.control.record_copy(pid, {"bytes": size, "sha256": digest, "path": path})
             self.rt.log(
-                pid, Direction.NOTE, "push", detail=f"received {writer.size} bytes, sha256 {digest}"
+                pid, Direction.NOTE, "push", detail=f"received {size} bytes, sha256 {digest}"
             )
-            self._settle(pid)
+            self._settle_later(pid)
+            return done
+
+        tp = await self.rt.db.write(received)
         if self._delivered is not None:
             await self._delivered(tp)
-        return web.json_response({"bytes": writer.size, "sha256": digest})
-
-
-def _end_kind(rt: Runtime, pid: str, stopped: bool) -> MeteringKind:
-    tp = rt.store.get_transfer(pid)
-    return end_kind(tp.state if tp else "gone", stopped)
+        return web.json_response({"bytes": size, "sha256": digest})

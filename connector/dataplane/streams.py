@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import hashlib
 import json
+import logging
 import os
 import shutil
 import time
@@ -22,15 +22,19 @@ from connector.clock import skew_refusal
 from connector.egress import EgressRefused, read_limited
 from connector.errors import ConnectorError, DiskFull, PayloadTooLarge, PeerError
 from connector.files import open_private, private_dir
+from connector.metering.meter import BackgroundHash
 from connector.model.enums import Role
 from connector.model.records import Transfer
 from connector.model.states import TP
 from connector.policy.odrl import normalise
 from connector.runtime import Runtime
+from connector.store.base import Store
 
 STREAM_TIMEOUT = aiohttp.ClientTimeout(total=None, connect=10, sock_read=60)
 STATE_CHECK_SECONDS = 0.2
 PROBLEM_MAX = 64 * 1024  # an error body (problem document) read to tell its code
+
+log = logging.getLogger(__name__)
 
 
 class Stopped(Exception):
@@ -40,44 +44,74 @@ class Stopped(Exception):
 class Activity:
     """A flowing stream is activity: the transfer's record is bumped well within the idle
     time, so the idle watchdog (connector/dsp/watchdog.py) leaves a long stream alone. Called
-    per chunk; writes at most every min(60 s, transfer_idle_seconds / 4)."""
+    per chunk; writes at most every min(60 s, transfer_idle_seconds / 4), beside the stream
+    (which never waits for that commit)."""
 
-    def __init__(self, rt: Runtime, transfer_id: str) -> None:
+    def __init__(self, rt: Runtime, transfer_id: str, touch: Callable[[str], None]) -> None:
         self._rt = rt
         self._id = transfer_id
+        self._touch = touch  # the control plane's: runs in a store unit
         self._touched = time.monotonic()
         self._every = min(60.0, rt.settings.transfer_idle_seconds / 4)
+        self._writing: asyncio.Task[None] | None = None
 
     def __call__(self) -> None:
         now = time.monotonic()
-        if now - self._touched >= self._every:
+        if now - self._touched >= self._every and (self._writing is None or self._writing.done()):
             self._touched = now
-            self._rt.store.update_transfer(self._id)  # updated_at only
+            self._writing = asyncio.ensure_future(self._write())
+
+    async def _write(self) -> None:
+        try:
+            await self._rt.db.write(lambda s: self._touch(self._id))
+        except Exception as exc:  # the stream itself goes on; the next bump may succeed
+            log.warning("transfer %s: activity not recorded: %r", self._id, exc)
 
 
 class StateWatch:
     """Checked between chunks: raises Stopped once the transfer is no longer STARTED.
 
-    Suspension and termination must stop the bytes, not only change a state; the store
-    is read at most every STATE_CHECK_SECONDS so the check costs nothing per chunk.
+    Suspension and termination must stop the bytes, not only change a state; the store is
+    read at most every STATE_CHECK_SECONDS, on a reader thread while the chunks go on
+    flowing, and the answer is looked at with the next chunk: the check costs the stream
+    nothing per chunk and never waits for the store.
     """
 
-    def __init__(self, rt: Runtime, transfer_id: str) -> None:
+    def __init__(self, rt: Runtime, transfer_id: str, touch: Callable[[str], None]) -> None:
         self._rt = rt
         self._id = transfer_id
         self._checked = time.monotonic()
-        self._activity = Activity(rt, transfer_id)
+        self._checking: asyncio.Future[str] | None = None
+        self._activity = Activity(rt, transfer_id, touch)
+
+    def _state(self, store: Store) -> str:
+        tp = store.get_transfer(self._id)
+        return tp.state if tp is not None else "gone"
 
     def __call__(self) -> None:
+        checking = self._checking
+        if checking is not None:
+            if not checking.done():
+                return
+            self._checking = None
+            state = checking.result()  # a store that fails breaks the stream, as before
+            if state != TP.STARTED:
+                raise Stopped(f"the transfer is {state}")
         now = time.monotonic()
         if now - self._checked < STATE_CHECK_SECONDS:
             return
         self._checked = now
-        tp = self._rt.store.get_transfer(self._id)
-        state = tp.state if tp is not None else "gone"
-        if state != TP.STARTED:
-            raise Stopped(f"the transfer is {state}")
+        self._checking = asyncio.ensure_future(self._rt.db.read(self._state))
         self._activity()
+
+    def close(self) -> None:
+        """The stream ended: a check still under way is not waited for."""
+        checking, self._checking = self._checking, None
+        if checking is not None:
+            if checking.done() and not checking.cancelled():
+                checking.exception()  # retrieved: nothing to report once the stream ended
+            else:
+                checking.cancel()
 
 
 class VolumeCap:
@@ -105,16 +139,6 @@ class VolumeCap:
                 return
             sent += len(chunk)
             yield chunk
-
-
-def record_sent(rt: Runtime, transfer_id: str, sent: int) -> None:
-    """A provider stream that broke off (cut, suspended, terminated, disconnected) still
-    counts the bytes that went out: a transfer that then ends without completing is charged
-    against the agreed volume for them, not for nothing (issue 13, finding 6)."""
-    with rt.store.transaction():
-        tp = rt.store.lock_transfer(transfer_id)
-        if tp is not None and sent > tp.bytes:
-            rt.store.update_transfer(transfer_id, bytes=sent)
 
 
 VOLUME_TERMS = ("tdsc:transferBytes", "tdsc:volumeBytes")
@@ -157,7 +181,7 @@ class ReceiveLimit:
         return PayloadTooLarge(f"more than {self.bytes} bytes ({self.why}); {size} refused")
 
 
-def receive_limit(rt: Runtime, tp: Transfer) -> ReceiveLimit:
+async def receive_limit(rt: Runtime, tp: Transfer) -> ReceiveLimit:
     """Consumer: the most a transfer may bring. A sender (or whoever holds its token) is not
     trusted to stop at the agreed volume: the agreement's limits and the disk space kept free
     (`receive_free_disk_bytes`) bound what is written."""
@@ -166,16 +190,23 @@ def receive_limit(rt: Runtime, tp: Transfer) -> ReceiveLimit:
     have = path.stat().st_size if path.exists() else 0
     free = shutil.disk_usage(path.parent).free - rt.settings.receive_free_disk_bytes
     limits = [ReceiveLimit(max(free, 0) + have, "the disk space kept free", disk=True)]
-    agreement = rt.store.get_agreement(tp.agreement_id)
-    agreed = _agreed_maxima(agreement.body) if agreement is not None else {}
+
+    def agreed_and_earlier(store: Store) -> tuple[dict[str, int], int]:
+        agreement = store.get_agreement(tp.agreement_id)
+        agreed = _agreed_maxima(agreement.body) if agreement is not None else {}
+        earlier = 0
+        if "tdsc:volumeBytes" in agreed:
+            earlier = sum(
+                t.bytes
+                for t in store.agreement_transfers(tp.agreement_id, Role.CONSUMER)
+                if t.id != tp.id
+            )
+        return agreed, earlier
+
+    agreed, earlier = await rt.db.read(agreed_and_earlier)
     if "tdsc:transferBytes" in agreed:
         limits.append(ReceiveLimit(agreed["tdsc:transferBytes"], "the agreed bytes per transfer"))
     if "tdsc:volumeBytes" in agreed:
-        earlier = sum(
-            t.bytes
-            for t in rt.store.agreement_transfers(tp.agreement_id, Role.CONSUMER)
-            if t.id != tp.id
-        )
         left = max(agreed["tdsc:volumeBytes"] - earlier, 0)
         limits.append(ReceiveLimit(left, "the agreed volume left"))
     return min(limits, key=lambda limit: limit.bytes)
@@ -265,7 +296,7 @@ class HashingWriter:
         self._synced = [path.parent] if path.parent.is_dir() else [path.parent, path.parent.parent]
         private_dir(path.parent)
         self.path = path
-        self._hash = hashlib.sha256()
+        self._hash = BackgroundHash()  # beside the loop, which writes the next chunk meanwhile
         self.size = 0
         self.limit = limit
         self._target = path.with_name(f"{path.name}.{uuid.uuid4().hex}.part") if staged else path
@@ -354,14 +385,15 @@ async def pull(
     What an interrupted pull already wrote is kept: the next attempt asks for the rest with
     `Range: bytes=N-`, so nothing is sent (or metered) twice. A full disk (a write that finds
     no space, or less free than `receive_free_disk_bytes`) raises DiskFull and keeps the file:
-    the pull is tried again, later (see TransferService._pull_job).
+    the pull is tried again, later (see connector/dataplane/jobs.py).
     """
     endpoint, token = _endpoint(data_address)
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     path = received_path(rt, transfer_id)
-    tp = rt.store.get_transfer(transfer_id)
-    limit = receive_limit(rt, tp) if tp is not None else None
-    writer = HashingWriter(path, resume=True, limit=limit)
+    tp = await rt.db.read(lambda s: s.get_transfer(transfer_id))
+    limit = await receive_limit(rt, tp) if tp is not None else None
+    # a resumed copy is hashed again from the disk (it may be large): not on the loop
+    writer = await asyncio.to_thread(HashingWriter, path, resume=True, limit=limit)
     if writer.size:
         headers["Range"] = f"bytes={writer.size}-"
     try:
@@ -408,30 +440,11 @@ async def pull(
     return writer.size, digest, path
 
 
-async def push(
-    rt: Runtime,
-    data_address: dict[str, Any],
-    chunks: AsyncIterator[bytes],
-    watch: Callable[[], None] | None = None,
-) -> tuple[int, str]:
-    """Provider: stream the source into the consumer's endpoint; `watch` may stop it."""
+async def push(rt: Runtime, data_address: dict[str, Any], chunks: AsyncIterator[bytes]) -> None:
+    """Provider: stream `chunks` (a pipeline's flow, which counts, hashes and meters what went
+    out and may stop) into the consumer's endpoint."""
     endpoint, token = _endpoint(data_address)
-    counter = {"size": 0}
-    digest = hashlib.sha256()
     source_failed: list[PeerError] = []
-
-    async def body() -> AsyncIterator[bytes]:
-        try:
-            async for chunk in chunks:
-                if watch is not None:
-                    watch()
-                counter["size"] += len(chunk)
-                digest.update(chunk)
-                yield chunk
-        except PeerError as exc:
-            source_failed.append(exc)  # aiohttp hides it in a ClientError: keep its own retry
-            raise
-
     headers = {"Content-Type": "application/octet-stream"}
     if token:
         headers["Authorization"] = f"Bearer {token}"
@@ -441,12 +454,16 @@ async def push(
     loop = asyncio.get_running_loop()
     try:
         async with asyncio.timeout(idle) as deadline:
-            stream = body()
 
             async def paced() -> AsyncIterator[bytes]:
-                async for chunk in stream:
-                    deadline.reschedule(loop.time() + idle)
-                    yield chunk
+                try:
+                    async for chunk in chunks:
+                        deadline.reschedule(loop.time() + idle)
+                        yield chunk
+                except PeerError as exc:
+                    # aiohttp hides it in a ClientError: keep its own retry
+                    source_failed.append(exc)
+                    raise
 
             async with rt.egress.request(
                 "POST", endpoint, data=paced(), headers=headers, timeout=STREAM_TIMEOUT
@@ -465,4 +482,3 @@ async def push(
         if source_failed:
             raise source_failed[0] from exc
         raise PeerError(f"push to {endpoint} failed: {exc!r}", retry=True) from exc
-    return counter["size"], digest.hexdigest()

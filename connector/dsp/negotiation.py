@@ -11,8 +11,6 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from connector.dsp.auth import not_a_member
-from connector.dsp.callbacks import check_callback
 from connector.dsp.process import NEGOTIATION, ProcessService, Send, new_pid, opened, peer_pid
 from connector.errors import BadRequest, PeerError, TooManyProcesses
 from connector.identity import signatures
@@ -21,6 +19,8 @@ from connector.model.enums import CNEvent, Direction, Role
 from connector.model.jobs import NegotiationSend
 from connector.model.records import Agreement, Dataset, Negotiation
 from connector.model.states import CN, negotiation_next
+from connector.peer.auth import not_a_member
+from connector.peer.callbacks import check_callback
 from connector.policy.decision import DecisionInput, Party, Phase
 from connector.policy.inputs import dataset_facts
 from connector.store.base import Duplicate, Store

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, ClassVar, Generic, ParamSpec, Protocol, TypeVar
 
-from connector.dsp.client import DspClient
 from connector.errors import BadRequest, NotFound, PeerError
 from connector.model import messages as m
 from connector.model.enums import Direction, Role
@@ -26,6 +25,7 @@ from connector.model.jobs import NegotiationReact, NegotiationSend, TransferReac
 from connector.model.records import Job, Negotiation, Transfer
 from connector.model.states import CN_TERMINAL, TP_TERMINAL, negotiation_next, transfer_next
 from connector.outbox import Outbox
+from connector.peer.client import DspClient
 from connector.runtime import Runtime
 from connector.store.base import Store
 

@@ -9,7 +9,6 @@ from aiohttp import web
 from connector.catalog import filters, render
 from connector.catalog.visibility import visible
 from connector.config import DSP_PATH
-from connector.dsp.auth import Authenticator
 from connector.dsp.negotiation import NegotiationService
 from connector.dsp.transfer import TransferService
 from connector.errors import NotFound, UnsupportedMediaType
@@ -17,6 +16,7 @@ from connector.http import read_json
 from connector.model import messages as m
 from connector.model.enums import Role
 from connector.model.records import Dataset
+from connector.peer.auth import Authenticator
 from connector.policy.decision import Party
 from connector.runtime import Runtime
 

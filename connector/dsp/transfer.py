@@ -5,28 +5,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import types
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from enum import StrEnum
 from typing import Any, Protocol
 
 from connector.catalog.render import FORMATS
-from connector.dataplane import sources, streams, tokens
-from connector.dsp.callbacks import check_callback
-from connector.dsp.client import DspClient
+from connector.dataplane import tokens
 from connector.dsp.process import TRANSFER, ProcessService, Send, new_pid, opened
 from connector.egress import EgressRefused
-from connector.errors import BadRequest, Conflict, ConnectorError, DiskFull, NotFound, PeerError
-from connector.metering.meter import Meter, end_kind
-from connector.metering.receipts import wait_for_answers
-from connector.metering.settle import EarlyChecks, receipted_prefix, settle, stream_ended
+from connector.errors import BadRequest, Conflict, NotFound
 from connector.model import messages as m
-from connector.model.enums import Direction, JobKind, Role, TransferFormat
-from connector.model.jobs import Pull, Push, Settle, TransferSend
-from connector.model.metering import MeteringEntry, MeteringKind
-from connector.model.records import Agreement, Dataset, Job, Transfer
+from connector.model.enums import Direction, Role, TransferFormat
+from connector.model.jobs import Pull, Push, TransferSend
+from connector.model.records import Agreement, Dataset, Transfer
 from connector.model.states import CN, TP, TP_TERMINAL
 from connector.outbox import Outbox
+from connector.peer.callbacks import check_callback
+from connector.peer.client import DspClient
 from connector.policy.decision import Decision, DecisionInput, Party, Phase
 from connector.policy.inputs import agreement_usage, dataset_facts
 from connector.runtime import Runtime
@@ -47,12 +42,6 @@ class UsageHooks(Protocol):
 # How often one transfer request is decided again because other replicas kept accepting or
 # ending transfers under the same agreement between its decision and its reservation.
 DECISION_ROUNDS = 10
-# How long a consumer waits, after the last byte of a pull, for the record that ends the stream.
-STREAM_END_SECONDS = 5.0
-UNMETERED_TAIL = (
-    "the provider's records do not reach the end of the data; asking for the empty rest, so"
-    " that it meters what we hold"
-)
 
 
 class KeyedLocks:
@@ -123,20 +112,6 @@ def _address(endpoint: str, token: str) -> dict[str, Any]:
     ).model_dump(by_alias=True, exclude_none=True)
 
 
-async def _close_source(chunks: AsyncGenerator[bytes, None]) -> None:
-    """Close a push's source once the push ended, unless its body is still being read.
-
-    aiohttp writes a request body in a task of its own, which a stop cancels without waiting
-    for it: the source may then still be running under that task (waiting for the upstream).
-    Closing it there raised RuntimeError ("aclose(): asynchronous generator is already
-    running") in place of the CancelledError, so a push cut by SIGTERM wrote no `interrupted`
-    record and was retried by the stopping replica instead of handed over. The cancelled
-    writer task ends the source itself."""
-    if isinstance(chunks, types.AsyncGeneratorType) and chunks.ag_running:
-        return
-    await chunks.aclose()
-
-
 class TransferService(ProcessService[Transfer]):
     KIND = TRANSFER
 
@@ -144,9 +119,6 @@ class TransferService(ProcessService[Transfer]):
         super().__init__(runtime, outbox, client)
         self.usage: UsageHooks | None = None
         self._deciding = KeyedLocks()
-        outbox.register(Pull.KIND, self._pull_job, self._data_failed)
-        outbox.register(Push.KIND, self._push_job, self._data_failed)
-        outbox.register(Settle.KIND, self._settle_job, self._settle_failed)
 
     def _moved(self, current: Transfer, nxt: StrEnum, fields: dict[str, Any]) -> dict[str, Any]:
         if _serves_pull(current) and nxt != TP.STARTED:
@@ -518,217 +490,3 @@ class TransferService(ProcessService[Transfer]):
         # a consumer that did not take a renewed pull token can resume again; the
         # transfer itself is not broken by it
         return not (isinstance(payload, TransferSend) and payload.renewal)
-
-    # data plane ------------------------------------------------------------------------------
-
-    async def _pull_job(self, job: Job) -> None:
-        tp = self.get(job.process_id)
-        if tp.state != TP.STARTED or not tp.data_address:
-            return
-        self.rt.log(
-            tp.id, Direction.NOTE, "pull", detail=f"pulling from {tp.data_address.get('endpoint')}"
-        )
-        early = EarlyChecks(self.rt, self.client, tp, streams.received_path(self.rt, tp.id))
-        checking = asyncio.create_task(early.run())
-        try:
-            size, digest, path = await streams.pull(self.rt, tp.id, tp.data_address)
-        except PeerError as exc:
-            if self._left_started(tp.id, "pull", exc):
-                await self._settle_quietly(tp.id)
-                return
-            raise
-        except DiskFull as exc:
-            # space may come back: the outbox retries with backoff (its timeline entry says
-            # why at once), until receive_retry_attempts are used up; then _data_failed
-            # terminates the transfer with this reason, on both sides
-            attempts = job.attempts + 1
-            if attempts >= self.rt.settings.receive_retry_attempts:
-                await self._settle_kept(tp.id)
-                # the reason goes to the provider too: without the local path
-                why = f"gave up after {attempts} attempts: {exc.reasons[0]}"
-                raise DiskFull(why, retry=False) from exc
-            raise
-        finally:
-            early.stop()
-            await checking
-        if not await stream_ended(self.client, tp, size, STREAM_END_SECONDS):
-            # the provider's stream ended without its last metering record (it crashed, or
-            # its store refused the write): asking for the empty rest shows what we hold,
-            # and the provider meters the gap before it answers (docs/metering.md)
-            self.rt.log(tp.id, Direction.NOTE, "metering", detail=UNMETERED_TAIL)
-            size, digest, path = await streams.pull(self.rt, tp.id, tp.data_address)
-        with self.rt.store.transaction():
-            tp = self.rt.store.update_transfer(tp.id, bytes=size, sha256=digest, path=str(path))
-            self.rt.log(
-                tp.id, Direction.NOTE, "pull", detail=f"received {size} bytes, sha256 {digest}"
-            )
-        if self.usage is not None:
-            await self.usage.delivered(tp)
-        refused = await settle(self.rt, self.client, tp, checked=early.checked)
-        with self.rt.store.transaction():
-            tp = self.get(tp.id)
-            if tp.state == TP.STARTED and refused:
-                self.terminate(tp.id, refused, code="METERING")
-            elif tp.state == TP.STARTED:
-                self.complete(tp.id)
-
-    async def _settle_kept(self, pid: str) -> None:
-        """A pull given up: what the file holds was delivered (a prefix of the data), so it
-        is recorded and its windows are receipted before the transfer ends."""
-        path = streams.received_path(self.rt, pid)
-        kept = path.stat().st_size if path.exists() else 0
-        with self.rt.store.transaction():
-            self.rt.store.update_transfer(pid, bytes=kept, path=str(path))
-            self.rt.log(
-                pid, Direction.NOTE, "pull", detail=f"{kept} bytes received before giving up"
-            )
-        await self._settle_quietly(pid)
-
-    async def _push_job(self, job: Job) -> None:
-        tp = self.get(job.process_id)
-        if tp.state != TP.STARTED or not tp.data_address:
-            return
-        cap = streams.VolumeCap(tp.limit_bytes)
-        last = self._pushed_whole(tp)
-        if last is None:
-            pushed = await self._push_stream(job, tp, tp.data_address, cap)
-            if pushed is None:
-                return  # the stream stopped with the transfer (suspended, terminated)
-            tp, last = pushed
-        if self.usage is not None:
-            await self.usage.delivered(tp)  # the provider's delivery record
-        refused = await wait_for_answers(
-            self.rt, tp, last.seq if last else None, self.rt.settings.metering_receipt_seconds
-        )
-        with self.rt.store.transaction():
-            tp = self.get(tp.id)
-            if tp.state == TP.STARTED and cap.cut:
-                self.terminate(tp.id, [cap.reason(tp.bytes)], code="VOLUME")
-            elif tp.state == TP.STARTED and refused:
-                self.terminate(tp.id, refused, code="METERING")
-            elif tp.state == TP.STARTED:
-                self.complete(tp.id)
-
-    async def _push_stream(
-        self, job: Job, tp: Transfer, address: dict[str, Any], cap: streams.VolumeCap
-    ) -> tuple[Transfer, MeteringEntry | None] | None:
-        """Push the source to the consumer, metered: (the transfer, the stream's last record),
-        or None when the stream stopped because the transfer left STARTED."""
-        dataset = self.rt.store.get_dataset(tp.dataset_id)
-        if dataset is None:
-            raise PeerError(f"dataset {tp.dataset_id} no longer exists", retry=False)
-        chunks = sources.read(dataset.source, self.rt.egress, self.rt.settings.chunk_size)
-        watch = streams.StateWatch(self.rt, tp.id)
-        meter = Meter(self.rt, tp)
-
-        async def metered() -> AsyncIterator[bytes]:
-            async for chunk in cap.apply(chunks):
-                yield chunk
-                meter.feed(chunk)  # resumed: the chunk went out
-
-        try:
-            size, digest = await streams.push(self.rt, address, metered(), watch)
-            await chunks.aclose()  # (a stop while the source closes is a cut like any other)
-        except asyncio.CancelledError:
-            # stopping: the chain says where this stream ended before another replica (or
-            # this one after a restart) pushes again; a run whose lease was lost writes
-            # nothing more, as the run that holds the job is already appending
-            if self.outbox.holds(job.id):
-                meter.interrupt()
-            raise
-        except (PeerError, streams.Stopped) as exc:
-            meter.close(end_kind(self.get(tp.id).state))
-            streams.record_sent(self.rt, tp.id, meter.delivered)
-            if isinstance(exc, streams.Stopped) or self._left_started(tp.id, "push", exc):
-                return None
-            raise
-        finally:
-            await _close_source(chunks)  # when the push broke off
-        # no await from here to the update: a stop never falls between the `complete` record
-        # and the size and hash that `_pushed_whole` reads
-        last = meter.close(MeteringKind.TERMINATE if cap.cut else MeteringKind.COMPLETE)
-        with self.rt.store.transaction():
-            tp = self.rt.store.update_transfer(tp.id, bytes=size, sha256=digest)
-            self.rt.log(
-                tp.id, Direction.NOTE, "push", detail=f"pushed {size} bytes, sha256 {digest}"
-            )
-        return tp, last
-
-    def _pushed_whole(self, tp: Transfer) -> MeteringEntry | None:
-        """The `complete` record of this transfer's push if its stream already went out whole
-        (the consumer answered it and the transfer holds its size and hash), else None.
-
-        A job is run again after its stream went out when it is handed over at a stop (no
-        grace: SIGTERM reaching the outbox while the job waits for the consumer's receipts,
-        which on a loaded machine is often), taken over after a lease ran out, or retried: it
-        then waits for the answers and completes, and never pushes the whole stream a second
-        time (the consumer would receive and the chain meter every byte twice)."""
-        if tp.sha256 is None:
-            return None
-        chain = self.rt.store.metering_chain(tp.agreement_id, tp.id)
-        return chain[-1] if chain and chain[-1].kind == MeteringKind.COMPLETE else None
-
-    # metering (consumer) -----------------------------------------------------------------------
-
-    def settle_later(self, pid: str) -> None:
-        """Consumer, push: check the provider's records against what arrived, soon."""
-        self.outbox.enqueue(pid, Settle())
-
-    async def _settle_job(self, job: Job) -> None:
-        tp = self.get(job.process_id)
-        refused = await settle(self.rt, self.client, tp)
-        with self.rt.store.transaction():
-            tp = self.get(tp.id)
-            if refused and tp.state not in TP_TERMINAL:
-                self.terminate(tp.id, refused, code="METERING")
-
-    async def _settle_failed(self, job: Job, why: str) -> None:
-        self.rt.log(job.process_id, Direction.FAILED, "metering", detail=f"no receipts sent: {why}")
-
-    async def _settle_quietly(self, pid: str) -> None:
-        """After a pull was cut for good (volume, termination, given up): record what the file
-        holds, receipt what did arrive, and cut the copy back to the bytes receipted records
-        cover. Bytes past them (the start of a window that did not arrive whole) no record can
-        meter any more, so they are not kept: nothing is held that is not billed."""
-        path = streams.received_path(self.rt, pid)
-        if path.exists():
-            self.rt.store.update_transfer(pid, bytes=path.stat().st_size, path=str(path))
-        tp = self.get(pid)
-        try:
-            await settle(self.rt, self.client, tp, timeout=2.0)
-        except ConnectorError as exc:
-            self.rt.log(pid, Direction.FAILED, "metering", detail=f"no receipts sent: {exc}")
-            return
-        held = path.stat().st_size if path.exists() else 0
-        metered = receipted_prefix(self.rt.store.metering_chain(tp.agreement_id), tp.provider_pid)
-        if held > metered:
-            await asyncio.to_thread(streams.cut_back, path, metered)
-            with self.rt.store.transaction():
-                self.rt.store.update_transfer(pid, bytes=metered, sha256=None)
-                self.rt.log(
-                    pid,
-                    Direction.NOTE,
-                    "metering",
-                    detail=f"kept the first {metered} of {held} bytes received: the rest lies"
-                    " in a window that did not arrive whole, which no record can meter",
-                )
-
-    def _left_started(self, pid: str, what: str, exc: Exception) -> bool:
-        """After a data move broke off: True (and noted) if the transfer left STARTED, as a
-        suspension or termination cuts the stream; the move then ends instead of retrying."""
-        state = self.get(pid).state
-        if state == TP.STARTED:
-            return False
-        self.rt.log(
-            pid, Direction.NOTE, what, detail=f"{what} stopped, the transfer is {state}: {exc}"
-        )
-        return True
-
-    async def _data_failed(self, job: Job, why: str) -> None:
-        """The data move gave up: the transfer ends TERMINATED with the reason, and the
-        TransferTerminationMessage carries it to the counterparty."""
-        tp = self.get(job.process_id)
-        what = "pull" if job.kind == JobKind.DP_PULL else "push"
-        self.rt.log(tp.id, Direction.FAILED, what, detail=f"{what} ended: {why}")
-        if tp.state not in TP_TERMINAL:
-            self.terminate(tp.id, [f"data transfer failed: {why}"])

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from connector.errors import Unavailable
@@ -13,6 +16,7 @@ from connector.model.metering import MeteringEntry, MeteringKind
 from connector.model.records import Transfer, utcnow
 from connector.model.states import TP
 from connector.runtime import Runtime
+from connector.store.base import Store
 
 
 def end_kind(state: str, stopped: bool = True) -> MeteringKind:
@@ -26,20 +30,62 @@ def end_kind(state: str, stopped: bool = True) -> MeteringKind:
 
 log = logging.getLogger(__name__)
 
+# Threads that hash streams beside the event loop (hashlib lets go of the GIL for large
+# updates): the loop reads, sends and counts the next chunk meanwhile.
+_HASHERS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="hash")
+_INLINE = 64 * 1024  # smaller updates cost less than handing them over
+
+
+class BackgroundHash:
+    """A SHA-256 fed in order, the large updates on a hashing thread, one at a time: at most
+    one chunk is in flight, so memory stays flat and the digest is of exactly what was fed.
+    With `lines`, it also counts the newlines it was fed (there too: the count runs while
+    the loop waits in a system call)."""
+
+    def __init__(self, *, lines: bool = False) -> None:
+        self._hash = hashlib.sha256()
+        self._pending: Future[None] | None = None
+        self._count_lines = lines
+        self._lines = 0
+
+    def _wait(self) -> None:
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            pending.result()
+
+    def _absorb(self, data: bytes) -> None:
+        self._hash.update(data)
+        if self._count_lines:
+            self._lines += data.count(b"\n")
+
+    def update(self, data: bytes, /) -> None:
+        self._wait()
+        if len(data) < _INLINE:
+            self._absorb(data)
+        else:
+            self._pending = _HASHERS.submit(self._absorb, data)
+
+    @property
+    def lines(self) -> int:
+        self._wait()
+        return self._lines
+
+    def hexdigest(self) -> str:
+        self._wait()
+        return self._hash.hexdigest()
+
 
 class MeteringUnavailable(Unavailable):
     """A metering record could not be written (the store is locked, full or gone): the
     stream stops at once, as no byte may go out that no durable record can be made for."""
 
 
-def frontier(rt: Runtime, transfer_id: str) -> int:
+async def frontier(rt: Runtime, transfer_id: str) -> int:
     """The end of the bytes this transfer's records cover: the furthest `offset + length` of
     any of its records (0 before the first)."""
+    chain = await rt.db.read(lambda s: s.metering_chain(transfer_id=transfer_id))
     return max(
-        (
-            int(e.record.get("offset", 0)) + int(e.record.get("length", 0))
-            for e in rt.store.metering_chain(transfer_id=transfer_id)
-        ),
+        (int(e.record.get("offset", 0)) + int(e.record.get("length", 0)) for e in chain),
         default=0,
     )
 
@@ -50,6 +96,8 @@ class Meter:
 
     Window boundaries fall exactly every `metering_window_bytes` bytes from the stream's
     first byte, so a window's hash can be checked against the consumer's copy of that range.
+    Hashing runs where the bytes are; each record is one unit on the store's writer thread
+    (awaited: no byte of the next window goes out before the record of the last is durable).
     """
 
     def __init__(self, rt: Runtime, tp: Transfer, offset: int = 0) -> None:
@@ -62,93 +110,144 @@ class Meter:
         self.closed = False
         self.broken = False
         self._open_window()
-        self._append(MeteringKind.START)
+
+    @classmethod
+    async def open(cls, rt: Runtime, tp: Transfer, offset: int = 0) -> Meter:
+        """A meter whose stream's `start` record is durable."""
+        meter = cls(rt, tp, offset)
+        await meter._append(MeteringKind.START)
+        return meter
 
     def _open_window(self) -> None:
-        self._hash = hashlib.sha256()
+        self._hash = BackgroundHash(lines=True)
         self._length = 0
-        self._records = 0
         self._from = utcnow()
         self._opened = time.monotonic()
 
-    def feed(self, chunk: bytes) -> None:
-        start = 0
-        while start < len(chunk):
-            end = min(len(chunk), start + self._window_bytes - self._length)
-            whole = start == 0 and end == len(chunk)
-            self._hash.update(chunk if whole else memoryview(chunk)[start:end])
-            self._records += chunk.count(b"\n", start, end)
-            self._length += end - start
-            self.delivered += end - start
-            start = end
-            if self._length >= self._window_bytes:
-                self._append(MeteringKind.WINDOW)
+    async def feed(self, chunk: bytes) -> None:
+        size = len(chunk)
+        if self._length + size < self._window_bytes:  # the usual chunk: inside one window
+            self._hash.update(chunk)
+            self._length += size
+            self.delivered += size
+        else:
+            start = 0
+            while start < size:
+                end = min(size, start + self._window_bytes - self._length)
+                self._hash.update(chunk[start:end] if start or end < size else chunk)
+                self._length += end - start
+                self.delivered += end - start
+                start = end
+                if self._length >= self._window_bytes:
+                    await self._append(MeteringKind.WINDOW)
         if self._length and time.monotonic() - self._opened >= self._window_seconds:
-            self._append(MeteringKind.WINDOW)
+            await self._append(MeteringKind.WINDOW)
 
-    def recovered(self, chunk: bytes) -> None:
+    async def recovered(self, chunk: bytes) -> None:
         """Bytes the consumer proved it holds (its Range request) that no record covers yet:
         they were sent before a crash cut the stream that carried them. Metered from the
         source, not sent again; `cut` then closes their window."""
-        self.feed(chunk)
+        await self.feed(chunk)
         self.delivered -= len(chunk)
 
-    def cut(self) -> None:
+    async def cut(self) -> None:
         """Close the open window now, if it holds bytes (the recovered range ends here)."""
         if self._length:
-            self._append(MeteringKind.WINDOW)
+            await self._append(MeteringKind.WINDOW)
 
-    def close(self, kind: MeteringKind) -> MeteringEntry | None:
-        """The last record of this stream (its final window, possibly empty)."""
+    async def close(
+        self,
+        kind: MeteringKind | Callable[[Store], MeteringKind],
+        then: Callable[[Store], object] | None = None,
+    ) -> MeteringEntry | None:
+        """The last record of this stream (its final window, possibly empty). `kind` may be
+        decided in the record's own unit (from the transfer's state as it is then); `then`
+        runs in that unit too (what must never be stored without the record, or it
+        without them). None, and `then` not run, if the meter was closed or broken."""
         if self.closed or self.broken:
             return None
         self.closed = True
-        return self._append(kind)
+        return await self._append(kind, then)
 
-    def interrupt(self) -> None:
+    async def interrupt(self) -> None:
         """Close as `interrupted` while stopping: a record that cannot be written is logged,
-        never raised, so the stop goes on (the next run meters from its own start)."""
+        never raised, so the stop goes on (the next run meters from its own start). The
+        record is written also when the task is cancelled again meanwhile."""
         try:
-            self.close(MeteringKind.INTERRUPTED)
+            await asyncio.shield(self.close(MeteringKind.INTERRUPTED))
         except Exception:
             log.exception("metering: cannot close transfer %s as interrupted", self._tp.id)
 
-    def _append(self, kind: MeteringKind) -> MeteringEntry:
+    async def _append(
+        self,
+        kind: MeteringKind | Callable[[Store], MeteringKind],
+        then: Callable[[Store], object] | None = None,
+    ) -> MeteringEntry:
         rt, tp = self._rt, self._tp
         fields: dict[str, Any] = {
             "agreement": tp.agreement_id,
-            "kind": kind.value,
             "transfer": tp.id,
             "provider": rt.did,
             "consumer": tp.counterparty_id,
             "offset": self.offset,
             "length": self._length,
-            "records": self._records,
+            "records": self._hash.lines,
             "sha256": self._hash.hexdigest(),
             "from": self._from,
             "to": utcnow(),
         }
 
-        def make(seq: int, prev: str | None) -> MeteringEntry:
-            record = {**fields, "seq": seq, "prev": prev or GENESIS}
-            digest, signature = seal(record, rt.did, rt.keys)
-            return MeteringEntry(
-                agreement_id=tp.agreement_id,
-                seq=seq,
-                transfer_id=tp.id,
-                kind=kind,
-                hash=digest,
-                record=record,
-                signature=signature,
-            )
+        def append(store: Store) -> MeteringEntry:
+            chosen = kind if isinstance(kind, MeteringKind) else kind(store)
 
-        try:
-            entry = rt.store.append_metering(tp.agreement_id, make)
-        except Exception as exc:
-            self.broken = True
-            raise MeteringUnavailable(
-                f"a metering record of transfer {tp.id} could not be written: {exc}"
-            ) from exc
+            def make(seq: int, prev: str | None) -> MeteringEntry:
+                record = {**fields, "kind": chosen.value, "seq": seq, "prev": prev or GENESIS}
+                digest, signature = seal(record, rt.did, rt.keys)
+                return MeteringEntry(
+                    agreement_id=tp.agreement_id,
+                    seq=seq,
+                    transfer_id=tp.id,
+                    kind=chosen,
+                    hash=digest,
+                    record=record,
+                    signature=signature,
+                )
+
+            entry = store.append_metering(tp.agreement_id, make)
+            if then is not None:
+                then(store)
+            return entry
+
+        # a stop cancelling the stream while the record is being written: the record is
+        # still written (the unit is queued), and the meter must know it, so that the
+        # `interrupted` record that follows continues from it
+        writing = asyncio.ensure_future(rt.db.write(append))
+        cancelled = False
+        while True:
+            try:
+                entry = await asyncio.shield(writing)
+                break
+            except asyncio.CancelledError:
+                if writing.cancelled():
+                    raise
+                cancelled = True
+            except Exception as exc:
+                self.broken = True
+                raise MeteringUnavailable(
+                    f"a metering record of transfer {tp.id} could not be written: {exc}"
+                ) from exc
         self.offset += self._length
         self._open_window()
+        if cancelled:
+            raise asyncio.CancelledError
         return entry
+
+
+def state_kind(transfer_id: str, stopped: bool = True) -> Callable[[Store], MeteringKind]:
+    """`end_kind` decided in the record's unit, from the transfer's state as it is then."""
+
+    def decide(store: Store) -> MeteringKind:
+        tp = store.get_transfer(transfer_id)
+        return end_kind(tp.state if tp is not None else "gone", stopped)
+
+    return decide

@@ -20,12 +20,12 @@ async def wait_for_answers(
     unreceipted, which an invoice lists as disputed)."""
     deadline = time.monotonic() + timeout
     while True:
-        chain = rt.store.metering_chain(tp.agreement_id, tp.id)
+        chain = await rt.db.read(lambda s: s.metering_chain(tp.agreement_id, tp.id))
         answered = [e for e in chain if e.receipt or e.refusal]
         done = last_seq is None or any(e.seq == last_seq for e in answered)
         if done or time.monotonic() >= deadline:
             if not done:
-                rt.log(
+                await rt.note(
                     tp.id,
                     Direction.NOTE,
                     "metering",

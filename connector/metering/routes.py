@@ -17,6 +17,7 @@ from connector.model.metering import MeteringHead
 from connector.model.records import Transfer
 from connector.peer.auth import Authenticator
 from connector.runtime import Runtime
+from connector.store.base import Store
 
 
 class MeteringRoutes:
@@ -31,16 +32,17 @@ class MeteringRoutes:
     async def _transfer(self, request: web.Request) -> Transfer:
         caller = await self.auth.caller(request)
         pid = request.match_info["pid"]
-        tp = self.rt.store.get_transfer(pid)
+        tp = await self.rt.db.read(lambda s: s.get_transfer(pid))
         if tp is None or tp.role != Role.PROVIDER or tp.counterparty_id != caller:
             raise NotFound(f"no transfer {pid}")
         return tp
 
     async def records(self, request: web.Request) -> web.Response:
         tp = await self._transfer(request)
-        chain = self.rt.store.metering_chain(tp.agreement_id, tp.id)
+        chain, whole = await self.rt.db.read(
+            lambda s: (s.metering_chain(tp.agreement_id, tp.id), s.metering_chain(tp.agreement_id))
+        )
         body: dict[str, Any] = {"transfer": tp.id, "chain": [e.line() for e in chain]}
-        whole = self.rt.store.metering_chain(tp.agreement_id)
         if whole:
             # the head of the agreement's chain now, for the consumer to countersign
             head = heads.head_body(tp.agreement_id, self.rt.did, tp.counterparty_id, whole[-1])
@@ -54,17 +56,23 @@ class MeteringRoutes:
         answers = body.get("answers") if isinstance(body, dict) else None
         if not isinstance(answers, list):
             raise BadRequest("expected {'answers': [{seq, hash, receipt | refusal}]}")
-        chain = {e.seq: e for e in self.rt.store.metering_chain(tp.agreement_id, tp.id)}
+        listed = await self.rt.db.read(lambda s: s.metering_chain(tp.agreement_id, tp.id))
+        chain = {e.seq: e for e in listed}
         consumer_doc = await self.rt.resolver.resolve(tp.counterparty_id)
         checked: list[tuple[int, str | None, str | None]] = []
         for answer in answers:
             checked.append(self._answer(answer, chain, tp, consumer_doc))
-        head = self._head(body.get("head"), tp, consumer_doc) if "head" in body else None
-        with self.rt.store.transaction():
+        head = await self._head(body.get("head"), tp, consumer_doc) if "head" in body else None
+        refused = [f"record {seq}: {why}" for seq, _, why in checked if why]
+        summary = f"{len(checked) - len(refused)} receipts accepted" + (
+            f"; the consumer refused {'; '.join(refused)}" if refused else ""
+        )
+
+        def store_answers(store: Store) -> None:
             if head is not None:
-                self.rt.store.put_metering_head(head)
+                store.put_metering_head(head)
             # a receipt is final: a later refusal must not erase the evidence it is
-            stored = {e.seq: e for e in self.rt.store.metering_chain(tp.agreement_id, tp.id)}
+            stored = {e.seq: e for e in store.metering_chain(tp.agreement_id, tp.id)}
             final = [seq for seq, _, why in checked if why and stored[seq].receipt]
             if final:
                 raise Conflict(
@@ -76,20 +84,15 @@ class MeteringRoutes:
             for seq, receipt, refusal in checked:
                 if stored[seq].receipt:
                     continue  # the same receipt again (a retried answer) changes nothing
-                self.rt.store.set_metering_receipt(
-                    tp.agreement_id, seq, receipt=receipt, refusal=refusal
-                )
-        refused = [f"record {seq}: {why}" for seq, _, why in checked if why]
-        self.rt.log(
-            tp.id,
-            Direction.NOTE,
-            "metering",
-            detail=f"{len(checked) - len(refused)} receipts accepted"
-            + (f"; the consumer refused {'; '.join(refused)}" if refused else ""),
-        )
+                store.set_metering_receipt(tp.agreement_id, seq, receipt=receipt, refusal=refusal)
+            self.rt.log(tp.id, Direction.NOTE, "metering", detail=summary)
+
+        await self.rt.db.write(store_answers)
         return web.json_response({"receipted": len(checked) - len(refused), "refused": refused})
 
-    def _head(self, signed: Any, tp: Transfer, consumer_doc: dict[str, Any]) -> MeteringHead | None:
+    async def _head(
+        self, signed: Any, tp: Transfer, consumer_doc: dict[str, Any]
+    ) -> MeteringHead | None:
         """The consumer's countersignature of a head this provider signed about its chain."""
         body = heads.check_signed(
             signed,
@@ -99,7 +102,8 @@ class MeteringRoutes:
             self.rt.did_document,
             consumer_doc,
         )
-        whole = {e.seq: e for e in self.rt.store.metering_chain(tp.agreement_id)}
+        listed = await self.rt.db.read(lambda s: s.metering_chain(tp.agreement_id))
+        whole = {e.seq: e for e in listed}
         named = whole.get(body["count"] - 1)
         if named is None or named.hash != body["head"]:
             raise BadRequest("the countersigned chain head does not name a record of this chain")

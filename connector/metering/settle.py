@@ -27,6 +27,7 @@ from connector.model.metering import (
 from connector.model.records import Transfer
 from connector.peer.client import DspClient
 from connector.runtime import Runtime
+from connector.store.base import Store
 
 END_KINDS = tuple(k for k in MeteringKind if k.ends)
 KINDS = tuple(MeteringKind)
@@ -282,7 +283,7 @@ async def settle(
         if exc.http_status not in (404, 405, 501):
             raise
         # a peer without the metering profile (docs/metering.md): deliver, but say so
-        rt.log(
+        await rt.note(
             tp.id,
             Direction.NOTE,
             "metering",
@@ -291,7 +292,7 @@ async def settle(
         return []
     provider_doc = await rt.resolver.resolve(tp.counterparty_id)
     # what this side already holds of the agreement's chain (kept by the provider's pids)
-    known = rt.store.metering_chain(tp.agreement_id)
+    known = await rt.db.read(lambda s: s.metering_chain(tp.agreement_id))
     broken = sequence_problems(entries, known, tp.provider_pid or "")
     answers: list[dict[str, Any]] = []
     refusals: list[str] = []
@@ -310,22 +311,29 @@ async def settle(
             entry.receipt, entry.refusal = None, why
             answers.append({"seq": entry.seq, "hash": entry.hash, "refusal": why})
             refusals.append(f"metering record {entry.seq} refused: {why}")
-    rt.store.put_metering(entries)
-    head = _countersign(rt, tp, offered, known + entries, provider_doc)
+    head, why_not = _countersign(rt, tp, offered, known + entries, provider_doc)
+
+    def keep(store: Store) -> None:
+        store.put_metering(entries)
+        if why_not is not None:
+            rt.log(tp.id, Direction.NOTE, "metering", detail=why_not)
+
+    await rt.db.write(keep)
+    sent = False
     if answers:
         payload: dict[str, Any] = {"answers": answers}
         if head is not None:
             payload["head"] = head.signed()
         await client.call("POST", metering_url(tp) + "/receipts", tp.counterparty_id, payload)
-        if head is not None:
-            with rt.store.transaction():
-                rt.store.put_metering_head(head)
-    rt.log(
-        tp.id,
-        Direction.NOTE,
-        "metering",
-        detail=f"metering: {len(answers) - len(refusals)} receipted, {len(refusals)} refused",
-    )
+        sent = True
+    summary = f"metering: {len(answers) - len(refusals)} receipted, {len(refusals)} refused"
+
+    def answered(store: Store) -> None:
+        if sent and head is not None:
+            store.put_metering_head(head)
+        rt.log(tp.id, Direction.NOTE, "metering", detail=summary)
+
+    await rt.db.write(answered)
     return refusals
 
 
@@ -335,34 +343,27 @@ def _countersign(
     offered: Any,
     chain: list[MeteringEntry],
     provider_doc: dict[str, Any],
-) -> MeteringHead | None:
+) -> tuple[MeteringHead | None, str | None]:
     """The provider's signed head, countersigned, if it names the newest record this side
-    holds and receipted; None (and a note) otherwise: a head is never signed blind."""
+    holds and receipted; else None and why (for the timeline): a head is never signed blind."""
     if offered is None:
-        return None
+        return None, None
     try:
         body = heads.check_signed(
             offered, tp.agreement_id, tp.counterparty_id, rt.did, provider_doc, None
         )
     except BadRequest as exc:
-        rt.log(
-            tp.id, Direction.NOTE, "metering", detail=f"chain head not countersigned: {exc.detail}"
-        )
-        return None
+        return None, f"chain head not countersigned: {exc.detail}"
     held = {e.seq: e for e in chain}  # the newest answer for each seq wins
     named = held.get(body["count"] - 1)
     newest = max(held) if held else -1
     if named is None or named.hash != body["head"] or not named.receipt or newest >= body["count"]:
-        rt.log(
-            tp.id,
-            Direction.NOTE,
-            "metering",
-            detail="chain head not countersigned: it does not name the newest record this"
-            " connector holds and receipted",
+        return None, (
+            "chain head not countersigned: it does not name the newest record this"
+            " connector holds and receipted"
         )
-        return None
     receipt = signatures.sign(body, rt.did, rt.keys)
-    return heads.stored({"signature": offered["signature"], "receipt": receipt}, body)
+    return heads.stored({"signature": offered["signature"], "receipt": receipt}, body), None
 
 
 def _check(
