@@ -92,16 +92,13 @@ class Pipeline:
         return self._flow
 
     async def _chunks(self) -> AsyncGenerator[bytes, None]:
-        try:
-            async for chunk in self.cap.apply(self.source):
-                self.watch()
-                yield chunk
-                self.sent += len(chunk)
-                if self.digest is not None:
-                    self.digest.update(chunk)
-                await self.meter.feed(chunk)
-        finally:
-            self.watch.close()
+        async for chunk in self.cap.apply(self.source):
+            await self.watch()
+            yield chunk
+            self.sent += len(chunk)
+            if self.digest is not None:
+                self.digest.update(chunk)
+            await self.meter.feed(chunk)
 
     async def close(self) -> None:
         """Close the source once the stream ended, unless it is still being read.

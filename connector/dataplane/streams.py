@@ -72,46 +72,30 @@ class StateWatch:
     """Checked between chunks: raises Stopped once the transfer is no longer STARTED.
 
     Suspension and termination must stop the bytes, not only change a state; the store is
-    read at most every STATE_CHECK_SECONDS, on a reader thread while the chunks go on
-    flowing, and the answer is looked at with the next chunk: the check costs the stream
-    nothing per chunk and never waits for the store.
+    read at most every STATE_CHECK_SECONDS, on a reader thread (the event loop goes on),
+    and the chunk that found the check due waits for its answer: a stream stops at the
+    first chunk after a due check, not some chunks later.
     """
 
     def __init__(self, rt: Runtime, transfer_id: str, touch: Callable[[str], None]) -> None:
         self._rt = rt
         self._id = transfer_id
         self._checked = time.monotonic()
-        self._checking: asyncio.Future[str] | None = None
         self._activity = Activity(rt, transfer_id, touch)
 
     def _state(self, store: Store) -> str:
         tp = store.get_transfer(self._id)
         return tp.state if tp is not None else "gone"
 
-    def __call__(self) -> None:
-        checking = self._checking
-        if checking is not None:
-            if not checking.done():
-                return
-            self._checking = None
-            state = checking.result()  # a store that fails breaks the stream, as before
-            if state != TP.STARTED:
-                raise Stopped(f"the transfer is {state}")
+    async def __call__(self) -> None:
         now = time.monotonic()
         if now - self._checked < STATE_CHECK_SECONDS:
             return
         self._checked = now
-        self._checking = asyncio.ensure_future(self._rt.db.read(self._state))
         self._activity()
-
-    def close(self) -> None:
-        """The stream ended: a check still under way is not waited for."""
-        checking, self._checking = self._checking, None
-        if checking is not None:
-            if checking.done() and not checking.cancelled():
-                checking.exception()  # retrieved: nothing to report once the stream ended
-            else:
-                checking.cancel()
+        state = await self._rt.db.read(self._state)  # a store that fails breaks the stream
+        if state != TP.STARTED:
+            raise Stopped(f"the transfer is {state}")
 
 
 class VolumeCap:
