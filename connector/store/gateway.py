@@ -200,14 +200,19 @@ class Database:
     def _commit(self, group: list[_Unit]) -> None:
         results: list[tuple[_Unit, bool, Any]] = []
         try:
+            # a unit alone in its group needs no savepoint: its failure ends the transaction
+            # (two statements less per unit when writes do not overlap)
+            alone = len(group) == 1
             with self.store.transaction():
                 for unit in group:
                     if not unit.done.set_running_or_notify_cancel():
                         continue  # its caller is gone and it had not started: not run
                     try:
-                        with self.store.savepoint():
+                        with contextlib.nullcontext() if alone else self.store.savepoint():
                             results.append((unit, True, unit.fn(self.store)))
                     except BaseException as exc:  # the unit's own failure, rolled back alone
+                        if alone:
+                            raise
                         results.append((unit, False, exc))
         except BaseException as exc:  # BEGIN or COMMIT failed: nothing of the group holds
             for unit in group:
