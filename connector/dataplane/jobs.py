@@ -15,7 +15,7 @@ from connector.dataplane import streams
 from connector.dataplane.control import ControlPlane
 from connector.dataplane.pipeline import Pipeline
 from connector.errors import ConnectorError, DiskFull, NotFound, PeerError
-from connector.metering.meter import BackgroundHash
+from connector.metering.meter import StreamHash
 from connector.metering.receipts import wait_for_answers
 from connector.metering.settle import EarlyChecks, receipted_prefix, settle, stream_ended
 from connector.model.enums import Direction, JobKind
@@ -181,9 +181,7 @@ class DataJobs:
         dataset = await self.rt.db.read(lambda s: s.get_dataset(tp.dataset_id))
         if dataset is None:
             raise PeerError(f"dataset {tp.dataset_id} no longer exists", retry=False)
-        pipe = await Pipeline.open(
-            self.rt, self.control, tp, dataset.source, digest=BackgroundHash()
-        )
+        pipe = await Pipeline.open(self.rt, self.control, tp, dataset.source, digest=StreamHash())
         try:
             await streams.push(self.rt, address, pipe.flow())
             await pipe.close()  # (a stop while the source closes is a cut like any other)

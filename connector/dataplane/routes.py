@@ -13,7 +13,7 @@ from connector.dataplane import streams, tokens
 from connector.dataplane.control import ControlPlane
 from connector.dataplane.pipeline import Pipeline, RangeNotSatisfiable
 from connector.errors import BadRequest, ConnectorError, NotFound, PayloadTooLarge, PeerError
-from connector.metering.meter import BackgroundHash, MeteringUnavailable, state_kind
+from connector.metering.meter import MeteringUnavailable, StreamHash, state_kind
 from connector.model.enums import Direction, Role
 from connector.model.metering import MeteringKind
 from connector.model.records import Dataset, Transfer
@@ -93,7 +93,7 @@ class DataPlaneRoutes:
         # consumer asks again later, and nothing goes out unmetered meanwhile.
         # The published digest stands for a whole file: hash again only what may differ from
         # it (an HTTP source, a stream a volume limit may cut). The meter hashes every window.
-        digest = BackgroundHash() if dataset.sha256 is None or tp.limit_bytes is not None else None
+        digest = StreamHash() if dataset.sha256 is None or tp.limit_bytes is not None else None
         pipe = await Pipeline.open(
             self.rt, self.control, tp, dataset.source, start=start, digest=digest
         )

@@ -22,7 +22,7 @@ from connector.clock import skew_refusal
 from connector.egress import EgressRefused, read_limited
 from connector.errors import ConnectorError, DiskFull, PayloadTooLarge, PeerError
 from connector.files import open_private, private_dir
-from connector.metering.meter import BackgroundHash
+from connector.metering.meter import StreamHash
 from connector.model.enums import Role
 from connector.model.records import Transfer
 from connector.model.states import TP
@@ -280,7 +280,7 @@ class HashingWriter:
         self._synced = [path.parent] if path.parent.is_dir() else [path.parent, path.parent.parent]
         private_dir(path.parent)
         self.path = path
-        self._hash = BackgroundHash()  # beside the loop, which writes the next chunk meanwhile
+        self._hash = StreamHash()
         self.size = 0
         self.limit = limit
         self._target = path.with_name(f"{path.name}.{uuid.uuid4().hex}.part") if staged else path
