@@ -127,7 +127,7 @@ class Runtime:
         """The writer's store: for code running inside `db.write` units (the writer thread)."""
         return self.db.store
 
-    async def _remember_jti(self, jti: str, expires_at: int) -> bool:
+    async def _remember_jti(self, jti: str, expires_at: int) -> None:
         """Within a request's batch the token id is written with the request's state change
         (one commit for both); a replay then undoes that change and is refused."""
 
@@ -136,7 +136,6 @@ class Runtime:
                 raise Unauthorized("token was already used (replay)")
 
         await self.db.later(remember)
-        return True
 
     async def note(
         self, process_id: str, direction: Direction, message_type: str, **kw: Any

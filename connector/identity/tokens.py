@@ -38,13 +38,14 @@ class TokenIssuer:
 
 
 class TokenVerifier:
-    """Checks a peer's token; `remember_jti` returns False when a jti was seen before."""
+    """Checks a peer's token; `remember_jti` records its id and refuses one seen before
+    (raising Unauthorized, at once or with the request's state change: connector/runtime.py)."""
 
     def __init__(
         self,
         own_did: str,
         resolver: DidResolver,
-        remember_jti: Callable[[str, int], Awaitable[bool]],
+        remember_jti: Callable[[str, int], Awaitable[None]],
     ) -> None:
         self._did = own_did
         self._resolver = resolver
@@ -93,8 +94,7 @@ class TokenVerifier:
             raise Unauthorized(f"token must be addressed to {self._did} alone")
         if int(claims["exp"]) - int(claims["iat"]) > MAX_LIFETIME:
             raise Unauthorized(f"token lifetime exceeds {MAX_LIFETIME} s")
-        if not await self._remember(str(claims["jti"]), int(claims["exp"]) + CLOCK_SKEW):
-            raise Unauthorized("token was already used (replay)")
+        await self._remember(str(claims["jti"]), int(claims["exp"]) + CLOCK_SKEW)
         return claims
 
 

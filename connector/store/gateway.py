@@ -33,7 +33,7 @@ from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any, TypeVar
 
 from connector.errors import ConnectorError
 from connector.store.base import Store
@@ -51,7 +51,7 @@ _later: ContextVar[list[Step] | None] = ContextVar("store_later", default=None)
 
 
 @dataclass
-class _Raised(Generic[T]):
+class _Raised:
     """A unit whose own part raised after its `later` steps were written."""
 
     error: BaseException
@@ -95,7 +95,7 @@ class Database:
         steps = list(pending)
         pending.clear()
 
-        def with_steps(store: Store) -> T | _Raised[T]:
+        def with_steps(store: Store) -> T | _Raised:
             for step in steps:  # one that raises (a replayed token) undoes the whole unit
                 step(store)
             try:
