@@ -252,9 +252,16 @@ def test_negotiations_and_transfers_across_replicas(
     for neg in negotiations:
         done = state_of(consumer, "negotiations", neg["id"], "FINALIZED")
         agreements.append(done["agreement_id"])
-        # each message went out once: the provider's side shows one of each
-        theirs = cluster.replicas[1].api.get(f"/api/v1/negotiations/{done['provider_pid']}")
-        sent = [e["message_type"] for e in theirs["timeline"] if e["direction"] == "sent"]
+
+        # each message went out once: the provider's side shows one of each. The provider
+        # notes a message as sent after the consumer has answered it, so the consumer can be
+        # FINALIZED a moment before the provider's timeline says so: wait for the last entry.
+        def sent_by_provider(pid: str = done["provider_pid"]) -> list[str] | None:
+            theirs = cluster.replicas[1].api.get(f"/api/v1/negotiations/{pid}")
+            sent = [e["message_type"] for e in theirs["timeline"] if e["direction"] == "sent"]
+            return sent if "ContractNegotiationEventMessage" in sent else None
+
+        sent = wait_for("the provider to note the FINALIZED event as sent", sent_by_provider)
         assert sent == ["ContractAgreementMessage", "ContractNegotiationEventMessage"]
     # four pulls at once under one agreement
     agreement = agreements[0]

@@ -220,7 +220,13 @@ def test_consumer_killed_after_its_request(tmp_path: Path, proxy: Proxy, payload
         consumer.start()
         proxy.set("pass")
         done = state_of(consumer, "negotiations", cid, "FINALIZED")
-        theirs = state_of(provider, "negotiations", pid, "FINALIZED")
+        state_of(provider, "negotiations", pid, "FINALIZED")
+        # the provider notes the event as sent once the consumer has answered it
+        wait_for(
+            "the provider to note the FINALIZED event as sent",
+            timeline_has(provider, "negotiations", pid, "sent", "ContractNegotiationEventMessage"),
+        )
+        theirs = provider.api.get(f"/api/v1/negotiations/{pid}")
         assert done["agreement_id"] == theirs["agreement_id"]
         failed = entries(theirs, "failed", "ContractAgreementMessage")
         assert failed[0]["detail"].startswith("attempt 1 failed, retrying in ")
