@@ -7,8 +7,10 @@ from typing import Annotated, Any, ClassVar, Literal, TypeVar
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from connector.errors import BadRequest
+from connector.model import jsonld
 
-DSP_CONTEXT = "https://w3id.org/dspace/2025/1/context.jsonld"
+DSP_CONTEXT = jsonld.DSP_CONTEXT
+DSPACE_NS = "https://w3id.org/dspace/2025/1/"
 CONTEXT = [DSP_CONTEXT]
 # Our profile namespace for terms DSP lacks (docs/profile.md); absolute IRIs keep the
 # messages valid JSON-LD under the DSP context alone.
@@ -86,8 +88,10 @@ def parse(model: type[M], body: object) -> M:
         raise BadRequest("message body must be a JSON object")
     if "@type" not in body:
         raise BadRequest(f"@type is required (expected {model.TYPE})")
-    if "@context" not in body:
-        raise BadRequest(f"@context is required and must contain {DSP_CONTEXT}")
+    if not jsonld.is_dsp_form(body.get("@context")):
+        if "@context" not in body and not _expanded(body):
+            raise BadRequest(f"@context is required and must contain {DSP_CONTEXT}")
+        body = _normalised(model, body)
     try:
         return model.model_validate(body)
     except ValidationError as exc:
@@ -95,6 +99,24 @@ def parse(model: type[M], body: object) -> M:
             f"{'.'.join(str(p) for p in e['loc']) or 'message'}: {e['msg']}" for e in exc.errors()
         ]
         raise BadRequest(f"invalid {model.TYPE}: " + "; ".join(problems), reasons=problems) from exc
+
+
+def _expanded(body: dict[str, Any]) -> bool:
+    """Expanded JSON-LD needs no @context: its @type is an absolute IRI."""
+    kinds = body.get("@type")
+    kinds = kinds if isinstance(kinds, list) else [kinds]
+    return any(isinstance(k, str) and k.startswith(DSPACE_NS) for k in kinds)
+
+
+def _normalised(model: type[Message], body: dict[str, Any]) -> dict[str, Any]:
+    """Another JSON-LD form of the message, in the DSP form (connector/model/jsonld.py)."""
+    out = jsonld.to_dsp_form(body)
+    if out.get("@type") != model.TYPE:
+        raise BadRequest(
+            f"@type must be {model.TYPE}: under its @context the message's @type is"
+            f" {out.get('@type', 'missing')}"
+        )
+    return out
 
 
 class Policy(BaseModel):
