@@ -72,6 +72,19 @@ def catalog(records: list[Dataset], did: str, dsp_url: str, name: str = "") -> d
     return out
 
 
+def page(
+    records: list[Dataset], did: str, dsp_url: str, name: str, whole: str | None
+) -> dict[str, Any]:
+    """One page of the catalog; it carries the digest of the whole catalog only when that was
+    computed (asked for by IfChanged), as the digest of a page would never match it."""
+    out = _head(did, dsp_url, name)
+    if records:
+        out["dataset"] = [dataset(r, did) for r in records]
+    if whole is not None:
+        out[CATALOG_DIGEST] = whole
+    return out
+
+
 def unchanged(did: str, dsp_url: str, name: str, known: str) -> dict[str, Any]:
     """The answer to an IfChanged filter whose digest still matches: no datasets."""
     out = _head(did, dsp_url, name)

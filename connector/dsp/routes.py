@@ -6,7 +6,7 @@ from typing import Any
 
 from aiohttp import web
 
-from connector.catalog import filters, render
+from connector.catalog import filters, paging, render
 from connector.catalog.visibility import visible
 from connector.config import DSP_PATH
 from connector.dsp.negotiation import NegotiationService
@@ -101,14 +101,29 @@ class DspRoutes:
     async def catalog(self, request: web.Request) -> web.Response:
         caller, claims = await self.auth.member(request)
         msg = m.parse(m.CatalogRequestMessage, await read_message(request))
-        known = filters.known_digest(msg.filter)
+        query = filters.read(msg.filter)
+        query = filters.with_token(query, request.query.get("continuationToken"))
         s = self.rt.settings
-        datasets = await self.rt.db.read(lambda s: s.list_datasets())
-        shown = await self._visible(caller, datasets, claims)
-        body = render.catalog(shown, self.rt.did, s.dsp_url, s.name)
-        if known is not None and body[m.CATALOG_DIGEST] == known:
-            body = render.unchanged(self.rt.did, s.dsp_url, s.name, known)
-        return web.json_response(body)
+
+        async def decide(datasets: list[Dataset]) -> list[Dataset]:
+            return await self._visible(caller, datasets, claims)
+
+        if query.page is None or query.digest is not None:
+            # the whole catalog: answered whole, or decided whole for its digest
+            shown = await decide(await self.rt.db.read(lambda s: s.list_datasets()))
+            body = render.catalog(shown, self.rt.did, s.dsp_url, s.name)
+            if query.digest and body[m.CATALOG_DIGEST] == query.digest:
+                body = render.unchanged(self.rt.did, s.dsp_url, s.name, query.digest)
+            if query.page is None or body.get(m.CATALOG_UNCHANGED):
+                return web.json_response(body)
+            result = paging.slice_of(shown, query.page)
+            whole: str | None = body[m.CATALOG_DIGEST]
+        else:
+            result = await paging.select(self.rt.db, decide, query.page)
+            whole = None
+        body = render.page(result.shown, self.rt.did, s.dsp_url, s.name, whole)
+        link = paging.links(f"{s.dsp_url}/catalog/request", query.page, result)
+        return web.json_response(body, headers={"Link": link} if link else None)
 
     async def dataset(self, request: web.Request) -> web.Response:
         caller, claims = await self.auth.member(request)

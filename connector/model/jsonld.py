@@ -65,12 +65,12 @@ def _loader(url: str, options: Any = None) -> dict[str, Any]:
     }
 
 
-_OPTIONS: dict[str, Any] = {"documentLoader": _loader, "base": None}
+_OPTIONS: dict[str, Any] = {"documentLoader": _loader, "base": None}  # ids stay as sent
 
 
 def is_dsp_form(context: Any) -> bool:
     """Exactly the DSP context (as a string or a one-element array): no processing needed."""
-    return context == DSP_CONTEXT or context == [DSP_CONTEXT]
+    return bool(context == DSP_CONTEXT or context == [DSP_CONTEXT])
 
 
 def _too_big(value: Any) -> bool:

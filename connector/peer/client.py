@@ -39,7 +39,14 @@ class DspClient:
     async def call(
         self, method: str, url: str, audience: str, message: dict[str, Any] | None = None
     ) -> tuple[int, Any]:
-        """Send one message; return (status, body) for 2xx, raise PeerError otherwise.
+        """Send one message; return (status, body) for 2xx, raise PeerError otherwise."""
+        status, body, _links = await self.call_with_links(method, url, audience, message)
+        return status, body
+
+    async def call_with_links(
+        self, method: str, url: str, audience: str, message: dict[str, Any] | None = None
+    ) -> tuple[int, Any, list[str]]:
+        """As `call`, with the answer's `Link` header values (DSP catalog paging).
 
         The token is addressed to `audience`, so it goes only to a URL of that participant
         (its did:web host or its DSP endpoint): a token sent anywhere else could be replayed
@@ -64,7 +71,7 @@ class DspClient:
                 except ValueError:
                     body = raw.decode("utf-8", "replace")
                 if 200 <= resp.status < 300:
-                    return resp.status, body
+                    return resp.status, body, resp.headers.getall("Link", [])
                 skew = skew_refusal(f"{method} {url}", resp.status, resp.headers, body, audience)
                 if skew is not None:
                     raise skew

@@ -2,7 +2,10 @@
 
 A member that already gave us a catalog is asked with our IfChanged filter and its digest, so
 an unchanged catalog costs the provider its decisions and a short answer, and costs us nothing
-to index. A member that refuses the filter (another implementation) is asked without it.
+to index. The catalog is asked for in pages (a QuerySpec, as EDC understands it too), and the
+DSP paging links (`Link: <...>; rel="next"`) are followed, bounded in pages and datasets, each
+page through the same client (token audience check, egress guard). A member that refuses the
+filters (an older implementation) is asked without them.
 One member's failure is recorded on that member and never stops the others.
 """
 
@@ -15,7 +18,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from connector.catalog import filters
+from connector.catalog import filters, paging
 from connector.catalog.federated import parse
 from connector.catalog.federated.index import FederatedIndex
 from connector.catalog.federated.members import Member, MemberSource, SourceError
@@ -26,6 +29,10 @@ from connector.model.records import utcnow
 from connector.peer.client import DspClient, NotTheAudience
 
 log = logging.getLogger(__name__)
+
+PAGE_SIZE = 500  # datasets asked for per catalog page
+MAX_PAGES = 1000  # a member's catalog is followed through at most this many pages
+MAX_DATASETS = 200_000  # and indexed only up to this many datasets
 
 
 class MemberResult(BaseModel):
@@ -52,11 +59,17 @@ class CrawlSummary(BaseModel):
     results: list[MemberResult] = Field(default_factory=list)
 
 
-def failure(dsp: str, exc: PeerError | parse.CatalogError) -> str:
+class TooLarge(Exception):
+    """A member's catalog pages go on past our bounds (or in a circle): not indexed."""
+
+
+def failure(dsp: str, exc: PeerError | parse.CatalogError | TooLarge) -> str:
     """Why a member's crawl failed, in our words only: a member names its endpoint, so what it
     (or whatever answers there) says is never shown in the member status."""
     if isinstance(exc, parse.CatalogError):
         why = "the answer is not a DSP catalog"
+    elif isinstance(exc, TooLarge):
+        why = f"not indexed: {exc}"
     elif isinstance(exc, NotTheAudience):
         why = "refused: the endpoint is not the member's (not on its did:web host, nor the DSP"
         why += " endpoint its DID document names), so no token was sent"
@@ -153,26 +166,52 @@ class Crawler:
         self.last = summary
         return summary
 
-    async def _fetch(self, member: Member, digest: str | None) -> Any:
+    async def _fetch(self, member: Member, digest: str | None) -> parse.Catalog:
         url = member.dsp + "/catalog/request"
-        if digest is not None:
-            msg = m.CatalogRequestMessage(filter=[filters.if_changed(digest)]).dump()
-            try:
-                return (await self._client.call("POST", url, member.did, msg))[1]
-            except PeerError as exc:
-                if exc.http_status != 400:
-                    raise
-                # a provider without our profile refuses the filter: ask for everything
-        msg = m.CatalogRequestMessage().dump()
-        return (await self._client.call("POST", url, member.did, msg))[1]
+        # QuerySpec first: EDC reads the first element it can take as one
+        asked = [filters.query_spec(PAGE_SIZE), filters.if_changed(digest or "")]
+        try:
+            return await self._walk(member, url, asked)
+        except PeerError as exc:
+            if exc.http_status != 400:
+                raise
+            # a provider that refuses these filters (an older one of ours): ask for everything
+        return await self._walk(member, url, None)
+
+    async def _walk(self, member: Member, url: str, asked: list[Any] | None) -> parse.Catalog:
+        """The member's catalog, following its `Link: rel="next"` pages, bounded."""
+        msg = m.CatalogRequestMessage(filter=asked).dump()
+        _status, body, links = await self._client.call_with_links("POST", url, member.did, msg)
+        catalog = parse.read(body)
+        entries = {e.dataset_id: e for e in catalog.entries}
+        seen, pages = {url}, 1
+        link = paging.next_link(links, url)
+        while link is not None and not catalog.unchanged:
+            if link in seen:
+                raise TooLarge("its catalog pages lead in a circle")
+            if pages >= MAX_PAGES or len(entries) > MAX_DATASETS:
+                raise TooLarge(
+                    f"its catalog has more than {MAX_PAGES} pages or {MAX_DATASETS} datasets"
+                )
+            seen.add(link)
+            _status, body, links = await self._client.call_with_links("POST", link, member.did, msg)
+            for entry in parse.read(body).entries:
+                entries[entry.dataset_id] = entry
+            pages += 1
+            link = paging.next_link(links, link)
+        if len(entries) > MAX_DATASETS:
+            raise TooLarge(f"its catalog has more than {MAX_DATASETS} datasets")
+        if pages > 1:
+            count = len(entries)
+            log.info("federated catalog: %s: %d datasets, %d pages", member.did, count, pages)
+        return catalog.model_copy(update={"entries": list(entries.values())})
 
     async def _one(self, member: Member) -> MemberResult:
         async with self._limit:
             t0 = time.perf_counter()
             result = MemberResult(id=member.did, name=member.name, result="failed", durationMs=0)
             try:
-                body = await self._fetch(member, self.index.digest(member.did))
-                catalog = parse.read(body)
+                catalog = await self._fetch(member, self.index.digest(member.did))
                 elapsed = (time.perf_counter() - t0) * 1000
                 if catalog.unchanged:
                     self.index.record_unchanged(member.did, elapsed)
@@ -180,7 +219,7 @@ class Crawler:
                 else:
                     changes = self.index.apply(member.did, catalog, elapsed)
                     result = result.model_copy(update={"result": "changed", **changes.model_dump()})
-            except (PeerError, parse.CatalogError) as exc:
+            except (PeerError, parse.CatalogError, TooLarge) as exc:
                 why = failure(member.dsp, exc)
                 result.error = why
                 self.index.record_failure(member.did, why, (time.perf_counter() - t0) * 1000)
