@@ -130,8 +130,7 @@ def to_dsp_form(body: dict[str, Any]) -> dict[str, Any]:
         if url is not None:
             raise BadRequest(
                 f"@context names {url}, which this connector does not know; remote contexts"
-                f" are never fetched (known: {', '.join(KNOWN)})",
-                reasons=[f"unknown @context {url}"],
+                f" are never fetched (known: {', '.join(KNOWN)})"
             ) from exc
         why = _first_line(exc)
         raise BadRequest(f"message is not valid JSON-LD under its @context: {why}") from exc
