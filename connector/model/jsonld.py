@@ -17,8 +17,6 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from pyld import jsonld
-
 from connector.errors import BadRequest
 
 DSP_CONTEXT = "https://w3id.org/dspace/2025/1/context.jsonld"
@@ -122,6 +120,8 @@ def to_dsp_form(body: dict[str, Any]) -> dict[str, Any]:
             f"message too complex for JSON-LD processing (over {MAX_NODES} nodes"
             f" or {MAX_DEPTH} levels)"
         )
+    from pyld import jsonld  # imported on the first message that needs it (0.3 s)
+
     try:
         expanded = jsonld.expand(body, _OPTIONS)
         compacted: dict[str, Any] = jsonld.compact(expanded, DSP_CONTEXT, _OPTIONS)
