@@ -4,6 +4,7 @@ federated crawler follows a member's pages, within its bounds."""
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import threading
@@ -17,10 +18,13 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+from connector.catalog import filters, paging
+from connector.errors import BadRequest
 from connector.identity import keys
 from connector.identity.tokens import TokenIssuer
 from connector.model.jsonld import EDC_DSPACE_CONTEXT
-from connector.model.messages import DSP_CONTEXT
+from connector.model.messages import CATALOG_DIGEST, DSP_CONTEXT
+from connector.model.messages import CATALOG_UNCHANGED as UNCHANGED
 from tests.harness import ConnectorProcess
 from tests.test_federated_catalog import CRAWL, hub_for, search, static_members
 
@@ -130,6 +134,21 @@ def test_edc_query_spec_pages_the_catalog_with_link_headers(
 
     bad = ask(provider, issuer, body, provider.dsp + "/catalog/request?continuationToken=x!")
     assert bad.status == 400 and bad.body["@type"] == "CatalogError"
+
+    # what our crawler sends: a page, and IfChanged asking for the whole catalog's digest
+    digest = whole.body[CATALOG_DIGEST]
+    crawl = {
+        "@context": [DSP_CONTEXT],
+        "@type": "CatalogRequestMessage",
+        "filter": [filters.query_spec(3), filters.if_changed("")],
+    }
+    first = ask(provider, issuer, crawl)
+    assert first.ids() == IDS[:3] and first.body[CATALOG_DIGEST] == digest
+    later = ask(provider, issuer, crawl, first.link("next") or "")
+    assert later.ids() == IDS[3:6] and CATALOG_DIGEST not in later.body
+    crawl["filter"] = [filters.query_spec(3), filters.if_changed(digest)]
+    same = ask(provider, issuer, crawl)
+    assert same.body[UNCHANGED] is True and same.ids() == [] and same.links == []
 
 
 def test_equality_criteria_select_datasets(
@@ -286,3 +305,31 @@ def test_crawler_stops_at_pages_that_lead_in_a_circle(tmp_path: Path) -> None:
     finally:
         hub.stop()
         member.close()
+
+
+def test_continuation_tokens_and_link_headers() -> None:
+    """Only a token we could have issued names a page; EDC's and our Link forms are read."""
+    page = filters.Page(offset=3, limit=2, criteria=(filters.Criterion(filters.Field.ID, "x"),))
+    token = page.token(offset=5, after="ds-e")
+    again = filters.from_token(token)
+    assert (again.offset, again.limit, again.after, again.criteria) == (5, 2, "ds-e", page.criteria)
+    forged = [
+        "x!",
+        base64.urlsafe_b64encode(b'{"o": -1, "l": 2}').decode(),
+        base64.urlsafe_b64encode(b'{"o": 0, "l": 100000}').decode(),
+        base64.urlsafe_b64encode(b'{"o": 0, "l": 2, "c": [["password", "x"]]}').decode(),
+        base64.urlsafe_b64encode(b'{"o": 0, "l": 2, "a": 7}').decode(),
+        "A" * 5000,
+    ]
+    for bad in forged:
+        with pytest.raises(BadRequest):
+            filters.from_token(bad)
+
+    base = "http://127.0.0.1:1/dsp/2025-1/catalog/request"
+    edc = ['<http://127.0.0.1:1/x?continuationToken=ab==>; rel="prev"', "<?t=2>; rel=next"]
+    assert paging.next_link(edc, base) == "http://127.0.0.1:1/dsp/2025-1/catalog/request?t=2"
+    ours = [
+        f'<{base}?continuationToken=a>; rel="next", <{base}?continuationToken=b>; rel="previous"'
+    ]
+    assert paging.next_link(ours, base) == f"{base}?continuationToken=a"
+    assert paging.next_link(['<x>; rel="previous"'], base) is None
