@@ -208,7 +208,7 @@ class PagingMember:
     """TEST DOUBLE for a member that pages its catalog on its own, as EDC does (pages of 2,
     `rel="next"` and EDC's `rel="prev"`); with `loop`, its next link leads back in a circle."""
 
-    def __init__(self, datasets: int, *, loop: bool = False) -> None:
+    def __init__(self, datasets: int, *, loop: bool = False, next_to: str = "") -> None:
         self.requests: list[tuple[str, dict[str, Any]]] = []
         double = self
 
@@ -221,7 +221,9 @@ class PagingMember:
                 ids = [f"edc-{n}" for n in range(datasets)][start : start + 2]
                 base = f"http://127.0.0.1:{double.port}/dsp/2025-1/catalog/request"
                 links = []
-                if start + 2 < datasets:
+                if next_to:
+                    links.append(f'<{next_to}>; rel="next"')
+                elif start + 2 < datasets:
                     links.append(
                         f'<{base}?continuationToken={2 if loop else start + 2}>; rel="next"'
                     )
@@ -333,3 +335,23 @@ def test_continuation_tokens_and_link_headers() -> None:
     ]
     assert paging.next_link(ours, base) == f"{base}?continuationToken=a"
     assert paging.next_link(['<x>; rel="previous"'], base) is None
+
+
+def test_crawler_sends_no_token_to_a_next_link_elsewhere(tmp_path: Path) -> None:
+    """A next link off the member's host (here another member's endpoint) gets nothing: the
+    token is addressed to the member, and the page is not read."""
+    elsewhere = PagingMember(2)
+    target = f"http://localhost:{elsewhere.port}/dsp/2025-1/catalog/request"
+    member = PagingMember(4, next_to=target)
+    hub = hub_for(
+        tmp_path, federated_members=static_members(extra=[{"dsp": member.dsp, "name": "edc"}])
+    )
+    try:
+        summary = hub.api.post(CRAWL)
+        assert summary["failed"] == 1 and "no token was sent" in summary["results"][0]["error"]
+        assert elsewhere.requests == [] and len(member.requests) == 1
+        assert search(hub)["total"] == 0
+    finally:
+        hub.stop()
+        member.close()
+        elsewhere.close()
