@@ -442,8 +442,10 @@ def test_a_destination_we_cannot_serve_is_refused_when_the_request_arrives(
     destination: dict[str, Any],
 ) -> None:
     agreement = _finalized(provider, edc_consumer, payload)
-    for prop in destination["endpointProperties"]:
-        prop["value"] = prop["value"].format(end=end.url)
+    props = [
+        {**p, "value": p["value"].format(end=end.url)} for p in destination["endpointProperties"]
+    ]
+    destination = {**destination, "endpointProperties": props}
     body = tp_request(
         agreement["@id"],
         f"urn:uuid:{uuid.uuid4()}",
