@@ -19,6 +19,7 @@ from typing import Any
 import aiohttp
 
 from connector.clock import skew_refusal
+from connector.dataplane.addresses import Endpoint, Unservable, resolve
 from connector.egress import EgressRefused, read_limited
 from connector.errors import ConnectorError, DiskFull, PayloadTooLarge, PeerError
 from connector.files import open_private, private_dir
@@ -246,16 +247,14 @@ def sweep_parts(rt: Runtime, older_than: float = 600.0) -> int:
     return removed
 
 
-def _endpoint(data_address: dict[str, Any]) -> tuple[str, str | None]:
-    """The DataAddress's URL and its bearer token (the `authorization` property)."""
-    endpoint = data_address.get("endpoint")
-    if not endpoint:
-        raise PeerError("the DataAddress has no endpoint", retry=False)
-    token = None
-    for prop in data_address.get("endpointProperties") or []:
-        if prop.get("name") == "authorization":
-            token = prop.get("value")
-    return str(endpoint), token
+def _endpoint(data_address: dict[str, Any], *, push: bool) -> Endpoint:
+    """The DataAddress's URL and headers, in our form or EDC's (connector/dataplane/addresses).
+    An unservable address was refused when it arrived; one stored before that check ends
+    the transfer here."""
+    try:
+        return resolve(data_address, push=push)
+    except Unservable as exc:
+        raise PeerError(f"the DataAddress cannot be served: {exc.detail}", retry=False) from exc
 
 
 class HashingWriter:
@@ -371,8 +370,9 @@ async def pull(
     no space, or less free than `receive_free_disk_bytes`) raises DiskFull and keeps the file:
     the pull is tried again, later (see connector/dataplane/jobs.py).
     """
-    endpoint, token = _endpoint(data_address)
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    target = _endpoint(data_address, push=False)
+    endpoint = target.url
+    headers = dict(target.headers)
     path = received_path(rt, transfer_id)
     tp = await rt.db.read(lambda s: s.get_transfer(transfer_id))
     limit = await receive_limit(rt, tp) if tp is not None else None
@@ -427,11 +427,10 @@ async def pull(
 async def push(rt: Runtime, data_address: dict[str, Any], chunks: AsyncIterator[bytes]) -> None:
     """Provider: stream `chunks` (a pipeline's flow, which counts, hashes and meters what went
     out and may stop) into the consumer's endpoint."""
-    endpoint, token = _endpoint(data_address)
+    target = _endpoint(data_address, push=True)
+    endpoint = target.url
     source_failed: list[PeerError] = []
-    headers = {"Content-Type": "application/octet-stream"}
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
+    headers = {"Content-Type": "application/octet-stream", **target.headers}
     # aiohttp applies no read timeout while it writes a body: a destination that accepts and
     # never reads would hold this job for ever. The deadline moves with every chunk taken.
     idle = rt.settings.stream_idle_seconds
@@ -450,7 +449,7 @@ async def push(rt: Runtime, data_address: dict[str, Any], chunks: AsyncIterator[
                     raise
 
             async with rt.egress.request(
-                "POST", endpoint, data=paced(), headers=headers, timeout=STREAM_TIMEOUT
+                target.method, endpoint, data=paced(), headers=headers, timeout=STREAM_TIMEOUT
             ) as resp:
                 deadline.reschedule(None)  # the answer has its own read timeout
                 if resp.status >= 300:

@@ -29,11 +29,20 @@ def issue(keys: KeyPair, did: str, transfer_id: str, subject: str, ttl_seconds: 
     return jws.sign(claims, keys)
 
 
+def presented(header: str | None) -> str:
+    """The token in an `Authorization` header: after `Bearer ` (ours), or the whole value
+    (EDC's clients send the EDR's `authorization` as it is)."""
+    value = (header or "").strip()
+    if value[:7].lower() == "bearer ":
+        value = value[7:].strip()
+    return value
+
+
 def verify(keys: KeyPair, did: str, header: str | None, transfer_id: str) -> str:
     """Return the token's subject if it is ours, unexpired and for this transfer."""
-    if not header or not header.lower().startswith("bearer "):
+    token = presented(header)
+    if not token:
         raise Unauthorized("a bearer token for this transfer is required")
-    token = header[7:].strip()
     try:
         claims = jws.verify(
             token,
@@ -68,7 +77,7 @@ def require_current(header: str | None, kept: dict[str, Any] | None) -> None:
     for prop in (kept or {}).get("endpointProperties") or []:
         if prop.get("name") == "authorization":
             current = prop.get("value")
-    given = digest((header or "")[7:].strip())
+    given = digest(presented(header))
     if not isinstance(current, str) or not hmac.compare_digest(given, current):
         raise Unauthorized(
             "transfer token revoked: the transfer was suspended or has ended since it was"

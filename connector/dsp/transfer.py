@@ -11,6 +11,7 @@ from typing import Any, Protocol
 
 from connector.catalog.render import FORMATS
 from connector.dataplane import tokens
+from connector.dataplane.addresses import Unservable, pull_address, push_destination, resolve
 from connector.dsp.process import TRANSFER, ProcessService, Send, new_pid, opened
 from connector.egress import EgressRefused
 from connector.errors import BadRequest, Conflict, NotFound
@@ -27,7 +28,6 @@ from connector.policy.inputs import agreement_usage, dataset_facts
 from connector.runtime import Runtime
 from connector.store.base import Duplicate, Store
 
-HTTP_ENDPOINT = "https://w3id.org/idsa/v4.1/HTTP"
 Reaction = Callable[[Transfer], Awaitable[bool]]
 
 
@@ -101,17 +101,6 @@ def _new_pull_address(tp: Transfer, msg: m.Message) -> bool:
     )
 
 
-def _address(endpoint: str, token: str) -> dict[str, Any]:
-    return m.DataAddress(
-        endpointType=HTTP_ENDPOINT,
-        endpoint=endpoint,
-        endpointProperties=[
-            m.EndpointProperty(name="authorization", value=token),
-            m.EndpointProperty(name="authType", value="bearer"),
-        ],
-    ).model_dump(by_alias=True, exclude_none=True)
-
-
 class TransferService(ProcessService[Transfer]):
     KIND = TRANSFER
 
@@ -136,7 +125,7 @@ class TransferService(ProcessService[Transfer]):
             self.rt.settings.transfer_token_ttl_seconds,
         )
         endpoint = f"{self.rt.settings.base_url}/data/pull/{tp.id}"
-        return _address(endpoint, token), _address(endpoint, tokens.digest(token))
+        return pull_address(endpoint, token), pull_address(endpoint, tokens.digest(token))
 
     # incoming --------------------------------------------------------------------------------
 
@@ -175,7 +164,7 @@ class TransferService(ProcessService[Transfer]):
         if fmt.is_push and msg.dataAddress is None:
             raise BadRequest("a push transfer needs the consumer's dataAddress")
         if fmt.is_push and msg.dataAddress is not None:
-            refused = await self._endpoint_refusal(msg.dataAddress)
+            refused = await self._endpoint_refusal(msg.dataAddress, push=True)
             if refused is not None:
                 raise BadRequest(f"the push dataAddress is refused: {refused}")
         if self.usage is not None:
@@ -341,13 +330,16 @@ class TransferService(ProcessService[Transfer]):
             self._send(tp, start, "/transfers/{peer}/start", renewal=True)
         return tp
 
-    async def _endpoint_refusal(self, address: m.DataAddress) -> str | None:
-        """Why a peer's DataAddress may not be used (None if it may): the endpoint must be an
-        http(s) URL the egress guard would reach. Checked when the address arrives, so a
-        request forgery is refused before a byte (or a bearer token) is sent to it."""
-        endpoint = address.endpoint
-        if not endpoint or not endpoint.lower().startswith(("https://", "http://")):
-            return "the endpoint must be an http(s) URL"
+    async def _endpoint_refusal(self, address: m.DataAddress, *, push: bool) -> str | None:
+        """Why a peer's DataAddress may not be used (None if it may): it must name, in our
+        form or EDC's, an http(s) URL the egress guard would reach, with auth we can send.
+        Checked when the address arrives, so a request forgery (or a destination we could
+        never serve) is refused before the transfer is accepted or a byte (or a bearer
+        token) is sent to it."""
+        try:
+            endpoint = resolve(address.model_dump(by_alias=True, exclude_none=True), push=push).url
+        except Unservable as exc:
+            return exc.detail
         try:
             await self.rt.egress.policy.check_destination(endpoint)
         except EgressRefused as exc:
@@ -359,7 +351,7 @@ class TransferService(ProcessService[Transfer]):
     ) -> None:
         """Consumer: a provider naming a pull endpoint we may not reach ends the transfer; the
         reason is our own words, never text from that endpoint."""
-        refused = await self._endpoint_refusal(address)
+        refused = await self._endpoint_refusal(address, push=False)
         if refused is None:
             return
         reason = f"the provider's pull dataAddress is refused: {refused}"
@@ -396,7 +388,7 @@ class TransferService(ProcessService[Transfer]):
                 agreement.provider_id,
                 self.rt.settings.transfer_token_ttl_seconds,
             )
-            data_address = _address(f"{self.rt.settings.base_url}/data/push/{tp_id}", token)
+            data_address = push_destination(f"{self.rt.settings.base_url}/data/push/{tp_id}", token)
         tp = Transfer(
             id=tp_id,
             role=Role.CONSUMER,
