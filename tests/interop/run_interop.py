@@ -733,8 +733,16 @@ def _fail(why: str) -> str:
 
 
 def build() -> None:
-    """Compile the test double and copy EDC's jars, unless already done."""
-    if (EDC_DIR / "target" / "classes").is_dir() and (EDC_DIR / "target" / "dependency").is_dir():
+    """Compile the test double and copy EDC's jars when they are missing or older than the
+    sources (Maven resolves from ~/.m2 once it is warm)."""
+    target = EDC_DIR / "target"
+    built = target / "classes" / "tdsc" / "interop" / "edc" / "IdentityTestDoubleExtension.class"
+    sources = [EDC_DIR / "pom.xml", *(EDC_DIR / "src").rglob("*")]
+    if (
+        built.exists()
+        and (target / "dependency").is_dir()
+        and all(p.stat().st_mtime <= built.stat().st_mtime for p in sources)
+    ):
         return
     mvn = ["mvn", "-q", "-f", str(EDC_DIR / "pom.xml"), "package", "dependency:copy-dependencies"]
     subprocess.run(mvn, check=True)
