@@ -368,6 +368,10 @@ DIAGNOSES = {
     " authority answered a JWT (EDC asked Accept: application/vc+ld+json,application/json)",
     "did not contain expected audience": "the token is addressed to a DID derived from EDC's DSP"
     " address, not to EDC's own DID",
+    "Cannot find a transfer Service that can handle HttpData source and https://w3id.org/idsa": "our push destination is typed https://w3id.org/idsa/v4.1/HTTP; EDC 0.15.1's data plane"
+    " pushes only to an `HttpData` destination with `baseUrl`",
+    "the push dataAddress is refused": "EDC's push destination is `HttpData` with `baseUrl` (EDC"
+    " IRIs in endpointProperties), which we did not read",
     "Presentation Query failed": "our credential service refused EDC's DCP 1.0 presentation"
     " query (EDC sends its own self-issued token, nesting our access token in `token`)",
 }
@@ -408,10 +412,17 @@ def _size(path: Path) -> int:
 def edr_fetch(address: dict[str, Any]) -> bytes:
     """Follow an EDR as EDC received it (a DataAddress): GET its endpoint with its token."""
     props = address.get("properties", address)
-    endpoint = field_of(props, f"{EDC_NS}endpoint", "endpoint")
-    token = field_of(props, f"{EDC_NS}authorization", "authorization")
+    # what EDC's own EDR clients read; EDC 0.15.1 builds the EDR from the DSP dataAddress's
+    # endpointType and endpointProperties only (JsonObjectToDataAddressDspaceTransformer): a
+    # top-level DSP `endpoint` is dropped
+    endpoint = props.get(f"{EDC_NS}endpoint")
+    token = props.get(f"{EDC_NS}authorization")
     if not endpoint:
-        raise StepFailed(f"EDC's EDR names no endpoint: {json.dumps(address)[:600]}")
+        raise StepFailed(
+            f"EDC's EDR has no {EDC_NS}endpoint: EDC 0.15.1 reads the pull address only from "
+            f"endpointProperties named with EDC IRIs; it made of our TransferStartMessage: "
+            f"{json.dumps(address)[:500]}"
+        )
     request = urllib.request.Request(str(endpoint))
     if token:
         request.add_header("Authorization", str(token))
