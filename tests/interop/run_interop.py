@@ -368,8 +368,9 @@ DIAGNOSES = {
     " authority answered a JWT (EDC asked Accept: application/vc+ld+json,application/json)",
     "did not contain expected audience": "the token is addressed to a DID derived from EDC's DSP"
     " address, not to EDC's own DID",
-    "Cannot find a transfer Service that can handle HttpData source and https://w3id.org/idsa": "our push destination is typed https://w3id.org/idsa/v4.1/HTTP; EDC 0.15.1's data plane"
-    " pushes only to an `HttpData` destination with `baseUrl`",
+    "handle HttpData source and https://w3id.org/idsa/v4.1/HTTP destination": "our push"
+    " destination is typed https://w3id.org/idsa/v4.1/HTTP; EDC 0.15.1's data plane pushes only"
+    " to an `HttpData` destination with `baseUrl`",
     "the push dataAddress is refused": "EDC's push destination is `HttpData` with `baseUrl` (EDC"
     " IRIs in endpointProperties), which we did not read",
     "Presentation Query failed": "our credential service refused EDC's DCP 1.0 presentation"
