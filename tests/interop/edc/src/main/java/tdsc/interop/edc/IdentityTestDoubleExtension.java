@@ -10,7 +10,9 @@
  *       VP of the credentials the runner obtained for us from the project's authority;
  *   (d) asks EDC for the MembershipCredential on every DSP request (the scope EDC needs before
  *       it will mint a token at all) and seeds the in-memory vault with the data-plane key.
- * Not production code: no key rotation, no persistence, one participant per runtime.
+ * Not production code: no key rotation, no persistence, one participant per runtime; the
+ * credential service checks that the nested access token is ours, unexpired and addressed to the
+ * caller's `iss`, but does not resolve the caller's DID to verify the outer token's signature.
  */
 package tdsc.interop.edc;
 
