@@ -756,7 +756,15 @@ def build() -> None:
         and all(p.stat().st_mtime <= built.stat().st_mtime for p in sources)
     ):
         return
-    mvn = ["mvn", "-q", "-f", str(EDC_DIR / "pom.xml"), "package", "dependency:copy-dependencies"]
+    mvn = [
+        "mvn",
+        "-q",
+        "-B",
+        "-f",
+        str(EDC_DIR / "pom.xml"),
+        "package",
+        "dependency:copy-dependencies",
+    ]
     subprocess.run(mvn, check=True)
 
 
