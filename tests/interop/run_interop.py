@@ -760,6 +760,7 @@ def build() -> None:
         "mvn",
         "-q",
         "-B",
+        "-Dstyle.color=never",
         "-f",
         str(EDC_DIR / "pom.xml"),
         "package",
