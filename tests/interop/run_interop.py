@@ -766,7 +766,10 @@ def build() -> None:
         "package",
         "dependency:copy-dependencies",
     ]
-    subprocess.run(mvn, check=True)
+    done = subprocess.run(mvn, capture_output=True, text=True)
+    if done.returncode != 0:  # Maven's output only when it failed
+        sys.stderr.write(done.stdout + done.stderr)
+        raise SystemExit(f"building tests/interop/edc failed ({' '.join(mvn)})")
 
 
 def main() -> int:
