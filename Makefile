@@ -4,8 +4,9 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TCK_DEPS := tests/tck/target/.fetched
+EDC_DEPS := tests/interop/edc/target/.built
 
-.PHONY: demo test lint typecheck opa policy-test unit tck tck-deps bench bench-concurrency \
+.PHONY: demo test lint typecheck opa policy-test unit tck tck-deps interop bench bench-concurrency \
   bench-lock-stall killstorm clean deploy-check postgresql faketime
 
 # OPA, pinned, built from its Go module once into .tools/bin (a few minutes on a fresh machine).
@@ -26,6 +27,12 @@ $(TCK_DEPS): tests/tck/pom.xml
 	touch $(TCK_DEPS)
 
 tck-deps: $(TCK_DEPS)
+
+# A stock Eclipse EDC 0.15.1 (control plane + data plane + DCP) and the suite's identity test
+# double, from Maven Central, for tests/interop/run_interop.py.
+$(EDC_DEPS): tests/interop/edc/pom.xml $(shell find tests/interop/edc/src -type f 2>/dev/null)
+	mvn -q -B -f tests/interop/edc/pom.xml package dependency:copy-dependencies
+	touch $(EDC_DEPS)
 
 .tools/bin/opa:
 	GOBIN=$(CURDIR)/.tools/bin go install github.com/open-policy-agent/opa@$(OPA_VERSION)
@@ -78,7 +85,11 @@ unit: $(STAMP) $(TCK_DEPS) $(OPA_BIN) postgresql faketime
 tck: $(STAMP) $(TCK_DEPS) $(OPA_BIN)
 	$(BIN)/python tests/tck/run_tck.py
 
-test: lint typecheck policy-test deploy-check unit tck
+# Our connector against a stock Eclipse EDC 0.15.1 in both roles (tests/interop/README.md).
+interop: $(STAMP) $(EDC_DEPS) $(OPA_BIN)
+	OPA_BIN=$(abspath $(OPA_BIN)) $(BIN)/python tests/interop/run_interop.py
+
+test: lint typecheck policy-test deploy-check unit tck interop
 
 # Deployment files, checked without a container engine (deploy/README.md): hadolint on the
 # Dockerfile, the Compose Specification's own validator (compose-go) on the compose file,
@@ -152,4 +163,4 @@ killstorm: $(STAMP) $(OPA_BIN)
 	OPA_BIN=$(abspath $(OPA_BIN)) $(BIN)/python bench/killstorm.py
 
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache tests/tck/target build/tck
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache tests/tck/target tests/interop/edc/target build/tck
