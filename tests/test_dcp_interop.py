@@ -40,7 +40,7 @@ from tests.harness import ConnectorProcess
 from tests.test_bad_input import CTX, Reply, http, token
 
 EDC_MEMBERSHIP = "org.eclipse.edc.vc.type:MembershipCredential:read"
-REFUSED = "the presentation query is not authorized"
+REFUSED = "the presentation query token is not accepted"
 
 
 @dataclass

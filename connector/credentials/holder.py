@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 
 PRESENTATION_PATH = "/dcp/v1/presentations/query"
 QUERY = "PresentationQueryMessage"
-REFUSED = "the presentation query is not authorized"
+REFUSED = "the presentation query token is not accepted"
 ISSUANCE_PATH = "/authority/v1/credentials"
 
 
