@@ -53,9 +53,9 @@ _SCOPE = re.compile(r"[^:\s]+:[^:\s]+:(read|\*|all)")
 
 
 def query_scopes(access_token: str) -> list[str]:
-    """What to ask a holder's credential service for: the scopes its access token grants us
-    when they are DCP scopes (an EDC holder refuses a query beyond them, and an alias of
-    another data space), else ours."""
+    """What to ask a holder's credential service for: the DCP scopes its access token grants
+    us, if it names any (an EDC holder refuses a query beyond them, and its data space may use
+    another alias than ours), else ours."""
     try:
         _, claims = jws.unverified(access_token)
     except jws.JwsError:
