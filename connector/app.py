@@ -112,7 +112,7 @@ class Connector:
         tck_auth = s.tck_authorization.get_secret_value() if s.tck_authorization else ""
         static = tck.static_callers(tck_auth) if s.tck_mode else None
         credentials = CredentialVerifier(
-            egress, rt.resolver, rt.did, s.trusted_issuers, s.credential_cache_seconds
+            egress, rt.resolver, rt.did, s.trusted_issuers, s.credential_cache_seconds, rt.issuer
         )
         auth = Authenticator(rt.verifier, static, credentials, s.require_membership)
         self.auth = auth

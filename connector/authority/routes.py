@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from connector.authority.issuer import STATUS_PATH, Issuer
 from connector.authority.registry import Participant, Registry
+from connector.credentials import status_list
 from connector.egress import EgressRefused
 from connector.errors import BadRequest, Forbidden, Unauthorized
 from connector.http import Handler, Route, body, optional_body
@@ -128,11 +129,15 @@ class Authority:
         return web.json_response({"participants": [p.public() for p in members]})
 
     async def status_list(self, request: web.Request) -> web.Response:
-        return web.Response(
-            text=await asyncio.to_thread(self.issuer.status_list_credential),
-            content_type="application/vc+jwt",
-            headers={"Cache-Control": "max-age=0, must-revalidate"},
-        )
+        """The signed JWT; its `vc` as a JSON credential to whoever asks for JSON (EDC's
+        revocation check reads only that)."""
+        token = await asyncio.to_thread(self.issuer.status_list_credential)
+        headers = {"Cache-Control": "max-age=0, must-revalidate", "Vary": "Accept"}
+        if status_list.wants_json(request.headers.get("Accept", "")):
+            return web.json_response(
+                status_list.json_form(token), content_type=status_list.JSON_MEDIA, headers=headers
+            )
+        return web.Response(text=token, content_type=status_list.JWT_MEDIA, headers=headers)
 
     # management --------------------------------------------------------------------------------
 

@@ -13,22 +13,25 @@ from aiohttp import web
 
 from connector.credentials.jwt_vc import (
     DCP_CONTEXT,
-    SCOPE_PREFIX,
     Credential,
     CredentialError,
     check_signature,
     read_credential,
+    scope_type,
     sign_presentation,
 )
 from connector.credentials.wallet import Wallet
 from connector.errors import BadRequest, PeerError, Unauthorized
-from connector.identity import access
+from connector.identity import access, jws
 from connector.identity.did import did_from_url
+from connector.identity.tokens import from_authorization
 from connector.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
 PRESENTATION_PATH = "/dcp/v1/presentations/query"
+QUERY = "PresentationQueryMessage"
+REFUSED = "the presentation query token is not accepted"
 ISSUANCE_PATH = "/authority/v1/credentials"
 
 
@@ -54,26 +57,20 @@ class Holder:
         app.router.add_post(PRESENTATION_PATH, self.presentation_query)
 
     async def presentation_query(self, request: web.Request) -> web.Response:
-        header = request.headers.get("Authorization", "")
-        if not header.lower().startswith("bearer "):
-            raise Unauthorized(
-                "a Bearer access token from this holder's self-issued token is required"
-            )
-        verifier = access.check(header[7:].strip(), self.rt.keys, self.rt.did)
+        verifier = await self._verifier_of(request.headers.get("Authorization", ""))
         try:
             body = await request.json()
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise BadRequest(f"body is not JSON: {exc}") from exc
         except RecursionError as exc:
             raise BadRequest("body is not JSON: nested too deeply") from exc
-        if not isinstance(body, dict) or body.get("type", body.get("@type")) != (
-            "PresentationQueryMessage"
-        ):
+        kind = body.get("type", body.get("@type")) if isinstance(body, dict) else None
+        if not isinstance(body, dict) or QUERY not in (kind if isinstance(kind, list) else [kind]):
             raise BadRequest("expected a PresentationQueryMessage")
         scope = body.get("scope", [])
         if not isinstance(scope, list) or not all(isinstance(s, str) for s in scope):
             raise BadRequest("scope must be a list of strings")
-        kinds = {s[len(SCOPE_PREFIX) :].split(":")[0] for s in scope if s.startswith(SCOPE_PREFIX)}
+        kinds = {k for k in (scope_type(s) for s in scope) if k}
         tokens = self.wallet.matching(kinds or None)
         presentation = sign_presentation(self.rt.keys, self.rt.did, verifier, tokens)
         return web.json_response(
@@ -83,6 +80,33 @@ class Holder:
                 "presentation": [presentation],
             }
         )
+
+    async def _verifier_of(self, header: str) -> str:
+        """The verifier a presentation query is from, or one generic Unauthorized.
+
+        DCP 1.0: `Bearer` the verifier's own self-issued token (iss = sub = its DID, aud = ours,
+        checked against its DID document, its id remembered against replay) whose `token` claim
+        is the access token we gave that verifier. Older peers of ours send that access token
+        alone. Why a query was refused is logged, never answered: the caller learns nothing
+        about our tokens or its own."""
+        token = from_authorization(header)
+        try:
+            if not token:
+                raise Unauthorized("no token")
+            _, unverified = jws.unverified(token)
+            if unverified.get("iss") == self.rt.did:
+                return access.check(token, self.rt.keys, self.rt.did)  # our own access token
+            claims = await self.rt.verifier.verify_claims(token)
+            inner = claims.get("token")
+            if not isinstance(inner, str):
+                raise Unauthorized("the self-issued token carries no access token")
+            issued_to = access.check(inner, self.rt.keys, self.rt.did)
+            if issued_to != claims["iss"]:
+                raise Unauthorized(f"access token was issued to {issued_to}, not {claims['iss']}")
+            return issued_to
+        except (Unauthorized, jws.JwsError) as exc:
+            log.info("presentation query refused: %s", getattr(exc, "detail", str(exc)))
+            raise Unauthorized(REFUSED) from None
 
     # obtaining ---------------------------------------------------------------------------------
 

@@ -22,6 +22,19 @@ MEMBERSHIP = "MembershipCredential"
 ROLE = "RoleCredential"
 STATUS_LIST = "BitstringStatusListCredential"
 SCOPE_PREFIX = "org.eclipse.dspace.dcp.vc.type:"
+# EDC's (IdentityHub's EdcScopeToCriterionTransformer): `org.eclipse.edc.vc.type:<Type>:read`
+EDC_SCOPE_PREFIX = "org.eclipse.edc.vc.type:"
+SCOPE_PREFIXES = (SCOPE_PREFIX, EDC_SCOPE_PREFIX)
+
+
+def scope_type(scope: str) -> str | None:
+    """The credential type a scope asks for (`<alias>:<Type>:<read|*|all>`, alias ours or
+    EDC's); None for any other scope."""
+    for prefix in SCOPE_PREFIXES:
+        if scope.startswith(prefix):
+            kind, _, operation = scope[len(prefix) :].partition(":")
+            return kind if kind and operation in ("read", "*", "all", "") else None
+    return None
 
 
 class CredentialError(BadRequest):

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import base64
 import gzip
+from typing import Any
 
 from connector.errors import BadRequest
+from connector.identity import jws
 
 # the specification's minimum size, so one holder's index says little about the others
 SIZE = 131072
@@ -44,3 +46,48 @@ def with_bits(indexes: set[int], size: int = SIZE) -> bytes:
     for i in indexes:
         out[i // 8] |= 0x80 >> (i % 8)
     return bytes(out)
+
+
+# How a status list credential is served (W3C VC JOSE/COSE media types).
+JWT_MEDIA = "application/vc+jwt"
+JSON_MEDIA = "application/json"
+_JSON_MEDIA = {
+    "application/json",
+    "application/ld+json",
+    "application/vc+ld+json",
+    "application/vc",
+}
+_JWT_MEDIA = {"application/vc+jwt", "application/jwt"}
+
+
+def wants_json(accept: str) -> bool:
+    """Whether an Accept header asks for the JSON credential rather than its JWT.
+
+    As EDC's own issuer service answers: JSON only when a JSON type is named (EDC verifiers
+    send `edc.iam.credential.revocation.mimetype`, `application/json` in its deployments) and
+    no JWT type is preferred over it; `*/*`, nothing, or a JWT type get the signed JWT, which
+    is what our verifiers and older ones read."""
+    best_json = best_jwt = 0.0
+    for part in accept.split(","):
+        media, *params = (p.strip() for p in part.split(";"))
+        q = 1.0
+        for param in params:
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        media = media.lower()
+        if media in _JSON_MEDIA:
+            best_json = max(best_json, q)
+        elif media in _JWT_MEDIA:
+            best_jwt = max(best_jwt, q)
+    return best_json > 0 and best_json >= best_jwt
+
+
+def json_form(token: str) -> dict[str, Any]:
+    """The credential a status list JWT (ours, just signed) secures, as a JSON document."""
+    _, claims = jws.unverified(token)
+    vc: dict[str, Any] = claims["vc"]
+    return vc

@@ -7,9 +7,12 @@ says why ("... was revoked by its issuer"), not just "no membership".
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 import time
 from collections import OrderedDict
+from datetime import datetime
 from typing import Any
 
 import aiohttp
@@ -35,7 +38,9 @@ from connector.egress import (
     read_limited,
 )
 from connector.errors import ConnectorError
-from connector.identity.did import DidResolver, service_endpoint
+from connector.identity import access, jws
+from connector.identity.did import DidResolver, served_by, service_endpoint
+from connector.identity.tokens import TokenIssuer, bearer
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +48,31 @@ TIMEOUT = aiohttp.ClientTimeout(total=10)
 CLAIMS_CACHE_MAX = 10_000
 NO_PRESENTATION = "its credential service did not answer with a presentation"
 SCOPES = [f"{SCOPE_PREFIX}{MEMBERSHIP}:read", f"{SCOPE_PREFIX}{ROLE}:read"]
+# a DCP scope `<alias>:<credential type>:<operation>` (EDC: org.eclipse.edc.vc.type:X:read)
+_SCOPE = re.compile(r"[^:\s]+:[^:\s]+:(read|\*|all)")
+
+
+def query_scopes(access_token: str) -> list[str]:
+    """What to ask a holder's credential service for: the DCP scopes its access token grants
+    us, if it names any (an EDC holder refuses a query beyond them, and its data space may use
+    another alias than ours), else ours."""
+    try:
+        _, claims = jws.unverified(access_token)
+    except jws.JwsError:
+        return SCOPES
+    granted = claims.get("scope")
+    scopes = [s for s in granted.split() if _SCOPE.fullmatch(s)] if isinstance(granted, str) else []
+    return scopes or SCOPES
+
+
+def _legacy(access_token: str, holder: str) -> bool:
+    """An access token of one of our connectors from before DCP 1.0 queries: its holder may
+    want it alone as the Bearer token (they did until the nested form)."""
+    try:
+        _, claims = jws.unverified(access_token)
+    except jws.JwsError:
+        return False
+    return claims.get("scope") == access.SCOPE and claims.get("iss") == holder
 
 
 def claims_of(valid: list[Credential], problems: list[str]) -> dict[str, Any]:
@@ -76,8 +106,11 @@ class CredentialVerifier:
         own_did: str,
         trusted_issuers: list[str],
         cache_seconds: float,
+        signer: TokenIssuer | None = None,
     ) -> None:
         self._egress = egress
+        # signs our own self-issued token for a DCP 1.0 presentation query
+        self._signer = signer
         self._resolver = resolver
         self._did = own_did
         self._trusted = set(trusted_issuers)
@@ -134,22 +167,35 @@ class CredentialVerifier:
         endpoint = service_endpoint(await self._resolver.resolve(caller), "CredentialService")
         if endpoint is None:
             raise CredentialError(f"the DID document of {caller} names no CredentialService")
-        query = {"@context": [DCP_CONTEXT], "type": "PresentationQueryMessage", "scope": SCOPES}
-        headers = {"Authorization": f"Bearer {access_token}"}
+        query = {
+            "@context": [DCP_CONTEXT],
+            "type": "PresentationQueryMessage",
+            "scope": query_scopes(access_token),
+        }
+        # DCP 1.0: our own self-issued token for the holder, carrying its access token; a
+        # holder of ours from before that form refuses it (401) and takes the access token.
+        forms = [] if self._signer is None else [self._signer.issue(caller, access_token)]
+        if not forms or _legacy(access_token, caller):
+            forms.append(access_token)
         # The caller chose this endpoint: whether it was refused, unreachable or answered an
         # error, the caller learns the same sentence (no remote text, no status, no address,
         # so this is no probe of the operator's network); the detail is logged here.
+        body: Any = None
         try:
-            async with self._egress.request(
-                "POST",
-                endpoint.rstrip("/") + "/presentations/query",
-                json=query,
-                headers=headers,
-                timeout=TIMEOUT,
-            ) as resp:
-                if resp.status != 200:
-                    raise _NoAnswer(f"HTTP {resp.status}")
-                body = await json_limited(resp, SMALL_ANSWER_MAX)
+            for n, token in enumerate(forms):
+                async with self._egress.request(
+                    "POST",
+                    endpoint.rstrip("/") + "/presentations/query",
+                    json=query,
+                    headers={"Authorization": bearer(token)},
+                    timeout=TIMEOUT,
+                ) as resp:
+                    if resp.status == 401 and n + 1 < len(forms):
+                        continue
+                    if resp.status != 200:
+                        raise _NoAnswer(f"HTTP {resp.status}")
+                    body = await json_limited(resp, SMALL_ANSWER_MAX)
+                    break
         except (_NoAnswer, EgressRefused, aiohttp.ClientError, TimeoutError, ValueError) as exc:
             why = str(exc) if isinstance(exc, _NoAnswer) else getattr(exc, "detail", repr(exc))
             log.info("credential service of %s gave no presentation: %s", caller, why)
@@ -203,7 +249,9 @@ class CredentialVerifier:
         if hit and hit[0] > time.monotonic():
             return hit[1]
         try:
-            async with self._egress.request("GET", url, timeout=TIMEOUT) as resp:
+            async with self._egress.request(
+                "GET", url, headers={"Accept": status_list.JWT_MEDIA}, timeout=TIMEOUT
+            ) as resp:
                 if resp.status != 200:
                     raise _NoAnswer(f"HTTP {resp.status}")
                 text = (await read_limited(resp, SMALL_ANSWER_MAX)).decode("utf-8", "replace")
@@ -211,7 +259,19 @@ class CredentialVerifier:
             why = str(exc) if isinstance(exc, _NoAnswer) else getattr(exc, "detail", repr(exc))
             log.info("status list %s cannot be fetched: %s", url, why)
             raise CredentialError(f"status list {url} cannot be fetched") from None
-        credential = read_credential(text.strip())
+        text = text.strip()
+        if text.startswith("{"):
+            encoded = self._json_status_list(url, issuer, text)
+        else:
+            encoded = await self._jwt_status_list(url, issuer, text)
+        bits = status_list.decode(encoded)
+        if self._ttl > 0:
+            self._lists[url] = (time.monotonic() + self._ttl, bits)
+        return bits
+
+    async def _jwt_status_list(self, url: str, issuer: str, text: str) -> str:
+        """The encodedList of a status list JWT the issuer signed."""
+        credential = read_credential(text)
         if credential.issuer != issuer or STATUS_LIST not in credential.types:
             raise CredentialError(f"{url} is not a status list credential of {issuer}")
         await check_signature(credential, self._resolver)
@@ -220,7 +280,42 @@ class CredentialVerifier:
         encoded = credential.claims.get("encodedList")
         if not isinstance(encoded, str):
             raise CredentialError(f"status list {url} has no encodedList")
-        bits = status_list.decode(encoded)
-        if self._ttl > 0:
-            self._lists[url] = (time.monotonic() + self._ttl, bits)
-        return bits
+        return encoded
+
+    def _json_status_list(self, url: str, issuer: str, text: str) -> str:
+        """The encodedList of a status list served as a JSON credential (as EDC issuers do
+        on request). It carries no signature we check, so it counts only when served from
+        the issuer's own did:web host: trusted as far as the issuer's DID document is."""
+        secure = url.startswith("https://") or self._resolver.insecure_http
+        if not secure or not served_by(url, issuer):
+            raise CredentialError(
+                f"status list {url} is unsigned JSON, not over TLS from {issuer}'s did:web host"
+            )
+        try:
+            vc = json.loads(text)
+        except (ValueError, RecursionError) as exc:
+            raise CredentialError(f"status list {url} is not JSON") from exc
+        named = vc.get("issuer") if isinstance(vc, dict) else None
+        if isinstance(named, dict):
+            named = named.get("id")
+        types = vc.get("type") if isinstance(vc, dict) else None
+        if named != issuer or not isinstance(types, list) or STATUS_LIST not in types:
+            raise CredentialError(f"{url} is not a status list credential of {issuer}")
+        until = vc.get("validUntil", vc.get("expirationDate"))
+        if until is not None and _epoch(until) <= time.time():
+            raise CredentialError(f"status list {url} has expired")
+        subject = vc.get("credentialSubject")
+        if isinstance(subject, list) and len(subject) == 1:
+            subject = subject[0]
+        encoded = subject.get("encodedList") if isinstance(subject, dict) else None
+        if not isinstance(encoded, str):
+            raise CredentialError(f"status list {url} has no encodedList")
+        return encoded
+
+
+def _epoch(stamp: Any) -> float:
+    """Seconds of an XML Schema dateTime (`2026-01-01T00:00:00Z`); CredentialError if not one."""
+    try:
+        return datetime.fromisoformat(str(stamp).replace("Z", "+00:00")).timestamp()
+    except ValueError as exc:
+        raise CredentialError("status list has a malformed validity date") from exc

@@ -146,6 +146,19 @@ def did_from_url(base_url: str) -> str:
     return ":".join(["did", "web", host, *segments])
 
 
+def served_by(url: str, did: str) -> bool:
+    """True when `url` is on the host and port of the did:web `did`: served by whoever serves
+    its DID document, so trusted as far as that document is."""
+    try:
+        parsed = parse_did_web(did)
+        parts = urlsplit(url)
+        port = parts.port or {"https": 443, "http": 80}.get(parts.scheme)
+    except (UnresolvableDid, ValueError):
+        return False
+    expected = parsed.port or {"https": 443, "http": 80}.get(parts.scheme)
+    return (parts.hostname or "").lower() == parsed.host.lower() and port == expected
+
+
 def did_document_url(did: str, *, insecure_http: bool) -> str:
     """Where the document of `did` is; UnresolvableDid if it is not a strict did:web."""
     return parse_did_web(did).document_url(insecure_http=insecure_http)
@@ -277,6 +290,11 @@ class DidResolver:
         self._cache: OrderedDict[str, _Entry] = OrderedDict()
         self._inflight: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._slots = _HostSlots(per_host)
+
+    @property
+    def insecure_http(self) -> bool:
+        """Development mode: DID documents (and what is trusted as theirs) over plain http."""
+        return self._insecure
 
     @property
     def cached(self) -> int:

@@ -14,6 +14,18 @@ from connector.identity.did import KEY_FRAGMENT, DidResolver
 from connector.identity.keys import KeyPair
 
 MAX_LIFETIME = 300
+BEARER = "Bearer "
+
+
+def bearer(token: str) -> str:
+    """The Authorization value for a token: DCP 1.0 and EDC send and expect `Bearer <jwt>`."""
+    return BEARER + token
+
+
+def from_authorization(header: str) -> str:
+    """The token of an Authorization value, sent as `Bearer <jwt>` or (older peers) bare."""
+    header = header.strip()
+    return header[len(BEARER) :].strip() if header[:7].lower() == "bearer " else header
 
 
 class TokenIssuer:
@@ -22,8 +34,12 @@ class TokenIssuer:
         self._keys = keys
         self._ttl = min(ttl_seconds, MAX_LIFETIME)
 
-    def issue(self, audience: str) -> str:
+    def issue(self, audience: str, access_token: str | None = None) -> str:
+        """A token for `audience`. Its `token` claim is a fresh access token to our credential
+        service, or (as a verifier asking the audience's credential service, DCP 1.0
+        presentation query) `access_token`, the one the audience gave us."""
         now = int(time.time())
+        inner = access_token or access.issue(self._keys, self.did, audience, self._ttl)
         claims = {
             "iss": self.did,
             "sub": self.did,
@@ -32,7 +48,7 @@ class TokenIssuer:
             "iat": now,
             "exp": now + self._ttl,
             # DCP: lets the audience ask our credential service for a presentation
-            "token": access.issue(self._keys, self.did, audience, self._ttl),
+            "token": inner,
         }
         return jws.sign(claims, self._keys, kid=f"{self.did}#{KEY_FRAGMENT}")
 

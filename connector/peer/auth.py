@@ -9,7 +9,7 @@ from aiohttp import web
 
 from connector.credentials.verifier import CredentialVerifier
 from connector.errors import Forbidden, Unauthorized
-from connector.identity.tokens import TokenVerifier
+from connector.identity.tokens import TokenVerifier, from_authorization
 
 
 class Authenticator:
@@ -31,8 +31,7 @@ class Authenticator:
             raise Unauthorized("an Authorization header with a self-issued token is required")
         if header in self._static:
             return self._static[header]
-        token = header[7:].strip() if header.lower().startswith("bearer ") else header
-        claims = await self._verifier.verify_claims(token)
+        claims = await self._verifier.verify_claims(from_authorization(header))
         access = claims.get("token")
         request["access_token"] = access if isinstance(access, str) else None
         return str(claims["iss"])

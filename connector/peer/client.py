@@ -11,6 +11,7 @@ import aiohttp
 from connector.clock import skew_refusal
 from connector.egress import CATALOG_MAX, EgressRefused, read_limited
 from connector.errors import PeerError
+from connector.identity.tokens import bearer
 from connector.peer.callbacks import belongs_to
 from connector.runtime import Runtime
 
@@ -59,7 +60,7 @@ class DspClient:
                 " no token was sent",
                 retry=False,
             )
-        headers = {"Authorization": self._rt.issuer.issue(audience)}
+        headers = {"Authorization": bearer(self._rt.issuer.issue(audience))}
         try:
             async with self._rt.egress.request(
                 method, url, json=message, headers=headers, timeout=TIMEOUT

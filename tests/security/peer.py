@@ -82,6 +82,8 @@ class HostilePeer:
 
             def _record(self, body: Any) -> None:
                 token = self.headers.get("Authorization")
+                if token and token.startswith("Bearer "):
+                    token = token[len("Bearer ") :]
                 claims = jwt.decode(token, options={"verify_signature": False}) if token else None
                 peer.received.append(Received(self.command, self.path, body, claims))
 

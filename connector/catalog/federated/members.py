@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from connector.config import FederatedMember
 from connector.egress import CATALOG_MAX, Egress, json_limited
 from connector.identity.did import did_from_url
-from connector.identity.tokens import TokenIssuer
+from connector.identity.tokens import TokenIssuer, bearer
 
 TIMEOUT = aiohttp.ClientTimeout(total=15, connect=5)
 
@@ -92,7 +92,7 @@ class RegistryMembers:
         self.audience = audience or did_of(url)
 
     async def members(self) -> list[Member]:
-        headers = {"Authorization": self._issuer.issue(self.audience)}
+        headers = {"Authorization": bearer(self._issuer.issue(self.audience))}
         try:
             async with self._egress.request(
                 "GET", self.url, headers=headers, timeout=TIMEOUT
