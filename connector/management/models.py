@@ -50,6 +50,11 @@ class DatasetIn(Strict):
 class CatalogIn(Strict):
     counterPartyAddress: str = Field(description="The provider's DSP base URL")
     counterPartyId: str | None = Field(None, description="Provider DID; derived from the address")
+    querySpec: dict[str, Any] | None = Field(
+        None,
+        description="One page, as EDC's QuerySpec (offset, limit, filterExpression); without"
+        " it every page of the provider's catalog is fetched",
+    )
 
 
 class NegotiationIn(Strict):

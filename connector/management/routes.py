@@ -15,6 +15,7 @@ from pydantic import BaseModel
 from connector import http
 from connector.billing import invoice
 from connector.billing.prices import price_terms
+from connector.catalog.fetch import whole_catalog
 from connector.config import DSP_PATH
 from connector.dataplane import sources
 from connector.dsp.negotiation import NegotiationService
@@ -26,7 +27,6 @@ from connector.identity.did import did_from_url
 from connector.management import models
 from connector.management.openapi import build_openapi
 from connector.metering.export import chain_header
-from connector.model import messages as m
 from connector.model.records import Agreement, Dataset
 from connector.peer.client import DspClient
 from connector.policy.odrl import normalise
@@ -253,7 +253,7 @@ class ManagementApi:
         peer = counterparty_did(data.counterPartyAddress, data.counterPartyId)
         url = data.counterPartyAddress.rstrip("/") + "/catalog/request"
         try:
-            _, body = await self.client.call("POST", url, peer, m.CatalogRequestMessage().dump())
+            body = await whole_catalog(self.client, url, peer, data.querySpec)
         except PeerError as exc:
             raise PeerError(
                 str(exc), http_status=exc.http_status, body=exc.body, retry=False
