@@ -650,6 +650,85 @@ def policy_log(ctx: click.Context, limit: int) -> None:
         )
 
 
+# offers: templates and plain language ------------------------------------------------------
+
+
+@main.group()
+def offers() -> None:
+    """Write offers from templates (policies/templates/) and read them in plain language."""
+
+
+@offers.command("templates")
+def offers_templates() -> None:
+    """The offer templates, their values (with defaults) and what each offers."""
+    from connector.policy import templates
+
+    try:
+        found = templates.available()
+    except templates.TemplateError as exc:
+        raise click.ClickException(exc.detail) from exc
+    for t in found:
+        values = " ".join(
+            f"--set {p.name}={p.default!r}"
+            if p.default is not None
+            else f"--set {p.name}=<{p.kind}>"
+            for p in t.params
+        )
+        click.echo(f"{t.name:<22} {t.description}")
+        if values:
+            click.echo(f"{'':<22} {values}")
+
+
+@offers.command("new")
+@click.option("--template", "template_name", required=True,
+              help="A template name (`connector offers templates`) or a template file")  # fmt: skip
+@click.option("--set", "assignments", multiple=True, metavar="NAME=VALUE",
+              help='A template value, e.g. --set purpose=research --set volume="100 MB"')  # fmt: skip
+@click.option("--out", type=click.File("w"), default="-", help="Offer file (default stdout)")
+def offers_new(template_name: str, assignments: tuple[str, ...], out: Any) -> None:
+    """Fill a template into an ODRL offer for `datasets add --policy FILE`."""
+    from connector.errors import BadRequest
+    from connector.policy import templates
+    from connector.policy.explain import explain
+
+    values: dict[str, str] = {}
+    for item in assignments:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise click.ClickException(f"--set {item!r}: expected NAME=VALUE")
+        values[name.strip()] = value
+    try:
+        offer = templates.fill(templates.find(template_name), values)
+        summary = explain(offer)
+    except BadRequest as exc:
+        raise click.ClickException(exc.detail) from exc
+    out.write(json.dumps(offer, indent=2) + "\n")
+    click.echo(summary, err=True)
+
+
+@offers.command("explain")
+@click.argument("offer_file", type=click.File("r"))
+def offers_explain(offer_file: Any) -> None:
+    """An offer file (one ODRL offer or a list) in plain language."""
+    from connector.errors import BadRequest
+    from connector.policy.explain import explain
+
+    try:
+        data = json.load(offer_file)
+    except ValueError as exc:
+        raise click.ClickException(f"{offer_file.name} is not valid JSON: {exc}") from exc
+    items = data if isinstance(data, list) else [data]
+    for i, offer in enumerate(items):
+        if not isinstance(offer, dict):
+            raise click.ClickException(f"offer {i + 1} is not a JSON object")
+        try:
+            text = explain(offer)
+        except BadRequest as exc:
+            raise click.ClickException(exc.detail) from exc
+        label = offer.get("@id") or (f"offer {i + 1}" if len(items) > 1 else "")
+        click.echo(f"{label}: {text}" if label else text)
+
+
 # metering and billing ----------------------------------------------------------------------
 
 
