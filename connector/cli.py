@@ -683,7 +683,7 @@ def offers_templates() -> None:
 @click.option("--template", "template_name", required=True,
               help="A template name (`connector offers templates`) or a template file")  # fmt: skip
 @click.option("--set", "assignments", multiple=True, metavar="NAME=VALUE",
-              help='A template value, e.g. --set purpose=research --set volume="100 MB"')  # fmt: skip
+              help="A template value, e.g. --set volume='100 MB'")  # fmt: skip
 @click.option("--out", type=click.File("w"), default="-", help="Offer file (default stdout)")
 def offers_new(template_name: str, assignments: tuple[str, ...], out: Any) -> None:
     """Fill a template into an ODRL offer for `datasets add --policy FILE`."""

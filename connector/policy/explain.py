@@ -123,7 +123,7 @@ def constraint(c: dict[str, Any]) -> str:
 
 def duty(d: dict[str, Any]) -> str:
     """One duty as a phrase."""
-    action = d.get("action", "")
+    action = str(d.get("action", ""))
     terms = {c.get("leftOperand"): c.get("rightOperand") for c in d.get("constraints", [])}
     if action == "delete":
         if "delayPeriod" in terms:
@@ -145,7 +145,7 @@ def duty(d: dict[str, Any]) -> str:
         return "each use is logged"
     if action == "notify":
         return "the provider is notified of each use"
-    return action
+    return str(action)
 
 
 def _rule(r: dict[str, Any]) -> list[str]:
