@@ -87,19 +87,19 @@ def load(path: Path) -> Template:
 
 
 def available(folder: Path | None = None) -> list[Template]:
-    return [load(p) for p in sorted((folder or templates_dir()).glob("*.json"))]
+    return [load(p) for p in sorted((folder or templates_dir()).glob("*.jsonld"))]
 
 
 def find(name: str, folder: Path | None = None) -> Template:
     """The template by name, or by path to a template file."""
     path = Path(name)
-    if path.suffix == ".json" and path.is_file():
+    if path.suffix in (".json", ".jsonld") and path.is_file():
         return load(path)
     folder = folder or templates_dir()
-    candidate = folder / f"{name}.json"
+    candidate = folder / f"{name}.jsonld"
     if candidate.is_file():
         return load(candidate)
-    names = [p.stem for p in sorted(folder.glob("*.json"))]
+    names = [p.stem for p in sorted(folder.glob("*.jsonld"))]
     hint = closest(name, names)
     raise TemplateError(
         f"no template {name!r}"
