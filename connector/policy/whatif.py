@@ -47,7 +47,7 @@ def hypothetical_input(
         provider=Party(id=provider),
         consumer=Party(id=consumer, credentials=credentials),
         dataset=dataset_facts(dataset, dataset.id, provider),
-        policy={k: v for k, v in offer.items() if k != "@id"} | {"@id": offer.get("@id")},
+        policy=offer,
         request={"purpose": purpose, "bytes": 0, "records": 0, **request},
         usage={"bytes": 0, "records": 0, "transfers": 0, "uses": 0, **usage},
     )

@@ -5,7 +5,7 @@
 package local.example
 
 # DIDs this connector serves nothing (an empty list refuses no one)
-blocked_consumers := {"did:web:blocked.example"}
+blocked_consumers := {"did:web:refused.example.invalid"}
 
 deny contains reason if {
 	input.consumer.id in blocked_consumers

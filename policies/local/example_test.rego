@@ -17,9 +17,9 @@ _input(consumer, classification, now) := {
 }
 
 test_a_blocked_consumer_is_refused_with_the_reason if {
-	d := decision.decision with input as _input("did:web:blocked.example", "general", "2026-12-01T10:00:00Z")
+	d := decision.decision with input as _input("did:web:refused.example.invalid", "general", "2026-12-01T10:00:00Z")
 	d.allow == false
-	d.reasons == ["consumer did:web:blocked.example is blocked by the operator"]
+	d.reasons == ["consumer did:web:refused.example.invalid is blocked by the operator"]
 }
 
 test_any_other_consumer_is_not_concerned if {
