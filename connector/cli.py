@@ -11,7 +11,7 @@ import signal
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 import click
 
@@ -822,16 +822,25 @@ def offers_new(template_name: str, assignments: tuple[str, ...], out: Any) -> No
 
 
 @offers.command("explain")
-@click.argument("offer_file", type=click.File("r"))
-def offers_explain(offer_file: Any) -> None:
-    """An offer file (one ODRL offer or a list) in plain language."""
+@click.argument("offer_file", type=click.File("r"), required=False)
+@click.option("--dataset", "dataset_id", default=None,
+              help="Instead of a file: a published dataset's offers")  # fmt: skip
+@click.pass_context
+def offers_explain(ctx: click.Context, offer_file: Any, dataset_id: str | None) -> None:
+    """An offer file (one ODRL offer or a list), or a published dataset's offers, in plain
+    language."""
     from connector.errors import BadRequest
     from connector.policy.explain import explain
 
-    try:
-        data = json.load(offer_file)
-    except ValueError as exc:
-        raise click.ClickException(f"{offer_file.name} is not valid JSON: {exc}") from exc
+    if (offer_file is None) == (dataset_id is None):
+        raise click.ClickException("give an offer FILE or --dataset ID")
+    if dataset_id is not None:
+        data = _call(ctx, "GET", "/api/v1/datasets/" + quote(dataset_id, safe=""))["offers"]
+    else:
+        try:
+            data = json.load(offer_file)
+        except ValueError as exc:
+            raise click.ClickException(f"{offer_file.name} is not valid JSON: {exc}") from exc
     items = data if isinstance(data, list) else [data]
     for i, offer in enumerate(items):
         if not isinstance(offer, dict):

@@ -178,6 +178,9 @@ def test_what_if_on_a_published_dataset_and_replay_of_a_logged_decision(
     added = cli(*p, "datasets", "add", "--id", "ds", "--file", str(payload), "--policy", str(offer))
     assert added.returncode == 0, added.stderr
     logged_before = provider.api.get("/api/v1/decisions?limit=1000")
+    published = cli(*p, "offers", "explain", "--dataset", "ds")
+    assert published.returncode == 0, published.stderr
+    assert published.stdout.strip().endswith(": " + README_OFFER)
 
     ask = (*p, "policy", "eval", "--dataset", "ds", "--consumer", "did:web:someone")
     allowed = cli(*ask, "--purpose", "research", "--json")
