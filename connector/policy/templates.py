@@ -215,6 +215,4 @@ def fill(template: Template, values: dict[str, str]) -> dict[str, Any]:
             return resolved[m.group(1)]
         return value
 
-    out = walk(template.body)
-    assert isinstance(out, dict)
-    return out
+    return {k: walk(v) for k, v in template.body.items()}
