@@ -39,7 +39,7 @@ from connector.peer.auth import Authenticator
 from connector.peer.client import DspClient
 from connector.policy.decision import DecisionPoint, PermitAll
 from connector.policy.engines import EmbeddedEngine, Engine, OpaServerEngine, PolicyError
-from connector.policy.point import RegoDecisionPoint
+from connector.policy.point import RegoDecisionPoint, decision_inputs_keeper
 from connector.runtime import Runtime, egress_for
 from connector.store.gateway import Database
 from connector.store.open import open_store
@@ -209,9 +209,13 @@ class Connector:
         else:
             engine = OpaServerEngine(s.opa_url or "")
 
+        keep_inputs = decision_inputs_keeper(s.decision_log_input_days)
+
         async def record(decisions: list[DecisionRecord]) -> None:
             # with the state change the decision led to, when there is one (one commit)
-            await db.later(lambda store: store.add_decisions(decisions))
+            # (and at most once an hour, forget the inputs older than decision_log_input_days)
+            decisions, forget = keep_inputs(decisions)
+            await db.later(lambda store: store.add_decisions(decisions, forget_before=forget))
 
         point = RegoDecisionPoint(engine, s.policy_folder, record, opa_bin=opa_bin)
         try:

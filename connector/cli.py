@@ -11,7 +11,7 @@ import signal
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 import click
 
@@ -21,6 +21,7 @@ from connector.files import private_dir
 from connector.identity import keys as keyfile
 from connector.identity.did import did_from_url
 from connector.mgmt_client import ApiError, ManagementClient
+from connector.policy.decision import Phase
 
 if TYPE_CHECKING:
     from connector.usage.signed import Delivery
@@ -582,21 +583,113 @@ def policy() -> None:
 
 @policy.command("test")
 @click.option("--dir", "directory", type=click.Path(path_type=Path), default=None)
-def policy_test(directory: Path | None) -> None:
-    """Run the policy library's Rego unit tests with the real opa binary."""
+@click.option("-v", "--verbose", is_flag=True,
+              help="Each test; for a failing one, what it expected and got")  # fmt: skip
+def policy_test(directory: Path | None, verbose: bool) -> None:
+    """Run the policy library's Rego unit tests (also policies/local/) with the real opa."""
     from connector.policy.point import run_opa_tests
+    from connector.policy.testing import run_verbose
 
-    passed, output = run_opa_tests(_opa_binary(), _policy_dir(directory))
-    click.echo(output)
+    if not verbose:
+        passed, output = run_opa_tests(_opa_binary(), _policy_dir(directory))
+        click.echo(output)
+    else:
+        passed, output, failed = run_verbose(_opa_binary(), _policy_dir(directory))
+        click.echo(output)
+        if failed:
+            click.echo("\nfailing tests: expected (the expression) and actual (its values)")
+        for failure in failed:
+            click.echo(f"  {failure.line()}")
     if not passed:
         raise click.ClickException("policy tests failed")
 
 
+def _pairs(option: str, items: tuple[str, ...]) -> dict[str, Any]:
+    """NAME=VALUE options as a dict; a VALUE that is JSON (true, 3, ["a"]) is read as JSON."""
+    out: dict[str, Any] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise click.ClickException(f"{option} {item!r}: expected NAME=VALUE")
+        try:
+            out[name.strip()] = json.loads(value)
+        except ValueError:
+            out[name.strip()] = value
+    return out
+
+
 @policy.command("eval")
-@click.option("--input", "input_file", type=click.File("r"), required=True)
+@click.option("--input", "input_file", type=click.File("r"), default=None,
+              help="A decision input (JSON), decided locally with the embedded engine")  # fmt: skip
 @click.option("--dir", "directory", type=click.Path(path_type=Path), default=None)
-def policy_eval(input_file: Any, directory: Path | None) -> None:
-    """Decide one input (JSON, the decision contract's input) with the embedded engine."""
+@click.option("--dataset", "dataset_id", default=None,
+              help="What-if on the running connector: a published dataset")  # fmt: skip
+@click.option("--offer-id", default=None, help="Which offer of the dataset (default: the first)")
+@click.option("--consumer", default=None, help="The hypothetical consumer's DID")
+@click.option("--purpose", default=None, help="The purpose it declares")
+@click.option("--phase", type=click.Choice([p.value for p in Phase]), default="transfer",
+              show_default=True)  # fmt: skip
+@click.option("--credential", "credentials", multiple=True, metavar="CLAIM=VALUE",
+              help="A verified claim, e.g. membership=true, region=EU (repeatable)")  # fmt: skip
+@click.option("--request", "request_items", multiple=True, metavar="NAME=VALUE",
+              help="More of the request, e.g. jurisdiction=EU (repeatable)")  # fmt: skip
+@click.option("--usage", "usage_items", multiple=True, metavar="NAME=VALUE",
+              help="Usage so far, e.g. transfers=2 bytes=80000000 (repeatable)")  # fmt: skip
+@click.option("--json", "as_json", is_flag=True, help="The whole answer, with the input")
+@click.pass_context
+def policy_eval(
+    ctx: click.Context,
+    input_file: Any,
+    directory: Path | None,
+    dataset_id: str | None,
+    offer_id: str | None,
+    consumer: str | None,
+    purpose: str | None,
+    phase: str,
+    credentials: tuple[str, ...],
+    request_items: tuple[str, ...],
+    usage_items: tuple[str, ...],
+    as_json: bool,
+) -> None:
+    """Decide one input locally (--input), or ask the running connector what its policy would
+    answer a consumer for a published dataset (--dataset, --consumer): not logged."""
+    if (input_file is None) == (dataset_id is None):
+        raise click.ClickException("give --input FILE, or --dataset ID with --consumer DID")
+    if dataset_id is not None:
+        if not consumer:
+            raise click.ClickException("--dataset needs --consumer DID")
+        body: dict[str, Any] = {
+            "dataset": dataset_id,
+            "consumer": consumer,
+            "phase": phase,
+            "purpose": purpose,
+            "credentials": _pairs("--credential", credentials),
+            "request": _pairs("--request", request_items),
+            "usage": _pairs("--usage", usage_items),
+        }
+        if offer_id:
+            body["offer_id"] = offer_id
+        answer = _call(ctx, "POST", "/api/v1/policy/eval", body)
+        if as_json:
+            _emit(answer)
+            return
+        verdict = "ALLOW" if answer["allow"] else "DENY"
+        click.echo(
+            f"{verdict}  {phase} of {dataset_id} (offer {answer.get('offer_id')}) for {consumer}"
+            f"  policy {str(answer.get('policy_version', ''))[:8]}"
+        )
+        for reason in answer.get("reasons") or []:
+            click.echo(f"  reason: {reason}")
+        for duty in answer.get("obligations") or []:
+            click.echo(f"  obligation: {json.dumps(duty, sort_keys=True)}")
+        limits = {k: v for k, v in (answer.get("limits") or {}).items() if v is not None}
+        if limits:
+            click.echo("  limits: " + ", ".join(f"{k} {v}" for k, v in sorted(limits.items())))
+        return
+    _policy_eval_local(input_file, directory)
+
+
+def _policy_eval_local(input_file: Any, directory: Path | None) -> None:
     from pydantic import ValidationError
 
     from connector.policy.decision import DecisionInput
@@ -638,16 +731,126 @@ def policy_status(ctx: click.Context) -> None:
 
 @policy.command("log")
 @click.option("--limit", default=20)
+@click.option("--replay", "replay", type=int, default=None, metavar="SEQ",
+              help="Decide logged decision SEQ again with today's policies; show both")  # fmt: skip
+@click.option("--json", "as_json", is_flag=True)
 @click.pass_context
-def policy_log(ctx: click.Context, limit: int) -> None:
-    """The decision log: every decision with its input digest, result, reasons and version."""
-    for d in _call(ctx, "GET", f"/api/v1/decisions?limit={limit}"):
+def policy_log(ctx: click.Context, limit: int, replay: int | None, as_json: bool) -> None:
+    """The decision log: every decision (#SEQ) with its input digest, result, reasons and
+    version; the input itself is kept for decision_log_input_days, to --replay it."""
+    if replay is not None:
+        both = _call(ctx, "POST", f"/api/v1/decisions/{replay}/replay")
+        if as_json:
+            _emit(both)
+            return
+        for label, d in (("logged  ", both["logged"]), ("replayed", both["replayed"])):
+            verdict = "ALLOW" if d["allow"] else "DENY "
+            click.echo(
+                f"{label} {verdict} policy {str(d['policy_version'])[:8]}"
+                f"  {'; '.join(d['reasons'])}"
+            )
+        click.echo("the answer changed" if both["changed"] else "the same answer")
+        return
+    rows = _call(ctx, "GET", f"/api/v1/decisions?limit={limit}")
+    if as_json:
+        _emit(rows)
+        return
+    for d in rows:
         verdict = "ALLOW" if d["allow"] else "DENY "
         why = "; ".join(d["reasons"])
         click.echo(
-            f"{d['at']}  {verdict} {d['phase']:<11} {d['engine']}@{d['policy_version'][:8]}"
+            f"#{d.get('seq')}  {d['at']}  {verdict} {d['phase']:<11}"
+            f" {d['engine']}@{d['policy_version'][:8]}"
             f"  in:{d['input_sha256'][:12]}  {d.get('dataset_id') or ''}  {why}"
         )
+
+
+# offers: templates and plain language ------------------------------------------------------
+
+
+@main.group()
+def offers() -> None:
+    """Write offers from templates (policies/templates/) and read them in plain language."""
+
+
+@offers.command("templates")
+def offers_templates() -> None:
+    """The offer templates, their values (with defaults) and what each offers."""
+    from connector.policy import templates
+
+    try:
+        found = templates.available()
+    except templates.TemplateError as exc:
+        raise click.ClickException(exc.detail) from exc
+    for t in found:
+        values = " ".join(
+            f"--set {p.name}={p.default!r}"
+            if p.default is not None
+            else f"--set {p.name}=<{p.kind}>"
+            for p in t.params
+        )
+        click.echo(f"{t.name:<22} {t.description}")
+        if values:
+            click.echo(f"{'':<22} {values}")
+
+
+@offers.command("new")
+@click.option("--template", "template_name", required=True,
+              help="A template name (`connector offers templates`) or a template file")  # fmt: skip
+@click.option("--set", "assignments", multiple=True, metavar="NAME=VALUE",
+              help="A template value, e.g. --set volume='100 MB'")  # fmt: skip
+@click.option("--out", type=click.File("w"), default="-", help="Offer file (default stdout)")
+def offers_new(template_name: str, assignments: tuple[str, ...], out: Any) -> None:
+    """Fill a template into an ODRL offer for `datasets add --policy FILE`."""
+    from connector.errors import BadRequest
+    from connector.policy import templates
+    from connector.policy.explain import explain
+
+    values: dict[str, str] = {}
+    for item in assignments:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise click.ClickException(f"--set {item!r}: expected NAME=VALUE")
+        values[name.strip()] = value
+    try:
+        offer = templates.fill(templates.find(template_name), values)
+        summary = explain(offer)
+    except BadRequest as exc:
+        raise click.ClickException(exc.detail) from exc
+    out.write(json.dumps(offer, indent=2) + "\n")
+    click.echo(summary, err=True)
+
+
+@offers.command("explain")
+@click.argument("offer_file", type=click.File("r"), required=False)
+@click.option("--dataset", "dataset_id", default=None,
+              help="Instead of a file: a published dataset's offers")  # fmt: skip
+@click.pass_context
+def offers_explain(ctx: click.Context, offer_file: Any, dataset_id: str | None) -> None:
+    """An offer file (one ODRL offer or a list), or a published dataset's offers, in plain
+    language."""
+    from connector.errors import BadRequest
+    from connector.policy.explain import explain
+
+    if (offer_file is None) == (dataset_id is None):
+        raise click.ClickException("give an offer FILE or --dataset ID")
+    if dataset_id is not None:
+        data = _call(ctx, "GET", "/api/v1/datasets/" + quote(dataset_id, safe=""))["offers"]
+    else:
+        try:
+            data = json.load(offer_file)
+        except ValueError as exc:
+            raise click.ClickException(f"{offer_file.name} is not valid JSON: {exc}") from exc
+    items = data if isinstance(data, list) else [data]
+    for i, offer in enumerate(items):
+        if not isinstance(offer, dict):
+            raise click.ClickException(f"offer {i + 1} is not a JSON object")
+        try:
+            text = explain(offer)
+        except BadRequest as exc:
+            raise click.ClickException(exc.detail) from exc
+        label = offer.get("@id") or (f"offer {i + 1}" if len(items) > 1 else "")
+        click.echo(f"{label}: {text}" if label else text)
 
 
 # metering and billing ----------------------------------------------------------------------

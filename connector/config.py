@@ -224,6 +224,12 @@ class Settings(BaseSettings):
         " finish before they are handed over or cut",
     )
     policy_reload_seconds: float = Field(1.0, gt=0)
+    decision_log_input_days: float = Field(
+        7.0,
+        ge=0,
+        description="How long the decision log keeps each decision's input (to replay it with"
+        " `connector policy log --replay`); afterwards only its digest. 0: keep none",
+    )
     tck_mode: bool = Field(
         False,
         description="Conformance testing only: seed and script the DSP TCK's cases (loopback only)",

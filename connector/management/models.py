@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from connector.policy.decision import DecisionInput
+from connector.policy.decision import DecisionInput, Phase
 
 
 class Strict(BaseModel):
@@ -81,4 +81,29 @@ class TransferIn(Strict):
 
 
 class EvalIn(Strict):
-    input: DecisionInput
+    """One decision input as it is, or a what-if: a published dataset and a consumer."""
+
+    input: DecisionInput | None = Field(None, description="The decision contract's input")
+    dataset: str | None = Field(None, min_length=1, description="What-if: a published dataset")
+    offer_id: str | None = Field(None, description="What-if: which offer (default: the first)")
+    consumer: str | None = Field(None, min_length=1, description="What-if: the consumer's DID")
+    purpose: str | None = Field(None, description="What-if: the purpose the consumer declares")
+    phase: Phase = Field(Phase.TRANSFER, description="What-if: the enforcement point")
+    credentials: dict[str, Any] = Field(
+        default_factory=dict,
+        description='What-if: the consumer\'s verified claims, e.g. {"membership": true}',
+    )
+    request: dict[str, Any] = Field(
+        default_factory=dict, description="What-if: more of the request, e.g. jurisdiction"
+    )
+    usage: dict[str, Any] = Field(
+        default_factory=dict, description='What-if: usage so far, e.g. {"transfers": 2}'
+    )
+
+    @model_validator(mode="after")
+    def _one_question(self) -> EvalIn:
+        if (self.input is None) == (self.dataset is None):
+            raise ValueError("give either input or dataset (with consumer)")
+        if self.dataset is not None and self.consumer is None:
+            raise ValueError("a what-if on a dataset needs consumer (a DID)")
+        return self

@@ -27,8 +27,10 @@ from connector.identity.did import did_from_url
 from connector.management import models
 from connector.management.openapi import build_openapi
 from connector.metering.export import chain_header
-from connector.model.records import Agreement, Dataset
+from connector.model.records import Agreement, Dataset, DecisionRecord
 from connector.peer.client import DspClient
+from connector.policy import whatif
+from connector.policy.decision import Decision, DecisionInput
 from connector.policy.odrl import normalise
 from connector.policy.point import RegoDecisionPoint
 from connector.runtime import Runtime
@@ -107,8 +109,21 @@ ROUTES = [
         "Invoice for ?period=YYYY-MM from the countersigned chain (?format=csv for CSV)",
     ),
     Route("GET", "/policy", "policy_status", "Policy engine, loaded version, last reload error"),
-    Route("POST", "/policy/eval", "policy_eval", "Decide one input (test bench)", models.EvalIn),
+    Route(
+        "POST",
+        "/policy/eval",
+        "policy_eval",
+        "Decide one input, or a what-if on a published dataset and a consumer (not logged)",
+        models.EvalIn,
+    ),
     Route("GET", "/decisions", "list_decisions", "The decision log, newest first"),
+    Route("GET", "/decisions/{seq}", "get_decision", "One logged decision with its input"),
+    Route(
+        "POST",
+        "/decisions/{seq}/replay",
+        "replay_decision",
+        "Decide a logged input again with today's policies (not logged): both results",
+    ),
     Route("GET", "/transfers", "list_transfers", "List transfer processes"),
     Route(
         "POST",
@@ -414,13 +429,66 @@ class ManagementApi:
 
     async def policy_eval(self, request: web.Request) -> web.Response:
         data = await http.body(request, models.EvalIn)
-        decision = await self.rt.decisions.decide(data.input)
-        return web.json_response(decision.model_dump())
+        if data.input is not None:
+            decision = await self.rt.decisions.decide(data.input)
+            return web.json_response(decision.model_dump())
+        dataset_id = data.dataset or ""
+        dataset = await self.rt.db.read(lambda s: s.get_dataset(dataset_id))
+        if dataset is None:
+            raise NotFound(f"no dataset {dataset_id}")
+        offer = whatif.offer_of(dataset, data.offer_id)
+        asked = whatif.hypothetical_input(
+            dataset,
+            offer,
+            provider=self.rt.did,
+            consumer=data.consumer or "",
+            phase=data.phase,
+            purpose=data.purpose,
+            credentials=data.credentials,
+            request=data.request,
+            usage=data.usage,
+        )
+        decision = await self._decide_unlogged(asked)
+        return web.json_response(
+            decision.model_dump()
+            | {
+                "policy_version": self.rt.decisions.version,
+                "offer_id": offer.get("@id"),
+                "input": asked.model_dump(mode="json"),
+            }
+        )
+
+    async def _decide_unlogged(self, asked: DecisionInput) -> Decision:
+        if self.policy is None:
+            return await self.rt.decisions.decide(asked)  # permit-all: nothing is logged
+        return await self.policy.decide_unlogged(asked)
 
     async def list_decisions(self, request: web.Request) -> web.Response:
         limit, offset = _paging(request)
         rows = await self.rt.db.read(lambda s: s.list_decisions(limit, offset))
-        return web.json_response([d.model_dump() for d in rows])
+        return web.json_response(
+            [d.model_dump(exclude={"input"}) | {"input_kept": d.input is not None} for d in rows]
+        )
+
+    async def _decision(self, request: web.Request) -> DecisionRecord:
+        try:
+            seq = int(request.match_info["seq"])
+        except ValueError as exc:
+            raise BadRequest("a decision is named by its number (seq)") from exc
+        if not 0 < seq < 2**63:
+            raise NotFound(f"no decision {seq}")
+        record = await self.rt.db.read(lambda s: s.get_decision(seq))
+        if record is None:
+            raise NotFound(f"no decision {seq}")
+        return record
+
+    async def get_decision(self, request: web.Request) -> web.Response:
+        return web.json_response((await self._decision(request)).model_dump())
+
+    async def replay_decision(self, request: web.Request) -> web.Response:
+        record = await self._decision(request)
+        decision = await self._decide_unlogged(whatif.logged_input(record))
+        return web.json_response(whatif.comparison(record, decision, self.rt.decisions.version))
 
     # transfers -------------------------------------------------------------------------------
 

@@ -149,3 +149,6 @@ class DecisionRecord(BaseModel):
     limits: dict[str, Any] = Field(default_factory=dict)
     engine: str
     policy_version: str
+    # the decision's input as the enforcement point asked it (before normalising), kept for
+    # `decision_log_input_days` so the decision can be replayed; None once forgotten
+    input: dict[str, Any] | None = None

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from connector.errors import BadRequest
+from connector.policy.terms import with_hints
 
 ODRL = "http://www.w3.org/ns/odrl/2/"
 PROFILE = "https://w3id.org/tdsc/v1/"
@@ -155,6 +156,7 @@ def normalise(policy: dict[str, Any]) -> dict[str, Any]:
         ],
         "obligations": [n.duty(d, f"obligation[{i}]") for i, d in enumerate(rules("obligation"))],
     }
+    n.problems = with_hints(n.problems)  # did you mean ...? (connector/policy/terms.py)
     if n.problems:
         raise UndecidablePolicy(
             "the offer uses terms the policy library cannot decide: " + "; ".join(n.problems),

@@ -13,6 +13,7 @@ import json
 import logging
 import subprocess
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,30 @@ def run_opa_tests(opa_bin: str, folder: Path) -> tuple[bool, str]:
     except (OSError, subprocess.TimeoutExpired) as exc:
         return False, f"cannot run {opa_bin} test: {exc}"
     return done.returncode == 0, (done.stdout + done.stderr).strip()
+
+
+FORGET_EVERY = timedelta(hours=1)
+
+
+def decision_inputs_keeper(
+    days: float,
+) -> Callable[[list[DecisionRecord]], tuple[list[DecisionRecord], str | None]]:
+    """What the decision log keeps of inputs: none with `days` 0; else each input, and at most
+    once an hour the time before which kept inputs are forgotten (their digests stay)."""
+    last: list[datetime] = []
+
+    def keep(records: list[DecisionRecord]) -> tuple[list[DecisionRecord], str | None]:
+        if days <= 0:
+            return [r.model_copy(update={"input": None}) for r in records], None
+        now = datetime.now(UTC)
+        if last and now - last[0] < FORGET_EVERY:
+            return records, None
+        last[:] = [now]
+        before = (now - timedelta(days=days)).isoformat(timespec="milliseconds")
+        before = before.replace("+00:00", "Z")
+        return records, before
+
+    return keep
 
 
 class RegoDecisionPoint:
@@ -136,6 +161,11 @@ class RegoDecisionPoint:
             await self._record([record])
         return decision
 
+    async def decide_unlogged(self, decision_input: DecisionInput) -> Decision:
+        """A decision the decision log does not keep: a what-if or a replay."""
+        decision, _ = await self._decide(decision_input)
+        return decision
+
     async def decide_many(self, inputs: list[DecisionInput]) -> list[Decision]:
         pairs = [await self._decide(i) for i in inputs]
         if self._record is not None:
@@ -170,5 +200,6 @@ class RegoDecisionPoint:
             limits=decision.limits,
             engine=self.engine.name,
             policy_version=self.version,
+            input=decision_input.model_dump(mode="json"),
         )
         return decision, record

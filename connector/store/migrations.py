@@ -11,6 +11,7 @@ History:
 - 3: one layout for both: every table and column of connector/store/schema.py, the indexes
   under one name (SQLite's old `idx_*` copies dropped), `schema_meta` dropped.
 - 4: the provider-once unique index, now on SQLite too (it was on PostgreSQL only).
+- 5: `decisions.input`: the decision log keeps each input for a while, to replay it.
 
 Every migration checks for what it adds (`if not exists`, missing columns only), so one that
 finds its change made already does nothing.
@@ -22,7 +23,14 @@ from collections.abc import Callable
 
 from connector.store.base import SchemaTooNew, StoreUnavailable
 from connector.store.core import Statements
-from connector.store.schema import INDEXES, PROVIDER_ONCE, TABLE_LIST, VERSION_TABLE, Table
+from connector.store.schema import (
+    INDEXES,
+    PROVIDER_ONCE,
+    SCHEMA,
+    TABLE_LIST,
+    VERSION_TABLE,
+    Table,
+)
 
 # First key of the two-key lock migrations hold (PostgreSQL: an advisory lock).
 LOCK_SCHEMA = 7301
@@ -54,9 +62,14 @@ def _provider_once(db: Statements) -> None:
         db._run(index.create())
 
 
+def _decision_inputs(db: Statements) -> None:
+    ensure_table(db, SCHEMA["decisions"])
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[Statements], None]]] = [
     (3, "one layout for both databases", _one_layout),
     (4, "the provider-once unique index on both databases", _provider_once),
+    (5, "the decision log keeps inputs (decisions.input)", _decision_inputs),
 ]
 LATEST = MIGRATIONS[-1][0]
 

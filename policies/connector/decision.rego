@@ -5,6 +5,7 @@ package connector.decision
 import data.connector.classification
 import data.connector.counting
 import data.connector.metering
+import data.connector.operator
 import data.connector.rules
 import data.connector.util
 import data.connector.volume
@@ -33,7 +34,7 @@ allow if {
 default reasons := ["the policy library could not evaluate this input"]
 
 reasons := _unique(array.concat(
-	array.concat(_input_reasons, classification.reasons),
+	array.concat(array.concat(_input_reasons, classification.reasons), operator.reasons),
 	array.concat(array.concat(rules.unknown_terms, _prohibition_reasons), _permission_reasons),
 ))
 
