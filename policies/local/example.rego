@@ -12,10 +12,14 @@ deny contains reason if {
 	reason := concat("", ["consumer ", input.consumer.id, " is blocked by the operator"])
 }
 
-# Important data only during working hours (UTC), shown as a second pattern
-deny contains "important data is served only between 06:00 and 20:00 UTC" if {
+# A second pattern: classifications served only during working hours (UTC). Empty as
+# shipped, so it refuses nothing until an operator names one, e.g. {"important"}.
+working_hours_only := set()
+
+deny contains reason if {
 	input.phase == "transfer"
-	input.dataset.classification == "important"
+	input.dataset.classification in working_hours_only
+	reason := concat("", [input.dataset.classification, " data is served only between 06:00 and 20:00 UTC"])
 	hour := to_number(substring(input.now, 11, 2))
 	not _working_hour(hour)
 }
