@@ -238,9 +238,7 @@ def serve(ctx: click.Context, create_key: bool) -> None:
                 raise click.ClickException(_unwritable(settings.data_dir, exc)) from exc
             raise click.ClickException(f"cannot listen: {exc}") from exc
         # through logging: with log_format = "json" this too is a JSON line
-        logging.getLogger("connector").info(
-            "ready: %s", node.runtime.did if node.runtime else ""
-        )
+        logging.getLogger("connector").info("ready: %s", node.runtime.did if node.runtime else "")
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):

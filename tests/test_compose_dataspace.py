@@ -27,6 +27,7 @@ from tests.harness import wait_for
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 BIN = Path(sys.executable).parent  # `connector` is on the image's PATH; here, the venv's
 
+
 def _image_exec(instruction: str) -> list[str]:
     """The image's ENTRYPOINT or CMD (exec form), as deploy/Dockerfile writes it."""
     lines = (DEPLOY / "Dockerfile").read_text().splitlines()

@@ -180,13 +180,12 @@ def test_a_configuration_path_that_is_a_directory_says_so(tmp_path: Path) -> Non
 def opa_sidecar() -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     opa = find_opa()
     assert opa, "make opa installs the opa binary"
-    port = free_port()
+    url = f"http://127.0.0.1:{free_port()}"
     proc = subprocess.Popen(
-        [opa, "run", "--server", "--disable-telemetry", "--log-level=error", f"--addr=127.0.0.1:{port}"],
+        [opa, "run", "--server", "--disable-telemetry", "--log-level=error", "--addr", url[7:]],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    url = f"http://127.0.0.1:{port}"
     wait_http(url + "/health")
     yield url, proc
     proc.terminate()
