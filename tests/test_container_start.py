@@ -35,16 +35,20 @@ def _image_cmd() -> list[str]:
     return cmd
 
 
-def _volume_config(tmp_path: Path, **extra: str) -> tuple[Path, Path, int]:
-    """deploy/compose/connector.toml as an operator mounts it, with an empty data volume."""
+def _volume_config(
+    tmp_path: Path, source: Path = DEPLOY / "connector.toml", **extra: str
+) -> tuple[Path, Path, int]:
+    """The README's configuration for `docker run` as mounted, with an empty data volume;
+    only what the container isolates is mapped (its ports, the volume's path)."""
     volume = tmp_path / "volume"
     volume.mkdir()
     port, mgmt = free_port(), free_port()
-    text = (DEPLOY / "compose" / "connector.toml").read_text()
+    text = source.read_text()
     text = text.replace('"0.0.0.0"', '"127.0.0.1"').replace("/var/lib/connector", str(volume))
     text = text.replace("public_port = 8181", f"public_port = {port}")
     text = text.replace("management_port = 8182", f"management_port = {mgmt}")
-    text += f'public_url = "http://127.0.0.1:{port}"\napi_key = "{"k" * 24}"\n'
+    text = text.replace("http://localhost:8181", f"http://127.0.0.1:{port}")
+    assert f'public_url = "http://127.0.0.1:{port}"' in text
     text += "".join(f"{k} = {v}\n" for k, v in extra.items())
     config = tmp_path / "connector.toml"
     config.write_text(text)
@@ -52,8 +56,9 @@ def _volume_config(tmp_path: Path, **extra: str) -> tuple[Path, Path, int]:
 
 
 def _env(config: Path) -> dict[str, str]:
+    """The image's environment and the README's `-e CONNECTOR_API_KEY=...`."""
     base = {k: v for k, v in os.environ.items() if not k.startswith("CONNECTOR_")}
-    return {**base, "CONNECTOR_CONFIG": str(config), "CONNECTOR_POLICY_ENGINE": "permit-all"}
+    return {**base, "CONNECTOR_CONFIG": str(config), "CONNECTOR_API_KEY": "k" * 24}
 
 
 def test_first_start_of_the_image_makes_its_key_on_the_volume(tmp_path: Path) -> None:
@@ -67,7 +72,7 @@ def test_first_start_of_the_image_makes_its_key_on_the_volume(tmp_path: Path) ->
             [str(BIN / "connector"), *_image_cmd()], env=env, stdout=log, stderr=log
         )
         try:
-            wait_http(f"http://127.0.0.1:{port}/healthz", timeout=30)
+            wait_http(f"http://127.0.0.1:{port}/healthz", timeout=120)
             with urllib.request.urlopen(
                 f"http://127.0.0.1:{port}/.well-known/did.json", timeout=5
             ) as resp:
