@@ -183,6 +183,17 @@ def test_dockerfile_runtime_stage() -> None:
     assert 'CMD ["serve", "--create-key"]' in stage
 
 
+def test_the_docker_run_configuration_is_valid() -> None:
+    """deploy/connector.toml, with the README's `-e CONNECTOR_API_KEY`: listeners reachable
+    through published ports, state on the volume, no secret in the file."""
+    config = DEPLOY / "connector.toml"
+    assert "api_key" not in config.read_text()
+    settings = service_settings(config, {"CONNECTOR_API_KEY": "k" * 24})
+    assert settings.public_host == settings.management_host == "0.0.0.0"
+    assert (settings.public_port, settings.management_port) == (8181, 8182)
+    assert settings.data_dir == Path("/var/lib/connector") and settings.key_file is None
+
+
 def test_no_service_leaves_an_anonymous_volume(compose: dict[str, Any]) -> None:
     """The image declares VOLUME /var/lib/connector: a service of that image without a named
     volume or a tmpfs there would leave an anonymous volume behind on every run."""
