@@ -165,10 +165,16 @@ def _unwritable(directory: Path, exc: OSError) -> str:
     owned by root, say), instead of a traceback."""
     where = exc.filename or directory
     detail = exc.strerror or str(exc)
-    try:
-        owner = f"; it belongs to uid {directory.stat().st_uid}"
-    except OSError:
-        owner = ""
+    owner = ""
+    for existing in (directory, *directory.parents):  # the nearest that exists is the culprit
+        try:
+            owner = f"; it belongs to uid {existing.stat().st_uid}"
+        except FileNotFoundError:
+            continue
+        except OSError:
+            pass
+        directory = existing
+        break
     return (
         f"cannot open {where}: {detail} (running as uid {os.getuid()}{owner}): "
         f"give this user the directory (chown {os.getuid()} {directory}) or choose another"

@@ -120,13 +120,14 @@ needs_root = pytest.mark.skipif(
 
 
 def _as_plain_user(*args: str) -> subprocess.CompletedProcess[str]:
-    """The CLI as root without CAP_DAC_OVERRIDE/CAP_DAC_READ_SEARCH: permissions apply."""
+    """The CLI as root without CAP_DAC_OVERRIDE/CAP_DAC_READ_SEARCH/CAP_FOWNER: permissions
+    apply, and chmod of another user's directory fails, as for uid 10001 in the image."""
     assert SETPRIV is not None
     return subprocess.run(
         [
             SETPRIV,
             "--inh-caps=-all",
-            "--bounding-set=-dac_override,-dac_read_search",
+            "--bounding-set=-dac_override,-dac_read_search,-fowner",
             "--",
             sys.executable,
             "-m",
@@ -136,7 +137,10 @@ def _as_plain_user(*args: str) -> subprocess.CompletedProcess[str]:
         capture_output=True,
         text=True,
         timeout=60,
-        env={k: v for k, v in os.environ.items() if not k.startswith("CONNECTOR_")},
+        env={
+            **{k: v for k, v in os.environ.items() if not k.startswith("CONNECTOR_")},
+            "CONNECTOR_API_KEY": "k" * 24,
+        },
     )
 
 
@@ -153,6 +157,18 @@ def test_init_on_a_mount_owned_by_another_user_says_so(tmp_path: Path) -> None:
     assert "Permission denied" in done.stderr and "uid 4242" in done.stderr
     assert f"chown {os.getuid()} {mount}" in done.stderr
     assert not (mount / "connector.toml").exists()
+
+
+@needs_root
+def test_first_start_on_a_volume_owned_by_another_user_says_so(tmp_path: Path) -> None:
+    """`docker run -v /srv/data:/var/lib/connector` with /srv/data root's: no key, no traceback."""
+    config, volume, _ = _volume_config(tmp_path)
+    os.chown(volume, 4242, 4242)
+    done = _as_plain_user("--config", str(config), "serve", "--create-key")
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    assert f"cannot open {volume / 'keys'}: Permission denied" in done.stderr
+    assert "uid 4242" in done.stderr and f"chown {os.getuid()} {volume}" in done.stderr
 
 
 @needs_root
