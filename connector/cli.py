@@ -17,7 +17,7 @@ import click
 
 from connector.config import load_settings
 from connector.errors import ConfigError
-from connector.files import private_dir
+from connector.files import open_private, private_dir
 from connector.identity import keys as keyfile
 from connector.identity.did import did_from_url
 from connector.mgmt_client import ApiError, ManagementClient
@@ -120,8 +120,11 @@ def init(
     if scheme == "http" and not dev:
         raise click.ClickException("without --tls-cert/--tls-key, pass --dev for plain HTTP")
     url = (public_url or f"{scheme}://{public_host}:{public_port}").rstrip("/")
-    private_dir(directory)
-    keyfile.save(keyfile.generate(), directory / "keys" / "private.pem")
+    try:
+        private_dir(directory)
+        keyfile.save(keyfile.generate(), directory / "keys" / "private.pem")
+    except OSError as exc:
+        raise click.ClickException(_unwritable(directory, exc)) from exc
     lines = [
         f"name = {json.dumps(name)}",
         'data_dir = "."',
@@ -146,8 +149,11 @@ def init(
             f"tls_cert = {json.dumps(str(tls_cert.resolve()))}",
             f"tls_key = {json.dumps(str(tls_key.resolve()))}",
         ]
-    config.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    config.chmod(0o600)
+    try:
+        with open_private(config) as fh:
+            fh.write(("\n".join(lines) + "\n").encode())
+    except OSError as exc:
+        raise click.ClickException(_unwritable(directory, exc)) from exc
     try:
         load_settings(config)
     except ConfigError as exc:
@@ -155,9 +161,59 @@ def init(
     click.echo(f"config: {config}\nDID:    {did_from_url(url)}")
 
 
+def _unwritable(directory: Path, exc: OSError) -> str:
+    """What an operator can do about a directory this user may not write (a bind mount
+    owned by root, say), instead of a traceback."""
+    where = exc.filename or directory
+    detail = exc.strerror or str(exc)
+    owner = ""
+    for existing in (directory, *directory.parents):  # the nearest that exists is the culprit
+        try:
+            owner = f"; it belongs to uid {existing.stat().st_uid}"
+        except FileNotFoundError:
+            continue
+        except OSError:
+            pass
+        directory = existing
+        break
+    return (
+        f"cannot open {where}: {detail} (running as uid {os.getuid()}{owner}): "
+        f"give this user the directory (chown {os.getuid()} {directory}) or choose another"
+    )
+
+
+def _ensure_key(path: Path) -> None:
+    """First start of a container: make the key where the configuration expects it."""
+    try:
+        path.stat()
+        return
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise click.ClickException(_unwritable(path.parent, exc)) from exc
+    try:
+        keyfile.save(keyfile.generate(), path)
+    except FileExistsError:
+        return  # another replica made it first
+    except OSError as exc:
+        raise click.ClickException(_unwritable(path.parent, exc)) from exc
+    logging.getLogger("connector").warning(
+        "no private key at %s: created a new one (--create-key); this is the connector's "
+        "identity, keep the volume",
+        path,
+    )
+
+
 @main.command()
+@click.option(
+    "--create-key",
+    is_flag=True,
+    help="Create the private key if there is none at the default place (data_dir/keys/"
+    "private.pem): a container's first start. A key_file named in the configuration is never "
+    "created.",
+)
 @click.pass_context
-def serve(ctx: click.Context) -> None:
+def serve(ctx: click.Context, create_key: bool) -> None:
     """Run the connector until SIGINT or SIGTERM."""
     from connector.app import Connector
 
@@ -170,6 +226,11 @@ def serve(ctx: click.Context) -> None:
         settings = load_settings(_config_path(ctx.obj.get("config")))
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from exc
+    from connector.observability.logs import configure_logging
+
+    configure_logging(settings.log_format)  # JSON from the first line on, asyncio's included
+    if create_key and settings.key_file is None:
+        _ensure_key(settings.private_key_path)
 
     async def run() -> None:
         node = Connector(settings)
@@ -180,8 +241,11 @@ def serve(ctx: click.Context) -> None:
             raise click.ClickException(str(exc)) from exc
         except OSError as exc:
             await node.stop()
+            if exc.filename:  # a file or directory, not a socket
+                raise click.ClickException(_unwritable(settings.data_dir, exc)) from exc
             raise click.ClickException(f"cannot listen: {exc}") from exc
-        click.echo(f"ready: {node.runtime.did if node.runtime else ''}", err=True)
+        # through logging: with log_format = "json" this too is a JSON line
+        logging.getLogger("connector").info("ready: %s", node.runtime.did if node.runtime else "")
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):

@@ -420,6 +420,13 @@ def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
             values = tomllib.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError as exc:
             raise ConfigError(f"configuration file not found: {path}") from exc
+        except IsADirectoryError as exc:  # what a bind mount of a missing file leaves
+            raise ConfigError(f"configuration file {path} is a directory") from exc
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot read the configuration file {path}: {exc.strerror or exc} (running"
+                f" as uid {os.getuid()}; the file must be readable by it)"
+            ) from exc
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
         base = path.parent

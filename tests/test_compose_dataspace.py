@@ -7,6 +7,7 @@ processes."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -25,7 +26,17 @@ from tests.harness import wait_for
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 BIN = Path(sys.executable).parent  # `connector` is on the image's PATH; here, the venv's
-IMAGE_ENTRYPOINT, IMAGE_CMD = ["connector"], ["serve"]  # deploy/Dockerfile
+
+
+def _image_exec(instruction: str) -> list[str]:
+    """The image's ENTRYPOINT or CMD (exec form), as deploy/Dockerfile writes it."""
+    lines = (DEPLOY / "Dockerfile").read_text().splitlines()
+    [line] = [x for x in lines if x.startswith(instruction + " ")]
+    value: list[str] = json.loads(line.removeprefix(instruction + " "))
+    return value
+
+
+IMAGE_ENTRYPOINT, IMAGE_CMD = _image_exec("ENTRYPOINT"), _image_exec("CMD")
 IMAGE_HEALTHCHECK = [sys.executable, "-m", "connector.observability.probe", "healthz"]
 
 

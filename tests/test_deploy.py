@@ -176,6 +176,32 @@ def test_dockerfile_runtime_stage() -> None:
     assert 'ENTRYPOINT ["connector"]' in stage
     assert any("connector.observability.probe" in x for x in stage if x.startswith("HEALTHCHECK"))
     assert 'VOLUME ["/var/lib/connector"]' in stage
+    # healthy as soon as it answers: probed every 2 s while starting, not first after 30 s
+    check = next(x for x in stage if x.startswith("HEALTHCHECK"))
+    assert "--start-period=" in check and "--start-interval=2s" in check
+    # the first start on an empty volume makes its key (tests/test_container_start.py)
+    assert 'CMD ["serve", "--create-key"]' in stage
+
+
+def test_the_docker_run_configuration_is_valid() -> None:
+    """deploy/connector.toml, with the README's `-e CONNECTOR_API_KEY`: listeners reachable
+    through published ports, state on the volume, no secret in the file."""
+    config = DEPLOY / "connector.toml"
+    assert "api_key" not in config.read_text()
+    settings = service_settings(config, {"CONNECTOR_API_KEY": "k" * 24})
+    assert settings.public_host == settings.management_host == "0.0.0.0"
+    assert (settings.public_port, settings.management_port) == (8181, 8182)
+    assert settings.data_dir == Path("/var/lib/connector") and settings.key_file is None
+
+
+def test_no_service_leaves_an_anonymous_volume(compose: dict[str, Any]) -> None:
+    """The image declares VOLUME /var/lib/connector: a service of that image without a named
+    volume or a tmpfs there would leave an anonymous volume behind on every run."""
+    for name, svc in compose["services"].items():
+        if not str(svc.get("image", "")).startswith("tdsc-connector:"):
+            continue
+        named = [v for v in svc.get("volumes", []) if v.endswith(":/var/lib/connector")]
+        assert named or "/var/lib/connector" in svc.get("tmpfs", []), name
 
 
 # Helm chart ---------------------------------------------------------------------------------

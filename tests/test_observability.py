@@ -132,7 +132,10 @@ def test_json_logs_name_the_process(
         negotiation_id = consumer.api.get(f"/api/v1/agreements/{agreement_id}")["negotiation_id"]
     finally:
         consumer.stop()
-    lines = [json.loads(x) for x in consumer.log_path.read_text().splitlines() if x[:1] == "{"]
+    text = consumer.log_path.read_text().splitlines()
+    lines = [json.loads(x) for x in text if x[:1] == "{"]
+    assert len(lines) == len([x for x in text if x.strip()]), "every line is JSON"
+    assert any(line["message"] == f"ready: {consumer.did}" for line in lines)
     assert any("listening" in line["message"] for line in lines)
     assert all({"time", "level", "logger", "message"} <= line.keys() for line in lines)
     about = [line for line in lines if line.get("process_id") == negotiation_id]

@@ -102,3 +102,54 @@ def test_a_restarted_sidecar_gets_the_policies_again(opa_server: str) -> None:
     first, again = asyncio.run(run())
     assert first == again
     _check_expectations(again, cases[0][1])
+
+
+def test_readiness_asks_the_sidecar_and_gives_back_lost_policies(opa_server: str) -> None:
+    """`ready()` (what /readyz asks) is false before a load, and a server that lost the
+    policies gets them again before it answers true."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    def ids() -> set[str]:
+        with urllib.request.urlopen(opa_server + "/v1/policies") as resp:
+            return {p["id"] for p in json.loads(resp.read())["result"]}
+
+    async def run() -> tuple[bool, bool, set[str], set[str]]:
+        engine = OpaServerEngine(opa_server)
+        try:
+            before = await engine.ready()
+            await engine.load(PolicyBundle.load(POLICIES))
+            loaded = ids()
+            left = set(loaded)
+            while left:  # dependents go first
+                for policy_id in sorted(left):
+                    req = urllib.request.Request(
+                        f"{opa_server}/v1/policies/{policy_id}", method="DELETE"
+                    )
+                    try:
+                        urllib.request.urlopen(req).close()
+                        left.discard(policy_id)
+                    except urllib.error.HTTPError:
+                        pass
+            assert ids() == set()
+            after = await engine.ready()
+            return before, after, loaded, ids()
+        finally:
+            await engine.close()
+
+    before, after, loaded, again = asyncio.run(run())
+    assert before is False and after is True
+    assert loaded and again == loaded
+
+
+def test_an_unreachable_sidecar_is_not_ready() -> None:
+    async def run() -> bool:
+        engine = OpaServerEngine(f"http://127.0.0.1:{free_port()}")
+        engine._bundle = PolicyBundle.load(POLICIES)  # as after a load, before the server died
+        try:
+            return await engine.ready()
+        finally:
+            await engine.close()
+
+    assert asyncio.run(run()) is False

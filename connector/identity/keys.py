@@ -59,7 +59,15 @@ def load(path: Path) -> KeyPair:
     try:
         key = serialization.load_pem_private_key(path.read_bytes(), password=None)
     except FileNotFoundError as exc:
-        raise ConfigError(f"private key not found: {path} (run 'connector init')") from exc
+        raise ConfigError(
+            f"private key not found: {path} (run 'connector init', or 'connector serve"
+            " --create-key' to make one at the default place on first start)"
+        ) from exc
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot read the private key {path}: {exc.strerror or exc} (running as uid"
+            f" {os.getuid()}; the file must be readable by it)"
+        ) from exc
     except ValueError as exc:
         raise ConfigError(f"{path}: not a readable PEM private key: {exc}") from exc
     if not isinstance(key, Ed25519PrivateKey):

@@ -46,7 +46,7 @@ class Health:
         received data; else 503."""
         checks = {
             "store": await self._store_ok(),
-            "policies": self._policies_ok(),
+            "policies": await self._policies_ok(),
             "outbox": self._node.outbox_running,
             "disk": self._disk_ok(),
         }
@@ -69,10 +69,12 @@ class Health:
             return False
         return True
 
-    def _policies_ok(self) -> bool:
-        """A Rego library with a version is loaded; other decision points need no loading."""
-        if self._node.policy is not None:
-            return bool(self._node.policy.version)
+    async def _policies_ok(self) -> bool:
+        """A Rego library with a version is loaded, and the engine still holds it (an OPA
+        sidecar may have restarted and forgotten it); other decision points need no loading."""
+        point = self._node.policy
+        if point is not None:
+            return bool(point.version) and await point.engine.ready()
         return self._node.runtime is not None
 
     def _disk_ok(self) -> bool:

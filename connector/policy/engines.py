@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -14,6 +15,8 @@ from connector.policy.wasm import WasmPolicy, WasmPolicyError, compile_to_wasm
 QUERY = "data.connector.decision.decision"
 PACKAGE = "connector.decision"
 ENTRYPOINT = "connector/decision/decision"
+
+log = logging.getLogger(__name__)
 
 
 class PolicyError(ConnectorError):
@@ -50,6 +53,7 @@ class Engine(Protocol):
 
     async def load(self, bundle: PolicyBundle) -> None: ...
     async def evaluate(self, decision_input: dict[str, Any]) -> dict[str, Any]: ...
+    async def ready(self) -> bool: ...
     async def close(self) -> None: ...
 
 
@@ -89,6 +93,10 @@ class EmbeddedEngine:
         if not isinstance(out, dict):
             raise PolicyError(f"{QUERY} returned no decision")
         return out
+
+    async def ready(self) -> bool:
+        """The library is compiled and in this process: nothing can take it away."""
+        return self._policy is not None
 
     async def close(self) -> None:
         self._policy = None
@@ -154,6 +162,30 @@ class OpaServerEngine:
         if result is None:
             raise PolicyError(f"{QUERY} returned no decision from the OPA server")
         return result
+
+    async def ready(self) -> bool:
+        """The server holds every module we uploaded. A sidecar that restarted (or had its
+        policies deleted) gets them again here: readiness is asked every few seconds, while a
+        connector marked not ready would get no traffic and so no decision that re-uploads."""
+        if self._bundle is None:
+            return False
+        try:
+            client = await self._connect()
+            missing = self._uploaded - set(await client.get_policies_list())
+            if missing:
+                log.warning(
+                    "the OPA server at %s:%d has lost %d of our %d policies; uploading them again",
+                    self._host,
+                    self._port,
+                    len(missing),
+                    len(self._uploaded),
+                )
+                await self.load(self._bundle)
+                missing = self._uploaded - set(await client.get_policies_list())
+        except Exception as exc:
+            log.warning("readiness: the OPA server at %s:%d: %s", self._host, self._port, exc)
+            return False
+        return not missing
 
     async def _query(self, decision_input: dict[str, Any]) -> dict[str, Any] | None:
         client = await self._connect()
