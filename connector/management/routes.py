@@ -29,7 +29,7 @@ from connector.metering.export import chain_header
 from connector.model import messages as m
 from connector.model.records import Agreement, Dataset
 from connector.peer.client import DspClient
-from connector.policy.odrl import normalise
+from connector.policy.odrl import check_values, normalise
 from connector.policy.point import RegoDecisionPoint
 from connector.runtime import Runtime
 from connector.store.base import Store
@@ -206,6 +206,7 @@ class ManagementApi:
             if not offer.get("permission") and not offer.get("prohibition"):
                 raise BadRequest(f"offer {n + 1} needs at least one permission or prohibition")
             normalise(offer)  # refuses terms the policy library cannot decide
+            check_values(offer)  # and values of the wrong form; volumes become bytes
             price_terms(offer)  # and price terms that cannot be billed
             offer.setdefault("@id", f"{dataset_id}:offer:{n + 1}")
             offer["@type"] = "Offer"
