@@ -182,7 +182,7 @@ class ManagementApi:
 
     async def list_datasets(self, request: web.Request) -> web.Response:
         datasets = await self.rt.db.read(lambda s: s.list_datasets())
-        return web.json_response([d.model_dump() for d in datasets])
+        return web.json_response([_dataset_view(d) for d in datasets])
 
     async def create_dataset(self, request: web.Request) -> web.Response:
         data = await http.body(request, models.DatasetIn)
@@ -239,7 +239,7 @@ class ManagementApi:
         dataset = await self.rt.db.read(lambda s: s.get_dataset(dataset_id))
         if dataset is None:
             raise NotFound(f"no dataset {dataset_id}")
-        return web.json_response(dataset.model_dump())
+        return web.json_response(_dataset_view(dataset))
 
     async def delete_dataset(self, request: web.Request) -> web.Response:
         dataset_id = request.match_info["id"]
@@ -463,6 +463,12 @@ class ManagementApi:
 
 
 MAX_OFFSET = 2**62
+
+
+def _dataset_view(dataset: Dataset) -> dict[str, Any]:
+    """A dataset as the API shows it, flagged when its source is known to be unreachable
+    (`source_problem`: a file gone or unreadable; an upstream whose last read failed)."""
+    return dataset.model_dump() | {"source_problem": sources.problem(dataset.source)}
 
 
 def _paging(request: web.Request) -> tuple[int, int]:

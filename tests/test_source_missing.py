@@ -1,0 +1,77 @@
+"""Issue 17, blocker 3: a dataset's source file deleted after publishing ends a transfer at
+once with "source missing" on both sides (no retries), the provider warns in its log, and the
+dataset listing flags the source."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.harness import (
+    ConnectorProcess,
+    entries,
+    negotiate,
+    received_size,
+    sparse_file,
+    state_of,
+    wait_for,
+)
+
+
+def _retries(record: dict[str, object]) -> list[str]:
+    return [
+        str(e["detail"])
+        for e in record["timeline"]  # type: ignore[attr-defined]
+        if "retrying" in str(e["detail"])
+    ]
+
+
+def test_a_transfer_of_a_deleted_source_is_refused_at_once_on_both_sides(
+    provider: ConnectorProcess, consumer: ConnectorProcess, payload: Path
+) -> None:
+    provider.publish(payload, "ds-gone")
+    assert provider.api.get("/api/v1/datasets")[0]["source_problem"] is None
+    agreement_id = negotiate(consumer, provider, "ds-gone")
+    payload.unlink()
+
+    listed = {d["id"]: d for d in provider.api.get("/api/v1/datasets")}
+    assert listed["ds-gone"]["source_problem"].startswith("source missing: file ")
+    assert "source missing" in provider.api.get("/api/v1/datasets/ds-gone")["source_problem"]
+
+    tp = consumer.api.post("/api/v1/transfers", {"agreementId": agreement_id})
+    ended = consumer.api.wait_state("transfers", tp["id"], {"TERMINATED", "COMPLETED"}, 15)
+    assert ended["state"] == "TERMINATED"
+    assert "source missing" in " ".join(ended["reason"])
+    assert "publish it again" in " ".join(ended["reason"])
+    assert str(payload) not in " ".join(ended["reason"])  # the path is the provider's business
+    assert _retries(ended) == []
+    assert "source missing" in provider.log_path.read_text()
+
+
+def test_a_source_deleted_while_a_pull_is_suspended_ends_it_on_resume(
+    provider: ConnectorProcess, consumer: ConnectorProcess, tmp_path: Path
+) -> None:
+    big, _ = sparse_file(tmp_path / "big.bin", 1024 * 1024 * 1024)
+    provider.publish(big, "ds-big")
+    agreement_id = negotiate(consumer, provider, "ds-big")
+    tp = consumer.api.post("/api/v1/transfers", {"agreementId": agreement_id})
+    record = state_of(consumer, "transfers", tp["id"], "STARTED")
+    pid, cid = record["provider_pid"], tp["id"]
+    wait_for("bytes to arrive", lambda: received_size(consumer, cid) > 0)
+    provider.api.post(f"/api/v1/transfers/{pid}/suspend", {"reason": "maintenance"})
+    state_of(consumer, "transfers", cid, "SUSPENDED")
+    for node, t in ((consumer, cid), (provider, pid)):
+        wait_for(
+            f"{node.name}'s data job to end",
+            lambda n=node, t=t: n.api.get(f"/api/v1/transfers/{t}")["pending"] == [],
+        )
+    big.unlink()
+
+    consumer.api.post(f"/api/v1/transfers/{cid}/resume")
+    mine = consumer.api.wait_state("transfers", cid, {"TERMINATED", "COMPLETED"}, 15)
+    theirs = provider.api.wait_state("transfers", pid, {"TERMINATED", "COMPLETED"}, 15)
+    assert mine["state"] == theirs["state"] == "TERMINATED"
+    assert "source missing" in " ".join(theirs["reason"])
+    assert "source missing" in " ".join(mine["reason"])
+    assert entries(theirs, "failed", "source")
+    assert _retries(mine) == []
+    assert "source missing" in provider.log_path.read_text()
