@@ -31,6 +31,7 @@ from connector.model.records import Agreement, Dataset
 from connector.peer.client import DspClient
 from connector.policy.odrl import check_values, normalise
 from connector.policy.point import RegoDecisionPoint
+from connector.policy.remaining import remaining, summary
 from connector.runtime import Runtime
 from connector.store.base import Store
 
@@ -354,6 +355,8 @@ class ManagementApi:
         agreement = await self._agreement(request)
         out = agreement.model_dump()
         out["sha256"] = signatures.digest(agreement.body)
+        left = await self.rt.db.read(lambda s: remaining(s, agreement, self.rt.did))
+        out["remaining"], out["summary"] = left, summary(left)
         out["verification"] = {
             "provider": await self._check(
                 agreement.body, agreement.provider_signature, agreement.provider_id
