@@ -4,17 +4,21 @@ dataset listing flags the source."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 from tests.harness import (
     ConnectorProcess,
     entries,
+    free_port,
     negotiate,
     received_size,
     sparse_file,
     state_of,
     wait_for,
+    wait_http,
 )
 
 
@@ -74,3 +78,33 @@ def test_a_source_deleted_while_a_pull_is_suspended_ends_it_on_resume(
     assert entries(theirs, "failed", "source")
     assert _retries(mine, before) == []
     assert "source missing" in provider.log_path.read_text()
+
+
+def test_an_upstream_that_failed_is_flagged_without_being_probed(
+    provider: ConnectorProcess, consumer: ConnectorProcess, tmp_path: Path
+) -> None:
+    root = tmp_path / "upstream"
+    root.mkdir()
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "-d", str(root)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_http(base + "/")
+        url = f"{base}/readings.bin"
+        provider.api.post(
+            "/api/v1/datasets", {"id": "ds-up", "source": {"type": "http", "url": url}}
+        )
+        # not probed: nothing is known against it until a transfer reads it
+        assert provider.api.get("/api/v1/datasets/ds-up")["source_problem"] is None
+        agreement_id = negotiate(consumer, provider, "ds-up")
+        tp = consumer.api.post("/api/v1/transfers", {"agreementId": agreement_id})
+        consumer.api.wait_state("transfers", tp["id"], {"TERMINATED", "COMPLETED"}, 30)
+        problem = provider.api.get("/api/v1/datasets/ds-up")["source_problem"]
+        assert problem == "upstream unreachable: the last read answered HTTP 404"
+    finally:
+        server.terminate()
+        server.wait(5)
