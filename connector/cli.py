@@ -552,7 +552,12 @@ def agreements_list(ctx: click.Context) -> None:
 @click.argument("agreement_id")
 @click.pass_context
 def agreements_show(ctx: click.Context, agreement_id: str) -> None:
-    _emit(_call(ctx, "GET", f"/api/v1/agreements/{agreement_id}"))
+    """The agreement, verified, and what is left of it in one line (on stderr, so the JSON
+    on stdout stays machine-readable)."""
+    shown = _call(ctx, "GET", f"/api/v1/agreements/{agreement_id}")
+    _emit(shown)
+    if shown.get("summary"):
+        click.echo(shown["summary"], err=True)
 
 
 # transfers ---------------------------------------------------------------------------------

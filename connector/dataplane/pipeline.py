@@ -24,6 +24,7 @@ from connector.errors import ConnectorError
 from connector.metering.meter import Meter, frontier, state_kind
 from connector.model.enums import Direction
 from connector.model.records import Transfer
+from connector.model.states import TP_TERMINAL
 from connector.runtime import Runtime
 
 
@@ -76,7 +77,12 @@ class Pipeline:
         start: int = 0,
         digest: Digest | None = None,
     ) -> Pipeline:
-        """The pipeline of `source` from byte `start`, its meter's start record durable."""
+        """The pipeline of `source` from byte `start`, its meter's start record durable.
+
+        A source that is gone (a file deleted after publishing) ends the transfer here, before
+        a byte or a metering record: TERMINATED with "source missing", which the
+        TransferTerminationMessage carries to the consumer, and SourceMissing (no retry)."""
+        await _require_source(rt, control, tp, source)
         meter = await _open_meter(rt, tp, source, start, digest)
         chunks = sources.read(source, rt.egress, rt.settings.chunk_size, offset=start)
         return cls(rt, control, tp, chunks, meter, start=start, digest=digest)
@@ -126,6 +132,24 @@ class Pipeline:
         record says how (by the transfer's state then), and the bytes that went out count."""
         await self.meter.close(state_kind(self.tp.id, stopped))
         await self.rt.db.write(lambda s: self.control.count_sent(self.tp.id, self.reached))
+
+
+async def _require_source(
+    rt: Runtime, control: ControlPlane, tp: Transfer, source: dict[str, Any]
+) -> None:
+    try:
+        sources.require(source, f"transfer {tp.id} (dataset {tp.dataset_id})")
+    except sources.SourceMissing as exc:
+        reason, code = exc.detail, exc.code
+
+        def ended(store: Any) -> None:
+            rt.log(tp.id, Direction.FAILED, "source", detail=reason)
+            now = control.transfer(tp.id)
+            if now is not None and now.state not in TP_TERMINAL:
+                control.terminate(tp.id, [reason], code)
+
+        await rt.db.write(ended)
+        raise
 
 
 async def _open_meter(

@@ -360,6 +360,19 @@ async def _problem(resp: aiohttp.ClientResponse) -> Any:
         return None
 
 
+REFUSAL_MAX = 300  # characters of a provider's refusal kept in our reason
+
+
+def _refusal(problem: Any) -> str:
+    """ ": <detail>" of a provider's refusal (its problem document), so the consumer's reason
+    says why (e.g. "source missing"): printable text only, cut short; "" without one."""
+    detail = problem.get("detail") if isinstance(problem, dict) else None
+    if not isinstance(detail, str) or not detail.strip():
+        return ""
+    text = "".join(ch if ch.isprintable() else " " for ch in detail).strip()
+    return ": " + (text[:REFUSAL_MAX] + "…" if len(text) > REFUSAL_MAX else text)
+
+
 async def pull(
     rt: Runtime, transfer_id: str, data_address: dict[str, Any]
 ) -> tuple[int, str, Path]:
@@ -395,7 +408,8 @@ async def pull(
                     if skew is not None:
                         raise skew
                 retry = resp.status >= 500
-                raise PeerError(f"pull answered {resp.status}", retry=retry)
+                why = "" if retry else _refusal(await _problem(resp))
+                raise PeerError(f"pull answered {resp.status}{why}", retry=retry)
             if resp.status == 200 and writer.size:
                 writer.abandon()
                 writer = HashingWriter(path, limit=limit)  # the provider sent everything again

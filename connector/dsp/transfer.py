@@ -10,7 +10,7 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from connector.catalog.render import FORMATS
-from connector.dataplane import tokens
+from connector.dataplane import sources, tokens
 from connector.dataplane.addresses import Unservable, pull_address, push_destination, resolve
 from connector.dsp.process import TRANSFER, ProcessService, Send, new_pid, opened
 from connector.egress import EgressRefused
@@ -167,6 +167,12 @@ class TransferService(ProcessService[Transfer]):
             refused = await self._endpoint_refusal(msg.dataAddress, push=True)
             if refused is not None:
                 raise BadRequest(f"the push dataAddress is refused: {refused}")
+        if dataset is not None:
+            # refused before anything is accepted: no pull would ever find the data
+            try:
+                sources.require(dataset.source, f"transfer request for {dataset.id}")
+            except sources.SourceMissing as exc:
+                raise BadRequest(f"transfer refused: {exc.detail}", reasons=[exc.detail]) from exc
         if self.usage is not None:
             await self.usage.guard_transfer(agreement, caller)
         purpose = (msg.model_extra or {}).get(m.PURPOSE) or (neg.purpose if neg else None)

@@ -31,8 +31,9 @@ from connector.model.records import Agreement, Dataset, DecisionRecord
 from connector.peer.client import DspClient
 from connector.policy import whatif
 from connector.policy.decision import Decision, DecisionInput
-from connector.policy.odrl import normalise
+from connector.policy.odrl import check_values, normalise
 from connector.policy.point import RegoDecisionPoint
+from connector.policy.remaining import remaining, summary
 from connector.runtime import Runtime
 from connector.store.base import Store
 
@@ -197,7 +198,7 @@ class ManagementApi:
 
     async def list_datasets(self, request: web.Request) -> web.Response:
         datasets = await self.rt.db.read(lambda s: s.list_datasets())
-        return web.json_response([d.model_dump() for d in datasets])
+        return web.json_response([_dataset_view(d) for d in datasets])
 
     async def create_dataset(self, request: web.Request) -> web.Response:
         data = await http.body(request, models.DatasetIn)
@@ -221,6 +222,7 @@ class ManagementApi:
             if not offer.get("permission") and not offer.get("prohibition"):
                 raise BadRequest(f"offer {n + 1} needs at least one permission or prohibition")
             normalise(offer)  # refuses terms the policy library cannot decide
+            check_values(offer)  # and values of the wrong form; volumes become bytes
             price_terms(offer)  # and price terms that cannot be billed
             offer.setdefault("@id", f"{dataset_id}:offer:{n + 1}")
             offer["@type"] = "Offer"
@@ -253,7 +255,7 @@ class ManagementApi:
         dataset = await self.rt.db.read(lambda s: s.get_dataset(dataset_id))
         if dataset is None:
             raise NotFound(f"no dataset {dataset_id}")
-        return web.json_response(dataset.model_dump())
+        return web.json_response(_dataset_view(dataset))
 
     async def delete_dataset(self, request: web.Request) -> web.Response:
         dataset_id = request.match_info["id"]
@@ -368,6 +370,8 @@ class ManagementApi:
         agreement = await self._agreement(request)
         out = agreement.model_dump()
         out["sha256"] = signatures.digest(agreement.body)
+        left = await self.rt.db.read(lambda s: remaining(s, agreement, self.rt.did))
+        out["remaining"], out["summary"] = left, summary(left)
         out["verification"] = {
             "provider": await self._check(
                 agreement.body, agreement.provider_signature, agreement.provider_id
@@ -530,6 +534,12 @@ class ManagementApi:
 
 
 MAX_OFFSET = 2**62
+
+
+def _dataset_view(dataset: Dataset) -> dict[str, Any]:
+    """A dataset as the API shows it, flagged when its source is known to be unreachable
+    (`source_problem`: a file gone or unreadable; an upstream whose last read failed)."""
+    return dataset.model_dump() | {"source_problem": sources.problem(dataset.source)}
 
 
 def _paging(request: web.Request) -> tuple[int, int]:
