@@ -24,8 +24,10 @@ def test_offer_to_delivered_bytes(
     assert done["sha256"] == expected
     assert done["bytes"] == payload.stat().st_size
     assert hashlib.sha256(Path(done["path"]).read_bytes()).hexdigest() == expected
-    provider_side = provider.api.get(f"/api/v1/transfers/{done['provider_pid']}")
-    assert provider_side["state"] == "COMPLETED"
+    # in a pull the provider completes when the consumer's completion message arrives
+    provider_side = provider.api.wait_state(
+        "transfers", done["provider_pid"], {"COMPLETED"}, timeout=30
+    )
     assert provider_side["sha256"] == expected
 
 
