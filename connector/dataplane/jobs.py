@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from connector.dataplane import streams
@@ -271,6 +272,7 @@ class DataJobs:
             await settle(self.rt, self.client, tp, timeout=2.0)
         except ConnectorError as exc:
             await self.rt.note(pid, Direction.FAILED, "metering", detail=f"no receipts sent: {exc}")
+            await self._track_kept(pid)
             return
         held = path.stat().st_size if path.exists() else 0
         chain = await self.rt.db.read(lambda s: s.metering_chain(tp.agreement_id))
@@ -289,6 +291,14 @@ class DataJobs:
                 )
 
             await self.rt.db.write(cut_back)
+        await self._track_kept(pid)
+
+    async def _track_kept(self, pid: str) -> None:
+        """A copy kept from a pull cut short is held like any other: usage control tracks it
+        (its deletion duty, if the agreement has one)."""
+        tp = await self._get(pid)
+        if self._delivered is not None and tp.path and Path(tp.path).exists():
+            await self._delivered(tp)
 
     async def _left_started(self, pid: str, what: str, exc: Exception) -> bool:
         """After a data move broke off: True (and noted) if the transfer left STARTED, as a
