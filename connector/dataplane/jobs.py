@@ -170,7 +170,7 @@ class DataJobs:
             self.rt, tp, last.seq if last else None, self.rt.settings.metering_receipt_seconds
         )
         pid = tp.id
-        reason = streams.VolumeCap(tp.limit_bytes).reason(tp.bytes) if cut else None
+        reason = await streams.cut_reason(self.rt, tp, tp.bytes) if cut else None
         await self.rt.db.write(lambda s: self._ended(pid, refused, cut=reason))
 
     async def _push_stream(
