@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from connector.mgmt_client import ApiError
 from tests.harness import ConnectorProcess, cli, negotiate, state_of, wait_for
 from tests.test_usage_control import delete_after, duty_of, offer, post_as, use
 
@@ -54,6 +55,14 @@ def _ended(node: ConnectorProcess, pid: str) -> dict[str, Any]:
         return record if record["state"] in ("TERMINATED", "COMPLETED") else None
 
     found: dict[str, Any] = wait_for(f"transfer {pid} to end", check, 30)
+    return found
+
+
+def _duty(node: ConnectorProcess, duty_id: str) -> dict[str, Any] | None:
+    try:
+        found: dict[str, Any] = node.api.get(f"/api/v1/deletions/{duty_id}")
+    except ApiError:
+        return None
     return found
 
 
@@ -109,7 +118,8 @@ def test_a_pull_cut_at_the_limit_is_tracked_and_deleted_like_any_copy(
     assert "per transfer" in " ".join(mine["reason"]), mine["reason"]
 
     # the consumer holds the cut copy under a deletion duty, as the provider expects
-    duty = duty_of(consumer, mine["id"], "pending")
+    duty = wait_for("the consumer's duty", lambda: _duty(consumer, mine["id"]), 30)
+    assert duty["state"] == "pending", duty
     assert duty["path"] and Path(duty["path"]).exists()
     assert duty_of(provider, mine["provider_pid"], "pending")["agreement_id"] == agreement_id
 

@@ -84,6 +84,12 @@ class DataJobs:
 
     async def _pull_job(self, job: Job) -> None:
         tp = await self._get(job.process_id)
+        if tp.state in TP_TERMINAL and not tp.path:
+            # ended (e.g. cut at the volume limit) while this pull waited to retry: what
+            # arrived before is a copy like any other, recorded and tracked, never left
+            if streams.received_path(self.rt, tp.id).exists():
+                await self._settle_quietly(tp.id)
+            return
         if tp.state != TP.STARTED or not tp.data_address:
             return
         address = tp.data_address

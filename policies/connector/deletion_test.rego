@@ -89,12 +89,21 @@ _transfer_under(agreement, overdue) := {
 	"request": {"agreement": agreement}, "usage": {"overdue_deletions": overdue},
 }
 
+# (each test pins the setting: an operator's own policies/local/settings.rego changes it)
+_pin := {"overdue_scope": "agreement"}
+
+test_the_default_scope_is_the_agreement if {
+	deletion.overdue_scope == "agreement" with data.connector.local.settings as {}
+}
+
 test_overdue_blocks_its_own_agreement_by_default if {
 	deletion.overdue_reasons == ["the consumer has an overdue deletion: the copy of ds-1 delivered in transfer urn:uuid:t1 (agreement urn:a1) was due for deletion by 2026-11-20T00:00:00Z and no receipt has arrived; new transfers under this agreement wait for the receipt"] with input as _transfer_under("urn:a1", [_late("urn:a1", false)])
+		with data.connector.local.settings as _pin
 }
 
 test_overdue_does_not_block_another_agreement_by_default if {
 	deletion.overdue_reasons == [] with input as _transfer_under("urn:a2", [_late("urn:a1", false)])
+		with data.connector.local.settings as _pin
 }
 
 test_overdue_scope_consumer_blocks_every_agreement if {
@@ -119,8 +128,10 @@ test_a_settled_duty_blocks_nothing if {
 test_overdue_only_at_phase_transfer if {
 	inp := object.union(_transfer_under("urn:a1", [_late("urn:a1", false)]), {"phase": "use"})
 	deletion.overdue_reasons == [] with input as inp
+		with data.connector.local.settings.overdue_scope as "consumer"
 }
 
 test_overdue_without_facts_blocks_nothing if {
 	deletion.overdue_reasons == [] with input as {"phase": "transfer", "now": "2026-11-21T10:00:00Z"}
+		with data.connector.local.settings.overdue_scope as "consumer"
 }
