@@ -120,7 +120,9 @@ class Connector:
         holder = Holder(rt, Wallet(s.wallet_path), client)
         self.holder = holder
         # the consumer's use decision sees its own verified credentials (issue 17)
-        usage.uses.own_claims = wallet_claims(credentials, holder.wallet, s.issuer_url)
+        usage.uses.own_claims = wallet_claims(
+            credentials, holder.wallet, s.issuer_url, s.credential_cache_seconds
+        )
         authority = Authority(rt, auth, Registry(s.registry_path)) if s.authority else None
         self.authority = authority
 

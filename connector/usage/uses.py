@@ -4,6 +4,7 @@ hash-chained use record, and reported to the provider when the agreement asks fo
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,15 +60,26 @@ OwnClaims = Callable[[], Awaitable[dict[str, Any]]]
 
 
 def wallet_claims(
-    verifier: CredentialVerifier, wallet: Wallet, issuer_url: str | None
+    verifier: CredentialVerifier, wallet: Wallet, issuer_url: str | None, cache_seconds: float
 ) -> OwnClaims:
     """The consumer's own verified credentials, as the use decision's `consumer.credentials`:
     the wallet's credentials, checked like a peer's (the authority we asked for them counts
-    as trusted, beside `trusted_issuers`)."""
+    as trusted, beside `trusted_issuers`), and kept `cache_seconds` as a peer's claims are
+    (a renewal, which changes the wallet, is seen at once)."""
     also = {did_from_url(issuer_url)} if issuer_url else set()
+    kept: dict[tuple[str, ...], tuple[float, dict[str, Any]]] = {}
 
     async def claims() -> dict[str, Any]:
-        return await verifier.own_claims(wallet.matching(), also)
+        tokens = wallet.matching()
+        key = tuple(tokens)
+        hit = kept.get(key)
+        if hit is not None and hit[0] > time.monotonic():
+            return hit[1]
+        found = await verifier.own_claims(tokens, also)
+        kept.clear()
+        if cache_seconds > 0:
+            kept[key] = (time.monotonic() + cache_seconds, found)
+        return found
 
     return claims
 
