@@ -93,7 +93,9 @@ def test_a_transfer_that_cannot_fit_the_volume_left_is_refused_up_front(
     fourth = _ended(consumer, _transfer(consumer, agreement_id)["id"])
     reason = " ".join(fourth["reason"])
     assert fourth["state"] == "TERMINATED" and fourth["bytes"] == 0, fourth
-    assert "the agreement has 562.7" in reason and "KB of the agreed 10 MB left" in reason, reason
+    assert (
+        "the agreement's volume has 562.7" in reason and "KB of the agreed 10 MB left" in reason
+    ), reason
     assert f"this dataset is {size / 1e6:.2f} MB" in reason, reason
     refusal = [e for e in fourth["timeline"] if e["direction"] == "refused"]
     assert refusal and refusal[0]["status"] == 400

@@ -64,7 +64,7 @@ _evaluate("tdsc:volumeBytes", op, limit) := util.fail(text) if {
 	not _ok(op, used_bytes + size, limit)
 	pair := util.format_bytes_pair(util.non_negative(_cap(op, limit) - used_bytes), size)
 	text := util.cat([
-		"the agreement has ", pair[0], " of ", _agreed(op, util.format_bytes(limit)),
+		"the agreement's volume has ", pair[0], " of ", _agreed(op, util.format_bytes(limit)),
 		" left; this dataset is ", pair[1],
 	])
 } else := util.result(_ok(op, total, limit), text) if {

@@ -94,7 +94,7 @@ _vol := {"leftOperand": "tdsc:volumeBytes", "operator": "lteq", "rightOperand": 
 
 test_a_dataset_larger_than_the_volume_left_is_refused_with_what_is_left if {
 	inp := {"phase": "transfer", "usage": {"bytes": 6360000}, "request": {"bytes": 0, "dataset_bytes": 6360000}}
-	volume.evaluate(_vol) == {"ok": false, "text": "the agreement has 3.64 MB of the agreed 10 MB left; this dataset is 6.36 MB"} with input as inp
+	volume.evaluate(_vol) == {"ok": false, "text": "the agreement's volume has 3.64 MB of the agreed 10 MB left; this dataset is 6.36 MB"} with input as inp
 }
 
 test_a_dataset_that_fits_is_allowed if {
@@ -104,7 +104,7 @@ test_a_dataset_that_fits_is_allowed if {
 
 test_nothing_left_names_it if {
 	inp := {"phase": "transfer", "usage": {"bytes": 10000000}, "request": {"bytes": 0, "dataset_bytes": 5}}
-	volume.evaluate(_vol).text == "the agreement has 0 B of the agreed 10 MB left; this dataset is 5 B" with input as inp
+	volume.evaluate(_vol).text == "the agreement's volume has 0 B of the agreed 10 MB left; this dataset is 5 B" with input as inp
 }
 
 test_the_dataset_size_counts_only_at_phase_transfer if {
