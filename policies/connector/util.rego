@@ -142,7 +142,7 @@ else := mp - 9
 # whole_seconds(ns) is floor(ns / 1e9), exact even where an engine divides in floating point
 whole_seconds(ns) := s - 1 if {
 	s := floor(ns / 1000000000)
-	s * 1000000000 > ns
+	(s * 1000000000) > ns
 } else := floor(ns / 1000000000)
 
 # format_time(ns) is the UTC RFC 3339 form of ns, to the second (fractions are cut off, so a
