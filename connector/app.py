@@ -46,6 +46,7 @@ from connector.store.open import open_store
 from connector.usage.api import UsageApi
 from connector.usage.peer_routes import UsagePeerRoutes
 from connector.usage.service import Usage
+from connector.usage.uses import wallet_claims
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +119,10 @@ class Connector:
         self.auth = auth
         holder = Holder(rt, Wallet(s.wallet_path), client)
         self.holder = holder
+        # the consumer's use decision sees its own verified credentials (issue 17)
+        usage.uses.own_claims = wallet_claims(
+            credentials, holder.wallet, s.issuer_url, s.credential_cache_seconds
+        )
         authority = Authority(rt, auth, Registry(s.registry_path)) if s.authority else None
         self.authority = authority
 

@@ -149,18 +149,29 @@ class CredentialVerifier:
             tokens = await self._presentation(caller, access_token)
         except (ConnectorError, CredentialError) as exc:
             return claims_of([], [f"no presentation from {caller}: {exc.detail}"])
+        return await self._claims_from(caller, tokens, self._trusted)
+
+    async def own_claims(self, tokens: list[str], also_trusted: set[str]) -> dict[str, Any]:
+        """Our own credentials (the wallet's) as policy claims, verified as a peer's would be:
+        issuer trusted (ours, or `also_trusted`: the authority we asked for them), signature,
+        validity, revocation. The consumer's use decision reads them (issue 17)."""
+        return await self._claims_from(self._did, tokens, self._trusted | also_trusted)
+
+    async def _claims_from(
+        self, holder: str, tokens: list[str], trusted: set[str]
+    ) -> dict[str, Any]:
         valid: list[Credential] = []
         problems: list[str] = []
         for token in tokens:
             try:
                 credential = read_credential(token)
-                await self._check(credential, caller)
+                await self._check(credential, holder, trusted)
             except ConnectorError as exc:
                 problems.append(exc.detail)
                 continue
             valid.append(credential)
         if not tokens:
-            problems.append(f"{caller} holds no credentials")
+            problems.append(f"{holder} holds no credentials")
         return claims_of(valid, problems)
 
     async def _presentation(self, caller: str, access_token: str) -> list[str]:
@@ -210,8 +221,8 @@ class CredentialVerifier:
             tokens += await read_presentation(vp, caller, self._did, self._resolver)
         return tokens
 
-    async def _check(self, c: Credential, holder: str) -> None:
-        if c.issuer not in self._trusted:
+    async def _check(self, c: Credential, holder: str, trusted: set[str]) -> None:
+        if c.issuer not in trusted:
             raise CredentialError(
                 f"{c.kind} of {holder} was issued by {c.issuer}, which is not a trusted issuer"
             )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from connector.dataplane import streams
@@ -83,6 +84,12 @@ class DataJobs:
 
     async def _pull_job(self, job: Job) -> None:
         tp = await self._get(job.process_id)
+        if tp.state in TP_TERMINAL and not tp.path:
+            # ended (e.g. cut at the volume limit) while this pull waited to retry: what
+            # arrived before is a copy like any other, recorded and tracked, never left
+            if streams.received_path(self.rt, tp.id).exists():
+                await self._settle_quietly(tp.id)
+            return
         if tp.state != TP.STARTED or not tp.data_address:
             return
         address = tp.data_address
@@ -169,7 +176,7 @@ class DataJobs:
             self.rt, tp, last.seq if last else None, self.rt.settings.metering_receipt_seconds
         )
         pid = tp.id
-        reason = streams.VolumeCap(tp.limit_bytes).reason(tp.bytes) if cut else None
+        reason = await streams.cut_reason(self.rt, tp, tp.bytes) if cut else None
         await self.rt.db.write(lambda s: self._ended(pid, refused, cut=reason))
 
     async def _push_stream(
@@ -271,6 +278,7 @@ class DataJobs:
             await settle(self.rt, self.client, tp, timeout=2.0)
         except ConnectorError as exc:
             await self.rt.note(pid, Direction.FAILED, "metering", detail=f"no receipts sent: {exc}")
+            await self._track_kept(pid)
             return
         held = path.stat().st_size if path.exists() else 0
         chain = await self.rt.db.read(lambda s: s.metering_chain(tp.agreement_id))
@@ -289,6 +297,14 @@ class DataJobs:
                 )
 
             await self.rt.db.write(cut_back)
+        await self._track_kept(pid)
+
+    async def _track_kept(self, pid: str) -> None:
+        """A copy kept from a pull cut short is held like any other: usage control tracks it
+        (its deletion duty, if the agreement has one)."""
+        tp = await self._get(pid)
+        if self._delivered is not None and tp.path and Path(tp.path).exists():
+            await self._delivered(tp)
 
     async def _left_started(self, pid: str, what: str, exc: Exception) -> bool:
         """After a data move broke off: True (and noted) if the transfer left STARTED, as a

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 from connector.dataplane import sources
 from connector.dataplane.control import ControlPlane
-from connector.dataplane.streams import StateWatch, VolumeCap
+from connector.dataplane.streams import StateWatch, VolumeCap, named_limit
 from connector.errors import ConnectorError
 from connector.metering.meter import Meter, frontier, state_kind
 from connector.model.enums import Direction
@@ -85,7 +85,11 @@ class Pipeline:
         await _require_source(rt, control, tp, source)
         meter = await _open_meter(rt, tp, source, start, digest)
         chunks = sources.read(source, rt.egress, rt.settings.chunk_size, offset=start)
-        return cls(rt, control, tp, chunks, meter, start=start, digest=digest)
+        pipe = cls(rt, control, tp, chunks, meter, start=start, digest=digest)
+        if tp.limit_bytes is not None:  # a cut's reason names the agreed limit it reached
+            agreement = await rt.db.read(lambda s: s.get_agreement(tp.agreement_id))
+            pipe.cap.why = named_limit(agreement.body if agreement else {}, tp.limit_bytes)
+        return pipe
 
     @property
     def reached(self) -> int:

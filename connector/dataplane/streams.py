@@ -106,12 +106,13 @@ class VolumeCap:
     with the reason instead of COMPLETED, and exactly `limit` bytes were sent and metered.
     """
 
-    def __init__(self, limit: int | None) -> None:
+    def __init__(self, limit: int | None, why: str = "the most this transfer may send") -> None:
         self.limit = limit
         self.cut = False
+        self.why = why  # which agreed limit this is (named_limit)
 
     def reason(self, sent: int) -> str:
-        return f"volume limit reached: {sent} bytes delivered, the agreed maximum for this transfer"
+        return f"volume limit reached: {sent} bytes delivered, {self.why}"
 
     async def apply(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
         sent = 0
@@ -152,6 +153,28 @@ def _agreed_maxima(policy: dict[str, Any]) -> dict[str, int]:
         for constraint in rule.get("constraints", []):
             visit(constraint)
     return found
+
+
+def named_limit(policy: dict[str, Any], limit: int | None) -> str:
+    """Which agreed limit a transfer's reservation `limit` is, in words for a cut's reason:
+    the per-transfer maximum, or what is left of the agreement's total volume."""
+    agreed = _agreed_maxima(policy)
+    per_transfer = agreed.get("tdsc:transferBytes")
+    if limit is not None and per_transfer is not None and limit >= per_transfer:
+        return f"the agreed maximum per transfer ({per_transfer} bytes)"
+    if "tdsc:volumeBytes" in agreed:
+        return (
+            f"all that was left of the agreement's total volume"
+            f" ({agreed['tdsc:volumeBytes']} bytes)"
+        )
+    return "the most this transfer may send"
+
+
+async def cut_reason(rt: Runtime, tp: Transfer, sent: int) -> str:
+    """The reason a transfer cut at its volume limit ends with, naming the limit."""
+    agreement = await rt.db.read(lambda s: s.get_agreement(tp.agreement_id))
+    why = named_limit(agreement.body if agreement is not None else {}, tp.limit_bytes)
+    return VolumeCap(tp.limit_bytes, why).reason(sent)
 
 
 @dataclass(frozen=True)

@@ -195,6 +195,9 @@ class TransferService(ProcessService[Transfer]):
                             "purpose": purpose,
                             "bytes": 0,
                             "records": 0,
+                            "agreement": agreement.id,
+                            # a transfer that cannot fit the volume left is refused up front
+                            "dataset_bytes": dataset.size if dataset is not None else None,
                         },
                         usage=usage,
                     )
@@ -258,13 +261,18 @@ class TransferService(ProcessService[Transfer]):
         return tp, True
 
     def _usage(self, store: Store, agreement: Agreement) -> dict[str, Any]:
-        """The agreement's usage as the transfer decision sees it, disputed windows included."""
+        """The agreement's usage as the transfer decision sees it, disputed windows and the
+        consumer's overdue deletions included."""
         return agreement_usage(
             store,
             agreement.id,
             agreement.body.get("timestamp"),
             receipt_seconds=self.rt.settings.metering_receipt_seconds,
             max_disputed=self.rt.settings.metering_max_disputed_windows,
+            # what an overdue deletion blocks, the policy decides (deletion.rego)
+            overdue_of=agreement.consumer_id
+            if self.rt.settings.deletion_overdue_blocks_transfers
+            else None,
         )
 
     def _accepted(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from connector.model.enums import Role
+from connector.model.enums import DutyState, Role
 from connector.model.metering import MeteringEntry
 from connector.model.records import Dataset, Transfer
 from connector.model.states import TP_TERMINAL
@@ -33,6 +33,30 @@ def committed_bytes(tp: Transfer) -> int:
 
 
 NAMED_DISPUTES = 20  # disputed windows named in the policy input; the count covers all
+NAMED_OVERDUE = 20  # overdue deletions named in the policy input
+
+
+def overdue_deletions(store: Store, consumer: str) -> list[dict[str, Any]]:
+    """The consumer's overdue deletions (provider side), for the policy to decide what they
+    block (policies/connector/deletion.rego, `overdue_scope`). A duty of a terminated
+    agreement is `settled`: still on record, and fulfilled by a late receipt, but the
+    provider ended that agreement and with it the duty's hold on the consumer."""
+    duties = store.list_deletions(
+        role=Role.PROVIDER, state=DutyState.OVERDUE, counterparty_id=consumer
+    )
+    out = []
+    for d in duties[:NAMED_OVERDUE]:
+        agreement = store.get_agreement(d.agreement_id)
+        out.append(
+            {
+                "transfer": d.id,
+                "agreement": d.agreement_id,
+                "dataset": d.dataset_id,
+                "deadline": d.deadline,
+                "settled": agreement is None or agreement.terminated_at is not None,
+            }
+        )
+    return out
 
 
 def _instant(text: object) -> datetime | None:
@@ -77,9 +101,11 @@ def agreement_usage(
     *,
     receipt_seconds: float | None = None,
     max_disputed: int = 0,
+    overdue_of: str | None = None,
 ) -> dict[str, Any]:
     """Transfers and bytes under one agreement so far (provider side), and, with
-    `receipt_seconds`, the metering windows in dispute (docs/metering.md).
+    `receipt_seconds`, the metering windows in dispute (docs/metering.md), and with
+    `overdue_of`, that consumer's overdue deletions under any agreement.
 
     Every accepted transfer counts from the moment it is accepted, and a transfer under way
     counts the bytes it has reserved: the decision on the next request sees them even before
@@ -99,4 +125,6 @@ def agreement_usage(
         usage["disputed_windows"] = disputed[:NAMED_DISPUTES]
         usage["disputed_window_count"] = len(disputed)
         usage["max_disputed_windows"] = max_disputed
+    if overdue_of is not None:
+        usage["overdue_deletions"] = overdue_deletions(store, overdue_of)
     return usage

@@ -50,20 +50,10 @@ class Usage:
     # hooks of the transfer process -----------------------------------------------------------
 
     async def guard_transfer(self, agreement: Agreement, caller: str) -> None:
-        """Provider, before deciding a transfer: a terminated agreement or an overdue deletion
-        of this consumer refuses it (the latter when `deletion_overdue_blocks_transfers`)."""
+        """Provider, before deciding a transfer: a terminated agreement refuses it. What an
+        overdue deletion refuses, the policy decides (policies/connector/deletion.rego)."""
         if agreement.terminated_at:
             raise BadRequest("transfer refused: " + terminated_reason(agreement))
-        if not self.rt.settings.deletion_overdue_blocks_transfers:
-            return
-        overdue = await self.tracking.overdue_for(caller)
-        if overdue:
-            d = overdue[0]
-            raise BadRequest(
-                f"transfer refused: {caller} has an overdue deletion: the copy of {d.dataset_id}"
-                f" delivered in transfer {d.id} (agreement {d.agreement_id}) was due for deletion"
-                f" by {d.deadline} and no receipt has arrived"
-            )
 
     def transfer_decided(self, tp: Transfer, decision: Decision) -> None:
         """(inside the unit that accepts the transfer)"""

@@ -4,12 +4,17 @@ hash-chained use record, and reported to the provider when the agreement asks fo
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from connector.credentials.verifier import CredentialVerifier
+from connector.credentials.wallet import Wallet
 from connector.errors import BadRequest, ConnectorError, NotFound
 from connector.identity import signatures
+from connector.identity.did import did_from_url
 from connector.identity.signatures import GENESIS, seal
 from connector.model.enums import Direction, DutyState, Role
 from connector.model.records import Agreement, Transfer
@@ -51,6 +56,34 @@ class Granted:
     deadline: str | None
 
 
+OwnClaims = Callable[[], Awaitable[dict[str, Any]]]
+
+
+def wallet_claims(
+    verifier: CredentialVerifier, wallet: Wallet, issuer_url: str | None, cache_seconds: float
+) -> OwnClaims:
+    """The consumer's own verified credentials, as the use decision's `consumer.credentials`:
+    the wallet's credentials, checked like a peer's (the authority we asked for them counts
+    as trusted, beside `trusted_issuers`), and kept `cache_seconds` as a peer's claims are
+    (a renewal, which changes the wallet, is seen at once)."""
+    also = {did_from_url(issuer_url)} if issuer_url else set()
+    kept: dict[tuple[str, ...], tuple[float, dict[str, Any]]] = {}
+
+    async def claims() -> dict[str, Any]:
+        tokens = wallet.matching()
+        key = tuple(tokens)
+        hit = kept.get(key)
+        if hit is not None and hit[0] > time.monotonic():
+            return hit[1]
+        found = await verifier.own_claims(tokens, also)
+        kept.clear()
+        if cache_seconds > 0:
+            kept[key] = (time.monotonic() + cache_seconds, found)
+        return found
+
+    return claims
+
+
 def terminated_reason(agreement: Agreement) -> str:
     why = agreement.termination_reason or "no reason given"
     return f"the provider terminated agreement {agreement.id} at {agreement.terminated_at}: {why}"
@@ -62,6 +95,9 @@ class ConsumerUses:
         self.mail = mail
         self.deletions = deletions
         self._lock = asyncio.Lock()  # one use decision at a time: counts stay exact
+        # our own verified credentials (membership, roles) for the use decision; set by the
+        # app once the wallet and the verifier exist
+        self.own_claims: OwnClaims | None = None
 
     async def _agreement(self, agreement_id: str) -> Agreement:
         agreement = await self.rt.db.read(lambda s: s.get_agreement(agreement_id))
@@ -117,11 +153,12 @@ class ConsumerUses:
                 raise UseRefused("use refused: " + terminated_reason(agreement))
             await self.deletions.run_due()  # a deadline that has come is carried out first
             tp, uses, usage = await self.rt.db.read(lambda s: self._held(s, agreement))
+            claims = await self.own_claims() if self.own_claims is not None else {}
             decision = await self.rt.decisions.decide(
                 DecisionInput(
                     phase=Phase.USE,
                     provider=Party(id=agreement.provider_id),
-                    consumer=Party(id=self.rt.did),
+                    consumer=Party(id=self.rt.did, credentials=claims),
                     dataset=dataset_facts(None, agreement.dataset_id, agreement.provider_id),
                     policy=agreement.body,
                     request={"process_id": tp.id, "purpose": purpose, "bytes": 0, "records": 0},

@@ -4,6 +4,7 @@ package connector.decision
 
 import data.connector.classification
 import data.connector.counting
+import data.connector.deletion
 import data.connector.metering
 import data.connector.operator
 import data.connector.rules
@@ -42,7 +43,10 @@ _input_reasons := array.concat(
 	[util.cat(["unknown phase ", util.quoted(object.get(input, "phase", null)), " (expected catalog, negotiation, transfer, stream or use)"]) |
 		not object.get(input, "phase", null) in phases
 	],
-	array.concat(["the decision input has no valid 'now' time stamp" | not util.now_ns], metering.reasons),
+	array.concat(
+		["the decision input has no valid 'now' time stamp" | not util.now_ns],
+		array.concat(metering.reasons, deletion.overdue_reasons),
+	),
 )
 
 _prohibition_reasons := [r | some p in rules.prohibitions; r := rules.prohibition_reason(p)]

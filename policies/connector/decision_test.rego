@@ -200,3 +200,17 @@ test_disputed_metering_windows_deny_a_transfer if {
 	tolerated := object.union(usage, {"max_disputed_windows": 1})
 	decision.decision.allow with input as object.union(_base, {"usage": tolerated})
 }
+
+test_an_overdue_deletion_denies_the_transfer_under_its_agreement if {
+	inp := {
+		"phase": "transfer", "now": "2026-11-21T10:00:00Z",
+		"consumer": {"id": "did:web:c"}, "provider": {"id": "did:web:p"},
+		"policy": {"permissions": [{"action": "use", "constraints": []}]},
+		"request": {"agreement": "urn:a1"},
+		"usage": {"overdue_deletions": [{"transfer": "urn:t", "agreement": "urn:a1", "dataset": "d", "deadline": "2026-11-20T00:00:00Z"}]},
+	}
+	d := decision.decision with input as inp
+		with data.connector.local.settings.overdue_scope as "agreement"
+	not d.allow
+	contains(d.reasons[0], "overdue deletion")
+}

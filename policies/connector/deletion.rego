@@ -63,3 +63,63 @@ else := util.now_ns
 
 # obligation(duty) is the obligation the connector enforces: {"action": "delete", "deadline"}.
 obligation(duty) := {"action": "delete", "deadline": util.format_time(deadline_ns(duty))}
+
+# --- overdue deletions: what they block (the operator's setting) --------------------------
+# The provider tells the policy, at phase transfer, which of this consumer's deletions are
+# overdue (input.usage.overdue_deletions, the first 20; filled by the connector unless
+# deletion_overdue_blocks_transfers = false):
+#   [{"transfer": "urn:...", "agreement": "urn:...", "dataset": "ds-1",
+#     "deadline": "2026-12-01T10:00:00Z", "settled": false}]
+# `settled` is true once the provider terminated that agreement: the duty stays on record
+# (a late receipt still fulfils it) but blocks nothing any more.
+#
+# overdue_scope says which new transfers an unsettled overdue deletion refuses:
+#   "agreement" (default)  those under the same agreement
+#   "consumer"             every transfer of that consumer
+#   "none"                 none (the overdue alert only)
+# An operator sets it in a module of its own, e.g. policies/local/settings.rego:
+#   package connector.local.settings
+#   overdue_scope := "consumer"
+scopes := {"agreement", "consumer", "none"}
+
+default overdue_scope := "agreement"
+
+overdue_scope := s if {
+	s := data.connector.local.settings.overdue_scope
+	s in scopes
+}
+
+_overdue := ds if {
+	ds := input.usage.overdue_deletions
+	is_array(ds)
+} else := []
+
+# blocking is the overdue deletions that refuse this transfer request.
+blocking := [d |
+	some d in _overdue
+	is_object(d)
+	not object.get(d, "settled", false) == true
+	_in_scope(overdue_scope, d)
+]
+
+_in_scope("consumer", _)
+
+_in_scope("agreement", d) if d.agreement == object.get(input, ["request", "agreement"], null)
+
+# overdue_reasons: one sentence per blocking deletion, at phase transfer only (a stream under
+# way is not cut; the next transfer is refused).
+overdue_reasons := [] if {
+	input.phase != "transfer"
+} else := [_overdue_text(d) | some d in blocking]
+
+_overdue_text(d) := util.cat([
+	"the consumer has an overdue deletion: the copy of ", util.text(object.get(d, "dataset", "?")),
+	" delivered in transfer ", util.text(object.get(d, "transfer", "?")), " (agreement ",
+	util.text(object.get(d, "agreement", "?")), ") was due for deletion by ",
+	util.text(object.get(d, "deadline", "?")), " and no receipt has arrived",
+	_scope_text(overdue_scope),
+])
+
+_scope_text("agreement") := "; new transfers under this agreement wait for the receipt"
+
+_scope_text("consumer") := "; new transfers of this consumer wait for the receipt"

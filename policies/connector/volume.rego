@@ -2,6 +2,9 @@
 #   tdsc:volumeBytes    usage.bytes + request.bytes      (bytes over the agreement's life)
 #   tdsc:transferBytes  request.bytes                    (bytes per transfer)
 #   tdsc:volumeRecords  usage.records + request.records  (records over the agreement's life)
+# At phase transfer, request.dataset_bytes (the dataset's size, when the provider knows it)
+# makes a transfer that cannot fit in the agreement's volume left a refusal up front, rather
+# than a copy cut short. (tdsc:transferBytes still cuts: it caps each transfer.)
 package connector.volume
 
 import data.connector.util
@@ -15,6 +18,14 @@ used_bytes := _number(input, ["usage", "bytes"])
 requested_bytes := _number(input, ["request", "bytes"])
 
 used_records := _number(input, ["usage", "records"])
+
+# the size of the dataset a transfer request asks for, when known (phase transfer)
+dataset_bytes := n if {
+	input.phase == "transfer"
+	n := input.request.dataset_bytes
+	is_number(n)
+	n >= 0
+}
 
 requested_records := _number(input, ["request", "records"])
 
@@ -48,7 +59,15 @@ _agreed("lteq", t) := util.cat(["the agreed ", t])
 
 _agreed("lt", t) := util.cat(["the agreed limit of less than ", t])
 
-_evaluate("tdsc:volumeBytes", op, limit) := util.result(_ok(op, total, limit), text) if {
+_evaluate("tdsc:volumeBytes", op, limit) := util.fail(text) if {
+	size := dataset_bytes
+	not _ok(op, used_bytes + size, limit)
+	pair := util.format_bytes_pair(util.non_negative(_cap(op, limit) - used_bytes), size)
+	text := util.cat([
+		"the agreement's volume has ", pair[0], " of ", _agreed(op, util.format_bytes(limit)),
+		" left; this dataset is ", pair[1],
+	])
+} else := util.result(_ok(op, total, limit), text) if {
 	total := used_bytes + requested_bytes
 	text := _bytes_text(_ok(op, total, limit), op, total, limit)
 }

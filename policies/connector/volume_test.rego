@@ -87,3 +87,34 @@ test_remaining_bytes if {
 	volume.remaining({"leftOperand": "tdsc:transferBytes", "operator": "lteq", "rightOperand": 5000}) == {"bytes": 5000} with input as _in(3 * _gb, 0)
 	volume.remaining({"leftOperand": "tdsc:volumeRecords", "operator": "lteq", "rightOperand": 10}) == {"records": 6} with input as {"usage": {"records": 4}}
 }
+
+# --- a transfer that cannot fit in the volume left is refused up front --------------------
+
+_vol := {"leftOperand": "tdsc:volumeBytes", "operator": "lteq", "rightOperand": 10000000}
+
+test_a_dataset_larger_than_the_volume_left_is_refused_with_what_is_left if {
+	inp := {"phase": "transfer", "usage": {"bytes": 6360000}, "request": {"bytes": 0, "dataset_bytes": 6360000}}
+	volume.evaluate(_vol) == {"ok": false, "text": "the agreement's volume has 3.64 MB of the agreed 10 MB left; this dataset is 6.36 MB"} with input as inp
+}
+
+test_a_dataset_that_fits_is_allowed if {
+	inp := {"phase": "transfer", "usage": {"bytes": 3640000}, "request": {"bytes": 0, "dataset_bytes": 6360000}}
+	volume.evaluate(_vol).ok with input as inp
+}
+
+test_nothing_left_names_it if {
+	inp := {"phase": "transfer", "usage": {"bytes": 10000000}, "request": {"bytes": 0, "dataset_bytes": 5}}
+	volume.evaluate(_vol).text == "the agreement's volume has 0 B of the agreed 10 MB left; this dataset is 5 B" with input as inp
+}
+
+test_the_dataset_size_counts_only_at_phase_transfer if {
+	inp := {"phase": "stream", "usage": {"bytes": 6360000}, "request": {"bytes": 0, "dataset_bytes": 6360000}}
+	volume.evaluate(_vol).ok with input as inp
+}
+
+test_the_per_transfer_limit_still_cuts_rather_than_refuses if {
+	per := {"leftOperand": "tdsc:transferBytes", "operator": "lteq", "rightOperand": 1000}
+	inp := {"phase": "transfer", "request": {"bytes": 0, "dataset_bytes": 5000}}
+	volume.evaluate(per).ok with input as inp
+	volume.remaining(per) == {"bytes": 1000} with input as inp
+}
