@@ -122,7 +122,9 @@ class Settings(BaseSettings):
         " the deletion is overdue",
     )
     deletion_overdue_blocks_transfers: bool = Field(
-        True, description="provider: refuse transfers to a consumer with an overdue deletion"
+        True,
+        description="provider: tell the policy about a consumer's overdue deletions (which"
+        " transfers they refuse is the policy's overdue_scope, docs/usage-control.md)",
     )
     did_cache_seconds: int = Field(300, ge=0)
     stream_idle_seconds: float = Field(

@@ -158,7 +158,7 @@ def test_an_overdue_deletion_blocks_what_the_operator_s_rule_says(
     local = policies / "local"
     local.mkdir(exist_ok=True)
     (local / "settings.rego").write_text(
-        'package connector.local.settings\n\noverdue_scope := "consumer"\n'
+        'package local.settings\n\noverdue_scope := "consumer"\n'
     )
     wait_for("the new policies", lambda: provider.api.get("/api/v1/policy")["version"] != version)
     status, body = _request(consumer, provider, other)

@@ -210,7 +210,7 @@ test_an_overdue_deletion_denies_the_transfer_under_its_agreement if {
 		"usage": {"overdue_deletions": [{"transfer": "urn:t", "agreement": "urn:a1", "dataset": "d", "deadline": "2026-11-20T00:00:00Z"}]},
 	}
 	d := decision.decision with input as inp
-		with data.connector.local.settings.overdue_scope as "agreement"
+		with data.local.settings.overdue_scope as "agreement"
 	not d.allow
 	contains(d.reasons[0], "overdue deletion")
 }

@@ -78,14 +78,14 @@ obligation(duty) := {"action": "delete", "deadline": util.format_time(deadline_n
 #   "consumer"             every transfer of that consumer
 #   "none"                 none (the overdue alert only)
 # An operator sets it in a module of its own, e.g. policies/local/settings.rego:
-#   package connector.local.settings
+#   package local.settings
 #   overdue_scope := "consumer"
 scopes := {"agreement", "consumer", "none"}
 
 default overdue_scope := "agreement"
 
 overdue_scope := s if {
-	s := data.connector.local.settings.overdue_scope
+	s := data.local.settings.overdue_scope
 	s in scopes
 }
 

@@ -93,45 +93,45 @@ _transfer_under(agreement, overdue) := {
 _pin := {"overdue_scope": "agreement"}
 
 test_the_default_scope_is_the_agreement if {
-	deletion.overdue_scope == "agreement" with data.connector.local.settings as {}
+	deletion.overdue_scope == "agreement" with data.local.settings as {}
 }
 
 test_overdue_blocks_its_own_agreement_by_default if {
 	deletion.overdue_reasons == ["the consumer has an overdue deletion: the copy of ds-1 delivered in transfer urn:uuid:t1 (agreement urn:a1) was due for deletion by 2026-11-20T00:00:00Z and no receipt has arrived; new transfers under this agreement wait for the receipt"] with input as _transfer_under("urn:a1", [_late("urn:a1", false)])
-		with data.connector.local.settings as _pin
+		with data.local.settings as _pin
 }
 
 test_overdue_does_not_block_another_agreement_by_default if {
 	deletion.overdue_reasons == [] with input as _transfer_under("urn:a2", [_late("urn:a1", false)])
-		with data.connector.local.settings as _pin
+		with data.local.settings as _pin
 }
 
 test_overdue_scope_consumer_blocks_every_agreement if {
 	count(deletion.overdue_reasons) == 1 with input as _transfer_under("urn:a2", [_late("urn:a1", false)])
-		with data.connector.local.settings.overdue_scope as "consumer"
+		with data.local.settings.overdue_scope as "consumer"
 }
 
 test_overdue_scope_none_blocks_nothing if {
 	deletion.overdue_reasons == [] with input as _transfer_under("urn:a1", [_late("urn:a1", false)])
-		with data.connector.local.settings.overdue_scope as "none"
+		with data.local.settings.overdue_scope as "none"
 }
 
 test_an_unknown_scope_keeps_the_default if {
-	deletion.overdue_scope == "agreement" with data.connector.local.settings.overdue_scope as "everything"
+	deletion.overdue_scope == "agreement" with data.local.settings.overdue_scope as "everything"
 }
 
 test_a_settled_duty_blocks_nothing if {
 	deletion.overdue_reasons == [] with input as _transfer_under("urn:a1", [_late("urn:a1", true)])
-		with data.connector.local.settings.overdue_scope as "consumer"
+		with data.local.settings.overdue_scope as "consumer"
 }
 
 test_overdue_only_at_phase_transfer if {
 	inp := object.union(_transfer_under("urn:a1", [_late("urn:a1", false)]), {"phase": "use"})
 	deletion.overdue_reasons == [] with input as inp
-		with data.connector.local.settings.overdue_scope as "consumer"
+		with data.local.settings.overdue_scope as "consumer"
 }
 
 test_overdue_without_facts_blocks_nothing if {
 	deletion.overdue_reasons == [] with input as {"phase": "transfer", "now": "2026-11-21T10:00:00Z"}
-		with data.connector.local.settings.overdue_scope as "consumer"
+		with data.local.settings.overdue_scope as "consumer"
 }
