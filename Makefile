@@ -79,7 +79,7 @@ faketime:
 	fi
 
 unit: $(STAMP) $(TCK_DEPS) $(OPA_BIN) postgresql faketime
-	OPA_BIN=$(abspath $(OPA_BIN)) $(BIN)/pytest -q
+	OPA_BIN=$(abspath $(OPA_BIN)) $(BIN)/pytest -q --durations=25
 
 # The whole DSP TCK against a connector in TCK mode; fails unless every mandatory test passes.
 tck: $(STAMP) $(TCK_DEPS) $(OPA_BIN)
