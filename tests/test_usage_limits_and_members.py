@@ -157,9 +157,7 @@ def test_an_overdue_deletion_blocks_what_the_operator_s_rule_says(
     version = provider.api.get("/api/v1/policy")["version"]
     local = policies / "local"
     local.mkdir(exist_ok=True)
-    (local / "settings.rego").write_text(
-        'package local.settings\n\noverdue_scope := "consumer"\n'
-    )
+    (local / "settings.rego").write_text('package local.settings\n\noverdue_scope := "consumer"\n')
     wait_for("the new policies", lambda: provider.api.get("/api/v1/policy")["version"] != version)
     status, body = _request(consumer, provider, other)
     assert status == 400 and "overdue deletion" in " ".join(body["reason"]), body
