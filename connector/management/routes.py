@@ -16,7 +16,7 @@ from connector import http
 from connector.billing import invoice
 from connector.billing.prices import price_terms
 from connector.config import DSP_PATH
-from connector.dataplane import sources
+from connector.dataplane import sources, streams
 from connector.dsp.negotiation import NegotiationService
 from connector.dsp.transfer import TransferService
 from connector.errors import BadRequest, NotFound, PeerError, Unauthorized
@@ -27,7 +27,9 @@ from connector.management import models
 from connector.management.openapi import build_openapi
 from connector.metering.export import chain_header
 from connector.model import messages as m
+from connector.model.enums import Role
 from connector.model.records import Agreement, Dataset
+from connector.model.states import TP
 from connector.peer.client import DspClient
 from connector.policy.odrl import normalise
 from connector.policy.point import RegoDecisionPoint
@@ -425,7 +427,13 @@ class ManagementApi:
     # transfers -------------------------------------------------------------------------------
 
     async def _transfer_view(self, pid: str) -> dict[str, Any]:
-        return await self._view("transfer process", pid, lambda s: s.get_transfer(pid))
+        out = await self._view("transfer process", pid, lambda s: s.get_transfer(pid))
+        if out["role"] == Role.CONSUMER and out["state"] == TP.STARTED:
+            # bytes moved so far: what lies on our disk (a pull or a push under way)
+            moved, expected = streams.progress(self.rt, pid)
+            out["bytes"] = max(out["bytes"], moved)
+            out["bytes_expected"] = expected
+        return out
 
     async def list_transfers(self, request: web.Request) -> web.Response:
         limit, offset = _paging(request)
