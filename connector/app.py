@@ -159,7 +159,7 @@ class Connector:
             self.policy,
             extra=[
                 *UsageApi(rt, usage).routes(),
-                *CredentialsApi(holder).routes(),
+                *CredentialsApi(holder, credentials).routes(),
                 *(authority.routes() if authority else []),
                 *self.federated.routes(),
             ],

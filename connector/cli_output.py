@@ -18,9 +18,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 def json_option(func: F) -> F:
     """The `--json` switch every list and show command takes."""
-    return click.option(
-        "--json", "as_json", is_flag=True, help="Print the full records as JSON"
-    )(func)
+    return click.option("--json", "as_json", is_flag=True, help="Print the full records as JSON")(
+        func
+    )
 
 
 def emit_json(data: Any) -> None:
