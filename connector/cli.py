@@ -946,12 +946,25 @@ def uses() -> None:
 
 @uses.command("list")
 @click.argument("agreement_id")
+@out.json_option
 @click.pass_context
-def uses_list(ctx: click.Context, agreement_id: str) -> None:
-    for line in _call(ctx, "GET", f"/api/v1/agreements/{agreement_id}/uses")["uses"]:
-        r = line["record"]
-        reported = f"reported {line['reported_at']}" if line.get("reported_at") else "not reported"
-        click.echo(f"{r['seq'] + 1}\t{r['at']}\t{r['purpose']}\t{reported}")
+def uses_list(ctx: click.Context, agreement_id: str, as_json: bool) -> None:
+    """Every use of the data received under AGREEMENT_ID, and whether it was reported."""
+    data = _call(ctx, "GET", f"/api/v1/agreements/{agreement_id}/uses")
+    if as_json:
+        return _emit(data)
+    out.table(
+        ["use", "at", "purpose", "reported"],
+        [
+            [
+                line["record"]["seq"] + 1,
+                line["record"]["at"],
+                line["record"]["purpose"],
+                line.get("reported_at") or "not reported",
+            ]
+            for line in data["uses"]
+        ],
+    )
 
 
 @main.group()
@@ -962,15 +975,25 @@ def deletions() -> None:
 @deletions.command("list")
 @click.option("--state", type=click.Choice(["pending", "fulfilled", "overdue"]), default=None)
 @click.option("--agreement", "agreement_id", default=None)
+@out.json_option
 @click.pass_context
-def deletions_list(ctx: click.Context, state: str | None, agreement_id: str | None) -> None:
-    from urllib.parse import urlencode
-
+def deletions_list(
+    ctx: click.Context, state: str | None, agreement_id: str | None, as_json: bool
+) -> None:
+    """Deletion duties; WHEN is the deadline, or the time it was fulfilled."""
     query = {k: v for k, v in {"state": state, "agreement": agreement_id}.items() if v}
-    rows = _call(ctx, "GET", "/api/v1/deletions" + (f"?{urlencode(query)}" if query else ""))
-    for d in rows:
-        when = d["fulfilled_at"] or d["deadline"]
-        click.echo(f"{d['id']}\t{d['role']}\t{d['state']}\t{when}\t{d['agreement_id']}")
+    out.listing(
+        _call(ctx, "GET", "/api/v1/deletions" + (f"?{urlencode(query)}" if query else "")),
+        as_json,
+        ["id", "role", "state", "when", "agreement"],
+        lambda d: [
+            d["id"],
+            d["role"],
+            d["state"],
+            d["fulfilled_at"] or d["deadline"],
+            d["agreement_id"],
+        ],
+    )
 
 
 @deletions.command("show")
@@ -1125,11 +1148,22 @@ def authority_onboard(
 
 
 @authority.command("participants")
+@out.json_option
 @click.pass_context
-def authority_participants(ctx: click.Context) -> None:
-    for p in _call(ctx, "GET", "/api/v1/authority/participants"):
-        roles = ",".join(p["roles"]) or "-"
-        click.echo(f"{p['id']}\t{p['status']}\t{p['organisation']}\t{roles}\t{p['region'] or '-'}")
+def authority_participants(ctx: click.Context, as_json: bool) -> None:
+    """The registry: every participant with its status, organisation, roles and region."""
+    out.listing(
+        _call(ctx, "GET", "/api/v1/authority/participants"),
+        as_json,
+        ["id", "status", "organisation", "roles", "region"],
+        lambda p: [
+            p["id"],
+            p["status"],
+            p["organisation"],
+            ",".join(p["roles"]) or "-",
+            p["region"],
+        ],
+    )
 
 
 @authority.command("show")
@@ -1160,12 +1194,28 @@ def credentials() -> None:
     """This connector's verifiable credentials (from the authority at issuer_url)."""
 
 
+def _credential_state(c: dict[str, Any]) -> str:
+    status = c.get("status", "valid")
+    if status == "revoked":
+        return "revoked"
+    if c["expired"]:
+        return "expired"
+    if status != "valid":
+        return f"status {status}; until {c['expiresAt']}"
+    return f"valid until {c['expiresAt']}"
+
+
 @credentials.command("list")
+@out.json_option
 @click.pass_context
-def credentials_list(ctx: click.Context) -> None:
-    for c in _call(ctx, "GET", "/api/v1/credentials"):
-        state = "expired" if c["expired"] else f"valid until {c['expiresAt']}"
-        click.echo(f"{c['type']}\t{c['issuer']}\t{state}\t{json.dumps(c['claims'])}")
+def credentials_list(ctx: click.Context, as_json: bool) -> None:
+    """Our credentials: valid, expired, or revoked by the issuer (its status list, asked now)."""
+    out.listing(
+        _call(ctx, "GET", "/api/v1/credentials"),
+        as_json,
+        ["type", "issuer", "state", "claims"],
+        lambda c: [c["type"], c["issuer"], _credential_state(c), c["claims"]],
+    )
 
 
 @credentials.command("request")
