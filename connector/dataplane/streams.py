@@ -20,7 +20,7 @@ import aiohttp
 
 from connector.clock import skew_refusal
 from connector.dataplane.addresses import Endpoint, Unservable, resolve
-from connector.egress import EgressRefused, read_limited
+from connector.egress import EgressRefused, describe, read_limited
 from connector.errors import ConnectorError, DiskFull, PayloadTooLarge, PeerError
 from connector.files import open_private, private_dir
 from connector.metering.meter import StreamHash
@@ -428,7 +428,7 @@ async def pull(
         raise PeerError(f"pull from {endpoint} refused: {exc.detail}", retry=False) from exc
     except aiohttp.ClientError as exc:
         writer.abandon()
-        raise PeerError(f"pull from {endpoint} failed: {exc!r}", retry=True) from exc
+        raise PeerError(f"pull from {endpoint} failed: {describe(exc)}", retry=True) from exc
     except BaseException:
         writer.abandon()
         raise
@@ -479,4 +479,4 @@ async def push(rt: Runtime, data_address: dict[str, Any], chunks: AsyncIterator[
     except aiohttp.ClientError as exc:
         if source_failed:
             raise source_failed[0] from exc
-        raise PeerError(f"push to {endpoint} failed: {exc!r}", retry=True) from exc
+        raise PeerError(f"push to {endpoint} failed: {describe(exc)}", retry=True) from exc

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import hmac
+import json
 import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import aiohttp
 from aiohttp import web
 from pydantic import BaseModel
 
@@ -19,10 +21,11 @@ from connector.config import DSP_PATH
 from connector.dataplane import sources, streams
 from connector.dsp.negotiation import NegotiationService
 from connector.dsp.transfer import TransferService
-from connector.errors import BadRequest, NotFound, PeerError, Unauthorized
+from connector.egress import CATALOG_MAX, read_limited
+from connector.errors import BadRequest, ConnectorError, NotFound, PeerError, Unauthorized
 from connector.http import Handler, Route
 from connector.identity import signatures
-from connector.identity.did import did_from_url
+from connector.identity.did import did_from_url, port_written_with_colon
 from connector.management import models
 from connector.management.openapi import build_openapi
 from connector.metering.export import chain_header
@@ -37,6 +40,7 @@ from connector.runtime import Runtime
 from connector.store.base import Store
 
 PREFIX = "/api/v1"
+PROBE_TIMEOUT = aiohttp.ClientTimeout(total=5)
 
 
 ROUTES = [
@@ -136,6 +140,12 @@ def counterparty_did(address: str, given: str | None) -> str:
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise BadRequest("counterPartyAddress must be an absolute http(s) URL")
     if given:
+        meant = port_written_with_colon(given)
+        if meant is not None:
+            raise BadRequest(
+                f"counterPartyId {given}: a port in did:web is written %3A, not ':'"
+                f" (did you mean {meant}?)"
+            )
         return given
     return did_from_url(f"{parts.scheme}://{parts.netloc}")
 
@@ -255,12 +265,34 @@ class ManagementApi:
         peer = counterparty_did(data.counterPartyAddress, data.counterPartyId)
         url = data.counterPartyAddress.rstrip("/") + "/catalog/request"
         try:
-            _, body = await self.client.call("POST", url, peer, m.CatalogRequestMessage().dump())
+            _, body = await self.client.call(
+                "POST", url, peer, m.CatalogRequestMessage().dump(), who="provider"
+            )
         except PeerError as exc:
+            detail = str(exc)
+            if await self._is_management_api(data.counterPartyAddress):
+                detail = (
+                    f"{data.counterPartyAddress} is a connector's management API, not its DSP"
+                    " endpoint: give the DSP address (its public_url followed by /dsp)"
+                )
             raise PeerError(
-                str(exc), http_status=exc.http_status, body=exc.body, retry=False
+                detail, http_status=exc.http_status, body=exc.body, retry=False
             ) from exc
         return web.json_response(body)
+
+    async def _is_management_api(self, address: str) -> bool:
+        """Whether `address` (a DSP address that failed) is a connector's management listener:
+        its OpenAPI document is the one path it serves without a key."""
+        parts = urlsplit(address)
+        probe = f"{parts.scheme}://{parts.netloc}{PREFIX}/openapi.json"
+        try:
+            async with self.rt.egress.request("GET", probe, timeout=PROBE_TIMEOUT) as resp:
+                if resp.status != 200:
+                    return False
+                doc = json.loads(await read_limited(resp, CATALOG_MAX))
+        except (ConnectorError, aiohttp.ClientError, TimeoutError, ValueError):
+            return False
+        return isinstance(doc, dict) and "openapi" in doc
 
     # negotiations ----------------------------------------------------------------------------
 
