@@ -306,6 +306,42 @@ def datasets_show(ctx: click.Context, dataset_id: str, as_json: bool) -> None:
         click.echo(f"offer {offer.get('@id')}: {json.dumps(offer, ensure_ascii=False)}")
 
 
+@datasets.command("update")
+@click.argument("dataset_id")
+@click.option("--title", default=None)
+@click.option("--description", default=None)
+@click.option("--media-type", default=None)
+@click.option("--classification", type=click.Choice(["general", "important", "core"]), default=None)
+@click.option("--keyword", "keywords", multiple=True, help="Replaces the keywords (repeatable)")
+@click.option("--theme", "themes", multiple=True, help="Replaces the themes (repeatable)")
+@click.pass_context
+def datasets_update(
+    ctx: click.Context,
+    dataset_id: str,
+    title: str | None,
+    description: str | None,
+    media_type: str | None,
+    classification: str | None,
+    keywords: tuple[str, ...],
+    themes: tuple[str, ...],
+) -> None:
+    """Change how a dataset is described; its data and offers stay (publish a new dataset to
+    offer other terms)."""
+    body: dict[str, Any] = {
+        "title": title,
+        "description": description,
+        "media_type": media_type,
+        "classification": classification,
+        "keywords": list(keywords) or None,
+        "themes": list(themes) or None,
+    }
+    body = {k: v for k, v in body.items() if v is not None}
+    if not body:
+        raise click.UsageError("nothing to change: give at least one option")
+    d = _call(ctx, "PATCH", f"/api/v1/datasets/{dataset_id}", body)
+    click.echo(f"updated {d['id']}: " + ", ".join(sorted(body)))
+
+
 @datasets.command("delete")
 @click.argument("dataset_id")
 @click.pass_context

@@ -242,6 +242,9 @@ class CredentialVerifier:
         credentials (`connector credentials list`)."""
         if c.status is None:
             return "valid"
+        url = c.status.get("statusListCredential")
+        if isinstance(url, str):
+            self._lists.pop(url, None)  # the holder asks now: not a list fetched earlier
         try:
             await self._check_status(c, c.subject)
         except CredentialRevoked:

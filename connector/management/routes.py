@@ -54,6 +54,13 @@ ROUTES = [
         201,
     ),
     Route("GET", "/datasets/{id}", "get_dataset", "Show a dataset"),
+    Route(
+        "PATCH",
+        "/datasets/{id}",
+        "update_dataset",
+        "Change a dataset's title, description, keywords, themes, media type or grading",
+        models.DatasetUpdate,
+    ),
     Route("DELETE", "/datasets/{id}", "delete_dataset", "Withdraw a dataset", status=204),
     Route(
         "POST", "/catalog/request", "fetch_catalog", "Fetch a provider's catalog", models.CatalogIn
@@ -251,6 +258,21 @@ class ManagementApi:
         if dataset is None:
             raise NotFound(f"no dataset {dataset_id}")
         return web.json_response(dataset.model_dump())
+
+    async def update_dataset(self, request: web.Request) -> web.Response:
+        data = await http.body(request, models.DatasetUpdate)
+        dataset_id = request.match_info["id"]
+        changes = data.model_dump(exclude_none=True)
+
+        def update(store: Store) -> Dataset:
+            dataset = store.get_dataset(dataset_id)
+            if dataset is None:
+                raise NotFound(f"no dataset {dataset_id}")
+            changed = dataset.model_copy(update=changes)
+            store.put_dataset(changed)
+            return changed
+
+        return web.json_response((await self.rt.db.write(update)).model_dump())
 
     async def delete_dataset(self, request: web.Request) -> web.Response:
         dataset_id = request.match_info["id"]
