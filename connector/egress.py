@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import json
+import os
 import socket
 import ssl
 from collections.abc import AsyncIterator, Iterable
@@ -313,8 +314,8 @@ def describe(exc: BaseException) -> str:
         os_error = exc.os_error
         if isinstance(os_error, socket.gaierror):
             return "its host name does not resolve"
-        if os_error.errno is not None and os_error.strerror:
-            return os_error.strerror.lower()
+        if os_error.errno:  # asyncio's strerror is "Connect call failed (addr)": the errno's
+            return os.strerror(os_error.errno).lower()
         return str(os_error) or "cannot connect"
     if isinstance(exc, aiohttp.ServerDisconnectedError):
         return "it closed the connection without answering"

@@ -100,9 +100,10 @@ def test_transfer_progress_and_timeout(
             return record if record["bytes"] == len(data) // 4 else None
 
         record = wait_for("the first quarter on the consumer's disk", moved)
-        assert record["state"] == "STARTED" and record["bytes_expected"] == len(data)
+        # an HTTP upstream's size is not known in advance (a file's is, and is announced)
+        assert record["state"] == "STARTED" and record["bytes_expected"] is None
         shown = cli(*c, "transfers", "show", pid)
-        assert f"moved: {len(data) // 4} of {len(data)} bytes (25 %)" in shown.stdout
+        assert f"moved: {len(data) // 4} bytes" in shown.stdout
 
         late = cli(*c, "transfers", "wait", pid, "--timeout", "0.5")
         assert late.returncode != 0 and "timed out after 0.5 s" in late.stderr, late.stderr
