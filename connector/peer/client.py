@@ -97,6 +97,6 @@ class DspClient:
         except EgressRefused as exc:
             raise PeerError(f"{method} {url} refused: {exc.detail}", retry=False) from exc
         except (aiohttp.ClientConnectorError, aiohttp.ServerTimeoutError, TimeoutError) as exc:
-            raise PeerError(unreachable(who, url, exc), retry=True) from exc
+            raise PeerError(f"{unreachable(who, url, exc)}: {method} {url}", retry=True) from exc
         except aiohttp.ClientError as exc:
             raise PeerError(f"{method} {url} failed: {describe(exc)}", retry=True) from exc
