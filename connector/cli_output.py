@@ -46,7 +46,9 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
         from rich.console import Console
         from rich.table import Table
 
-        out = Table(*headers, box=None, header_style="bold", pad_edge=False)
+        out = Table(box=None, header_style="bold", pad_edge=False)
+        for header in headers:
+            out.add_column(header, overflow="fold")  # ids are copied: wrapped, never cut
         for row in cells:
             out.add_row(*row)
         Console().print(out)
