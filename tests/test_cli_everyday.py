@@ -46,6 +46,8 @@ def test_publish_negotiate_and_pull_with_tables_json_and_guesses(
     assert shown["media_type"] == "text/csv"  # untouched fields stay
     assert "title:" in cli(*p, "datasets", "show", "stops").stdout
 
+    offers = cli(*c, "catalog", "fetch", provider.dsp, "--table").stdout.splitlines()
+    assert offers[0] == "DATASET\tTITLE\tOFFER" and offers[1].startswith("stops\tBus stops\t")
     agreed = cli(*c, "negotiations", "start", provider.dsp, "stops", "--wait")
     assert agreed.returncode == 0, agreed.stderr
     agreement_id = agreed.stdout.strip()
