@@ -164,7 +164,7 @@ class Connector:
             self.policy,
             extra=[
                 *UsageApi(rt, usage).routes(),
-                *CredentialsApi(holder).routes(),
+                *CredentialsApi(holder, credentials).routes(),
                 *(authority.routes() if authority else []),
                 *self.federated.routes(),
             ],

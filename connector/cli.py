@@ -15,6 +15,7 @@ from urllib.parse import quote, urlencode
 
 import click
 
+from connector import cli_output as out
 from connector.config import load_settings
 from connector.errors import ConfigError
 from connector.files import open_private, private_dir
@@ -52,7 +53,7 @@ def _client(ctx: click.Context) -> ManagementClient:
 
 
 def _emit(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, ensure_ascii=False))
+    out.emit_json(data)
 
 
 def _call(ctx: click.Context, method: str, path: str, body: Any = None) -> Any:
@@ -62,7 +63,11 @@ def _call(ctx: click.Context, method: str, path: str, body: Any = None) -> Any:
         raise click.ClickException(str(exc)) from exc
 
 
-@click.group()
+@click.group(
+    epilog='Shell completion: eval "$(_CONNECTOR_COMPLETE=bash_source connector)"'
+    " (zsh_source, fish_source for zsh and fish)."
+)
+@click.version_option(package_name="tdsc-connector", prog_name="connector")
 @click.option("--config", "config", help="Connector config file (or CONNECTOR_CONFIG)")
 @click.option("--api", help="Management API base URL (or CONNECTOR_API_URL)")
 @click.option("--api-key", help="Management API key (or CONNECTOR_API_KEY)")
@@ -270,7 +275,13 @@ def datasets() -> None:
 @click.option("--description", default="")
 @click.option("--file", "file_path", type=click.Path(exists=True, path_type=Path), default=None)
 @click.option("--url", default=None, help="Upstream HTTP source instead of a file")
-@click.option("--policy", type=click.File("r"), default=None, help="JSON: one ODRL offer or a list")
+@click.option("--media-type", default=None, help="Default: guessed from the file name")
+@click.option(
+    "--policy",
+    type=click.File("r"),
+    default=None,
+    help="JSON: one ODRL offer or a list (without it, anyone may use the data)",
+)
 @click.option(
     "--classification", type=click.Choice(["general", "important", "core"]), default="general"
 )
@@ -284,12 +295,16 @@ def datasets_add(
     description: str,
     file_path: Path | None,
     url: str | None,
+    media_type: str | None,
     policy: Any,
     classification: str,
     keywords: tuple[str, ...],
     themes: tuple[str, ...],
 ) -> None:
     """Publish a dataset with its offers."""
+    import mimetypes
+    from urllib.parse import urlsplit
+
     if (file_path is None) == (url is None):
         raise click.UsageError("give exactly one of --file or --url")
     source = (
@@ -307,7 +322,17 @@ def datasets_add(
     }
     if dataset_id:
         body["id"] = dataset_id
-    if policy is not None:
+    named = file_path.name if file_path else urlsplit(url or "").path
+    media_type = media_type or mimetypes.guess_type(named)[0]
+    if media_type:
+        body["media_type"] = media_type
+    if policy is None:
+        click.echo(
+            "warning: no --policy: the offer is unrestricted (any consumer may use the data"
+            " for any purpose, without limits)",
+            err=True,
+        )
+    else:
         try:
             offers = json.load(policy)
         except ValueError as exc:
@@ -317,17 +342,69 @@ def datasets_add(
 
 
 @datasets.command("list")
+@out.json_option
 @click.pass_context
-def datasets_list(ctx: click.Context) -> None:
-    for d in _call(ctx, "GET", "/api/v1/datasets"):
-        click.echo(f"{d['id']}\t{d['title']}\t{d.get('size')} bytes")
+def datasets_list(ctx: click.Context, as_json: bool) -> None:
+    """Published datasets."""
+    out.listing(
+        _call(ctx, "GET", "/api/v1/datasets"),
+        as_json,
+        ["id", "title", "media type", "bytes", "offers"],
+        lambda d: [d["id"], d["title"], d.get("media_type"), d.get("size"), len(d["offers"])],
+    )
 
 
 @datasets.command("show")
 @click.argument("dataset_id")
+@out.json_option
 @click.pass_context
-def datasets_show(ctx: click.Context, dataset_id: str) -> None:
-    _emit(_call(ctx, "GET", f"/api/v1/datasets/{dataset_id}"))
+def datasets_show(ctx: click.Context, dataset_id: str, as_json: bool) -> None:
+    """One dataset: its source, size, hash and offers."""
+    d = _call(ctx, "GET", f"/api/v1/datasets/{dataset_id}")
+    if as_json:
+        return _emit(d)
+    out.fields(d, [("id", "id"), ("title", "title"), ("description", "description"),
+                   ("media_type", "media type"), ("classification", "classification"),
+                   ("source", "source"), ("size", "bytes"), ("sha256", "sha256"),
+                   ("keywords", "keywords"), ("themes", "themes")])  # fmt: skip
+    for offer in d.get("offers", []):
+        click.echo(f"offer {offer.get('@id')}: {json.dumps(offer, ensure_ascii=False)}")
+
+
+@datasets.command("update")
+@click.argument("dataset_id")
+@click.option("--title", default=None)
+@click.option("--description", default=None)
+@click.option("--media-type", default=None)
+@click.option("--classification", type=click.Choice(["general", "important", "core"]), default=None)
+@click.option("--keyword", "keywords", multiple=True, help="Replaces the keywords (repeatable)")
+@click.option("--theme", "themes", multiple=True, help="Replaces the themes (repeatable)")
+@click.pass_context
+def datasets_update(
+    ctx: click.Context,
+    dataset_id: str,
+    title: str | None,
+    description: str | None,
+    media_type: str | None,
+    classification: str | None,
+    keywords: tuple[str, ...],
+    themes: tuple[str, ...],
+) -> None:
+    """Change how a dataset is described; its data and offers stay (publish a new dataset to
+    offer other terms)."""
+    body: dict[str, Any] = {
+        "title": title,
+        "description": description,
+        "media_type": media_type,
+        "classification": classification,
+        "keywords": list(keywords) or None,
+        "themes": list(themes) or None,
+    }
+    body = {k: v for k, v in body.items() if v is not None}
+    if not body:
+        raise click.UsageError("nothing to change: give at least one option")
+    d = _call(ctx, "PATCH", f"/api/v1/datasets/{dataset_id}", body)
+    click.echo(f"updated {d['id']}: " + ", ".join(sorted(body)))
 
 
 @datasets.command("delete")
@@ -349,13 +426,22 @@ def catalog() -> None:
 @catalog.command("fetch")
 @click.argument("address")
 @click.option("--id", "peer_id", default=None, help="Provider DID (default: did:web of ADDRESS)")
+@click.option("--table", "as_table", is_flag=True, help="One line per offer instead of JSON")
 @click.pass_context
-def catalog_fetch(ctx: click.Context, address: str, peer_id: str | None) -> None:
-    """Fetch the DSP catalog of the provider at ADDRESS (its DSP base URL)."""
+def catalog_fetch(ctx: click.Context, address: str, peer_id: str | None, as_table: bool) -> None:
+    """Fetch the DSP catalog of the provider at ADDRESS (its DSP base URL), as JSON."""
     body = {"counterPartyAddress": address}
     if peer_id:
         body["counterPartyId"] = peer_id
-    _emit(_call(ctx, "POST", "/api/v1/catalog/request", body))
+    remote = _call(ctx, "POST", "/api/v1/catalog/request", body)
+    if not as_table:
+        return _emit(remote)
+    rows = [
+        [d.get("@id"), d.get("title") or d.get("dct:title"), o.get("@id")]
+        for d in remote.get("dataset", [])
+        for o in d.get("hasPolicy", [])
+    ]
+    out.table(["dataset", "title", "offer"], rows)
 
 
 # federated catalog (docs/federated-catalog.md) ---------------------------------------------
@@ -449,6 +535,10 @@ def negotiations() -> None:
 @click.option("--offer-id", default=None, help="Which offer of the dataset (default: the first)")
 @click.option("--id", "peer_id", default=None, help="Provider DID (default: did:web of ADDRESS)")
 @click.option("--purpose", default=None, help="The purpose we declare to the provider")
+@click.option(
+    "--wait", is_flag=True, help="Wait until agreed and print the agreement id, or the reason"
+)
+@click.option("--timeout", default=60.0, show_default=True, help="Seconds --wait waits")
 @click.pass_context
 def negotiations_start(
     ctx: click.Context,
@@ -457,8 +547,11 @@ def negotiations_start(
     offer_id: str | None,
     peer_id: str | None,
     purpose: str | None,
+    wait: bool,
+    timeout: float,
 ) -> None:
-    """Negotiate DATASET_ID with the provider at ADDRESS, using its catalog offer."""
+    """Negotiate DATASET_ID with the provider at ADDRESS, using its catalog offer; print the
+    negotiation id (with --wait: the agreement id, once agreed)."""
     query = {"counterPartyAddress": address, **({"counterPartyId": peer_id} if peer_id else {})}
     remote = _call(ctx, "POST", "/api/v1/catalog/request", query)
     ds = next((d for d in remote.get("dataset", []) if d.get("@id") == dataset_id), None)
@@ -472,14 +565,23 @@ def negotiations_start(
     if purpose:
         body["purpose"] = purpose
     record = _call(ctx, "POST", "/api/v1/negotiations", body)
-    click.echo(record["id"])
+    if not wait:
+        return click.echo(record["id"])
+    done = _wait(ctx, "negotiations", record["id"], "FINALIZED", timeout)
+    click.echo(done.get("agreement_id"))
 
 
 @negotiations.command("list")
+@out.json_option
 @click.pass_context
-def negotiations_list(ctx: click.Context) -> None:
-    for n in _call(ctx, "GET", "/api/v1/negotiations"):
-        click.echo(f"{n['id']}\t{n['role']}\t{n['state']}\t{n['dataset_id']}")
+def negotiations_list(ctx: click.Context, as_json: bool) -> None:
+    """Negotiations, newest first."""
+    out.listing(
+        _call(ctx, "GET", "/api/v1/negotiations"),
+        as_json,
+        ["id", "role", "state", "dataset", "agreement"],
+        lambda n: [n["id"], n["role"], n["state"], n["dataset_id"], n.get("agreement_id")],
+    )
 
 
 @negotiations.command("show")
@@ -519,17 +621,62 @@ def negotiations_terminate(ctx: click.Context, pid: str, reason: str) -> None:
     click.echo(f"{record['id']}  {record['state']}")
 
 
+def _wait(
+    ctx: click.Context, kind: str, pid: str, state: str, timeout: float, show: bool = False
+) -> dict[str, Any]:
+    """Poll until STATE; a ClickException with the reason if it ends otherwise or times out.
+    With `show` on a terminal, a progress bar of the bytes moved (transfers)."""
+    client = _client(ctx)
+    try:
+        if show and out.is_terminal():
+            return _wait_with_progress(client, pid, state, timeout)
+        return client.wait_state(kind, pid, {state}, timeout)
+    except ApiError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+def _wait_with_progress(
+    client: ManagementClient, pid: str, state: str, timeout: float
+) -> dict[str, Any]:
+    import time
+
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
+    columns = (BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn())
+    with Progress(*columns, transient=True) as bar:
+        task = bar.add_task(pid, total=None)
+        deadline = time.monotonic() + timeout
+        while True:
+            record: dict[str, Any] = client.get(f"/api/v1/transfers/{pid}")
+            bar.update(task, completed=record["bytes"], total=record.get("bytes_expected"))
+            if record["state"] == state:
+                return record
+            if record["state"] == "TERMINATED":
+                return client.wait_state("transfers", pid, {state}, timeout)  # the reason
+            left = min(deadline - time.monotonic(), 0.2)
+            if left <= 0:
+                raise ApiError(
+                    0,
+                    f"timed out after {timeout:g} s: transfer {pid} is still {record['state']}"
+                    f" (wanted {state}); {_moved(record)} moved",
+                )
+            time.sleep(left)
+
+
 @negotiations.command("wait")
 @click.argument("pid")
-@click.option("--state", "state", default="FINALIZED")
-@click.option("--timeout", default=60.0)
+@click.option("--state", "state", default="FINALIZED", show_default=True)
+@click.option("--timeout", default=60.0, show_default=True, help="Seconds")
 @click.pass_context
 def negotiations_wait(ctx: click.Context, pid: str, state: str, timeout: float) -> None:
     """Wait until the negotiation reaches STATE; fail with the reason if it ends otherwise."""
-    try:
-        record = _client(ctx).wait_state("negotiations", pid, {state}, timeout)
-    except ApiError as exc:
-        raise click.ClickException(str(exc)) from exc
+    record = _wait(ctx, "negotiations", pid, state, timeout)
     click.echo(f"{pid}  {record['state']}  agreement {record.get('agreement_id')}")
 
 
@@ -542,10 +689,16 @@ def agreements() -> None:
 
 
 @agreements.command("list")
+@out.json_option
 @click.pass_context
-def agreements_list(ctx: click.Context) -> None:
-    for a in _call(ctx, "GET", "/api/v1/agreements"):
-        click.echo(f"{a['id']}\t{a['dataset_id']}\t{a['provider_id']} -> {a['consumer_id']}")
+def agreements_list(ctx: click.Context, as_json: bool) -> None:
+    """Agreements, as provider and as consumer."""
+    out.listing(
+        _call(ctx, "GET", "/api/v1/agreements"),
+        as_json,
+        ["id", "dataset", "provider", "consumer"],
+        lambda a: [a["id"], a["dataset_id"], a["provider_id"], a["consumer_id"]],
+    )
 
 
 @agreements.command("show")
@@ -581,19 +734,37 @@ def transfers_start(ctx: click.Context, agreement_id: str, push: bool, purpose: 
 
 
 @transfers.command("list")
+@out.json_option
 @click.pass_context
-def transfers_list(ctx: click.Context) -> None:
-    for t in _call(ctx, "GET", "/api/v1/transfers"):
-        click.echo(f"{t['id']}\t{t['role']}\t{t['state']}\t{t['bytes']} bytes")
+def transfers_list(ctx: click.Context, as_json: bool) -> None:
+    """Transfers, as provider and as consumer."""
+    out.listing(
+        _call(ctx, "GET", "/api/v1/transfers"),
+        as_json,
+        ["id", "role", "state", "bytes", "agreement"],
+        lambda t: [t["id"], t["role"], t["state"], t["bytes"], t["agreement_id"]],
+    )
+
+
+def _moved(record: dict[str, Any]) -> str:
+    expected = record.get("bytes_expected")
+    if expected:
+        share = 100 * record["bytes"] / expected
+        return f"{record['bytes']} of {expected} bytes ({share:.0f} %)"
+    return f"{record['bytes']} bytes"
 
 
 @transfers.command("show")
 @click.argument("pid")
-@click.option("--json", "as_json", is_flag=True)
+@out.json_option
 @click.pass_context
 def transfers_show(ctx: click.Context, pid: str, as_json: bool) -> None:
+    """State, bytes moved so far, reason and the timeline of every message."""
     record = _call(ctx, "GET", f"/api/v1/transfers/{pid}")
-    _emit(record) if as_json else _timeline(record)
+    if as_json:
+        return _emit(record)
+    _timeline(record)
+    click.echo(f"moved: {_moved(record)}")
 
 
 def _transfer_action(name: str, help_text: str) -> None:
@@ -616,14 +787,13 @@ for _name, _help in [
 
 @transfers.command("wait")
 @click.argument("pid")
-@click.option("--state", "state", default="COMPLETED")
-@click.option("--timeout", default=120.0)
+@click.option("--state", "state", default="COMPLETED", show_default=True)
+@click.option("--timeout", default=120.0, show_default=True, help="Seconds")
 @click.pass_context
 def transfers_wait(ctx: click.Context, pid: str, state: str, timeout: float) -> None:
-    try:
-        record = _client(ctx).wait_state("transfers", pid, {state}, timeout)
-    except ApiError as exc:
-        raise click.ClickException(str(exc)) from exc
+    """Wait until the transfer reaches STATE (a progress bar with rate and ETA on a
+    terminal); fail with the reason if it ends otherwise, or after --timeout seconds."""
+    record = _wait(ctx, "transfers", pid, state, timeout, show=True)
     click.echo(f"{pid}  {record['state']}  {record['bytes']} bytes  sha256 {record.get('sha256')}")
 
 
@@ -1084,12 +1254,25 @@ def uses() -> None:
 
 @uses.command("list")
 @click.argument("agreement_id")
+@out.json_option
 @click.pass_context
-def uses_list(ctx: click.Context, agreement_id: str) -> None:
-    for line in _call(ctx, "GET", f"/api/v1/agreements/{agreement_id}/uses")["uses"]:
-        r = line["record"]
-        reported = f"reported {line['reported_at']}" if line.get("reported_at") else "not reported"
-        click.echo(f"{r['seq'] + 1}\t{r['at']}\t{r['purpose']}\t{reported}")
+def uses_list(ctx: click.Context, agreement_id: str, as_json: bool) -> None:
+    """Every use of the data received under AGREEMENT_ID, and whether it was reported."""
+    data = _call(ctx, "GET", f"/api/v1/agreements/{agreement_id}/uses")
+    if as_json:
+        return _emit(data)
+    out.table(
+        ["use", "at", "purpose", "reported"],
+        [
+            [
+                line["record"]["seq"] + 1,
+                line["record"]["at"],
+                line["record"]["purpose"],
+                line.get("reported_at") or "not reported",
+            ]
+            for line in data["uses"]
+        ],
+    )
 
 
 @main.group()
@@ -1100,15 +1283,25 @@ def deletions() -> None:
 @deletions.command("list")
 @click.option("--state", type=click.Choice(["pending", "fulfilled", "overdue"]), default=None)
 @click.option("--agreement", "agreement_id", default=None)
+@out.json_option
 @click.pass_context
-def deletions_list(ctx: click.Context, state: str | None, agreement_id: str | None) -> None:
-    from urllib.parse import urlencode
-
+def deletions_list(
+    ctx: click.Context, state: str | None, agreement_id: str | None, as_json: bool
+) -> None:
+    """Deletion duties; WHEN is the deadline, or the time it was fulfilled."""
     query = {k: v for k, v in {"state": state, "agreement": agreement_id}.items() if v}
-    rows = _call(ctx, "GET", "/api/v1/deletions" + (f"?{urlencode(query)}" if query else ""))
-    for d in rows:
-        when = d["fulfilled_at"] or d["deadline"]
-        click.echo(f"{d['id']}\t{d['role']}\t{d['state']}\t{when}\t{d['agreement_id']}")
+    out.listing(
+        _call(ctx, "GET", "/api/v1/deletions" + (f"?{urlencode(query)}" if query else "")),
+        as_json,
+        ["id", "role", "state", "when", "agreement"],
+        lambda d: [
+            d["id"],
+            d["role"],
+            d["state"],
+            d["fulfilled_at"] or d["deadline"],
+            d["agreement_id"],
+        ],
+    )
 
 
 @deletions.command("show")
@@ -1263,11 +1456,22 @@ def authority_onboard(
 
 
 @authority.command("participants")
+@out.json_option
 @click.pass_context
-def authority_participants(ctx: click.Context) -> None:
-    for p in _call(ctx, "GET", "/api/v1/authority/participants"):
-        roles = ",".join(p["roles"]) or "-"
-        click.echo(f"{p['id']}\t{p['status']}\t{p['organisation']}\t{roles}\t{p['region'] or '-'}")
+def authority_participants(ctx: click.Context, as_json: bool) -> None:
+    """The registry: every participant with its status, organisation, roles and region."""
+    out.listing(
+        _call(ctx, "GET", "/api/v1/authority/participants"),
+        as_json,
+        ["id", "status", "organisation", "roles", "region"],
+        lambda p: [
+            p["id"],
+            p["status"],
+            p["organisation"],
+            ",".join(p["roles"]) or "-",
+            p["region"],
+        ],
+    )
 
 
 @authority.command("show")
@@ -1298,12 +1502,28 @@ def credentials() -> None:
     """This connector's verifiable credentials (from the authority at issuer_url)."""
 
 
+def _credential_state(c: dict[str, Any]) -> str:
+    status = c.get("status", "valid")
+    if status == "revoked":
+        return "revoked"
+    if c["expired"]:
+        return "expired"
+    if status != "valid":
+        return f"status {status}; until {c['expiresAt']}"
+    return f"valid until {c['expiresAt']}"
+
+
 @credentials.command("list")
+@out.json_option
 @click.pass_context
-def credentials_list(ctx: click.Context) -> None:
-    for c in _call(ctx, "GET", "/api/v1/credentials"):
-        state = "expired" if c["expired"] else f"valid until {c['expiresAt']}"
-        click.echo(f"{c['type']}\t{c['issuer']}\t{state}\t{json.dumps(c['claims'])}")
+def credentials_list(ctx: click.Context, as_json: bool) -> None:
+    """Our credentials: valid, expired, or revoked by the issuer (its status list, asked now)."""
+    out.listing(
+        _call(ctx, "GET", "/api/v1/credentials"),
+        as_json,
+        ["type", "issuer", "state", "claims"],
+        lambda c: [c["type"], c["issuer"], _credential_state(c), c["claims"]],
+    )
 
 
 @credentials.command("request")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import os
 import shutil
@@ -23,6 +24,7 @@ from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
 )
 
 from connector.errors import ConfigError
@@ -438,13 +440,47 @@ def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
     values.update(overrides)
     try:
         return Settings(**values)
+    except SettingsError as exc:  # an environment value that does not parse (a list, say)
+        name = next(
+            (n for n in _env_names() if f'"{n[len(ENV_PREFIX) :].lower()}"' in str(exc)), None
+        )
+        where = name or "a CONNECTOR_* environment variable"
+        raise ConfigError(f"invalid configuration: {where}: {exc}") from exc
     except ValidationError as exc:
-        lines = []
-        for err in exc.errors():
-            where = ".".join(str(p) for p in err["loc"]) or "settings"
-            lines.append(f"  {where}: {err['msg']}")
+        lines = [_problem(err, path) for err in exc.errors()]
+        raise ConfigError("invalid configuration:\n" + "\n".join(lines)) from exc
+
+
+ENV_PREFIX = "CONNECTOR_"
+
+
+def _env_names() -> list[str]:
+    """The CONNECTOR_* variables set that name a setting (they override the file)."""
+    fields = {name.upper() for name in Settings.model_fields}
+    return [
+        key.upper()
+        for key in os.environ
+        if key.upper().startswith(ENV_PREFIX) and key.upper()[len(ENV_PREFIX) :] in fields
+    ]
+
+
+def _problem(err: Any, path: Path | None) -> str:
+    """One validation error, naming where the value came from: the environment variable
+    (which wins over the file) or the file; an unknown setting with the nearest known one."""
+    loc = [str(p) for p in err["loc"]]
+    field = loc[0] if loc else ""
+    if err["type"] == "extra_forbidden":
+        near = difflib.get_close_matches(field, list(Settings.model_fields), n=1)
+        hint = f" (did you mean {near[0]}?)" if near else ""
         source = f" in {path}" if path else ""
-        raise ConfigError("invalid configuration" + source + ":\n" + "\n".join(lines)) from exc
+        return f"  unknown setting {field!r}{source}{hint}"
+    env = ENV_PREFIX + field.upper()
+    if field and env in _env_names():
+        where = f"{env} (environment)"
+    else:
+        where = ".".join(loc) or "settings"
+        where += f" in {path}" if path else ""
+    return f"  {where}: {err['msg']}"
 
 
 def find_opa() -> str | None:

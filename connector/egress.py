@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import json
+import os
 import socket
 import ssl
 from collections.abc import AsyncIterator, Iterable
@@ -303,6 +304,34 @@ class Egress:
         for session in self._sessions.values():
             await session.close()
         self._sessions.clear()
+
+
+def describe(exc: BaseException) -> str:
+    """A network failure in words an operator acts on ("connection refused"), not a repr."""
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        return f"its TLS certificate is not accepted ({exc.certificate_error})"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        os_error = exc.os_error
+        if isinstance(os_error, socket.gaierror):
+            return "its host name does not resolve"
+        if os_error.errno:  # asyncio's strerror is "Connect call failed (addr)": the errno's
+            return os.strerror(os_error.errno).lower()
+        return str(os_error) or "cannot connect"
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return "it closed the connection without answering"
+    if isinstance(exc, aiohttp.ServerTimeoutError | TimeoutError):
+        return "no answer in time"
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return f"the answer broke off ({exc})"
+    if isinstance(exc, aiohttp.InvalidURL):
+        return f"not a valid URL ({exc})"
+    return str(exc) or type(exc).__name__
+
+
+def unreachable(who: str, url: str, exc: BaseException) -> str:
+    """ "provider at URL unreachable (connection refused)": for a failure before any answer."""
+    origin = urlsplit(url)
+    return f"{who} at {origin.scheme}://{origin.netloc} unreachable ({describe(exc)})"
 
 
 async def read_limited(resp: aiohttp.ClientResponse, limit: int) -> bytes:

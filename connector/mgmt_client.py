@@ -84,10 +84,16 @@ class ManagementClient:
             record: dict[str, Any] = self.get(f"/api/v1/{kind}/{pid}")
             if record["state"] in states:
                 return record
-            if record["state"] == "TERMINATED" or time.monotonic() > deadline:
+            wanted = "/".join(sorted(states))
+            if record["state"] == "TERMINATED":
                 why = "; ".join(record.get("reason") or []) or "no reason recorded"
-                wanted = "/".join(sorted(states))
                 raise ApiError(
                     0, f"{kind[:-1]} {pid} is {record['state']} (wanted {wanted}): {why}"
+                )
+            if time.monotonic() > deadline:
+                raise ApiError(
+                    0,
+                    f"timed out after {timeout:g} s: {kind[:-1]} {pid} is still"
+                    f" {record['state']} (wanted {wanted})",
                 )
             time.sleep(0.05)

@@ -136,6 +136,9 @@ def test_a_revoked_member_is_refused_with_the_reason(space: Space) -> None:
     assert status_list.is_set(bits, revoked["status_index"])
     error = space.catalog_error(bob)
     assert "403" in error and "was revoked by its issuer" in error, error
+    # bob's own `credentials list` says so (the status list is asked at once)
+    listed = cli("--config", str(bob.config), "credentials", "list")
+    assert listed.returncode == 0 and "\trevoked\t" in listed.stdout, listed.stdout
     # and the authority no longer issues to bob, saying why
     with pytest.raises(ApiError) as info:
         bob.api.post("/api/v1/credentials/request", {})
@@ -143,6 +146,8 @@ def test_a_revoked_member_is_refused_with_the_reason(space: Space) -> None:
     # reinstated: accepted again
     space.authority.api.post(path.replace("/revoke", "/reinstate"), {})
     bob.api.post("/api/v1/catalog/request", {"counterPartyAddress": space.provider.dsp})
+    listed = cli("--config", str(bob.config), "credentials", "list", "--json")
+    assert {c["status"] for c in json.loads(listed.stdout)} == {"valid"}
 
 
 def test_an_unknown_issuer_is_refused_with_the_reason(space: Space) -> None:

@@ -314,7 +314,7 @@ def big_file(tmp_path: Path) -> tuple[Path, str]:
 CUTS = {
     ("HttpData-PULL", "provider"): [
         ("consumer", "dp-pull", "attempt 1 failed, retrying in"),
-        ("consumer", "dp-pull", "failed: ClientPayloadError"),
+        ("consumer", "dp-pull", "failed: the answer broke off"),
     ],
     ("HttpData-PULL", "consumer"): [
         ("provider", "pull", "stopped serving after"),

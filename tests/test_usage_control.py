@@ -238,7 +238,7 @@ def test_two_uses_allowed_the_third_refused_and_a_wrong_purpose_refused(
     assert not (tmp_path / "third.bin").exists()
 
     listed = cli("--config", str(consumer.config), "uses", "list", agreement_id)
-    assert listed.returncode == 0 and len(listed.stdout.splitlines()) == 2
+    assert listed.returncode == 0 and len(listed.stdout.splitlines()) == 1 + 2  # header
     # no log or notify duty: the records stay with the consumer
     assert provider.api.get(f"/api/v1/agreements/{agreement_id}/uses")["count"] == 0
     decisions = consumer.api.get("/api/v1/decisions?limit=20")

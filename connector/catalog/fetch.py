@@ -50,30 +50,35 @@ def _spec(offset: int, limit: int) -> dict[str, Any]:
 
 
 async def whole_catalog(
-    client: DspClient, url: str, audience: str, query_spec: dict[str, Any] | None = None
+    client: DspClient,
+    url: str,
+    audience: str,
+    query_spec: dict[str, Any] | None = None,
+    who: str = "peer",
 ) -> Any:
     """The provider's catalog answer; with every page's datasets when no QuerySpec is given."""
     if query_spec is not None:
         msg = m.CatalogRequestMessage(filter=[query_spec]).dump()
-        _status, body = await client.call("POST", url, audience, msg)
+        _status, body = await client.call("POST", url, audience, msg, who)
         return body
     try:
-        return await _walk(client, url, audience)
+        return await _walk(client, url, audience, who)
     except PeerError as exc:
         if exc.http_status != 400:
             raise
     # a provider that refuses filters (an older one of ours): ask for everything at once
-    _status, body = await client.call("POST", url, audience, m.CatalogRequestMessage().dump())
+    everything = m.CatalogRequestMessage().dump()
+    _status, body = await client.call("POST", url, audience, everything, who)
     return body
 
 
-async def _walk(client: DspClient, url: str, audience: str) -> Any:
+async def _walk(client: DspClient, url: str, audience: str, who: str) -> Any:
     offset, pages, target = 0, 0, url
     first: Any = None
     gathered: dict[str, Any] = {}
     while True:
         msg = m.CatalogRequestMessage(filter=[_spec(offset, PAGE_SIZE)]).dump()
-        _status, body, links = await client.call_with_links("POST", target, audience, msg)
+        _status, body, links = await client.call_with_links("POST", target, audience, msg, who)
         pages += 1
         page = _datasets(body)
         if first is None:

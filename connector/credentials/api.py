@@ -7,6 +7,7 @@ import time
 from aiohttp import web
 
 from connector.credentials.holder import Holder
+from connector.credentials.verifier import CredentialVerifier
 from connector.http import Handler, Route
 
 ROUTES = [
@@ -23,8 +24,9 @@ ROUTES = [
 
 
 class CredentialsApi:
-    def __init__(self, holder: Holder) -> None:
+    def __init__(self, holder: Holder, verifier: CredentialVerifier) -> None:
         self.holder = holder
+        self.verifier = verifier  # asks the issuer's status list whether ours are revoked
 
     def routes(self) -> list[tuple[Route, Handler]]:
         return [(route, getattr(self, route.handler)) for route in ROUTES]
@@ -33,7 +35,11 @@ class CredentialsApi:
         now = time.time()
         return web.json_response(
             [
-                {**c.summary(), "expired": c.expires_at is not None and c.expires_at <= now}
+                {
+                    **c.summary(),
+                    "expired": c.expires_at is not None and c.expires_at <= now,
+                    "status": await self.verifier.status(c),
+                }
                 for c in self.holder.wallet.credentials()
             ]
         )

@@ -94,6 +94,10 @@ def claims_of(valid: list[Credential], problems: list[str]) -> dict[str, Any]:
     return out
 
 
+class CredentialRevoked(CredentialError):
+    """The issuer's status list has the credential's bit set."""
+
+
 class _NoAnswer(Exception):
     """A credential service answered, but not with 200 (the status is for our log only)."""
 
@@ -129,7 +133,12 @@ class CredentialVerifier:
             self._claims.move_to_end(caller)
             return hit[1]
         result = await self._verify(caller, access_token)
-        if self._ttl > 0:
+        # only a clean verification is reused: a refusal (no credential, a revoked or expired
+        # one, an unreachable status list) is decided afresh on the next request, so a member
+        # reinstated or renewed is let in at once. A revocation is seen within twice
+        # `credential_cache_seconds`: a cached verification, made with a status list that
+        # was itself up to that old (docs/city-dataspace.md).
+        if self._ttl > 0 and not result["problems"]:
             self._claims[caller] = (time.monotonic() + self._ttl, result)
             self._claims.move_to_end(caller)
             while len(self._claims) > CLAIMS_CACHE_MAX:
@@ -239,6 +248,22 @@ class CredentialVerifier:
         if c.status is not None:
             await self._check_status(c, holder)
 
+    async def status(self, c: Credential) -> str:
+        """'valid', 'revoked', or why the status cannot be told: for showing a holder its own
+        credentials (`connector credentials list`)."""
+        if c.status is None:
+            return "valid"
+        url = c.status.get("statusListCredential")
+        if isinstance(url, str):
+            self._lists.pop(url, None)  # the holder asks now: not a list fetched earlier
+        try:
+            await self._check_status(c, c.subject)
+        except CredentialRevoked:
+            return "revoked"
+        except ConnectorError as exc:
+            return f"unknown ({exc.detail})"
+        return "valid"
+
     async def _check_status(self, c: Credential, holder: str) -> None:
         url = c.status.get("statusListCredential") if c.status else None
         index = c.status.get("statusListIndex") if c.status else None
@@ -250,7 +275,7 @@ class CredentialVerifier:
             raise CredentialError(f"{c.kind} names no statusListCredential")
         bits = await self._status_bits(url, c.issuer)
         if status_list.is_set(bits, position):
-            raise CredentialError(
+            raise CredentialRevoked(
                 f"{c.kind} of {holder} was revoked by its issuer {c.issuer}"
                 f" (status list {url}, index {position})"
             )

@@ -20,7 +20,7 @@ import aiohttp
 
 from connector.clock import skew_refusal
 from connector.dataplane.addresses import Endpoint, Unservable, resolve
-from connector.egress import EgressRefused, read_limited
+from connector.egress import EgressRefused, describe, read_limited
 from connector.errors import ConnectorError, DiskFull, PayloadTooLarge, PeerError
 from connector.files import open_private, private_dir
 from connector.metering.meter import StreamHash
@@ -252,6 +252,17 @@ def cut_back(path: Path, size: int) -> None:
         os.fsync(fh.fileno())
 
 
+EXPECTED: dict[str, int] = {}
+"""Consumer pulls under way: the size the provider announced (progress and ETA only)."""
+
+
+def progress(rt: Runtime, transfer_id: str) -> tuple[int, int | None]:
+    """Bytes of a transfer under way that lie on our disk now, and the size announced."""
+    path = received_path(rt, transfer_id)
+    sizes = [p.stat().st_size for p in path.parent.glob(f"{path.name}*") if p.is_file()]
+    return max(sizes, default=0), EXPECTED.get(transfer_id)
+
+
 def received_path(rt: Runtime, transfer_id: str) -> Path:
     safe = transfer_id.rsplit(":", 1)[-1]
     return rt.settings.data_dir / "received" / f"{safe}.bin"
@@ -436,6 +447,8 @@ async def pull(
             if resp.status == 200 and writer.size:
                 writer.abandon()
                 writer = HashingWriter(path, limit=limit)  # the provider sent everything again
+            if resp.content_length is not None:
+                EXPECTED[transfer_id] = writer.size + resp.content_length
             # the writer refuses the first byte past the limit: an announced length is not
             # refused up front, since a provider cutting at the agreed volume announces the
             # whole data and sends only what was agreed
@@ -452,10 +465,12 @@ async def pull(
         raise PeerError(f"pull from {endpoint} refused: {exc.detail}", retry=False) from exc
     except aiohttp.ClientError as exc:
         writer.abandon()
-        raise PeerError(f"pull from {endpoint} failed: {exc!r}", retry=True) from exc
+        raise PeerError(f"pull from {endpoint} failed: {describe(exc)}", retry=True) from exc
     except BaseException:
         writer.abandon()
         raise
+    finally:
+        EXPECTED.pop(transfer_id, None)
     # the fsyncs (see HashingWriter.close) of a large file take a while: not on the loop
     digest = await asyncio.to_thread(writer.close)
     return writer.size, digest, path
@@ -501,4 +516,4 @@ async def push(rt: Runtime, data_address: dict[str, Any], chunks: AsyncIterator[
     except aiohttp.ClientError as exc:
         if source_failed:
             raise source_failed[0] from exc
-        raise PeerError(f"push to {endpoint} failed: {exc!r}", retry=True) from exc
+        raise PeerError(f"push to {endpoint} failed: {describe(exc)}", retry=True) from exc

@@ -136,6 +136,23 @@ def parse_did_web(did: str) -> DidWeb:
     return DidWeb(host=host, port=port, path=tuple(path))
 
 
+def port_written_with_colon(did: str) -> str | None:
+    """The did:web meant when a port follows the host after ':' (which did:web reads as a
+    path segment): `did:web:host:8181` is very likely `did:web:host%3A8181`."""
+    if not did.startswith("did:web:"):
+        return None
+    authority, *segments = did[len("did:web:") :].split(":")
+    if not segments or "%" in authority or not segments[0].isdigit():
+        return None
+    return f"did:web:{authority}%3A{segments[0]}" + "".join(":" + s for s in segments[1:])
+
+
+def explain_did(did: str) -> str:
+    """A DID the user gave, with a hint if its port is written with ':'."""
+    meant = port_written_with_colon(did)
+    return f"{did} (a port in did:web is written %3A: did you mean {meant}?)" if meant else did
+
+
 def did_from_url(base_url: str) -> str:
     """did:web for a connector's base URL: host (with port) plus any path segments."""
     parts = urlsplit(base_url)

@@ -47,6 +47,18 @@ class DatasetIn(Strict):
     )
 
 
+class DatasetUpdate(Strict):
+    """What `PATCH /datasets/{id}` may change: the description, not the data or its offers
+    (agreements were made on those: publish a new dataset to offer other terms)."""
+
+    title: str | None = None
+    description: str | None = None
+    keywords: list[str] | None = Field(None, description="dcat:keyword")
+    themes: list[str] | None = Field(None, description="dcat:theme")
+    media_type: str | None = None
+    classification: Literal["general", "important", "core"] | None = None
+
+
 class CatalogIn(Strict):
     counterPartyAddress: str = Field(description="The provider's DSP base URL")
     counterPartyId: str | None = Field(None, description="Provider DID; derived from the address")

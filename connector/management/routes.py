@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import hmac
+import json
 import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import aiohttp
 from aiohttp import web
 from pydantic import BaseModel
 
@@ -17,17 +19,20 @@ from connector.billing import invoice
 from connector.billing.prices import price_terms
 from connector.catalog.fetch import whole_catalog
 from connector.config import DSP_PATH
-from connector.dataplane import sources
+from connector.dataplane import sources, streams
 from connector.dsp.negotiation import NegotiationService
 from connector.dsp.transfer import TransferService
-from connector.errors import BadRequest, NotFound, PeerError, Unauthorized
+from connector.egress import CATALOG_MAX, read_limited
+from connector.errors import BadRequest, ConnectorError, NotFound, PeerError, Unauthorized
 from connector.http import Handler, Route
 from connector.identity import signatures
-from connector.identity.did import did_from_url
+from connector.identity.did import did_from_url, port_written_with_colon
 from connector.management import models
 from connector.management.openapi import build_openapi
 from connector.metering.export import chain_header
+from connector.model.enums import Role
 from connector.model.records import Agreement, Dataset, DecisionRecord
+from connector.model.states import TP
 from connector.peer.client import DspClient
 from connector.policy import whatif
 from connector.policy.decision import Decision, DecisionInput
@@ -38,6 +43,7 @@ from connector.runtime import Runtime
 from connector.store.base import Store
 
 PREFIX = "/api/v1"
+PROBE_TIMEOUT = aiohttp.ClientTimeout(total=5)
 
 
 ROUTES = [
@@ -51,6 +57,13 @@ ROUTES = [
         201,
     ),
     Route("GET", "/datasets/{id}", "get_dataset", "Show a dataset"),
+    Route(
+        "PATCH",
+        "/datasets/{id}",
+        "update_dataset",
+        "Change a dataset's title, description, keywords, themes, media type or grading",
+        models.DatasetUpdate,
+    ),
     Route("DELETE", "/datasets/{id}", "delete_dataset", "Withdraw a dataset", status=204),
     Route(
         "POST", "/catalog/request", "fetch_catalog", "Fetch a provider's catalog", models.CatalogIn
@@ -150,6 +163,12 @@ def counterparty_did(address: str, given: str | None) -> str:
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise BadRequest("counterPartyAddress must be an absolute http(s) URL")
     if given:
+        meant = port_written_with_colon(given)
+        if meant is not None:
+            raise BadRequest(
+                f"counterPartyId {given}: a port in did:web is written %3A, not ':'"
+                f" (did you mean {meant}?)"
+            )
         return given
     return did_from_url(f"{parts.scheme}://{parts.netloc}")
 
@@ -257,6 +276,21 @@ class ManagementApi:
             raise NotFound(f"no dataset {dataset_id}")
         return web.json_response(_dataset_view(dataset))
 
+    async def update_dataset(self, request: web.Request) -> web.Response:
+        data = await http.body(request, models.DatasetUpdate)
+        dataset_id = request.match_info["id"]
+        changes = data.model_dump(exclude_none=True)
+
+        def update(store: Store) -> Dataset:
+            dataset = store.get_dataset(dataset_id)
+            if dataset is None:
+                raise NotFound(f"no dataset {dataset_id}")
+            changed = dataset.model_copy(update=changes)
+            store.put_dataset(changed)
+            return changed
+
+        return web.json_response((await self.rt.db.write(update)).model_dump())
+
     async def delete_dataset(self, request: web.Request) -> web.Response:
         dataset_id = request.match_info["id"]
         if not await self.rt.db.write(lambda s: s.delete_dataset(dataset_id)):
@@ -270,12 +304,32 @@ class ManagementApi:
         peer = counterparty_did(data.counterPartyAddress, data.counterPartyId)
         url = data.counterPartyAddress.rstrip("/") + "/catalog/request"
         try:
-            body = await whole_catalog(self.client, url, peer, data.querySpec)
+            body = await whole_catalog(self.client, url, peer, data.querySpec, who="provider")
         except PeerError as exc:
+            detail = str(exc)
+            if await self._is_management_api(data.counterPartyAddress):
+                detail = (
+                    f"{data.counterPartyAddress} is a connector's management API, not its DSP"
+                    " endpoint: give the DSP address (its public_url followed by /dsp)"
+                )
             raise PeerError(
-                str(exc), http_status=exc.http_status, body=exc.body, retry=False
+                detail, http_status=exc.http_status, body=exc.body, retry=False
             ) from exc
         return web.json_response(body)
+
+    async def _is_management_api(self, address: str) -> bool:
+        """Whether `address` (a DSP address that failed) is a connector's management listener:
+        its OpenAPI document is the one path it serves without a key."""
+        parts = urlsplit(address)
+        probe = f"{parts.scheme}://{parts.netloc}{PREFIX}/openapi.json"
+        try:
+            async with self.rt.egress.request("GET", probe, timeout=PROBE_TIMEOUT) as resp:
+                if resp.status != 200:
+                    return False
+                doc = json.loads(await read_limited(resp, CATALOG_MAX))
+        except (ConnectorError, aiohttp.ClientError, TimeoutError, ValueError):
+            return False
+        return isinstance(doc, dict) and "openapi" in doc
 
     # negotiations ----------------------------------------------------------------------------
 
@@ -497,7 +551,13 @@ class ManagementApi:
     # transfers -------------------------------------------------------------------------------
 
     async def _transfer_view(self, pid: str) -> dict[str, Any]:
-        return await self._view("transfer process", pid, lambda s: s.get_transfer(pid))
+        out = await self._view("transfer process", pid, lambda s: s.get_transfer(pid))
+        if out["role"] == Role.CONSUMER and out["state"] == TP.STARTED:
+            # bytes moved so far: what lies on our disk (a pull or a push under way)
+            moved, expected = streams.progress(self.rt, pid)
+            out["bytes"] = max(out["bytes"], moved)
+            out["bytes_expected"] = expected
+        return out
 
     async def list_transfers(self, request: web.Request) -> web.Response:
         limit, offset = _paging(request)

@@ -9,7 +9,7 @@ from typing import Any
 import aiohttp
 
 from connector.clock import skew_refusal
-from connector.egress import CATALOG_MAX, EgressRefused, read_limited
+from connector.egress import CATALOG_MAX, EgressRefused, describe, read_limited, unreachable
 from connector.errors import PeerError
 from connector.identity.tokens import bearer
 from connector.peer.callbacks import belongs_to
@@ -38,14 +38,25 @@ class DspClient:
         self._rt = runtime
 
     async def call(
-        self, method: str, url: str, audience: str, message: dict[str, Any] | None = None
+        self,
+        method: str,
+        url: str,
+        audience: str,
+        message: dict[str, Any] | None = None,
+        who: str = "peer",
     ) -> tuple[int, Any]:
-        """Send one message; return (status, body) for 2xx, raise PeerError otherwise."""
-        status, body, _links = await self.call_with_links(method, url, audience, message)
+        """Send one message; return (status, body) for 2xx, raise PeerError otherwise. `who`
+        names the peer in an error ("provider at URL unreachable (connection refused)")."""
+        status, body, _links = await self.call_with_links(method, url, audience, message, who)
         return status, body
 
     async def call_with_links(
-        self, method: str, url: str, audience: str, message: dict[str, Any] | None = None
+        self,
+        method: str,
+        url: str,
+        audience: str,
+        message: dict[str, Any] | None = None,
+        who: str = "peer",
     ) -> tuple[int, Any, list[str]]:
         """As `call`, with the answer's `Link` header values (DSP catalog paging).
 
@@ -85,7 +96,7 @@ class DspClient:
                 )
         except EgressRefused as exc:
             raise PeerError(f"{method} {url} refused: {exc.detail}", retry=False) from exc
+        except (aiohttp.ClientConnectorError, aiohttp.ServerTimeoutError, TimeoutError) as exc:
+            raise PeerError(f"{unreachable(who, url, exc)}: {method} {url}", retry=True) from exc
         except aiohttp.ClientError as exc:
-            raise PeerError(f"{method} {url} failed: {exc!r}", retry=True) from exc
-        except TimeoutError as exc:
-            raise PeerError(f"{method} {url} timed out", retry=True) from exc
+            raise PeerError(f"{method} {url} failed: {describe(exc)}", retry=True) from exc
