@@ -20,6 +20,7 @@ import aiohttp
 
 from connector.clock import skew_refusal
 from connector.dataplane.addresses import Endpoint, Unservable, resolve
+from connector.dataplane.sources import SourceMissing
 from connector.egress import EgressRefused, describe, read_limited
 from connector.errors import ConnectorError, DiskFull, PayloadTooLarge, PeerError
 from connector.files import open_private, private_dir
@@ -394,17 +395,14 @@ async def _problem(resp: aiohttp.ClientResponse) -> Any:
         return None
 
 
-REFUSAL_MAX = 300  # characters of a provider's refusal kept in our reason
-
-
 def _refusal(problem: Any) -> str:
-    """ ": <detail>" of a provider's refusal (its problem document), so the consumer's reason
-    says why (e.g. "source missing"): printable text only, cut short; "" without one."""
-    detail = problem.get("detail") if isinstance(problem, dict) else None
-    if not isinstance(detail, str) or not detail.strip():
-        return ""
-    text = "".join(ch if ch.isprintable() else " " for ch in detail).strip()
-    return ": " + (text[:REFUSAL_MAX] + "…" if len(text) > REFUSAL_MAX else text)
+    """Why a provider refused a pull, in our own words: only a code we know is read. The
+    body is the provider's, and a reason we keep, show or pass on never carries remote text
+    (a data address may name any service; docs/security.md, finding 3)."""
+    code = problem.get("code") if isinstance(problem, dict) else None
+    if code == SourceMissing.code:
+        return f": {SourceMissing().detail}"
+    return ""
 
 
 async def pull(

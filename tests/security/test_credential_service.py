@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from typing import Any
 
 import pytest
 
@@ -73,16 +74,25 @@ def test_a_credential_service_answer_is_not_reflected(
 
 
 def test_the_claims_cache_is_bounded() -> None:
-    """Every caller with a DID adds an entry (verified or not): the cache stays an LRU."""
-    from connector.credentials.verifier import CLAIMS_CACHE_MAX, CredentialVerifier
+    """Refusals are not cached (decided afresh on the next request); clean verifications are,
+    in an LRU that stays within its bound however many callers come."""
+    from connector.credentials.verifier import CLAIMS_CACHE_MAX, CredentialVerifier, claims_of
 
-    async def scenario() -> int:
+    async def scenario() -> tuple[int, int]:
         egress = Egress(EgressPolicy())
         resolver = DidResolver(egress, insecure_http=False, ttl_seconds=0)
         verifier = CredentialVerifier(egress, resolver, "did:web:me.example", [ISSUER], 30)
-        for n in range(CLAIMS_CACHE_MAX + 100):
-            await verifier.claims(f"did:web:c{n}.example", None)  # no access token: no request
-        await egress.close()
-        return len(verifier._claims)
+        for n in range(100):
+            await verifier.claims(f"did:web:c{n}.example", None)  # no access token: refused
+        refused = len(verifier._claims)
 
-    assert asyncio.run(scenario()) == CLAIMS_CACHE_MAX
+        async def clean(caller: str, access_token: str | None) -> dict[str, Any]:
+            return claims_of([], [])  # stands in for a verification without problems
+
+        verifier._verify = clean  # type: ignore[method-assign]
+        for n in range(CLAIMS_CACHE_MAX + 100):
+            await verifier.claims(f"did:web:m{n}.example", "token")
+        await egress.close()
+        return refused, len(verifier._claims)
+
+    assert asyncio.run(scenario()) == (0, CLAIMS_CACHE_MAX)
