@@ -307,7 +307,10 @@ class ManagementApi:
             body = await whole_catalog(self.client, url, peer, data.querySpec, who="provider")
         except PeerError as exc:
             detail = str(exc)
-            if await self._is_management_api(data.counterPartyAddress):
+            # only an address that answered (with an error) is asked what it is: one our
+            # token was not sent to (not the audience's) gets no request at all
+            answered = exc.http_status is not None and 400 <= exc.http_status < 500
+            if answered and await self._is_management_api(data.counterPartyAddress):
                 detail = (
                     f"{data.counterPartyAddress} is a connector's management API, not its DSP"
                     " endpoint: give the DSP address (its public_url followed by /dsp)"
